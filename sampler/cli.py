@@ -254,7 +254,7 @@ def prompts_diversity(embeddings, sizes, draws, seed, eps, out) -> None:
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--out", type=click.Path(), default=f"{_PROMPT_WORK}/subset.csv", show_default=True)
 def prompts_select(prompt_file, size, seed, out) -> None:
-    """Draw the seeded subset of SIZE prompts and write it as a prompt file (prompt_id,prompt) for `generate`.
+    """Draw the seeded subset of SIZE prompts and write it as a prompt file (prompt_id,prompt[,seed]) for `generate`.
 
     The prompts keep the order of the source file; OUT with .json records the seed and source hash.
     """
@@ -269,7 +269,10 @@ def prompts_select(prompt_file, size, seed, out) -> None:
         idx = subsample.draw_subset(len(table.prompts), size, seed)
     except (PromptFileError, ValueError) as e:
         raise click.ClickException(str(e)) from None
-    write_prompt_table(out, [table.ids[i] for i in idx], [table.prompts[i] for i in idx])
+    # Keep the source's per-prompt seeds (coco_30k.csv's evaluation_seed) so `generate` uses them.
+    seeds = [table.seeds[i] for i in idx]
+    extra = {"seed": ["" if v is None else v for v in seeds]} if any(v is not None for v in seeds) else None
+    write_prompt_table(out, [table.ids[i] for i in idx], [table.prompts[i] for i in idx], extra)
     record = {
         "source": table.path,
         "source_sha256": table.sha256,

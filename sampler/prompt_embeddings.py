@@ -1,8 +1,7 @@
 """Prompt tables and their cached CLIP text embeddings (the files `sfgeval prompts` reads and writes).
 
-A prompt table is a CSV with a ``prompt`` column and an id column (``prompt_id``, else
-``image_id`` as in ``data/coco_30k.csv``, else the 1-based row number). Prompts are stripped;
-quoted newlines inside a prompt are kept.
+Prompt files are read by `sampler.prompts.read_prompts` (the generator's reader), so ids and
+stripping are the same everywhere: ``prompt_id``, else ``image_id`` (``data/coco_30k.csv``).
 
 The embedding cache is two files side by side::
 
@@ -25,17 +24,16 @@ from typing import Any
 
 import numpy as np
 
+from sampler.prompts import PromptFileError, read_prompts
+
 CACHE_SCHEMA = "sfgeval.text-embeddings/1"
-
-
-class PromptFileError(ValueError):
-    """A prompt file that cannot be used; the message names the file and row."""
 
 
 @dataclass(frozen=True)
 class PromptTable:
     ids: list[str]
     prompts: list[str]
+    seeds: list[int | None]
     sha256: str
     path: str
 
@@ -49,35 +47,15 @@ def sha256_of(path: str | os.PathLike) -> str:
 
 
 def read_prompt_table(path: str | os.PathLike) -> PromptTable:
-    """Read a prompt CSV (see module docstring). Empty prompts and repeated ids are errors."""
-    p = Path(path)
-    if not p.is_file():
-        raise PromptFileError(f"{p}: prompt file not found")
-    with open(p, encoding="utf-8", newline="") as f:
-        reader = csv.DictReader(f)
-        fields = [c.strip() for c in (reader.fieldnames or [])]
-        if "prompt" not in fields:
-            raise PromptFileError(f"{p}: no 'prompt' column (columns: {', '.join(fields) or 'none'})")
-        id_col = "prompt_id" if "prompt_id" in fields else "image_id" if "image_id" in fields else None
-        ids: list[str] = []
-        prompts: list[str] = []
-        seen: dict[str, int] = {}
-        for rowno, row in enumerate(reader, start=1):
-            row = {(k or "").strip(): v for k, v in row.items()}
-            text = (row.get("prompt") or "").strip()
-            pid = (row.get(id_col) or "").strip() if id_col else str(rowno)
-            if not text:
-                raise PromptFileError(f"{p}: record {rowno} has an empty prompt")
-            if not pid:
-                raise PromptFileError(f"{p}: record {rowno} has an empty {id_col}")
-            if pid in seen:
-                raise PromptFileError(f"{p}: record {rowno} repeats {id_col or 'id'} {pid!r} of record {seen[pid]}")
-            seen[pid] = rowno
-            ids.append(pid)
-            prompts.append(text)
-    if not prompts:
-        raise PromptFileError(f"{p}: the prompt file holds no prompts")
-    return PromptTable(ids=ids, prompts=prompts, sha256=sha256_of(p), path=str(p))
+    """Read a prompt file with `sampler.prompts.read_prompts` (.txt, .csv, .jsonl) and hash it."""
+    records = read_prompts(path)
+    return PromptTable(
+        ids=[r.prompt_id for r in records],
+        prompts=[r.prompt for r in records],
+        seeds=[r.seed for r in records],
+        sha256=sha256_of(path),
+        path=str(path),
+    )
 
 
 def write_prompt_table(path: str | os.PathLike, ids: list[str], prompts: list[str], extra: dict[str, list[Any]] | None = None) -> None:

@@ -11,7 +11,6 @@
 
 from __future__ import annotations
 
-import gzip
 import hashlib
 import json
 from pathlib import Path
@@ -50,29 +49,15 @@ def save_tiny_clip(path: Path, seed: int) -> Path:
     return path
 
 
-def _clip_bpe_vocab() -> tuple[dict[str, int], list[str]]:
-    """The CLIP vocabulary and merges exactly as open_clip's SimpleTokenizer builds them."""
-    import open_clip.tokenizer as tk
-
-    merges = gzip.open(tk.default_bpe()).read().decode("utf-8").split("\n")
-    merges = merges[1 : 49152 - 256 - 2 + 1]
-    vocab = list(tk.bytes_to_unicode().values())
-    vocab = vocab + [v + "</w>" for v in vocab]
-    vocab += ["".join(m.split()) for m in merges]
-    vocab += ["<|startoftext|>", "<|endoftext|>"]
-    return {v: i for i, v in enumerate(vocab)}, merges
-
-
 def save_tiny_pickscore(folder: Path, seed: int) -> Path:
     """A tiny HF ``CLIPModel`` + ``CLIPProcessor`` folder, the layout of yuvalkirstain/PickScore_v1."""
     import torch
-    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor, CLIPTokenizer
+    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor
+
+    from sampler.tiny import build_clip_tokenizer  # the real CLIP BPE, rebuilt offline
 
     folder.mkdir(parents=True, exist_ok=True)
-    vocab, merges = _clip_bpe_vocab()
-    (folder / "vocab.json").write_text(json.dumps(vocab))
-    (folder / "merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n")
-    tok = CLIPTokenizer(str(folder / "vocab.json"), str(folder / "merges.txt"))
+    tok = build_clip_tokenizer(folder)
     img = CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
     CLIPProcessor(image_processor=img, tokenizer=tok).save_pretrained(folder)
     config = CLIPConfig(
