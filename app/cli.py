@@ -8,6 +8,7 @@ from __future__ import annotations
 import click
 
 from sampler.cli import generate
+from sampler.cli import metrics, prompts
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -16,6 +17,8 @@ def main() -> None:
 
 
 main.add_command(generate)
+main.add_command(prompts)
+main.add_command(metrics)
 
 if __name__ == "__main__":
     main()

@@ -1,0 +1,330 @@
+"""Objective metrics of the paper's Tables 1 and 2: FID, CLIP score, Inception Score, PickScore win rate.
+
+FID and IS use torchmetrics (``FrechetInceptionDistance``, ``InceptionScore``) on top of
+torch-fidelity's ``FeatureExtractorInceptionV3`` (the TF-ported Inception of the original FID
+code), wrapped by torchmetrics' ``NoTrainInceptionV3``, whose ``feature_extractor_weights_path``
+loads the Inception weights from a local file (``pt_inception-2015-12-05-6726825d.pth``).
+
+Image preparation (``resize`` modes, recorded in every table):
+- every image is converted to RGB and centre-cropped to a square (reference photos are not square);
+- ``pil-bicubic`` (default): resized to 299x299 with PIL bicubic (antialiased, as clean-fid's
+  "clean" mode); the extractor's own resize is then the identity;
+- ``torch-antialias``: the native square goes to the extractor, which resizes with
+  ``torch.nn.functional.interpolate(bilinear, antialias=True)`` (torchmetrics' default);
+- ``tf1``: the extractor's TF1-compatible bilinear resize without antialiasing (matches the
+  original TensorFlow FID code and torch-fidelity; aliases when downscaling 512 -> 299).
+
+Score conventions: CLIP score is ``100 * cosine`` (see `sampler.clip`); PickScore is
+``logit_scale.exp() * cosine`` as in the PickScore paper; win rate orients treatment vs baseline.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from sampler.weights import WeightsError, require_file, require_folder
+
+RESIZE_MODES = ("pil-bicubic", "torch-antialias", "tf1")
+INCEPTION_SIZE = 299
+INCEPTION_WEIGHTS_NAME = "pt_inception-2015-12-05-6726825d.pth"
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
+
+
+# ---- pure functions ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class WinRate:
+    """Treatment vs baseline over paired scores. Rates are fractions of all ``n`` pairs.
+
+    ``ci_low``/``ci_high``: Wilson score 95% interval of ``win_rate`` (wins out of n, ties count
+    as non-wins), assuming independent pairs.
+    """
+
+    n: int
+    wins: int
+    ties: int
+    losses: int
+    win_rate: float
+    tie_rate: float
+    loss_rate: float
+    ci_low: float
+    ci_high: float
+
+
+def win_rate(treatment: Sequence[float], baseline: Sequence[float], tie_tolerance: float = 0.0) -> WinRate:
+    """Count pairs where ``treatment > baseline`` (win), ``|t - b| <= tie_tolerance`` (tie), else loss."""
+    from scipy.stats import binomtest
+
+    t = np.asarray(treatment, dtype=np.float64)
+    b = np.asarray(baseline, dtype=np.float64)
+    if t.shape != b.shape or t.ndim != 1:
+        raise ValueError(f"need two equal-length score lists, got {t.shape} and {b.shape}")
+    n = len(t)
+    if n == 0:
+        raise ValueError("no pairs to compare")
+    diff = t - b
+    ties = int(np.sum(np.abs(diff) <= tie_tolerance))
+    wins = int(np.sum(diff > tie_tolerance))
+    losses = n - wins - ties
+    ci = binomtest(wins, n).proportion_ci(confidence_level=0.95, method="wilson")
+    return WinRate(n, wins, ties, losses, wins / n, ties / n, losses / n, float(ci.low), float(ci.high))
+
+
+def center_crop_box(width: int, height: int) -> tuple[int, int, int, int]:
+    """PIL crop box (left, upper, right, lower) of the largest centred square."""
+    side = min(width, height)
+    left, top = (width - side) // 2, (height - side) // 2
+    return left, top, left + side, top + side
+
+
+def list_images(folder: str | os.PathLike) -> list[Path]:
+    """Image files directly in ``folder``, sorted by name."""
+    p = Path(folder)
+    if not p.is_dir():
+        raise ValueError(f"{p}: reference image folder not found")
+    files = sorted(f for f in p.iterdir() if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise ValueError(f"{p}: no images ({', '.join(IMAGE_SUFFIXES)}) in this folder")
+    return files
+
+
+# ---- Inception: FID and IS -------------------------------------------------------------------
+
+
+def load_inception(weights: str | os.PathLike, resize: str = "pil-bicubic", device: Any = "cpu"):
+    """torchmetrics' NoTrainInceptionV3 with weights from a local file; returns (fid_head, is_head).
+
+    Both heads share one network: ``fid_head`` outputs the 2048-d pool features, ``is_head`` the
+    1008 unbiased logits. Input: uint8 ``[B, 3, H, W]``.
+    """
+    import torch
+    from torchmetrics.image.fid import NoTrainInceptionV3
+
+    if resize not in RESIZE_MODES:
+        raise ValueError(f"resize must be one of {', '.join(RESIZE_MODES)}, got {resize!r}")
+    path = require_file(weights, f"the torch-fidelity InceptionV3 weights file ({INCEPTION_WEIGHTS_NAME})", (INCEPTION_WEIGHTS_NAME,))
+    try:
+        net = NoTrainInceptionV3(
+            name="inception-v3-compat",
+            features_list=["2048"],
+            feature_extractor_weights_path=str(path),
+            antialias=resize != "tf1",
+        )
+    except Exception as e:  # unpickling errors and state_dict mismatches come in many types
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise WeightsError(f"{path} is not torch-fidelity InceptionV3 weights ({INCEPTION_WEIGHTS_NAME}): {msg[:300]}") from None
+    net = net.to(device)
+    # A shallow copy shares every layer; only the requested output differs.
+    logits = copy.copy(net)
+    logits.features_list = ["logits_unbiased"]
+    net.num_features = 2048
+    return net, logits
+
+
+def inception_batches(
+    paths: Sequence[str | os.PathLike], resize: str, batch_size: int
+) -> Iterable[tuple[int, "torch.Tensor"]]:  # noqa: F821
+    """uint8 ``[B, 3, H, W]`` batches of centre-cropped images (299x299 for ``pil-bicubic``).
+
+    Batches hold images of one size; yields (images consumed so far, batch).
+    """
+    import torch
+    from PIL import Image
+
+    pending: dict[tuple[int, int], list[torch.Tensor]] = {}
+    consumed = 0
+    for p in paths:
+        with Image.open(p) as im:
+            im = im.convert("RGB")
+            im = im.crop(center_crop_box(*im.size))
+            if resize == "pil-bicubic" and im.size != (INCEPTION_SIZE, INCEPTION_SIZE):
+                im = im.resize((INCEPTION_SIZE, INCEPTION_SIZE), Image.Resampling.BICUBIC)
+            arr = np.asarray(im, dtype=np.uint8)
+        consumed += 1
+        key = arr.shape[:2]
+        pending.setdefault(key, []).append(torch.from_numpy(arr.copy()).permute(2, 0, 1))
+        if len(pending[key]) >= batch_size:
+            yield consumed, torch.stack(pending.pop(key))
+    for batch in pending.values():
+        yield consumed, torch.stack(batch)
+
+
+def _feed(metric, paths, resize, batch_size, device, desc, progress, **kwargs) -> None:
+    from tqdm.auto import tqdm
+
+    with tqdm(total=len(paths), desc=desc, unit="img", disable=not progress) as bar:
+        for consumed, batch in inception_batches(paths, resize, batch_size):
+            metric.update(batch.to(device), **kwargs)
+            bar.update(consumed - bar.n)
+
+
+def inception_metrics(
+    heads,
+    reference: Sequence[str | os.PathLike] | None,
+    arms: dict[str, Sequence[str | os.PathLike]],
+    resize: str = "pil-bicubic",
+    batch_size: int = 32,
+    device: Any = "cpu",
+    is_splits: int = 10,
+    seed: int = 0,
+    progress: bool = True,
+    reference_state: dict | None = None,
+) -> tuple[dict[str, dict[str, float]], dict]:
+    """FID of each arm against ``reference`` (when given) and Inception Score of each arm.
+
+    Returns ``({arm: {"fid", "is_mean", "is_std"}}, reference_state)``; ``reference_state`` holds
+    torchmetrics' accumulated reference sums and can be passed back to skip the reference pass.
+    IS uses ``min(is_splits, n // 2)`` splits (at least 1) so no split holds a single image (whose
+    IS is 1 by definition), recorded as ``is_splits``; torch is seeded because IS permutes before
+    splitting.
+    """
+    import torch
+    from torchmetrics.image.fid import FrechetInceptionDistance
+    from torchmetrics.image.inception import InceptionScore
+
+    fid_head, is_head = heads
+    out: dict[str, dict[str, float]] = {a: {} for a in arms}
+    state: dict = {}
+    if reference is not None or reference_state is not None:
+        fid = FrechetInceptionDistance(feature=fid_head, reset_real_features=False, normalize=False).to(device)
+        if reference_state is not None:
+            for k, v in reference_state.items():
+                setattr(fid, k, v.to(device))
+        else:
+            if len(reference) < 2:
+                raise ValueError("FID needs at least 2 reference images")
+            _feed(fid, list(reference), resize, batch_size, device, "FID reference", progress, real=True)
+        state = {k: getattr(fid, k).detach().cpu() for k in ("real_features_sum", "real_features_cov_sum", "real_features_num_samples")}
+        for arm, paths in arms.items():
+            if len(paths) < 2:
+                raise ValueError(f"FID needs at least 2 images of arm {arm!r}, got {len(paths)}")
+            fid.reset()  # keeps the reference sums (reset_real_features=False)
+            _feed(fid, list(paths), resize, batch_size, device, f"FID {arm}", progress, real=False)
+            out[arm]["fid"] = float(fid.compute())
+    for arm, paths in arms.items():
+        torch.manual_seed(seed)
+        splits = max(1, min(is_splits, len(paths) // 2))
+        isc = InceptionScore(feature=is_head, splits=splits, normalize=False).to(device)
+        _feed(isc, list(paths), resize, batch_size, device, f"IS {arm}", progress)
+        mean, std = isc.compute()
+        out[arm]["is_mean"] = float(mean)
+        out[arm]["is_std"] = float(std) if splits > 1 else float("nan")
+        out[arm]["is_splits"] = splits
+    return out, state
+
+
+# ---- PickScore ---------------------------------------------------------------------------------
+
+
+def load_pickscore(model_dir: str | os.PathLike, processor_dir: str | os.PathLike | None = None, device: Any = "cpu"):
+    """PickScore_v1 (a transformers CLIPModel) and its CLIPProcessor from local folders.
+
+    The official release loads the processor of ``laion/CLIP-ViT-H-14-laion2B-s32B-b79K``; pass
+    that folder as ``processor_dir`` if the model folder has no processor files.
+    """
+    from transformers import CLIPModel, CLIPProcessor
+
+    model_path = require_folder(model_dir, "a PickScore_v1 model folder (transformers CLIPModel)", ["config.json"])
+    if not any((model_path / n).is_file() for n in ("model.safetensors", "pytorch_model.bin", "model.safetensors.index.json")):
+        raise WeightsError(f"{model_path} is not a PickScore_v1 model folder: missing model.safetensors (or pytorch_model.bin)")
+    proc_path = Path(processor_dir) if processor_dir else model_path
+    try:
+        model = CLIPModel.from_pretrained(model_path, local_files_only=True).to(device).eval()
+    except Exception as e:
+        raise WeightsError(f"{model_path} does not load as a CLIPModel (PickScore_v1): {str(e).splitlines()[0][:300]}") from None
+    try:
+        processor = CLIPProcessor.from_pretrained(proc_path, local_files_only=True)
+    except Exception as e:
+        raise WeightsError(
+            f"{proc_path} does not load as a CLIPProcessor (expected preprocessor_config.json, tokenizer files; "
+            f"PickScore uses the processor of CLIP-ViT-H-14-laion2B-s32B-b79K): {str(e).splitlines()[0][:200]}"
+        ) from None
+    return model, processor
+
+
+def pickscores(
+    model, processor, paths: Sequence[str | os.PathLike], prompts: Sequence[str], batch_size: int = 32,
+    device: Any = "cpu", progress: bool = True, desc: str = "PickScore",
+) -> np.ndarray:
+    """PickScore of each (image, prompt): ``logit_scale.exp() * cosine(image, text)``, float64 ``[N]``."""
+    import torch
+    from tqdm.auto import tqdm
+
+    from sampler.clip import open_rgb
+
+    if len(paths) != len(prompts):
+        raise ValueError(f"{len(paths)} images but {len(prompts)} prompts")
+
+    def _emb(out):  # transformers 5 returns a model output, 4.x a tensor
+        return out if isinstance(out, torch.Tensor) else out.pooler_output
+
+    scores = []
+    with torch.inference_mode(), tqdm(total=len(paths), desc=desc, unit="img", disable=not progress) as bar:
+        for i in range(0, len(paths), batch_size):
+            imgs = [open_rgb(p) for p in paths[i : i + batch_size]]
+            txt = list(prompts[i : i + batch_size])
+            image_inputs = processor(images=imgs, return_tensors="pt").to(device)
+            text_inputs = processor(text=txt, padding=True, truncation=True, max_length=77, return_tensors="pt").to(device)
+            ie = _emb(model.get_image_features(**image_inputs))
+            te = _emb(model.get_text_features(**text_inputs))
+            ie = ie / ie.norm(dim=-1, keepdim=True)
+            te = te / te.norm(dim=-1, keepdim=True)
+            scores.append((model.logit_scale.exp() * (ie * te).sum(-1)).double().cpu().numpy())
+            bar.update(len(imgs))
+    return np.concatenate(scores)
+
+
+# ---- the table ---------------------------------------------------------------------------------
+
+TABLE_COLUMNS = (
+    "manifest", "arm", "role", "images", "fid", "clip_score", "is_mean", "is_std", "is_splits",
+    "pickscore_mean", "pickscore_pairs", "pickscore_wins", "pickscore_ties", "pickscore_losses",
+    "pickscore_win_rate", "pickscore_tie_rate", "pickscore_win_ci_low", "pickscore_win_ci_high",
+)
+
+
+def _fmt(v: Any, digits: int = 2) -> str:
+    if v is None or (isinstance(v, float) and not np.isfinite(v)):
+        return "—"
+    if isinstance(v, float):
+        return f"{v:.{digits}f}"
+    return str(v)
+
+
+def markdown_table(rows: Sequence[dict[str, Any]], settings: dict[str, Any]) -> str:
+    """The paper-style table: one line per arm; win rate shown on the treatment line."""
+    lines = [
+        "| Method | Role | Images | FID ↓ | CLIP score ↑ | IS ↑ | PickScore win rate ↑ (95% CI) | Ties |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        is_txt = "—" if r.get("is_mean") is None else f"{_fmt(r['is_mean'])} ± {_fmt(r.get('is_std'))}"
+        if r.get("pickscore_win_rate") is None:
+            win, ties = "—", "—"
+        else:
+            win = (f"{100 * r['pickscore_win_rate']:.1f}% ({100 * r['pickscore_win_ci_low']:.1f}–"
+                   f"{100 * r['pickscore_win_ci_high']:.1f}%)")
+            ties = f"{r['pickscore_ties']} / {r['pickscore_pairs']}"
+        name = r["arm"] if not r.get("manifest_label") else f"{r['manifest_label']}/{r['arm']}"
+        lines.append(
+            f"| {name} | {r['role']} | {r['images']} | {_fmt(r.get('fid'))} | {_fmt(r.get('clip_score'))} | "
+            f"{is_txt} | {win} | {ties} |"
+        )
+    notes = [
+        "",
+        f"FID: torchmetrics FrechetInceptionDistance, Inception-V3 pool features (2048), resize `{settings.get('resize')}`, "
+        f"reference: {settings.get('reference') or 'none'} ({settings.get('reference_images', 0)} images).",
+        "CLIP score: 100 × cosine(image, prompt), open_clip "
+        f"{settings.get('clip_model') or '—'}. IS: torchmetrics InceptionScore, {settings.get('is_splits')} splits (at most images/2), mean ± sd over splits.",
+        "PickScore win rate: share of pairs (same prompt and seed) where the treatment's PickScore is higher than the "
+        "baseline's; ties (equal scores) counted separately; 95% Wilson interval.",
+    ]
+    return "\n".join(lines + notes) + "\n"
