@@ -20,11 +20,13 @@ from sqlalchemy import (
     DateTime,
     Float,
     ForeignKey,
+    Index,
     Integer,
     LargeBinary,
     String,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, deferred, mapped_column, relationship
 from sqlalchemy.types import TypeDecorator
@@ -197,7 +199,18 @@ class Participant(Base):
 
 class Trial(Base):
     __tablename__ = "trials"
-    __table_args__ = (UniqueConstraint("participant_id", "position"),)
+    # One live trial per plan slot: a double-clicked "next" can never allocate a slot twice. An
+    # expired trial frees its slot for a reissued one.
+    __table_args__ = (
+        Index(
+            "uq_trials_live_slot",
+            "participant_id",
+            "position",
+            unique=True,
+            sqlite_where=text("state != 'expired'"),
+            postgresql_where=text("state != 'expired'"),
+        ),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     public_id: Mapped[str] = mapped_column(String(64), unique=True)

@@ -158,12 +158,15 @@ def upgrade() -> None:
     sa.ForeignKeyConstraint(['repeat_of_trial_id'], ['trials.id'], ),
     sa.ForeignKeyConstraint(['study_id'], ['studies.id'], ondelete='CASCADE'),
     sa.PrimaryKeyConstraint('id'),
-    sa.UniqueConstraint('participant_id', 'position'),
     sa.UniqueConstraint('public_id')
     )
     with op.batch_alter_table('trials', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_trials_pair_id'), ['pair_id'], unique=False)
         batch_op.create_index(batch_op.f('ix_trials_study_id'), ['study_id'], unique=False)
+        batch_op.create_index(
+            'uq_trials_live_slot', ['participant_id', 'position'], unique=True,
+            sqlite_where=sa.text("state != 'expired'"), postgresql_where=sa.text("state != 'expired'"),
+        )
 
     op.create_table('ratings',
     sa.Column('id', sa.Integer(), nullable=False),
@@ -187,6 +190,7 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.drop_table('ratings')
     with op.batch_alter_table('trials', schema=None) as batch_op:
+        batch_op.drop_index('uq_trials_live_slot')
         batch_op.drop_index(batch_op.f('ix_trials_study_id'))
         batch_op.drop_index(batch_op.f('ix_trials_pair_id'))
 
