@@ -163,7 +163,7 @@ def write_pair_set(
     lines = []
     for i in range(n):
         ramp = np.linspace(0, 255, size, dtype=np.float64)
-        smooth = np.stack(np.meshgrid(ramp, ramp[::-1]) + [np.full((size, size), 40.0 * (i % 6))], -1)
+        smooth = np.stack([*np.meshgrid(ramp, ramp[::-1]), np.full((size, size), 40.0 * (i % 6))], -1)
         noisy = rng.integers(0, 256, (size, size, 3), dtype=np.uint8)
         files = {}
         for arm, arr in ((baseline_arm, smooth.astype(np.uint8)), (treatment_arm, noisy)):
