@@ -59,15 +59,18 @@ def _choice(score: np.ndarray, treatment_left: np.ndarray) -> np.ndarray:
     return np.where(treatment_left, 3 - score, 3 + score)
 
 
-def simulate_rows(
+def simulate_arrays(
     study: SimulatedStudy,
     seed: int,
     *,
     always_left: int = 0,
     too_fast: int = 0,
     fast_ms: float = 300.0,
-) -> list[dict[str, Any]]:
-    """Rating rows of one simulated study (deterministic for a given seed).
+) -> dict[str, np.ndarray]:
+    """One simulated study as parallel arrays (deterministic for a given seed).
+
+    Keys: participant, pair, prompt, comparison (int codes), kind (0 main, 1 repeat, 2 gold),
+    treatment_left (bool), choice (1..5 as shown), score (-2..+2), response_ms.
 
     Each participant rates `trials_per_participant` distinct pairs (pair = comparison x prompt)
     drawn at random, plus gold trials and repeats (sides swapped, fresh noise). The last
@@ -81,7 +84,6 @@ def simulate_rows(
         raise ValueError("trials_per_participant exceeds the number of pairs")
     bias = rng.normal(0.0, s.sd_participant, s.n_participants)
     prompt_effect = rng.normal(0.0, s.sd_prompt, s.n_prompts)
-    stratum_of_prompt = np.arange(s.n_prompts) % len(s.strata)
     k = s.trials_per_participant
     # Distinct pairs per participant: argsort of random keys is a vectorised sample without replacement.
     pairs = np.argsort(rng.random((s.n_participants, n_pairs)), axis=1)[:, :k]
@@ -131,7 +133,17 @@ def simulate_rows(
     choice = np.where(special_left, rng.integers(1, 3, part.size), choice)
     response_ms = np.where(special_fast, rng.normal(fast_ms, fast_ms / 10, part.size).clip(50), response_ms)
     score = np.where(left, 3 - choice, choice - 3)
+    return {"participant": part, "pair": pair, "prompt": prompt, "comparison": comp, "kind": kind,
+            "treatment_left": left, "choice": choice, "score": score, "response_ms": response_ms}
 
+
+def simulate_rows(study: SimulatedStudy, seed: int, **kwargs: Any) -> list[dict[str, Any]]:
+    """Rating rows (export column names) of `simulate_arrays(study, seed, **kwargs)`."""
+    s = study
+    a = simulate_arrays(study, seed, **kwargs)
+    part, prompt, comp, kind, left = a["participant"], a["prompt"], a["comparison"], a["kind"], a["treatment_left"]
+    choice, score, response_ms = a["choice"], a["score"], a["response_ms"]
+    stratum_of_prompt = np.arange(s.n_prompts) % len(s.strata)
     rows = []
     for i in range(part.size):
         is_gold = bool(kind[i] == 2)

@@ -411,12 +411,24 @@ def significance_tests(scores: np.ndarray, prompt: np.ndarray) -> dict[str, Any]
     return out
 
 
+def wilcoxon_method(values: np.ndarray) -> str:
+    """'exact' for up to 50 values without zeros or ties, else 'approx' (normal, tie-corrected).
+
+    scipy's own 'auto' falls back to a permutation test for small samples with ties, which
+    takes seconds; the live page cannot wait for that.
+    """
+    values = np.asarray(values)
+    no_ties = np.unique(np.abs(values)).size == values.size
+    return "exact" if values.size <= 50 and np.all(values != 0) and no_ties else "approx"
+
+
 def _wilcoxon(values: np.ndarray, what: str) -> dict[str, Any]:
-    test = f"scipy.stats.wilcoxon({what}, zero_method='pratt'), two-sided"
+    method = wilcoxon_method(values)
+    test = f"scipy.stats.wilcoxon({what}, zero_method='pratt', method='{method}'), two-sided"
     if np.count_nonzero(values) == 0:
         return {"p_value": None, "reason": "all values are zero", "test": test}
     try:
-        res = sps.wilcoxon(values, zero_method="pratt")
+        res = sps.wilcoxon(values, zero_method="pratt", method=method)
     except ValueError as exc:  # e.g. too few non-zero values
         return {"p_value": None, "reason": str(exc), "test": test}
     return {"statistic": _num(res.statistic), "p_value": _num(res.pvalue), "n": int(values.size), "test": test}
