@@ -124,7 +124,7 @@ def create_participant(
     seed = secrets.randbelow(2**31)
     participant = Participant(
         study_id=study.id,
-        token=secrets.token_urlsafe(32),
+        token=secrets.token_hex(32),
         external_ids=ids,
         external_key=key,
         seed=seed,
@@ -193,7 +193,7 @@ def _new_trial(study: Study, participant: Participant, position: int, kind: str,
                comparison_id: int, side: str, now: datetime, hold: timedelta,
                repeat_of: int | None = None) -> Trial:
     return Trial(
-        public_id=secrets.token_urlsafe(16),
+        public_id=secrets.token_hex(16),
         study_id=study.id,
         participant_id=participant.id,
         pair_id=pair_id,

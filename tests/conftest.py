@@ -4,7 +4,9 @@
   database (copied from a template migrated once per session). The PostgreSQL variant needs
   SFGEVAL_TEST_POSTGRES_URL; without it it skips, unless SFGEVAL_REQUIRE_POSTGRES=1 (CI), where it
   fails. `sqlite_url` / `postgres_url` give one backend only.
-- `settings`, `app`, `client` (FastAPI TestClient), `session` build on `db_url`.
+- `settings`, `app`, `client` (FastAPI TestClient), `session` build on `db_url`. On SQLite every
+  transaction holds the database lock (BEGIN IMMEDIATE, see app.db): end a `session` read with
+  `session.rollback()`/`commit()` before making requests, or the request waits for the lock.
 - `make_pair_set(folder, n, ...)` writes a synthetic generator manifest with small PIL images.
 - `study_factory(pair_set_ids=None, n_pairs=4, **config)` imports a pair set if needed and creates
   a study (open by default); returns the Study.
