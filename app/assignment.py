@@ -222,8 +222,14 @@ def _allocate(session: Session, study: Study, participant: Participant, position
         _, pair_id, comparison_id = rng.choice([a for a in avail if a[0] == least])
         return _new_trial(study, participant, position, kind, pair_id, comparison_id, side, now, hold)
     if kind in ("practice", "gold"):
+        # Prefer pairs this participant has not seen; a gold check may fall back to a seen pair
+        # (it compares an image with its degraded twin, not the two methods), never one twice.
         seen = _seen_pairs(session, participant, now)
-        pool = [(p, c) for p, c, gold in _study_pairs(session, study) if p not in seen and (gold or kind == "practice")]
+        same_kind = set(session.scalars(select(Trial.pair_id).where(
+            Trial.participant_id == participant.id, Trial.kind == kind, _live(now))))
+        usable = [(p, c) for p, c, gold in _study_pairs(session, study)
+                  if (gold or kind == "practice") and p not in same_kind]
+        pool = [(p, c) for p, c in usable if p not in seen] or usable
         if not pool:
             return None
         pair_id, comparison_id = rng.choice(pool)
@@ -384,7 +390,7 @@ def submit_answer(
 
     Commits.
     """
-    if isinstance(choice, bool) or choice not in (1, 2, 3, 4, 5):
+    if type(choice) is not int or choice not in (1, 2, 3, 4, 5):
         raise FlowError(422, "choice must be an integer from 1 (left much better) to 5 (right much better)")
     if not request_id or len(request_id) > 100:
         raise FlowError(422, "request_id must be a non-empty string of at most 100 characters")

@@ -14,7 +14,7 @@ SIDES = ("left", "right")
 
 def score_from_choice(choice: int, treatment_side: str) -> int:
     """Un-flip `choice` (1..5 as shown) given where the treatment was shown; returns -2..+2."""
-    if isinstance(choice, bool) or choice not in CHOICES:
+    if type(choice) is not int or choice not in CHOICES:
         raise ValueError(f"choice must be an integer from 1 to 5, got {choice!r}")
     if treatment_side not in SIDES:
         raise ValueError(f"treatment_side must be 'left' or 'right', got {treatment_side!r}")
