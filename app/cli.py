@@ -206,6 +206,40 @@ def export_cmd(slug: str, fmt: str, out: Path | None, include_practice: bool, da
         click.echo(f"{len(rows)} ratings written to {out}", err=True)
 
 
+# ------------------------------------------------------------------ report
+@main.command("report")
+@click.argument("slug")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="folder for report.html, statistics.json and ratings.csv (created if needed)")
+@click.option("--draws", default=1000, show_default=True, type=click.IntRange(1, 1_000_000),
+              help="crossed-bootstrap draws")
+@click.option("--seed", default=None, type=int, help="bootstrap seed [default: the study's seed]")
+@database_url_option
+def report_cmd(slug: str, out: Path, draws: int, seed: int | None, database_url: str | None) -> None:
+    """Write a study's statistics: report.html (self-contained), statistics.json, ratings.csv."""
+    from app.db import session_scope
+    from app.export import rating_rows
+    from app.report import study_statistics, write_report
+    from app.statistics import StatisticsInputError
+    from app.studies import StudyError, get_study
+
+    url = _migrated(database_url)
+    try:
+        with session_scope(url) as session:
+            study = get_study(session, slug)
+            rows = rating_rows(session, study)
+            click.echo(f"{len(rows)} ratings; computing statistics ({draws} bootstrap draws)…", err=True)
+            stats = study_statistics(session, study, draws=draws, seed=seed, rows=rows)
+    except (StudyError, StatisticsInputError) as e:
+        raise click.ClickException(str(e)) from None
+    try:
+        paths = write_report(out, stats, rows)
+    except OSError as e:
+        raise click.ClickException(f"cannot write to {out}: {e.strerror or e}") from None
+    for path in paths.values():
+        click.echo(path)
+
+
 # ------------------------------------------------------------------ serving
 def _prepare_environment(url: str) -> None:
     """Make the settings every worker process reads agree with this command's options."""

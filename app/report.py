@@ -105,6 +105,8 @@ def _svg(fig: plt.Figure, salt: str) -> str:
     plt.close(fig)
     text = buf.getvalue()
     text = text[text.index("<svg"):]
+    # The RDF metadata block (creator, date) is noise in a report and changes on every run.
+    text = re.sub(r"\s*<metadata>.*?</metadata>", "", text, flags=re.S)
     # Ids must be unique across the several SVGs of one page.
     return re.sub(r'(id="|url\(#|href="#)([^")]+)', lambda m: f"{m.group(1)}{salt}-{m.group(2)}", text)
 

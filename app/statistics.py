@@ -73,7 +73,6 @@ RULE_DESCRIPTIONS = {
 }
 DEFAULT_RULE_PARAMS = {
     "min_gold_pass_rate": 1.0,
-    "max_fast_share": 0.5,
     "straight_lining_min_trials": 5,
     "side_bias_min_votes": 5,
 }
@@ -596,10 +595,14 @@ def quality_summary(r: Ratings, min_response_ms: float | None = None) -> dict[st
 def normalise_rules(rules: Mapping[str, Any] | None, min_response_ms: float | None = None) -> dict[str, Any]:
     """Fill defaults into a study's `exclusion_rules` and check their types.
 
-    Recognised keys: fail_gold (bool), min_gold_pass_rate (0..1, default 1 = any failed gold
-    pair excludes), min_response_ms + max_fast_share (too fast; min_response_ms falls back to
-    the study's), straight_lining (bool) + straight_lining_min_trials, min_consistency (0..1),
-    max_side_bias (0.5..1) + side_bias_min_votes. Unknown keys raise StatisticsInputError.
+    A rule is on when its switch is set (None or absent = off):
+    - fail_gold (bool), with min_gold_pass_rate (0..1, default 1: any failed gold pair excludes);
+    - max_fast_share (0..1): too fast = more than this share of answers under min_response_ms
+      (the rule's own, else the study's `min_response_ms` argument);
+    - straight_lining (bool), with straight_lining_min_trials (default 5);
+    - min_consistency (0..1): share of repeats answered in the same direction;
+    - max_side_bias (0.5..1), with side_bias_min_votes (default 5 decisive answers).
+    Unknown keys raise StatisticsInputError (a typo must not silently switch a rule off).
     """
     rules = dict(rules or {})
     known = {"fail_gold", "min_gold_pass_rate", "min_response_ms", "max_fast_share", "straight_lining",
@@ -615,6 +618,10 @@ def normalise_rules(rules: Mapping[str, Any] | None, min_response_ms: float | No
             v = out[key]
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v <= 1:
                 raise StatisticsInputError(f"exclusion rule {key} must be a number between 0 and 1, got {v!r}")
+    for key in ("min_response_ms", "straight_lining_min_trials", "side_bias_min_votes"):
+        v = out.get(key)
+        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0):
+            raise StatisticsInputError(f"exclusion rule {key} must be a non-negative number, got {v!r}")
     return out
 
 
@@ -622,7 +629,7 @@ def _active_rules(rules: Mapping[str, Any]) -> list[str]:
     active = []
     if _as_bool(rules.get("fail_gold", False)):
         active.append("fail_gold")
-    if rules.get("min_response_ms"):
+    if rules.get("max_fast_share") is not None and rules.get("min_response_ms"):
         active.append("too_fast")
     if _as_bool(rules.get("straight_lining", False)):
         active.append("straight_lining")

@@ -267,3 +267,17 @@ def test_csv_style_strings_are_accepted():
     b = st.compute_statistics(fixed_rows(), draws=30, seed=2)
     assert a["results"]["all"]["overall"]["distribution"] == b["results"]["all"]["overall"]["distribution"]
     assert a["results"]["all"]["quality"]["gold"] == b["results"]["all"]["quality"]["gold"]
+
+
+def test_rule_switches_follow_the_study_config():
+    """None / absent switches a rule off; the speed rule falls back to the study's minimum time."""
+    rows = [row("slow", f"q{i}", [1, -1, 0, 2, -2, 1][i], "left" if i % 2 else "right", ms=3000) for i in range(6)]
+    rows += [row("fast", f"q{i}", [1, -1, 0, 2, -2, 1][i], "left" if i % 2 else "right", ms=200) for i in range(6)]
+    off = st.compute_statistics(rows, exclusion_rules={"min_response_ms": 800, "max_fast_share": None}, draws=10)
+    assert off["exclusions"]["steps"] == []
+    study_min = st.compute_statistics(rows, exclusion_rules={"min_response_ms": None, "max_fast_share": 0.5},
+                                      min_response_ms=800, draws=10)
+    assert [(s["rule"], s["participants"]) for s in study_min["exclusions"]["steps"]] == [("too_fast", ["fast"])]
+    assert "800 ms" in study_min["exclusions"]["steps"][0]["description"]
+    # Without any threshold the speed rule cannot apply.
+    assert st.compute_statistics(rows, exclusion_rules={"max_fast_share": 0.5}, draws=10)["exclusions"]["steps"] == []
