@@ -178,6 +178,29 @@ def test_csrf_rejects_forged_posts(admin_client, session, pair_set_id):
     assert r.status_code == 303
 
 
+def test_every_admin_post_needs_the_csrf_token(admin_client, study_factory):
+    """Each POST route under /admin (also ones added later) refuses a form without the token."""
+    study = study_factory()
+    def walk(routes):
+        for r in routes:
+            inner = getattr(r, "original_router", None)  # FastAPI's included-router wrapper
+            if inner is not None:
+                yield from walk(inner.routes)
+            elif hasattr(r, "methods"):
+                yield r
+
+    posts = sorted({r.path for r in walk(admin_client.app.routes)
+                    if r.path.startswith("/admin") and "POST" in r.methods})
+    assert {"/admin/login", "/admin/logout", "/admin/new-study", "/admin/studies/{slug}/state"} <= set(posts)
+    for path in posts:
+        url = path.replace("{slug}", study.slug)
+        r = admin_client.post(url, data={"state": "closed", "title": "x", "folder": "/tmp"})
+        assert r.status_code == 403, (path, r.status_code)
+    page = admin_client.get(f"/admin/studies/{study.slug}")
+    assert page.headers["x-frame-options"] == "DENY"
+    assert study_by_slug(admin_client.app, study.slug).state == "open"
+
+
 # --------------------------------------------------------------------------- studies
 
 def test_create_edit_open_close_archive(admin_client, session, pair_set_id):

@@ -66,6 +66,9 @@ def render(request: Request, name: str, admin: AdminUser | None, status_code: in
     ctx.update(admin=admin, csrf_token=csrf_token(request), flashes=pop_flashes(request))
     response = templates.TemplateResponse(request, name, ctx, status_code=status_code)
     response.headers["Cache-Control"] = "no-store"
+    # Admin pages are never framed (clickjacking on the state and edit buttons).
+    response.headers["X-Frame-Options"] = "DENY"
+    response.headers["Content-Security-Policy"] = "frame-ancestors 'none'"
     return response
 
 
