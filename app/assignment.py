@@ -163,8 +163,12 @@ def _study_pairs(session: Session, study: Study) -> list[tuple[int, int, bool]]:
 
 
 def _seen_pairs(session: Session, participant: Participant, now: datetime) -> set[int]:
+    """Pairs this participant has compared (main, repeat, practice). Gold checks do not count:
+    they show one image against its degraded twin, not the two methods."""
     return set(
-        session.scalars(select(Trial.pair_id).where(Trial.participant_id == participant.id, _live(now)))
+        session.scalars(
+            select(Trial.pair_id).where(Trial.participant_id == participant.id, Trial.kind != "gold", _live(now))
+        )
     )
 
 
@@ -222,14 +226,18 @@ def _allocate(session: Session, study: Study, participant: Participant, position
         _, pair_id, comparison_id = rng.choice([a for a in avail if a[0] == least])
         return _new_trial(study, participant, position, kind, pair_id, comparison_id, side, now, hold)
     if kind in ("practice", "gold"):
-        # Prefer pairs this participant has not seen; a gold check may fall back to a seen pair
-        # (it compares an image with its degraded twin, not the two methods), never one twice.
+        # Practice takes a pair this participant will not compare later. A gold check prefers a
+        # pair already compared (no new image exposure, and it takes nothing from the main
+        # trials' pool), and never repeats a gold pair.
         seen = _seen_pairs(session, participant, now)
         same_kind = set(session.scalars(select(Trial.pair_id).where(
             Trial.participant_id == participant.id, Trial.kind == kind, _live(now))))
         usable = [(p, c) for p, c, gold in _study_pairs(session, study)
                   if (gold or kind == "practice") and p not in same_kind]
-        pool = [(p, c) for p, c in usable if p not in seen] or usable
+        if kind == "practice":
+            pool = [(p, c) for p, c in usable if p not in seen]
+        else:
+            pool = [(p, c) for p, c in usable if p in seen] or usable
         if not pool:
             return None
         pair_id, comparison_id = rng.choice(pool)
