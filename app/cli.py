@@ -274,7 +274,7 @@ def serve(host: str, port: int, workers: int, database_url: str | None) -> None:
 
 
 # ------------------------------------------------------------------ demo
-def generate_demo_pairs(out_dir: Path, model_dir: Path | None, n_prompts: int) -> Path:
+def generate_demo_pairs(out_dir: Path, model_dir: Path | None, n_prompts: int, steps: int = 10) -> Path:
     """A small pair set made by the sampler (tiny random-weight model unless `model_dir`)."""
     from sampler.generate import GenerationSettings, generate_pairs
     from sampler.tiny import ensure_tiny_model
@@ -285,7 +285,7 @@ def generate_demo_pairs(out_dir: Path, model_dir: Path | None, n_prompts: int) -
     prompts = out_dir.parent / "demo-prompts.txt"
     prompts.parent.mkdir(parents=True, exist_ok=True)
     prompts.write_text("\n".join(DEMO_PROMPTS[:n_prompts]) + "\n", encoding="utf-8")
-    generate_pairs(prompts, out_dir, model_dir=model_dir, settings=GenerationSettings(num_inference_steps=10))
+    generate_pairs(prompts, out_dir, model_dir=model_dir, settings=GenerationSettings(num_inference_steps=steps))
     return out_dir
 
 
@@ -293,13 +293,14 @@ def generate_demo_pairs(out_dir: Path, model_dir: Path | None, n_prompts: int) -
 @click.option("--model", "model_dir", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
               help="a Stable Diffusion 1.x folder [default: the tiny random-weight model]")
 @click.option("--prompts", "n_prompts", default=6, show_default=True, type=click.IntRange(2, len(DEMO_PROMPTS)))
+@click.option("--steps", default=10, show_default=True, type=click.IntRange(1, 200), help="denoising steps")
 @click.option("--data-dir", type=click.Path(path_type=Path), default=Path("demo-data"), show_default=True)
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8000, show_default=True, type=int)
 @click.option("--admin-user", default="admin", show_default=True)
 @click.option("--no-serve", is_flag=True, help="set everything up, print the links, do not serve")
 @database_url_option
-def demo(model_dir: Path | None, n_prompts: int, data_dir: Path, host: str, port: int, admin_user: str,
+def demo(model_dir: Path | None, n_prompts: int, steps: int, data_dir: Path, host: str, port: int, admin_user: str,
          no_serve: bool, database_url: str | None) -> None:
     """Generate a small pair set, create an open study and an admin login, and serve it locally."""
     from app.auth import ensure_admin
@@ -309,7 +310,7 @@ def demo(model_dir: Path | None, n_prompts: int, data_dir: Path, host: str, port
 
     url = _migrated(database_url)
     pairs_dir = data_dir / "pairs"
-    generate_demo_pairs(pairs_dir, model_dir, n_prompts)
+    generate_demo_pairs(pairs_dir, model_dir, n_prompts, steps)
     password = secrets.token_urlsafe(12)
     with session_scope(url) as session:
         pair_set = import_pair_set(session, pairs_dir, name="demo", progress=True)

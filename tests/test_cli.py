@@ -133,8 +133,8 @@ def test_demo_sets_up_a_study_and_admin_without_serving(runner, tmp_path, monkey
 
     made = []
 
-    def fake_generator(out_dir, model_dir, n_prompts):
-        made.append((out_dir, model_dir, n_prompts))
+    def fake_generator(out_dir, model_dir, n_prompts, steps):
+        made.append((out_dir, model_dir, n_prompts, steps))
         return make_pair_set(out_dir, n_prompts)
 
     monkeypatch.setattr(cli, "generate_demo_pairs", fake_generator)
@@ -143,7 +143,7 @@ def test_demo_sets_up_a_study_and_admin_without_serving(runner, tmp_path, monkey
     args = ["demo", "--no-serve", "--data-dir", tmp_path / "demo", "--database-url", url, "--port", "8765"]
     r = _invoke(runner, *args)
     assert r.exit_code == 0, r.output
-    assert made == [(tmp_path / "demo" / "pairs", None, 6)]
+    assert made == [(tmp_path / "demo" / "pairs", None, 6, 10)]
     assert "participant link: http://127.0.0.1:8765/s/demo" in r.stdout
     assert "admin link:       http://127.0.0.1:8765/admin" in r.stdout
     user, password = r.stdout.split("admin login:")[1].strip().split(" / ")
@@ -160,6 +160,6 @@ def test_demo_with_the_real_tiny_model(runner, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(cli, "_run_server", lambda *a: None)
     url = f"sqlite:///{tmp_path / 'demo.sqlite3'}"
-    r = _invoke(runner, "demo", "--no-serve", "--prompts", "2", "--database-url", url)
+    r = _invoke(runner, "demo", "--no-serve", "--prompts", "2", "--steps", "2", "--database-url", url)
     assert r.exit_code == 0, r.output
     assert "/s/demo" in r.stdout
