@@ -126,30 +126,30 @@ class Ratings:
         return len(self.score)
 
     def subset(self, mask: np.ndarray) -> Ratings:
-        """The ratings where `mask` is true, with codes re-numbered."""
-        return _build(
-            participant=self.participants[self.participant][mask],
-            prompt=self.prompts[self.prompt][mask],
-            pair=self.pairs[self.pair][mask],
-            comparison=self.comparison[mask],
-            stratum=self.stratum[mask],
-            choice=self.choice[mask],
-            score=self.score[mask],
-            treatment_left=self.treatment_left[mask],
-            is_gold=self.is_gold[mask],
-            is_repeat=self.is_repeat[mask],
-            gold_passed=self.gold_passed[mask],
-            response_ms=self.response_ms[mask],
-        )
+        """The ratings where `mask` is true, with codes re-numbered (labels stay sorted)."""
+        coded = {}
+        for name, labels_name in (("participant", "participants"), ("prompt", "prompts"), ("pair", "pairs")):
+            used, codes = np.unique(getattr(self, name)[mask], return_inverse=True)
+            coded[name] = codes.astype(np.int64)
+            coded[labels_name] = getattr(self, labels_name)[used]
+        plain = ("comparison", "stratum", "choice", "score", "treatment_left", "is_gold", "is_repeat",
+                 "gold_passed", "response_ms")
+        return Ratings(**coded, **{name: getattr(self, name)[mask] for name in plain})
 
 
-def _build(**cols: np.ndarray) -> Ratings:
-    coded = {}
-    for name, labels_name in (("participant", "participants"), ("prompt", "prompts"), ("pair", "pairs")):
-        labels, codes = np.unique(np.asarray(cols.pop(name), dtype=str), return_inverse=True)
-        coded[name] = codes.astype(np.int64)
-        coded[labels_name] = labels
-    return Ratings(**coded, **cols)
+def _codes(values: list[Any]) -> tuple[np.ndarray, np.ndarray]:
+    """Integer codes into the sorted distinct labels (str) of `values`; None becomes "(none)".
+
+    Codes follow the sorted labels, not row order, so the bootstrap draws (which index
+    participants and prompts by code) do not depend on the order the rows came in.
+    """
+    distinct = set(values)
+    label_of = {v: _as_label(v) for v in distinct}
+    labels = sorted(set(label_of.values()))
+    index = {label: i for i, label in enumerate(labels)}
+    code_of = {v: index[label_of[v]] for v in distinct}
+    codes = np.fromiter((code_of[v] for v in values), dtype=np.int64, count=len(values))
+    return codes, np.asarray(labels, dtype=str)
 
 
 def _gold_passed(row: Mapping[str, Any], score: int) -> float:
@@ -164,7 +164,9 @@ def _gold_passed(row: Mapping[str, Any], score: int) -> float:
 
 
 def _bools(values: list) -> np.ndarray:
-    return np.fromiter((v if v is True or v is False else _as_bool(v) for v in values), dtype=bool, count=len(values))
+    if all(type(v) is bool for v in values):
+        return np.array(values, dtype=bool)
+    return np.fromiter((_as_bool(v) for v in values), dtype=bool, count=len(values))
 
 
 def _ints(rows: Sequence[Mapping[str, Any]], column: str) -> np.ndarray:
@@ -210,19 +212,22 @@ def ratings_from_rows(rows: Iterable[Mapping[str, Any]]) -> Ratings:
     for i in np.flatnonzero(is_gold):
         gold_passed[i] = _gold_passed(rows[i], int(score[i]))
     rms = [row["response_ms"] for row in rows]
-    return _build(
-        participant=np.asarray([_as_label(row["participant"]) for row in rows], dtype=str),
-        prompt=np.asarray([_as_label(row["prompt_id"]) for row in rows], dtype=str),
-        pair=np.asarray([_as_label(row["pair"]) for row in rows], dtype=str),
-        comparison=np.asarray([_as_label(row.get("comparison", row.get("pair_set"))) for row in rows], dtype=str),
-        stratum=np.asarray([_as_label(row.get("stratum")) for row in rows], dtype=str),
+    participant, participants = _codes([row["participant"] for row in rows])
+    prompt, prompts = _codes([row["prompt_id"] for row in rows])
+    pair, pairs = _codes([row["pair"] for row in rows])
+    comparison, comparisons = _codes([row.get("comparison", row.get("pair_set")) for row in rows])
+    stratum, strata = _codes([row.get("stratum") for row in rows])
+    return Ratings(
+        participant=participant, participants=participants, prompt=prompt, prompts=prompts, pair=pair, pairs=pairs,
+        comparison=comparisons[comparison],
+        stratum=strata[stratum],
         choice=choice,
         score=score,
         treatment_left=treatment_left,
         is_gold=is_gold,
         is_repeat=_bools([row["is_repeat"] for row in rows]),
         gold_passed=gold_passed,
-        response_ms=np.asarray([math.nan if v is None or v == "" else float(v) for v in rms], dtype=float),
+        response_ms=np.array([math.nan if v is None or v == "" else v for v in rms], dtype=float),
     )
 
 
@@ -305,15 +310,68 @@ def point_estimates(scores: np.ndarray) -> dict[str, float | None]:
 
 
 def bootstrap_weights(n_participants: int, n_prompts: int, draws: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Resampling counts for a crossed bootstrap: shapes (draws, P) and (draws, Q).
+    """Resampling counts for a crossed bootstrap: shapes (draws, P) and (draws, Q), float32.
 
     Row b holds how many copies of each participant / prompt draw b took (each row sums to P
-    resp. Q). One numpy Generator seeded with `seed` draws both, participants first.
+    resp. Q): P indices drawn uniformly with replacement, counted. One numpy Generator seeded
+    with `seed` draws both, participants first.
     """
     rng = np.random.default_rng(seed)
-    wp = rng.multinomial(n_participants, np.full(n_participants, 1.0 / n_participants), size=draws)
-    wq = rng.multinomial(n_prompts, np.full(n_prompts, 1.0 / n_prompts), size=draws)
-    return wp.astype(np.float32), wq.astype(np.float32)
+
+    def counts(n: int) -> np.ndarray:
+        picks = rng.integers(0, n, size=(draws, n)) + (np.arange(draws) * n)[:, None]
+        return np.bincount(picks.ravel(), minlength=draws * n).reshape(draws, n).astype(np.float32)
+
+    return counts(n_participants), counts(n_prompts)
+
+
+# Per-vote components summed in the bootstrap: count, decisive, treatment win, score.
+N_COMPONENTS = 4
+
+
+def crossed_bootstrap_sums(
+    participant: np.ndarray,
+    prompt: np.ndarray,
+    scores: np.ndarray,
+    wp: np.ndarray,
+    wq: np.ndarray,
+    cell: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Weighted sums per bootstrap draw and cell: (cell ids, array (draws, n_cells, 4)).
+
+    participant, prompt: int codes (length N) into the columns of wp (draws, P) and wq
+    (draws, Q); cell: optional int group of each vote (e.g. comparison x stratum), so one
+    pass serves every group that is a union of cells. A vote's weight in draw b is
+    wp[b, participant] * wq[b, prompt]; the 4 sums are of weight x (1, decisive, win, score).
+
+    Votes are first aggregated per (participant, unit) with unit = (cell, prompt), so a draw
+    costs one row of a matrix product: sum_i wp[b,p_i] wq[b,q_i] x_i =
+    sum_u wq[b,q_u] (wp[b] @ X)[u] with X[p, u] = sum of x over the votes of p in unit u.
+    """
+    scores = np.asarray(scores, dtype=np.float64)
+    cell = np.zeros(scores.size, dtype=np.int64) if cell is None else np.asarray(cell, dtype=np.int64)
+    n_q = wq.shape[1]
+    used_p, p = np.unique(participant, return_inverse=True)
+    used_u, u = np.unique(cell * n_q + prompt, return_inverse=True)  # sorted: units of a cell are contiguous
+    n_p, n_u, k = used_p.size, used_u.size, N_COMPONENTS
+    comps = np.stack([np.ones_like(scores), scores != 0, scores > 0, scores], axis=1)
+    flat = (p * n_u + u)[:, None] * k + np.arange(k)[None, :]
+    x = np.bincount(flat.ravel(), weights=comps.ravel(), minlength=n_p * n_u * k).astype(np.float32)
+    per_unit = (wp[:, used_p] @ x.reshape(n_p, n_u * k)).reshape(wp.shape[0], n_u, k)
+    per_unit *= wq[:, used_u % n_q][:, :, None]
+    cells, starts = np.unique(used_u // n_q, return_index=True)
+    return cells, np.add.reduceat(per_unit, starts, axis=1).astype(np.float64)
+
+
+def estimates_from_sums(sums: np.ndarray) -> dict[str, np.ndarray]:
+    """Win rate, tie-as-half rate and mean score from (..., 4) bootstrap sums (nan if undefined)."""
+    n, decisive, wins, total = np.moveaxis(sums, -1, 0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return {
+            "win_rate": wins / decisive,
+            "tie_half_rate": (wins + 0.5 * (n - decisive)) / n,
+            "mean_score": total / n,
+        }
 
 
 def crossed_bootstrap_estimates(
@@ -323,34 +381,12 @@ def crossed_bootstrap_estimates(
     wp: np.ndarray,
     wq: np.ndarray,
 ) -> dict[str, np.ndarray]:
-    """Win rate, tie-as-half rate and mean score in every bootstrap draw.
+    """Win rate, tie-as-half rate and mean score of all the votes in every bootstrap draw.
 
-    participant, prompt: int codes (length N) into the columns of wp (draws, P) and wq
-    (draws, Q). A vote's weight in draw b is wp[b, participant] * wq[b, prompt]. Sums are
-    aggregated per (participant, prompt) cell first, so each draw costs one matrix product:
-    sum_i wp[b,p_i] wq[b,q_i] x_i = sum_q wq[b,q] (wp[b] @ X)[q] with X[p, q] = sum of x in the
-    cell. Returns arrays of length draws (nan where a draw has no votes / no decisive votes).
-    Only the participants and prompts present in the votes enter the product.
+    See `crossed_bootstrap_sums`; returns arrays of length draws.
     """
-    scores = np.asarray(scores, dtype=np.float64)
-    used_p, p = np.unique(participant, return_inverse=True)
-    used_q, q = np.unique(prompt, return_inverse=True)
-    n_p, n_q = used_p.size, used_q.size
-    # Per-vote components: count, decisive, win, score.
-    comps = np.stack([np.ones_like(scores), scores != 0, scores > 0, scores], axis=1)
-    n_comp = comps.shape[1]
-    cell = (p * n_q + q)[:, None] * n_comp + np.arange(n_comp)[None, :]
-    x = np.bincount(cell.ravel(), weights=comps.ravel(), minlength=n_p * n_q * n_comp)
-    x = x.reshape(n_p, n_q * n_comp).astype(np.float32)
-    per_prompt = (wp[:, used_p] @ x).reshape(wp.shape[0], n_q, n_comp)
-    sums = np.einsum("bqk,bq->bk", per_prompt, wq[:, used_q], dtype=np.float64)
-    n, decisive, wins, total = sums.T
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return {
-            "win_rate": wins / decisive,
-            "tie_half_rate": (wins + 0.5 * (n - decisive)) / n,
-            "mean_score": total / n,
-        }
+    _, sums = crossed_bootstrap_sums(participant, prompt, scores, wp, wq)
+    return estimates_from_sums(sums.sum(axis=1))
 
 
 def percentile_interval(draws: np.ndarray, confidence: float = 0.95) -> tuple[float | None, float | None]:
@@ -696,12 +732,11 @@ def _design(r: Ratings, mask: np.ndarray) -> dict[str, Any]:
     }
 
 
-def _group_summary(r: Ratings, mask: np.ndarray, wp: np.ndarray, wq: np.ndarray, confidence: float) -> dict[str, Any]:
+def _group_summary(r: Ratings, mask: np.ndarray, boot: dict[str, np.ndarray], confidence: float) -> dict[str, Any]:
     scores = r.score[mask]
     out: dict[str, Any] = _design(r, mask)
     out["distribution"] = distribution(scores)
     est = point_estimates(scores)
-    boot = crossed_bootstrap_estimates(r.participant[mask], r.prompt[mask], scores, wp, wq) if mask.any() else {}
     wins, losses = int((scores > 0).sum()), int((scores < 0).sum())
     indep = {
         "win_rate": wilson_interval(wins, wins + losses, confidence),
@@ -710,7 +745,7 @@ def _group_summary(r: Ratings, mask: np.ndarray, wp: np.ndarray, wq: np.ndarray,
         "mean_score": _t_interval(scores, confidence),
     }
     for name, value in est.items():
-        lo, hi = percentile_interval(boot[name], confidence) if name in boot else (None, None)
+        lo, hi = percentile_interval(boot[name], confidence)
         out[name] = {"estimate": value, "ci_low": lo, "ci_high": hi,
                      "ci_independent_votes": {"low": indep[name][0], "high": indep[name][1],
                                               "note": INDEPENDENCE_NOTE}}
@@ -732,16 +767,25 @@ def preference_results(r: Ratings, *, draws: int, seed: int, confidence: float =
     """Preference results overall, per comparison and per stratum (gold and repeats left out).
 
     One set of crossed-bootstrap draws (participants and prompts of the whole set) serves
-    every group, so groups are resampled consistently.
+    every group, so groups are resampled consistently; the sums are computed once per
+    (comparison, stratum) cell and added up into the groups.
     """
     pref = preference_mask(r)
     if not pref.any():
-        return {"overall": None, "per_comparison": {}, "per_stratum": {}, "design": _design(r, pref)}
+        return {"overall": None, "per_comparison": {}, "per_stratum": {}}
     wp, wq = bootstrap_weights(r.participants.size, r.prompts.size, draws, seed)
-    out = {"overall": _group_summary(r, pref, wp, wq, confidence), "per_comparison": {}, "per_stratum": {}}
-    for key, labels in (("per_comparison", r.comparison), ("per_stratum", r.stratum)):
-        for label in sorted(set(labels[pref].tolist())):
-            out[key][label] = _group_summary(r, pref & (labels == label), wp, wq, confidence)
+    comparisons, comp = np.unique(r.comparison[pref], return_inverse=True)
+    strata, strat = np.unique(r.stratum[pref], return_inverse=True)
+    cells, sums = crossed_bootstrap_sums(r.participant[pref], r.prompt[pref], r.score[pref], wp, wq,
+                                         comp * strata.size + strat)
+    out = {"overall": _group_summary(r, pref, estimates_from_sums(sums.sum(axis=1)), confidence),
+           "per_comparison": {}, "per_stratum": {}}
+    for key, labels, cell_group in (("per_comparison", comparisons, cells // strata.size),
+                                    ("per_stratum", strata, cells % strata.size)):
+        column = r.comparison if key == "per_comparison" else r.stratum
+        for i, label in enumerate(labels.tolist()):
+            boot = estimates_from_sums(sums[:, cell_group == i].sum(axis=1))
+            out[key][label] = _group_summary(r, pref & (column == label), boot, confidence)
     return out
 
 

@@ -281,3 +281,25 @@ def test_rule_switches_follow_the_study_config():
     assert "800 ms" in study_min["exclusions"]["steps"][0]["description"]
     # Without any threshold the speed rule cannot apply.
     assert st.compute_statistics(rows, exclusion_rules={"max_fast_share": 0.5}, draws=10)["exclusions"]["steps"] == []
+
+
+def test_cell_sums_add_up_to_each_groups_own_bootstrap():
+    """Groups assembled from (comparison x stratum) cells equal the bootstrap of the group alone."""
+    rng = np.random.default_rng(9)
+    n, P, Q, B = 400, 15, 12, 30
+    part, prompt, scores = rng.integers(0, P, n), rng.integers(0, Q, n), rng.integers(-2, 3, n)
+    cell = rng.integers(0, 4, n)
+    wp, wq = st.bootstrap_weights(P, Q, B, seed=3)
+    cells, sums = st.crossed_bootstrap_sums(part, prompt, scores, wp, wq, cell)
+    assert list(cells) == [0, 1, 2, 3] and sums.shape == (B, 4, st.N_COMPONENTS)
+    for group in ([0], [1, 3], [0, 1, 2, 3]):
+        sel = np.isin(cell, group)
+        alone = st.crossed_bootstrap_estimates(part[sel], prompt[sel], scores[sel], wp, wq)
+        combined = st.estimates_from_sums(sums[:, np.isin(cells, group)].sum(axis=1))
+        for name in alone:
+            np.testing.assert_allclose(combined[name], alone[name], rtol=1e-5)
+    # Explicit check of one cell's first draw: weight = participant copies x prompt copies.
+    sel = cell == 2
+    w = wp[0, part[sel]].astype(float) * wq[0, prompt[sel]]
+    np.testing.assert_allclose(sums[0, 2], [w.sum(), (w * (scores[sel] != 0)).sum(), (w * (scores[sel] > 0)).sum(),
+                                            (w * scores[sel]).sum()], rtol=1e-5)
