@@ -33,7 +33,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(
         SessionMiddleware,
         secret_key=settings.secret_key,
-        session_cookie="sfgeval_admin",
+        session_cookie="admin_session",
         max_age=8 * 3600,  # an admin login lasts a working day
         same_site="lax",
         https_only=settings.secure_cookies,

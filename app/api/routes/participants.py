@@ -27,7 +27,8 @@ from app.templating import templates
 
 router = APIRouter()
 
-COOKIE = "sfgeval_participant"
+# Neutral name: even the product name would hint at the hypothesis under test.
+COOKIE = "participant"
 
 
 def _error(e: FlowError) -> JSONResponse:
