@@ -18,6 +18,7 @@ from app.auth import ensure_admin
 from app.cli import main
 from app.export import COLUMNS
 from app.models import Participant, Rating, Trial
+from app.statistics import compute_statistics
 
 RULES = {"fail_gold": False, "straight_lining": True, "max_side_bias": 0.9, "side_bias_min_votes": 3,
          "max_fast_share": None, "min_consistency": None}
@@ -90,7 +91,12 @@ def test_cli_report_writes_html_json_and_csv(seeded, app, db_url, tmp_path):
     with (out / "ratings.csv").open(encoding="utf-8", newline="") as f:
         reader = csv.DictReader(f)
         assert tuple(reader.fieldnames) == COLUMNS
-        assert len(list(reader)) == total
+        csv_rows = list(reader)
+    assert len(csv_rows) == total
+    # The CSV alone reproduces the statistics (strings parsed back into the same values).
+    again = compute_statistics(csv_rows, exclusion_rules=RULES, min_response_ms=study.min_response_ms or None,
+                               draws=200, seed=study.seed)
+    assert again["results"] == stats["results"] and again["exclusions"] == stats["exclusions"]
 
     html = (out / "report.html").read_text(encoding="utf-8")
     assert study.slug in html and "Report study" in html
@@ -122,7 +128,7 @@ def login(client, session):
     assert r.status_code == 303, r.text
 
 
-def test_statistics_url_matches_the_cli_and_caches(seeded, client, app, db_url, tmp_path, monkeypatch):
+def test_statistics_url_matches_the_cli_and_caches(seeded, client, app, db_url, tmp_path, monkeypatch, study_factory):
     study, _ = seeded
     url = f"/admin/studies/{study.slug}/statistics"
     assert client.get(url + ".json").status_code == 401  # admins only
@@ -152,6 +158,10 @@ def test_statistics_url_matches_the_cli_and_caches(seeded, client, app, db_url, 
     assert web2["cache"]["ratings_counted"] == web2["design"]["n_ratings_total"]
 
     assert client.get("/admin/studies/nope/statistics.json").status_code == 404
+    empty = study_factory(title="Nothing yet")
+    page = client.get(f"/admin/studies/{empty.slug}/statistics")
+    assert page.status_code == 200 and "No preference ratings yet" in page.text
+    assert client.get(f"/admin/studies/{empty.slug}/statistics.json").json()["design"]["n_ratings_total"] == 0
 
     # While ratings stream in, a result younger than the minimum interval is served as it is,
     # saying how many ratings it counted.
