@@ -11,6 +11,8 @@
 - `study_factory(pair_set_ids=None, n_pairs=4, **config)` imports a pair set if needed and creates
   a study (open by default); returns the Study.
 - `live_server` runs the app under uvicorn in a thread on a free 127.0.0.1 port; yields the URL.
+- `chromium` is a Playwright Chromium browser (/usr/bin/chromium); skips when unavailable, fails
+  instead when SFGEVAL_REQUIRE_BROWSER=1.
 """
 
 from __future__ import annotations
@@ -243,3 +245,28 @@ def live_server(app):
     yield f"http://127.0.0.1:{port}"
     server.should_exit = True
     thread.join(timeout=10)
+
+
+# ---------------------------------------------------------------- browser
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+
+
+@pytest.fixture
+def chromium():
+    """A Playwright Chromium browser; new pages/contexts come from it."""
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        problem = "playwright is not installed"
+    else:
+        problem = None if Path(CHROMIUM).exists() else f"{CHROMIUM} not found"
+    if problem:
+        if os.environ.get("SFGEVAL_REQUIRE_BROWSER") == "1":
+            pytest.fail(f"SFGEVAL_REQUIRE_BROWSER=1 but {problem}")
+        pytest.skip(problem)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
