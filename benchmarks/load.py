@@ -166,6 +166,7 @@ class Stats:
     image_ms: list[float] = field(default_factory=list)
     acked: dict[str, tuple[str, int]] = field(default_factory=dict)  # request_id -> (trial, choice)
     acked_trials: Counter = field(default_factory=Counter)
+    ack_times: list[float] = field(default_factory=list)  # time.monotonic() of each acknowledgement
     statuses: Counter = field(default_factory=Counter)
     replays: int = 0
     retries: int = 0
@@ -247,6 +248,7 @@ async def participant_loop(client: httpx.AsyncClient, slug: str, deadline: float
             if r is None or r.status_code != 200:
                 continue
             stats.acked[request_id] = (data["trial"], choice)
+            stats.ack_times.append(time.monotonic())
             stats.acked_trials[data["trial"]] += 1
             if rng.random() < args.replay_share:  # a double click: same request_id again
                 r2 = await submit(client, stats, data["trial"], token, choice, request_id)
@@ -255,7 +257,7 @@ async def participant_loop(client: httpx.AsyncClient, slug: str, deadline: float
                     stats.errors[f"replay answered {r2.status_code}"] += 1
 
 
-async def run_load(base_url: str, slug: str, args: argparse.Namespace) -> tuple[Stats, float]:
+async def run_load(base_url: str, slug: str, args: argparse.Namespace) -> tuple[Stats, float, float]:
     stats = Stats()
     limits = httpx.Limits(max_connections=args.participants + 10, max_keepalive_connections=args.participants + 10)
     async with httpx.AsyncClient(base_url=base_url, limits=limits, timeout=httpx.Timeout(60.0)) as client:
@@ -279,7 +281,7 @@ async def run_load(base_url: str, slug: str, args: argparse.Namespace) -> tuple[
         await asyncio.gather(*tasks)
         elapsed = time.monotonic() - t0
         reporter.cancel()
-    return stats, elapsed
+    return stats, elapsed, t0
 
 
 # --------------------------------------------------------------------------- checking
@@ -363,7 +365,7 @@ def main() -> int:
         server = start_server(url, port, args.workers, workdir / "server.log")
         print(f"uvicorn --workers {args.workers} on 127.0.0.1:{port}; {args.participants} participants "
               f"for {args.duration:g} s")
-        stats, elapsed = asyncio.run(run_load(f"http://127.0.0.1:{port}", slug, args))
+        stats, elapsed, t0 = asyncio.run(run_load(f"http://127.0.0.1:{port}", slug, args))
         check = check_database(url, slug, stats)
     finally:
         if server is not None:
@@ -376,10 +378,17 @@ def main() -> int:
             pg.stop()
 
     rate = check["acknowledged"] / elapsed
+    # The steady-state rate: the second half of the load window (after every participant has
+    # signed up and seen a first trial), excluding the drain of in-flight requests.
+    half = t0 + args.duration / 2
+    in_window = sum(1 for t in stats.ack_times if half <= t < t0 + args.duration)
+    steady = in_window / (args.duration / 2)
     print()
     print(f"participants {args.participants} concurrent, uvicorn workers {args.workers}, "
           f"{elapsed:.1f} s (load {args.duration:g} s + in-flight requests)")
-    print(f"ratings/second      {rate:8.1f}   ({check['acknowledged']} acknowledged, {check['stored']} stored)")
+    print(f"ratings/second      {rate:8.1f}   ({check['acknowledged']} acknowledged, {check['stored']} stored, "
+          f"over the whole run)")
+    print(f"ratings/second      {steady:8.1f}   (second half of the load window only)")
     print(f"next   latency ms   {pct(stats.next_ms)}")
     print(f"submit latency ms   {pct(stats.submit_ms)}")
     if args.images:
@@ -397,7 +406,7 @@ def main() -> int:
     if args.json_out:
         summary = {
             "participants": args.participants, "workers": args.workers, "elapsed_s": elapsed,
-            "ratings_per_s": rate, **check,
+            "ratings_per_s": rate, "ratings_per_s_second_half": steady, **check,
             **{f"{k}_ms_p{q}": float(np.percentile(v, q)) if v else None
                for k, v in (("next", stats.next_ms), ("submit", stats.submit_ms), ("image", stats.image_ms))
                for q in (50, 95, 99)},
