@@ -1,0 +1,208 @@
+"""The participant side: the JSON API of api.md and the HTML pages that drive the same flow.
+
+Nothing here may tell a participant which image came from which method: responses carry random
+trial ids and image tokens only (see tests/test_blinding.py).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Body, Form, Header, HTTPException, Request
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+from pydantic import BaseModel, Field
+from sqlalchemy import select
+
+from app.api.deps import SessionDep, SettingsDep
+from app.assignment import (
+    CROWD_ID_KEYS,
+    FlowError,
+    create_participant,
+    next_trial,
+    submit_answer,
+    trial_images,
+)
+from app.models import Participant, Study, utcnow
+from app.templating import templates
+
+router = APIRouter()
+
+# Neutral name: even the product name would hint at the hypothesis under test.
+COOKIE = "participant"
+
+
+def _error(e: FlowError) -> JSONResponse:
+    return JSONResponse({"detail": e.message}, status_code=e.status)
+
+
+def _study(session, slug: str) -> Study:
+    study = session.scalar(select(Study).where(Study.slug == slug))
+    if study is None or study.state == "archived":
+        raise HTTPException(404, "no such study")
+    return study
+
+
+def _participant(session, token: str | None) -> Participant:
+    if not token:
+        raise HTTPException(401, "missing participant token (X-Participant header)")
+    participant = session.scalar(select(Participant).where(Participant.token == token))
+    if participant is None:
+        raise HTTPException(403, "unknown participant token")
+    return participant
+
+
+# ------------------------------------------------------------------ JSON API
+class NewParticipant(BaseModel):
+    external_ids: dict[str, Any] | None = None
+
+
+class Answer(BaseModel):
+    choice: Any = Field(description="1..5 as shown; validated in app.assignment for a clear message")
+    request_id: str = Field(min_length=1, max_length=100)
+    response_ms: int | None = Field(default=None, ge=0, description="client-measured, optional")
+
+
+@router.post("/api/studies/{slug}/participants", status_code=201)
+def api_new_participant(
+    slug: str, session: SessionDep, body: Annotated[NewParticipant | None, Body()] = None
+) -> JSONResponse:
+    study = _study(session, slug)
+    try:
+        participant, created = create_participant(session, study, body.external_ids if body else None, utcnow())
+    except FlowError as e:
+        return _error(e)
+    return JSONResponse({"participant": participant.token}, status_code=201 if created else 200)
+
+
+def trial_payload(session, result) -> dict[str, Any]:
+    """The /next body: a trial (random id, prompt, two opaque image URLs) or the end."""
+    progress = {"done": result.done, "total": result.total}
+    if result.trial is None:
+        return {"done": True, "progress": progress}
+    left, right = trial_images(session, result.trial)
+    payload: dict[str, Any] = {
+        "trial": result.trial.public_id,
+        "prompt": result.trial.pair.prompt,
+        "left": f"/i/{left.token}",
+        "right": f"/i/{right.token}",
+        "progress": progress,
+        "practice": result.trial.kind == "practice",
+        "preload": None,
+    }
+    if result.preload is not None:
+        pl, pr = trial_images(session, result.preload)
+        payload["preload"] = {"left": f"/i/{pl.token}", "right": f"/i/{pr.token}"}
+    return payload
+
+
+@router.get("/api/participants/{token}/next")
+def api_next(token: str, session: SessionDep, settings: SettingsDep) -> JSONResponse:
+    participant = _participant(session, token)
+    try:
+        result = next_trial(session, participant, utcnow(), settings.hold_minutes)
+    except FlowError as e:
+        return _error(e)
+    payload = trial_payload(session, result)
+    if result.trial is None:
+        study = session.get(Study, participant.study_id)
+        payload["completion_code"] = study.completion_code
+        payload["redirect_url"] = study.redirect_url
+    return JSONResponse(payload, headers={"Cache-Control": "no-store"})
+
+
+@router.post("/api/trials/{trial_id}/answer")
+def api_answer(
+    trial_id: str,
+    answer: Answer,
+    session: SessionDep,
+    x_participant: Annotated[str | None, Header()] = None,
+) -> JSONResponse:
+    participant = _participant(session, x_participant)
+    try:
+        result = submit_answer(
+            session, participant, trial_id, answer.choice, answer.request_id, utcnow(), answer.response_ms
+        )
+    except FlowError as e:
+        return _error(e)
+    # The score is not returned: with the choice it would reveal which side was the treatment.
+    body = {
+        "trial": result.trial_public_id,
+        "choice": result.rating.choice,
+        "request_id": result.rating.request_id,
+        "answered_at": result.rating.answered_at.isoformat(),
+    }
+    headers = {"Cache-Control": "no-store"}
+    if not result.created:
+        headers["X-Idempotent-Replay"] = "true"
+    return JSONResponse(body, headers=headers)
+
+
+# ------------------------------------------------------------------ HTML pages
+def _cookie_participant(request: Request, session, study: Study) -> Participant | None:
+    token = request.cookies.get(COOKIE)
+    if not token:
+        return None
+    p = session.scalar(select(Participant).where(Participant.token == token))
+    return p if p is not None and p.study_id == study.id else None
+
+
+def _page(request: Request, name: str, status: int = 200, **ctx) -> HTMLResponse:
+    return templates.TemplateResponse(request, f"participant/{name}", ctx, status_code=status)
+
+
+@router.get("/s/{slug}", response_class=HTMLResponse, include_in_schema=False)
+def page_consent(slug: str, request: Request, session: SessionDep) -> Response:
+    study = _study(session, slug)
+    if _cookie_participant(request, session, study) is not None:
+        return RedirectResponse(f"/s/{slug}/run", status_code=303)
+    if study.state != "open":
+        return _page(request, "closed.html", 409, study=study)
+    crowd = {k: request.query_params[k] for k in CROWD_ID_KEYS if request.query_params.get(k)}
+    return _page(request, "consent.html", study=study, crowd=crowd, error=None)
+
+
+@router.post("/s/{slug}/start", include_in_schema=False)
+async def page_start(slug: str, request: Request, session: SessionDep, settings: SettingsDep,
+                     consent: Annotated[str | None, Form()] = None) -> Response:
+    study = _study(session, slug)
+    form = await request.form()
+    crowd = {k: str(form[k]) for k in CROWD_ID_KEYS if form.get(k)}
+    if consent != "yes":
+        return _page(request, "consent.html", 400, study=study, crowd=crowd,
+                     error="Please tick the consent box to take part.")
+    try:
+        participant, _ = create_participant(session, study, crowd, utcnow())
+    except FlowError:
+        return _page(request, "closed.html", 409, study=study)
+    response = RedirectResponse(f"/s/{slug}/run", status_code=303)
+    response.set_cookie(COOKIE, participant.token, max_age=60 * 60 * 24 * 30, path=f"/s/{slug}",
+                        httponly=True, samesite="lax", secure=settings.secure_cookies)
+    return response
+
+
+@router.get("/s/{slug}/run", response_class=HTMLResponse, include_in_schema=False)
+def page_run(slug: str, request: Request, session: SessionDep) -> Response:
+    study = _study(session, slug)
+    participant = _cookie_participant(request, session, study)
+    if participant is None:
+        return RedirectResponse(f"/s/{slug}", status_code=303)
+    if participant.finished_at is not None:
+        return RedirectResponse(f"/s/{slug}/done", status_code=303)
+    return _page(request, "trial.html", study=study, token=participant.token)
+
+
+@router.get("/s/{slug}/done", response_class=HTMLResponse, include_in_schema=False)
+def page_done(slug: str, request: Request, session: SessionDep) -> Response:
+    study = _study(session, slug)
+    participant = _cookie_participant(request, session, study)
+    if participant is None:
+        return RedirectResponse(f"/s/{slug}", status_code=303)
+    if participant.finished_at is None:
+        return RedirectResponse(f"/s/{slug}/run", status_code=303)
+    return _page(request, "done.html", study=study)
+
+
+@router.get("/s/{slug}/full", response_class=HTMLResponse, include_in_schema=False)
+def page_full(slug: str, request: Request, session: SessionDep) -> Response:
+    study = _study(session, slug)
+    return _page(request, "full.html", study=study)

@@ -1,0 +1,205 @@
+"""Admin authentication: argon2 password hashes, a signed session cookie, CSRF tokens.
+
+- Passwords are stored only as argon2id hashes (argon2-cffi defaults); hashes made with older
+  parameters are upgraded at the next successful login.
+- The session is Starlette's `SessionMiddleware` (installed in `app.main.create_app`): a cookie
+  signed with `SFGEVAL_SECRET_KEY` (itsdangerous, so it cannot be forged or altered), `HttpOnly`,
+  `SameSite=Lax`, `Secure` with `SFGEVAL_SECURE_COOKIES=1`. It carries the admin id, a
+  fingerprint of the admin's password hash (so changing the password logs out every other
+  session) and the CSRF token.
+- CSRF: one random token per session, rendered into every admin form as the hidden field
+  `csrf_token` (or sent as header `X-CSRF-Token` by scripts). Every unsafe admin request
+  (POST/PUT/PATCH/DELETE) must carry it, the login form included, checked in constant time.
+- One role: an admin user can configure studies, watch progress and export. Researchers get
+  admin logins (see the README); the study pages are read-only views plus explicit forms.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from typing import Annotated, Any
+from urllib.parse import quote
+
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
+from fastapi import Depends, HTTPException, Request
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from app.api.deps import SessionDep
+from app.models import AdminUser
+
+CSRF_FIELD = "csrf_token"
+CSRF_HEADER = "X-CSRF-Token"
+UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+_hasher = PasswordHasher()
+# Verified against when the user name is unknown, so a wrong name costs as long as a wrong password.
+_DUMMY_HASH = _hasher.hash(secrets.token_hex(16))
+
+
+# --- passwords -----------------------------------------------------------------------------
+
+def hash_password(password: str) -> str:
+    """An argon2id hash (PHC string) of `password`; raises ValueError on an empty password."""
+    if not password:
+        raise ValueError("the password must not be empty")
+    return _hasher.hash(password)
+
+
+def verify_password(password_hash: str, password: str) -> bool:
+    """True when `password` matches `password_hash`; False for a mismatch or a malformed hash."""
+    try:
+        return _hasher.verify(password_hash, password)
+    except (VerifyMismatchError, VerificationError, InvalidHashError):
+        return False
+
+
+def password_fingerprint(password_hash: str) -> str:
+    """A short digest of the stored hash: sessions made before a password change stop working."""
+    return hashlib.sha256(password_hash.encode()).hexdigest()[:16]
+
+
+def authenticate(session: Session, username: str, password: str) -> AdminUser | None:
+    """The admin user whose name and password match, else None (same cost either way)."""
+    user = session.scalar(select(AdminUser).where(AdminUser.username == username.strip()))
+    if user is None:
+        verify_password(_DUMMY_HASH, password)
+        return None
+    if not verify_password(user.password_hash, password):
+        return None
+    if _hasher.check_needs_rehash(user.password_hash):
+        user.password_hash = hash_password(password)
+        session.commit()
+    return user
+
+
+def ensure_admin(session: Session, username: str, password: str) -> AdminUser:
+    """Create the admin `username` with `password`, or reset its password if it differs.
+
+    Used by the settings/env bootstrap (`SFGEVAL_ADMIN_USER` / `SFGEVAL_ADMIN_PASSWORD`) and by
+    `sfgeval demo`: the environment is authoritative for that one account.
+    """
+    username = username.strip()
+    if not username:
+        raise ValueError("the admin user name must not be empty")
+    user = session.scalar(select(AdminUser).where(AdminUser.username == username))
+    if user is None:
+        user = AdminUser(username=username, password_hash=hash_password(password))
+        session.add(user)
+        session.commit()
+    elif not verify_password(user.password_hash, password):
+        user.password_hash = hash_password(password)
+        session.commit()
+    return user
+
+
+def bootstrap_admin(session: Session, settings: Any) -> AdminUser | None:
+    """Create/refresh the admin named in settings, if both user and password are set."""
+    username = getattr(settings, "admin_user", None)
+    password = getattr(settings, "admin_password", None)
+    if hasattr(password, "get_secret_value"):
+        password = password.get_secret_value()
+    if not username or not password:
+        return None
+    return ensure_admin(session, username, password)
+
+
+# --- session cookie ------------------------------------------------------------------------
+
+def login_session(request: Request, user: AdminUser) -> None:
+    """Start a fresh session for `user` (a new CSRF token: nothing from before login survives)."""
+    request.session.clear()
+    request.session["admin_id"] = user.id
+    request.session["pw"] = password_fingerprint(user.password_hash)
+    request.session[CSRF_FIELD] = secrets.token_urlsafe(32)
+
+
+def logout_session(request: Request) -> None:
+    request.session.clear()
+
+
+def flash(request: Request, message: str, kind: str = "info") -> None:
+    """Queue a one-time message for the next admin page."""
+    request.session["flash"] = [*request.session.get("flash", []), [kind, message]]
+
+
+def pop_flashes(request: Request) -> list[tuple[str, str]]:
+    return [tuple(x) for x in request.session.pop("flash", [])]
+
+
+# --- CSRF ----------------------------------------------------------------------------------
+
+def csrf_token(request: Request) -> str:
+    """This session's CSRF token, created on first use (rendered into every admin form)."""
+    token = request.session.get(CSRF_FIELD)
+    if not token:
+        token = secrets.token_urlsafe(32)
+        request.session[CSRF_FIELD] = token
+    return token
+
+
+async def verify_csrf(request: Request) -> None:
+    """Reject an unsafe request whose CSRF token is missing or not this session's (403)."""
+    if request.method not in UNSAFE_METHODS:
+        return
+    expected = request.session.get(CSRF_FIELD)
+    sent = request.headers.get(CSRF_HEADER)
+    if not sent:
+        content_type = request.headers.get("content-type", "")
+        if content_type.startswith(("application/x-www-form-urlencoded", "multipart/form-data")):
+            form = await request.form()  # cached by Starlette: the route reads the same form
+            value = form.get(CSRF_FIELD)
+            sent = value if isinstance(value, str) else None
+    if not expected or not sent or not hmac.compare_digest(str(expected), str(sent)):
+        raise HTTPException(
+            status_code=403,
+            detail="CSRF check failed: the form's security token is missing or expired. "
+            "Reload the page and submit again.",
+        )
+
+
+CsrfProtected = Depends(verify_csrf)
+
+
+# --- the current admin ---------------------------------------------------------------------
+
+def _wants_json(request: Request) -> bool:
+    if request.url.path.endswith(".json"):
+        return True
+    accept = request.headers.get("accept", "")
+    return "application/json" in accept and "text/html" not in accept
+
+
+def safe_next(path: str | None) -> str:
+    """Only local admin paths are allowed as a post-login target (no open redirect)."""
+    if path and path.startswith("/admin") and not path.startswith("//") and "\\" not in path:
+        return path
+    return "/admin/studies"
+
+
+def get_current_admin(request: Request, session: SessionDep) -> AdminUser:
+    """The logged-in admin; otherwise 401 (JSON URLs) or a redirect to the login page (HTML)."""
+    user = None
+    admin_id = request.session.get("admin_id")
+    if admin_id is not None:
+        user = session.get(AdminUser, admin_id)
+        if user is not None and not hmac.compare_digest(
+            request.session.get("pw", ""), password_fingerprint(user.password_hash)
+        ):
+            user = None
+    if user is None:
+        if _wants_json(request):
+            raise HTTPException(status_code=401, detail="log in at /admin/login first")
+        target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+        raise HTTPException(
+            status_code=303,
+            detail="login required",
+            headers={"Location": f"/admin/login?next={quote(target, safe='')}"},
+        )
+    return user
+
+
+CurrentAdmin = Annotated[AdminUser, Depends(get_current_admin)]

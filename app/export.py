@@ -1,0 +1,111 @@
+"""Raw ratings export: one row per rating, the columns of api.md, as CSV or JSON.
+
+`rating_rows` is what the statistics module and both exports consume. Columns, in order:
+`EXPORT_COLUMNS` exactly as api.md lists them, then `EXTRA_COLUMNS`. Score convention:
+`score` -2..+2, positive = treatment better (for gold trials: positive = the intact image was
+preferred, i.e. the check was passed). Practice ratings are left out unless asked for.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session, aliased
+
+from app.models import Comparison, Pair, Participant, Rating, Study, Trial
+
+EXPORT_COLUMNS = (
+    "study", "study_version", "participant", "external_ids", "pair", "pair_set", "prompt_id",
+    "prompt", "stratum", "seed", "treatment_side", "choice", "score", "is_gold", "is_repeat",
+    "presented_at", "answered_at", "response_ms",
+)
+EXTRA_COLUMNS = (
+    "comparison", "baseline_arm", "treatment_arm", "pair_key", "trial", "position", "kind",
+    "is_practice", "repeat_of_trial", "too_fast", "client_response_ms", "min_response_ms",
+)
+COLUMNS = EXPORT_COLUMNS + EXTRA_COLUMNS
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+def rating_rows(session: Session, study: Study, *, include_practice: bool = False) -> list[dict[str, Any]]:
+    """Every rating of `study` as a dict with the keys `COLUMNS`, in answer order."""
+    original = aliased(Trial)
+    stmt = (
+        select(Rating, Trial, Participant, Pair, Comparison, original.public_id)
+        .join(Trial, Trial.id == Rating.trial_id)
+        .join(Participant, Participant.id == Trial.participant_id)
+        .join(Pair, Pair.id == Trial.pair_id)
+        .join(Comparison, Comparison.id == Trial.comparison_id)
+        .outerjoin(original, original.id == Trial.repeat_of_trial_id)
+        .where(Trial.study_id == study.id)
+        .order_by(Rating.answered_at, Rating.id)
+    )
+    if not include_practice:
+        stmt = stmt.where(Trial.kind != "practice")
+    rows = []
+    for rating, trial, participant, pair, comparison, repeat_of in session.execute(stmt):
+        pair_set = comparison.pair_set
+        rows.append({
+            "study": study.slug,
+            "study_version": rating.study_version,
+            "participant": participant.id,
+            "external_ids": dict(participant.external_ids or {}),
+            "pair": pair.id,
+            "pair_set": pair.pair_set_id,
+            "prompt_id": pair.prompt_id,
+            "prompt": pair.prompt,
+            "stratum": pair.stratum,
+            "seed": pair.seed,
+            "treatment_side": rating.treatment_side,
+            "choice": rating.choice,
+            "score": rating.score,
+            "is_gold": trial.kind == "gold",
+            "is_repeat": trial.kind == "repeat",
+            "presented_at": _iso(trial.presented_at),
+            "answered_at": _iso(rating.answered_at),
+            "response_ms": rating.response_ms,
+            "comparison": comparison.label,
+            "baseline_arm": pair_set.baseline_arm,
+            "treatment_arm": pair_set.treatment_arm,
+            "pair_key": pair.pair_key,
+            "trial": trial.public_id,
+            "position": trial.position,
+            "kind": trial.kind,
+            "is_practice": trial.kind == "practice",
+            "repeat_of_trial": repeat_of,
+            "too_fast": rating.too_fast,
+            "client_response_ms": rating.client_response_ms,
+            "min_response_ms": study.min_response_ms,
+        })
+    return rows
+
+
+def _csv_value(value: Any) -> Any:
+    if isinstance(value, dict):
+        return json.dumps(value, sort_keys=True, ensure_ascii=False)
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return "" if value is None else value
+
+
+def rows_to_csv(rows: list[dict[str, Any]]) -> str:
+    """CSV text with a header row of `COLUMNS`; `external_ids` as a JSON object string."""
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(COLUMNS), extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: _csv_value(row.get(k)) for k in COLUMNS})
+    return buf.getvalue()
+
+
+def rows_to_json(rows: list[dict[str, Any]]) -> str:
+    """A JSON array of row objects with the same names as the CSV columns."""
+    return json.dumps([{k: row.get(k) for k in COLUMNS} for row in rows], ensure_ascii=False, indent=1)

@@ -1,0 +1,250 @@
+"""The researcher's report: statistics of a study from the database, plots, one HTML file.
+
+- `study_statistics(session, study)` runs `app.statistics.compute_statistics` on the study's
+  exported ratings (`app.export.rating_rows`) with the study's exclusion rules and seed, and adds
+  what a reader needs to judge it (study config and version, comparisons, pair-set parameters).
+- `rating_fingerprint(session, study)` is a cheap (count, last id, version) key: statistics only
+  change when it does, so the live page caches on it.
+- `render_report(stats)` makes a self-contained HTML page (inline CSS, plots as inline SVG made
+  with matplotlib's Agg/SVG backends: no network needed to open it).
+- `write_report(out_dir, stats, rows)` writes report.html, statistics.json and ratings.csv.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+from sqlalchemy import func, select  # noqa: E402
+from sqlalchemy.orm import Session  # noqa: E402
+
+from app.export import rating_rows, rows_to_csv  # noqa: E402
+from app.models import Rating, Study, Trial  # noqa: E402
+from app.statistics import SCORES, compute_statistics  # noqa: E402
+from app.templating import TEMPLATES_DIR  # noqa: E402
+
+DEFAULT_DRAWS = 1000
+# Baseline much better .. treatment much better: warm for the baseline, cool for the treatment.
+SCORE_COLOURS = {-2: "#b2182b", -1: "#ef8a62", 0: "#d9d9d9", 1: "#67a9cf", 2: "#2166ac"}
+SHORT_NAMES = {-2: "baseline much better", -1: "baseline slightly better", 0: "no preference",
+               1: "treatment slightly better", 2: "treatment much better"}
+
+
+# --------------------------------------------------------------------------------------------
+# From the database
+# --------------------------------------------------------------------------------------------
+
+
+def rating_fingerprint(session: Session, study: Study) -> tuple[int, int, int, int]:
+    """(study id, study version, number of ratings, highest rating id): changes with every new rating."""
+    count, last = session.execute(
+        select(func.count(Rating.id), func.max(Rating.id)).join(Trial, Trial.id == Rating.trial_id)
+        .where(Trial.study_id == study.id)
+    ).one()
+    return study.id, study.version, int(count or 0), int(last or 0)
+
+
+def study_description(study: Study) -> dict[str, Any]:
+    """What a reader needs to judge the results: config, version, comparisons and their arms."""
+    from app.studies import study_config
+
+    comparisons = []
+    for c in study.comparisons:
+        ps = c.pair_set
+        comparisons.append({
+            "label": c.label, "pair_set": ps.id, "pair_set_name": ps.name, "baseline_arm": ps.baseline_arm,
+            "treatment_arm": ps.treatment_arm, "params": ps.params, "model": ps.model,
+            "manifest_sha256": ps.manifest_sha256, "n_pairs": len(ps.pairs),
+        })
+    return {
+        "slug": study.slug, "title": study.title, "question": study.question, "version": study.version,
+        "state": study.state, "config": study_config(study), "comparisons": comparisons,
+    }
+
+
+def study_statistics(
+    session: Session, study: Study, *, draws: int = DEFAULT_DRAWS, seed: int | None = None,
+    rows: list[dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """Full statistics of `study` (see app.statistics) plus `study` and `generated_at`.
+
+    seed defaults to the study's own seed, so a report can be recomputed exactly.
+    """
+    rows = rating_rows(session, study) if rows is None else rows
+    stats = compute_statistics(
+        rows,
+        exclusion_rules=study.exclusion_rules or {},
+        min_response_ms=study.min_response_ms or None,
+        draws=draws,
+        seed=study.seed if seed is None else seed,
+    )
+    stats["study"] = study_description(study)
+    stats["study_versions_in_ratings"] = sorted({int(r["study_version"]) for r in rows})
+    stats["generated_at"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return stats
+
+
+# --------------------------------------------------------------------------------------------
+# Plots (inline SVG)
+# --------------------------------------------------------------------------------------------
+
+
+def _svg(fig: plt.Figure, salt: str) -> str:
+    """The figure as an <svg> element to inline in HTML (no XML prolog, text kept as text)."""
+    buf = io.StringIO()
+    with matplotlib.rc_context({"svg.fonttype": "none", "svg.hashsalt": salt}):
+        fig.savefig(buf, format="svg", bbox_inches="tight")
+    plt.close(fig)
+    text = buf.getvalue()
+    text = text[text.index("<svg"):]
+    # The RDF metadata block (creator, date) is noise in a report and changes on every run.
+    text = re.sub(r"\s*<metadata>.*?</metadata>", "", text, flags=re.S)
+    # Ids must be unique across the several SVGs of one page.
+    return re.sub(r'(id="|url\(#|href="#)([^")]+)', lambda m: f"{m.group(1)}{salt}-{m.group(2)}", text)
+
+
+def _groups(result: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """(label, group summary) for overall, each comparison and each stratum that has data."""
+    groups = []
+    if result.get("overall"):
+        groups.append(("All comparisons", result["overall"]))
+    groups += [(f"Comparison: {k}", v) for k, v in result.get("per_comparison", {}).items()]
+    groups += [(f"Stratum: {k}", v) for k, v in result.get("per_stratum", {}).items()]
+    return groups
+
+
+def diverging_bar_svg(groups: list[tuple[str, dict[str, Any]]], title: str, salt: str) -> str:
+    """Diverging stacked bar of the five answers per group, centred on "no preference".
+
+    Each bar spans shares of the group's votes: baseline answers to the left of 0, treatment
+    answers to the right, "no preference" split evenly across 0.
+    """
+    fig, ax = plt.subplots(figsize=(9, 0.55 * len(groups) + 1.6))
+    labels = []
+    for y, (label, g) in enumerate(reversed(groups)):
+        shares = {s: g["distribution"]["shares"][str(s)] or 0.0 for s in SCORES}
+        left = -(shares[-2] + shares[-1] + shares[0] / 2)
+        for s in SCORES:
+            ax.barh(y, shares[s], left=left, color=SCORE_COLOURS[s], edgecolor="white", height=0.7,
+                    label=SHORT_NAMES[s] if y == 0 else None)
+            if shares[s] >= 0.06:
+                ax.text(left + shares[s] / 2, y, f"{shares[s]:.0%}", ha="center", va="center", fontsize=8,
+                        color="white" if abs(s) == 2 else "black")
+            left += shares[s]
+        labels.append(f"{label} (n={g['distribution']['n']})")
+    ax.set_yticks(range(len(groups)), labels)
+    ax.axvline(0, color="black", linewidth=0.8)
+    ax.set_xlim(-1, 1)
+    ticks = [-1, -0.75, -0.5, -0.25, 0, 0.25, 0.5, 0.75, 1]
+    ax.set_xticks(ticks, [f"{abs(t):.0%}" for t in ticks])
+    ax.set_xlabel("share of votes  (← baseline preferred | treatment preferred →)")
+    ax.set_title(title)
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.28 if len(groups) < 4 else -0.15), ncol=5, fontsize=8,
+              frameon=False)
+    return _svg(fig, salt)
+
+
+def win_rate_svg(groups: list[tuple[str, dict[str, Any]]], title: str, salt: str) -> str:
+    """Win rate among decisive votes and tie-as-half rate with their 95% crossed-bootstrap intervals."""
+    fig, ax = plt.subplots(figsize=(9, 0.55 * len(groups) + 1.4))
+    n = len(groups)
+    for offset, key, colour, name in ((0.15, "win_rate", "#2166ac", "win rate (decisive votes)"),
+                                      (-0.15, "tie_half_rate", "#7f7f7f", "tie-as-half rate")):
+        for y, (_, g) in enumerate(reversed(groups)):
+            est = g[key]
+            if est["estimate"] is None:
+                continue
+            lo = est["ci_low"] if est["ci_low"] is not None else est["estimate"]
+            hi = est["ci_high"] if est["ci_high"] is not None else est["estimate"]
+            ax.errorbar(est["estimate"], y + offset, xerr=[[est["estimate"] - lo], [hi - est["estimate"]]],
+                        fmt="o", color=colour, capsize=3, label=name if y == 0 else None)
+    ax.axvline(0.5, color="black", linestyle="--", linewidth=0.8)
+    ax.set_yticks(range(n), [label for label, _ in reversed(groups)])
+    ax.set_xlim(0, 1)
+    ax.set_xlabel("share for the treatment (0.5 = no difference); bars: 95% crossed-bootstrap interval")
+    ax.set_title(title)
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.3 if n < 4 else -0.15), ncol=2, fontsize=8, frameon=False)
+    return _svg(fig, salt)
+
+
+# --------------------------------------------------------------------------------------------
+# HTML
+# --------------------------------------------------------------------------------------------
+
+
+def _pct(x: float | None, digits: int = 0) -> str:
+    return "–" if x is None else f"{100 * x:.{digits}f}%"
+
+
+def _fmt(x: float | None, digits: int = 3) -> str:
+    return "–" if x is None else f"{x:.{digits}f}"
+
+
+def _p(x: float | None) -> str:
+    if x is None:
+        return "–"
+    return "< 0.0001" if x < 1e-4 else f"{x:.4f}"
+
+
+def _environment():
+    from jinja2 import Environment, FileSystemLoader, select_autoescape
+
+    env = Environment(loader=FileSystemLoader(str(TEMPLATES_DIR)), autoescape=select_autoescape(["html"]))
+    env.filters.update(pct=_pct, fmt=_fmt, p=_p)
+    env.filters["tojson_pretty"] = lambda v: json.dumps(v, indent=2, ensure_ascii=False, sort_keys=True)
+    return env
+
+
+def report_figures(stats: dict[str, Any]) -> dict[str, dict[str, str]]:
+    """Inline SVGs per result set: {'after_exclusions': {'bars', 'win_rate'}, 'all': {...}}.
+
+    'all' is left out when no participant was excluded (the two result sets are the same).
+    """
+    keys = [("after_exclusions", "after exclusions")]
+    if stats["results"]["after_exclusions"] != stats["results"]["all"]:
+        keys.append(("all", "all participants, no exclusions"))
+    figures = {}
+    for key, title in keys:
+        groups = _groups(stats["results"][key])
+        if groups:
+            figures[key] = {
+                "bars": diverging_bar_svg(groups, f"Answers ({title})", salt=f"{key}-bars"),
+                "win_rate": win_rate_svg(groups, f"Win rate with 95% interval ({title})", salt=f"{key}-win"),
+            }
+    return figures
+
+
+def render_report(stats: dict[str, Any], *, live: bool = False, refresh_seconds: int = 30,
+                  json_url: str | None = None) -> str:
+    """The report as one self-contained HTML page. `live` adds an auto-refresh (statistics page)."""
+    same = stats["results"]["after_exclusions"] == stats["results"]["all"]
+    return _environment().get_template("report.html").render(
+        stats=stats, study=stats.get("study"), figures=report_figures(stats), same_results=same,
+        groups={k: _groups(v) for k, v in stats["results"].items()}, live=live,
+        refresh_seconds=refresh_seconds, json_url=json_url, score_names=SHORT_NAMES, scores=SCORES,
+        colours=SCORE_COLOURS,
+    )
+
+
+def statistics_json(stats: dict[str, Any]) -> str:
+    """statistics.json text (strict JSON: no NaN)."""
+    return json.dumps(stats, indent=1, ensure_ascii=False, allow_nan=False)
+
+
+def write_report(out_dir: Path, stats: dict[str, Any], rows: list[dict[str, Any]]) -> dict[str, Path]:
+    """Write report.html, statistics.json and ratings.csv into out_dir (created if needed)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = {"report": out_dir / "report.html", "statistics": out_dir / "statistics.json",
+             "ratings": out_dir / "ratings.csv"}
+    paths["statistics"].write_text(statistics_json(stats) + "\n", encoding="utf-8")
+    paths["ratings"].write_text(rows_to_csv(rows), encoding="utf-8")
+    paths["report"].write_text(render_report(stats), encoding="utf-8")
+    return paths

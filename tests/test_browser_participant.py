@@ -1,0 +1,81 @@
+"""Browser test (Chromium through Playwright): a participant completes a study with the keyboard."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import func, select
+
+from app.models import Participant, Rating
+
+pytestmark = pytest.mark.browser
+
+
+@pytest.fixture
+def db_url(sqlite_url):
+    """One backend is enough for the browser path; test_api.py covers PostgreSQL."""
+    return sqlite_url
+
+
+def test_participant_completes_a_study_with_the_keyboard(chromium, live_server, session, study_factory):
+    study = study_factory(n_pairs=4, pairs_per_participant=3, gold_rate=0.34, repeats=1, practice_trials=1,
+                          completion_code="KB-DONE-9")
+    page = chromium.new_page()
+    page.set_default_timeout(15_000)
+    page.goto(f"{live_server}/s/{study.slug}?PROLIFIC_PID=browser-1&STUDY_ID=st&SESSION_ID=se")
+    # Consent with the keyboard: tick the box with Space, move to Start, press Enter.
+    page.focus("#consent")
+    page.keyboard.press("Space")
+    page.keyboard.press("Tab")
+    page.keyboard.press("Enter")
+    page.wait_for_url("**/run")
+    total = 6  # practice + 3 main + 1 gold + 1 repeat
+    for i in range(total):
+        page.wait_for_function(
+            "([n, total]) => document.getElementById('progress-text').textContent === `Pair ${n} of ${total}`"
+            " && !document.querySelector('.answer').disabled",
+            arg=[i + 1, total],
+        )
+        assert page.is_visible("#practice") == (i == 0)
+        page.keyboard.press(str(1 + i % 5))
+    page.wait_for_url("**/done")
+    assert page.text_content("#completion-code").strip() == "KB-DONE-9"
+    session.expire_all()
+    participant = session.scalar(select(Participant))
+    assert participant.external_ids == {"PROLIFIC_PID": "browser-1", "STUDY_ID": "st", "SESSION_ID": "se"}
+    assert session.scalar(select(func.count(Rating.id))) == total
+    assert sorted(r.choice for r in session.scalars(select(Rating))) == sorted(1 + i % 5 for i in range(total))
+
+
+def test_trial_page_works_on_a_phone_and_images_open_large(chromium, live_server, study_factory):
+    study = study_factory(n_pairs=3, pairs_per_participant=2)
+    context = chromium.new_context(viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True)
+    page = context.new_page()
+    page.set_default_timeout(15_000)
+    image_requests = []
+    page.on("request", lambda req: image_requests.append(req.url) if "/i/" in req.url else None)
+    page.goto(f"{live_server}/s/{study.slug}")
+    page.check("#consent")
+    page.click("#start")
+    page.wait_for_function("!document.querySelector('.answer').disabled")
+    # Nothing wider than the screen; the two images side by side.
+    assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
+    left, right = page.locator("#left").bounding_box(), page.locator("#right").bounding_box()
+    assert left["x"] + left["width"] <= right["x"] and abs(left["y"] - right["y"]) < 2 and left["width"] > 100
+    # The next pair is preloaded while the first is shown: four images requested, two on screen.
+    shown = set(page.evaluate("[document.getElementById('left').src, document.getElementById('right').src]"))
+    for _ in range(100):
+        if len(set(image_requests)) >= 4:
+            break
+        page.wait_for_timeout(50)
+    preloaded = set(image_requests) - shown
+    assert len(preloaded) == 2
+    page.tap("#left")
+    assert page.is_visible("#lightbox")
+    assert page.evaluate("document.getElementById('lightbox-img').src === document.getElementById('left').src")
+    page.tap("#lightbox")
+    assert not page.is_visible("#lightbox")
+    page.tap(".answer[data-choice='4']")
+    page.wait_for_function("document.getElementById('progress-text').textContent === 'Pair 2 of 2'")
+    now_shown = set(page.evaluate("[document.getElementById('left').src, document.getElementById('right').src]"))
+    assert now_shown == preloaded
+    context.close()
