@@ -365,7 +365,9 @@ def main() -> int:
         server = start_server(url, port, args.workers, workdir / "server.log")
         print(f"uvicorn --workers {args.workers} on 127.0.0.1:{port}; {args.participants} participants "
               f"for {args.duration:g} s")
+        load_before = os.getloadavg()[0]
         stats, elapsed, t0 = asyncio.run(run_load(f"http://127.0.0.1:{port}", slug, args))
+        load_after = os.getloadavg()[0]
         check = check_database(url, slug, stats)
     finally:
         if server is not None:
@@ -386,6 +388,9 @@ def main() -> int:
     print()
     print(f"participants {args.participants} concurrent, uvicorn workers {args.workers}, "
           f"{elapsed:.1f} s (load {args.duration:g} s + in-flight requests)")
+    # Other work on the machine skews every figure: say how busy it was.
+    print(f"machine             {os.cpu_count()} CPUs, 1-min load average {load_before:.1f} before, "
+          f"{load_after:.1f} after the run")
     print(f"ratings/second      {rate:8.1f}   ({check['acknowledged']} acknowledged, {check['stored']} stored, "
           f"over the whole run)")
     print(f"ratings/second      {steady:8.1f}   (second half of the load window only)")
@@ -406,6 +411,7 @@ def main() -> int:
     if args.json_out:
         summary = {
             "participants": args.participants, "workers": args.workers, "elapsed_s": elapsed,
+            "cpus": os.cpu_count(), "loadavg_before": load_before, "loadavg_after": load_after,
             "ratings_per_s": rate, "ratings_per_s_second_half": steady, **check,
             **{f"{k}_ms_p{q}": float(np.percentile(v, q)) if v else None
                for k, v in (("next", stats.next_ms), ("submit", stats.submit_ms), ("image", stats.image_ms))
