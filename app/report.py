@@ -26,8 +26,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 from sqlalchemy import func, select  # noqa: E402
 from sqlalchemy.orm import Session  # noqa: E402
 
-from app.export import rating_rows, rows_to_csv  # noqa: E402
-from app.models import Rating, Study, Trial  # noqa: E402
+from app.export import rows_to_csv  # noqa: E402
+from app.models import Comparison, Pair, Rating, Study, Trial  # noqa: E402
 from app.statistics import SCORES, compute_statistics  # noqa: E402
 from app.templating import TEMPLATES_DIR  # noqa: E402
 
@@ -50,6 +50,31 @@ def rating_fingerprint(session: Session, study: Study) -> tuple[int, int, int, i
         .where(Trial.study_id == study.id)
     ).one()
     return study.id, study.version, int(count or 0), int(last or 0)
+
+
+def statistics_rows(session: Session, study: Study) -> list[dict[str, Any]]:
+    """The export columns the statistics read, for every non-practice rating of `study`.
+
+    Same values as `app.export.rating_rows` on those columns (tests compare them), fetched as
+    plain columns rather than ORM objects: several times faster, which the live page needs.
+    """
+    stmt = (
+        select(Trial.participant_id, Trial.pair_id, Pair.prompt_id, Pair.stratum, Comparison.label,
+               Rating.treatment_side, Rating.choice, Rating.score, Trial.kind, Rating.response_ms,
+               Rating.study_version)
+        .join(Trial, Trial.id == Rating.trial_id)
+        .join(Pair, Pair.id == Trial.pair_id)
+        .join(Comparison, Comparison.id == Trial.comparison_id)
+        .where(Trial.study_id == study.id, Trial.kind != "practice")
+    )
+    return [
+        {"participant": participant, "pair": pair, "prompt_id": prompt_id, "stratum": stratum,
+         "comparison": comparison, "treatment_side": side, "choice": choice, "score": score,
+         "is_gold": kind == "gold", "is_repeat": kind == "repeat", "response_ms": response_ms,
+         "study_version": version}
+        for participant, pair, prompt_id, stratum, comparison, side, choice, score, kind, response_ms, version
+        in session.execute(stmt)
+    ]
 
 
 def study_description(study: Study) -> dict[str, Any]:
@@ -76,9 +101,10 @@ def study_statistics(
 ) -> dict[str, Any]:
     """Full statistics of `study` (see app.statistics) plus `study` and `generated_at`.
 
+    rows: the study's export rows if already loaded (else the faster `statistics_rows`).
     seed defaults to the study's own seed, so a report can be recomputed exactly.
     """
-    rows = rating_rows(session, study) if rows is None else rows
+    rows = statistics_rows(session, study) if rows is None else rows
     stats = compute_statistics(
         rows,
         exclusion_rules=study.exclusion_rules or {},

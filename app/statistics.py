@@ -126,7 +126,7 @@ class Ratings:
         return len(self.score)
 
     def subset(self, mask: np.ndarray) -> Ratings:
-        """The ratings where `mask` is true, with codes re-numbered (labels stay sorted)."""
+        """The ratings where `mask` is true (or at the indices `mask`), with codes re-numbered."""
         coded = {}
         for name, labels_name in (("participant", "participants"), ("prompt", "prompts"), ("pair", "pairs")):
             used, codes = np.unique(getattr(self, name)[mask], return_inverse=True)
@@ -217,7 +217,7 @@ def ratings_from_rows(rows: Iterable[Mapping[str, Any]]) -> Ratings:
     pair, pairs = _codes([row["pair"] for row in rows])
     comparison, comparisons = _codes([row.get("comparison", row.get("pair_set")) for row in rows])
     stratum, strata = _codes([row.get("stratum") for row in rows])
-    return Ratings(
+    r = Ratings(
         participant=participant, participants=participants, prompt=prompt, prompts=prompts, pair=pair, pairs=pairs,
         comparison=comparisons[comparison],
         stratum=strata[stratum],
@@ -229,6 +229,11 @@ def ratings_from_rows(rows: Iterable[Mapping[str, Any]]) -> Ratings:
         gold_passed=gold_passed,
         response_ms=np.array([math.nan if v is None or v == "" else v for v in rms], dtype=float),
     )
+    # A canonical order, so that results (down to the last floating-point bit) do not depend
+    # on the order the rows came in (the export sorts by answer time, other callers may not).
+    order = np.lexsort((r.response_ms, r.choice, r.treatment_left, r.is_gold, r.is_repeat, r.pair, r.prompt,
+                        r.participant))
+    return r.subset(order)
 
 
 def preference_mask(r: Ratings) -> np.ndarray:

@@ -16,8 +16,9 @@ from sqlalchemy import func, select
 from app.api.routes import statistics as statistics_routes
 from app.auth import ensure_admin
 from app.cli import main
-from app.export import COLUMNS
+from app.export import COLUMNS, rating_rows
 from app.models import Participant, Rating, Trial
+from app.report import statistics_rows
 from app.statistics import compute_statistics
 
 RULES = {"fail_gold": False, "straight_lining": True, "max_side_bias": 0.9, "side_bias_min_votes": 3,
@@ -110,6 +111,21 @@ def test_cli_report_writes_html_json_and_csv(seeded, app, db_url, tmp_path):
                                       "--draws", "50", "--seed", "7"])
     assert again.exit_code == 0, again.output
     assert json.loads((out / "statistics.json").read_text())["bootstrap"]["seed"] == 7
+
+
+def test_statistics_rows_equal_the_export_on_their_columns(seeded, app):
+    study, _ = seeded
+
+    def both(s):
+        st = s.get(type(study), study.id)
+        return statistics_rows(s, st), rating_rows(s, st)
+
+    fast, export = read(app, both)
+    assert len(fast) == len(export) > 0
+    keys = sorted(fast[0])
+    assert set(keys) <= set(COLUMNS)
+    as_tuples = lambda rows: sorted(tuple(str(r[k]) for k in keys) for r in rows)  # noqa: E731
+    assert as_tuples(fast) == as_tuples(export)
 
 
 def test_cli_report_unknown_study_is_a_clear_error(db_url, tmp_path):

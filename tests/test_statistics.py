@@ -303,3 +303,13 @@ def test_cell_sums_add_up_to_each_groups_own_bootstrap():
     w = wp[0, part[sel]].astype(float) * wq[0, prompt[sel]]
     np.testing.assert_allclose(sums[0, 2], [w.sum(), (w * (scores[sel] != 0)).sum(), (w * (scores[sel] > 0)).sum(),
                                             (w * scores[sel]).sum()], rtol=1e-5)
+
+
+def test_results_do_not_depend_on_row_order():
+    rows = simulate_rows(SimulatedStudy(n_participants=20, n_prompts=12, trials_per_participant=8,
+                                        repeats_per_participant=1, gold_per_participant=1), seed=5)
+    shuffled = [rows[i] for i in np.random.default_rng(0).permutation(len(rows))]
+    rules = {"max_side_bias": 0.9, "min_consistency": 0.5}
+    a = st.compute_statistics(rows, exclusion_rules=rules, draws=50, seed=1)
+    b = st.compute_statistics(shuffled, exclusion_rules=rules, draws=50, seed=1)
+    assert json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)
