@@ -617,6 +617,9 @@ def quality_summary(r: Ratings, min_response_ms: float | None = None) -> dict[st
             "exact": _share(agreement["exact"].sum(), agreement["exact"].size),
             "n_participants": len(per_participant_consistency),
             "mean_per_participant": _num(np.mean(per_participant_consistency)) if per_participant_consistency else None,
+            # How many participants reached each consistency value (e.g. {"0.5": 3, "1.0": 40}).
+            "per_participant_counts": {f"{v:g}": int(c) for v, c in zip(*np.unique(
+                np.round(per_participant_consistency, 3), return_counts=True))} if per_participant_consistency else {},
         },
         "gold": {
             "n": int(gold.sum()),

@@ -118,6 +118,7 @@ def test_quality_control_by_hand():
     assert q["consistency"]["n_repeats"] == 2
     assert q["consistency"]["same_direction"] == pytest.approx(0.5)
     assert q["consistency"]["exact"] == pytest.approx(0.0)
+    assert q["consistency"]["per_participant_counts"] == {"0": 1, "1": 1}
     assert q["gold"] == {"n": 2, "pass_rate": 0.5}
     by_id = {p["participant"]: p for p in q["participants"]}
     assert by_id["a"]["consistency"] == 1.0 and by_id["b"]["consistency"] == 0.0
