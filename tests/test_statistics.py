@@ -256,6 +256,8 @@ def test_bad_input_is_reported_clearly():
         st.compute_statistics([good, dict(good, choice=7)])
     with pytest.raises(st.StatisticsInputError, match="score must be an integer"):
         st.compute_statistics([dict(good, score="x")])
+    with pytest.raises(st.StatisticsInputError, match="row 2: treatment_side must be 'left' or 'right', got 'top'"):
+        st.compute_statistics([good, good, dict(good, treatment_side="top")])
     with pytest.raises(st.StatisticsInputError, match="unknown exclusion rule"):
         st.compute_statistics([good], exclusion_rules={"max_sidebias": 0.9})
     with pytest.raises(st.StatisticsInputError, match="between 0 and 1"):
