@@ -27,7 +27,6 @@ No torch, no database: usable from the app, the command line and tests alike.
 from __future__ import annotations
 
 import math
-from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from operator import itemgetter
