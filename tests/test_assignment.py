@@ -55,7 +55,7 @@ def test_plan_is_seeded_balanced_and_repeats_follow_mains():
     assert plan != make_plan(study, 12346)
     kinds = plan["kinds"]
     assert Counter(kinds) == {"main": 10, "gold": 2, "repeat": 2, "practice": 2}
-    assert kinds[:2] == ["practice", "practice"]
+    assert kinds[:3] == ["practice", "practice", "main"]
     sides = Counter(plan["sides"])
     assert abs(sides["left"] - sides["right"]) <= 1
     for i, k in enumerate(kinds):

@@ -20,9 +20,9 @@ from app.assignment import (
     create_participant,
     next_trial,
     submit_answer,
-    trial_images,
+    trial_image_tokens,
 )
-from app.models import Participant, Study, utcnow
+from app.models import Pair, Participant, Study, utcnow
 from app.templating import templates
 
 router = APIRouter()
@@ -79,19 +79,19 @@ def trial_payload(session, result) -> dict[str, Any]:
     progress = {"done": result.done, "total": result.total}
     if result.trial is None:
         return {"done": True, "progress": progress}
-    left, right = trial_images(session, result.trial)
+    shown = [result.trial] + ([result.preload] if result.preload is not None else [])
+    tokens = trial_image_tokens(session, shown)
     payload: dict[str, Any] = {
         "trial": result.trial.public_id,
-        "prompt": result.trial.pair.prompt,
-        "left": f"/i/{left.token}",
-        "right": f"/i/{right.token}",
+        "prompt": session.get(Pair, result.trial.pair_id).prompt,
+        "left": f"/i/{tokens[0][0]}",
+        "right": f"/i/{tokens[0][1]}",
         "progress": progress,
         "practice": result.trial.kind == "practice",
         "preload": None,
     }
     if result.preload is not None:
-        pl, pr = trial_images(session, result.preload)
-        payload["preload"] = {"left": f"/i/{pl.token}", "right": f"/i/{pr.token}"}
+        payload["preload"] = {"left": f"/i/{tokens[1][0]}", "right": f"/i/{tokens[1][1]}"}
     return payload
 
 
