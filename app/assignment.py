@@ -41,10 +41,11 @@ PERSON_KEYS = ("PROLIFIC_PID", "workerId")
 class FlowError(Exception):
     """A request the participant flow refuses; `status` is the HTTP status to answer with."""
 
-    def __init__(self, status: int, message: str):
+    def __init__(self, status: int, message: str, reason: str | None = None):
         super().__init__(message)
         self.status = status
         self.message = message
+        self.reason = reason  # machine-readable for the pages: 'no_work' | 'not_open' | None
 
 
 def hold_for(study: Study, default_minutes: float) -> timedelta:
@@ -106,7 +107,7 @@ def create_participant(
     Returns (participant, created). Commits.
     """
     if study.state != "open":
-        raise FlowError(409, "this study is not open for participants")
+        raise FlowError(409, "this study is not open for participants", "not_open")
     ids = clean_external_ids(external_ids)
     key = next((f"{k}:{ids[k]}" for k in PERSON_KEYS if ids.get(k)), None)
     if key is not None:
@@ -370,7 +371,7 @@ def _next_trial(session: Session, participant: Participant, now: datetime, defau
         return NextResult(None, None, d, t)
     study = session.scalar(select(Study).where(Study.id == participant.study_id).execution_options(populate_existing=True))
     if study.state != "open":
-        raise FlowError(409, "this study is not open at the moment")
+        raise FlowError(409, "this study is not open at the moment", "not_open")
     hold = hold_for(study, default_hold_minutes)
     alloc = _Allocation(session, study, participant, now, hold)
     # This participant's own stale holds: their slots are filled again below. Conditional, so a
@@ -384,7 +385,7 @@ def _next_trial(session: Session, participant: Participant, now: datetime, defau
         alloc = _Allocation(session, study, participant, now, hold)
     first_call = not alloc.trials
     if first_call and not alloc.main_candidates():
-        raise FlowError(409, NO_WORK)
+        raise FlowError(409, NO_WORK, "no_work")
     plan = dict(participant.plan)
     skipped = list(plan.get("skipped", []))
     taken = {t.position for t in alloc.trials}
@@ -395,7 +396,7 @@ def _next_trial(session: Session, participant: Participant, now: datetime, defau
             trial = alloc.allocate(position)
             if trial is None and first_call and plan["kinds"][position] == "main":
                 session.rollback()  # others took the last pairs meanwhile
-                raise FlowError(409, NO_WORK)
+                raise FlowError(409, NO_WORK, "no_work")
             if trial is None:
                 skipped.append(position)
             else:
@@ -408,7 +409,7 @@ def _next_trial(session: Session, participant: Participant, now: datetime, defau
         answered = [t for t in alloc.trials if t.state == "answered"]
         if not any(t.kind == "main" for t in answered):
             session.rollback()
-            raise FlowError(409, NO_WORK)
+            raise FlowError(409, NO_WORK, "no_work")
         participant.finished_at = now
         session.commit()
         return NextResult(None, None, len(answered), _total(participant))

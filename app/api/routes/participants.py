@@ -32,7 +32,10 @@ COOKIE = "participant"
 
 
 def _error(e: FlowError) -> JSONResponse:
-    return JSONResponse({"detail": e.message}, status_code=e.status)
+    body = {"detail": e.message}
+    if e.reason:
+        body["reason"] = e.reason
+    return JSONResponse(body, status_code=e.status)
 
 
 def _study(session, slug: str) -> Study:
@@ -153,7 +156,8 @@ def _page(request: Request, name: str, status: int = 200, **ctx) -> HTMLResponse
 @router.get("/s/{slug}", response_class=HTMLResponse, include_in_schema=False)
 def page_consent(slug: str, request: Request, session: SessionDep) -> Response:
     study = _study(session, slug)
-    if _cookie_participant(request, session, study) is not None:
+    participant = _cookie_participant(request, session, study)
+    if participant is not None and (study.state == "open" or participant.finished_at is not None):
         return RedirectResponse(f"/s/{slug}/run", status_code=303)
     if study.state != "open":
         return _page(request, "closed.html", 409, study=study)
@@ -188,6 +192,8 @@ def page_run(slug: str, request: Request, session: SessionDep) -> Response:
         return RedirectResponse(f"/s/{slug}", status_code=303)
     if participant.finished_at is not None:
         return RedirectResponse(f"/s/{slug}/done", status_code=303)
+    if study.state != "open":
+        return _page(request, "closed.html", 409, study=study)
     return _page(request, "trial.html", study=study, token=participant.token)
 
 
