@@ -311,18 +311,6 @@ class _Allocation:
         return trial
 
 
-def available_main_pairs(session: Session, study: Study, participant: Participant | None,
-                         now: datetime) -> list[tuple[int, int]]:
-    """(pair id, comparison id) of pairs under target (and unseen by `participant`, if given)."""
-    seen = set()
-    if participant is not None:
-        seen = set(session.scalars(select(Trial.pair_id).where(
-            Trial.participant_id == participant.id, Trial.kind != "gold", _live(now))))
-    counts = _main_counts(session, study, now)
-    return [(p, c) for p, c, _ in _study_pairs(session, study)
-            if p not in seen and counts.get(p, 0) < study.ratings_per_pair]
-
-
 @dataclass
 class NextResult:
     """What `next_trial` hands the route: the current trial, the preloaded one, progress."""

@@ -67,7 +67,7 @@ def test_least_rated_first_and_target_never_exceeded(session, study_factory):
     study = study_factory(n_pairs=5, pairs_per_participant=2, ratings_per_pair=2)
     now = utcnow()
     finished = refused = 0
-    for k in range(8):
+    for _ in range(8):
         p, _ = create_participant(session, study, None, now)
         try:
             _walk(session, p, now)
