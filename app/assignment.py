@@ -11,8 +11,9 @@ Rules (evaluation protocol, section 3):
 - A trial is held for `hold_minutes`; an expired hold no longer counts and its slot is reissued.
 - A participant holds at most two trials: the current one and the next (so the page can preload
   its images). Answers must come in order.
-- Race-free: every allocation and every answer runs under the study's lock (row lock on
-  PostgreSQL; on SQLite every transaction is BEGIN IMMEDIATE, see `app.db`).
+- Race-free without a study-wide lock: see `_Allocation` (per-pair row locks that skip, never
+  wait) and `submit_answer` (conditional state change). On SQLite every transaction is BEGIN
+  IMMEDIATE (see `app.db`), which serialises writers.
 """
 
 from __future__ import annotations
@@ -40,21 +41,11 @@ PERSON_KEYS = ("PROLIFIC_PID", "workerId")
 class FlowError(Exception):
     """A request the participant flow refuses; `status` is the HTTP status to answer with."""
 
-    def __init__(self, status: int, message: str):
+    def __init__(self, status: int, message: str, reason: str | None = None):
         super().__init__(message)
         self.status = status
         self.message = message
-
-
-def lock_study(session: Session, study_id: int) -> Study:
-    """Take the study's lock for the rest of the transaction and return the fresh study row."""
-    stmt = select(Study).where(Study.id == study_id).execution_options(populate_existing=True)
-    if session.get_bind().dialect.name == "postgresql":
-        stmt = stmt.with_for_update()
-    study = session.scalar(stmt)
-    if study is None:
-        raise FlowError(404, "no such study")
-    return study
+        self.reason = reason  # machine-readable for the pages: 'no_work' | 'not_open' | None
 
 
 def hold_for(study: Study, default_minutes: float) -> timedelta:
@@ -73,6 +64,10 @@ def make_plan(study: Study, participant_seed: int) -> dict[str, Any]:
     n_repeat = min(study.repeats, n_main)
     body = ["main"] * n_main + ["gold"] * n_gold
     rng.shuffle(body)
+    # The first trial after practice is a main one: it reserves a pair, so a participant never
+    # does checks first only to find that the study has no work left.
+    first_main = body.index("main")
+    body[0], body[first_main] = body[first_main], body[0]
     if n_repeat:
         # Repeats go after the n_repeat-th main trial, so each has an earlier pair to repeat.
         mains = [i for i, k in enumerate(body) if k == "main"]
@@ -112,7 +107,7 @@ def create_participant(
     Returns (participant, created). Commits.
     """
     if study.state != "open":
-        raise FlowError(409, "this study is not open for participants")
+        raise FlowError(409, "this study is not open for participants", "not_open")
     ids = clean_external_ids(external_ids)
     key = next((f"{k}:{ids[k]}" for k in PERSON_KEYS if ids.get(k)), None)
     if key is not None:
@@ -148,28 +143,31 @@ def create_participant(
 
 # ------------------------------------------------------------------ allocation
 def _live(now: datetime):
+    """Trials that count: answered ones and holds that have not expired."""
     return or_(Trial.state == "answered", and_(Trial.state == "assigned", Trial.expires_at > now))
+
+
+# Pairs never change after import and a study's comparisons change only with a new version, so
+# each process keeps the list per (database, study, version).
+_PAIRS_CACHE: dict[tuple[str, int, int], list[tuple[int, int, bool]]] = {}
 
 
 def _study_pairs(session: Session, study: Study) -> list[tuple[int, int, bool]]:
     """(pair id, comparison id, has gold twin) for every pair of the study, in id order."""
-    rows = session.execute(
-        select(Pair.id, Comparison.id, Pair.gold_image_id.is_not(None))
-        .join(Comparison, Comparison.pair_set_id == Pair.pair_set_id)
-        .where(Comparison.study_id == study.id)
-        .order_by(Pair.id, Comparison.id)
-    ).all()
-    return [(r[0], r[1], bool(r[2])) for r in rows]
-
-
-def _seen_pairs(session: Session, participant: Participant, now: datetime) -> set[int]:
-    """Pairs this participant has compared (main, repeat, practice). Gold checks do not count:
-    they show one image against its degraded twin, not the two methods."""
-    return set(
-        session.scalars(
-            select(Trial.pair_id).where(Trial.participant_id == participant.id, Trial.kind != "gold", _live(now))
-        )
-    )
+    key = (str(session.get_bind().url), study.id, study.version)
+    cached = _PAIRS_CACHE.get(key)
+    if cached is None:
+        rows = session.execute(
+            select(Pair.id, Comparison.id, Pair.gold_image_id.is_not(None))
+            .join(Comparison, Comparison.pair_set_id == Pair.pair_set_id)
+            .where(Comparison.study_id == study.id)
+            .order_by(Pair.id, Comparison.id)
+        ).all()
+        cached = [(r[0], r[1], bool(r[2])) for r in rows]
+        if len(_PAIRS_CACHE) > 256:
+            _PAIRS_CACHE.clear()
+        _PAIRS_CACHE[key] = cached
+    return cached
 
 
 def _main_counts(session: Session, study: Study, now: datetime) -> dict[int, int]:
@@ -179,18 +177,6 @@ def _main_counts(session: Session, study: Study, now: datetime) -> dict[int, int
         .group_by(Trial.pair_id)
     ).all()
     return {pair_id: n for pair_id, n in rows}
-
-
-def available_main_pairs(session: Session, study: Study, participant: Participant | None, now: datetime) -> list[tuple[int, int, int]]:
-    """(main count, pair id, comparison id) of pairs under target and unseen by the participant."""
-    counts = _main_counts(session, study, now)
-    seen = _seen_pairs(session, participant, now) if participant is not None else set()
-    out = []
-    for pair_id, comparison_id, _gold in _study_pairs(session, study):
-        n = counts.get(pair_id, 0)
-        if n < study.ratings_per_pair and pair_id not in seen:
-            out.append((n, pair_id, comparison_id))
-    return out
 
 
 def _new_trial(study: Study, participant: Participant, position: int, kind: str, pair_id: int,
@@ -212,55 +198,117 @@ def _new_trial(study: Study, participant: Participant, position: int, kind: str,
     )
 
 
-def _allocate(session: Session, study: Study, participant: Participant, position: int,
-              now: datetime, hold: timedelta) -> Trial | None:
-    """A trial for plan slot `position`, or None when the slot cannot be filled (skip it)."""
-    kind = participant.plan["kinds"][position]
-    side = participant.plan["sides"][position]
-    rng = _rng(study, participant, position, kind)
-    if kind == "main":
-        avail = available_main_pairs(session, study, participant, now)
-        if not avail:
-            return None
-        least = min(n for n, _, _ in avail)
-        _, pair_id, comparison_id = rng.choice([a for a in avail if a[0] == least])
-        return _new_trial(study, participant, position, kind, pair_id, comparison_id, side, now, hold)
-    if kind in ("practice", "gold"):
-        # Practice takes a pair this participant will not compare later. A gold check prefers a
-        # pair already compared (no new image exposure, and it takes nothing from the main
-        # trials' pool), and never repeats a gold pair.
-        seen = _seen_pairs(session, participant, now)
-        same_kind = set(session.scalars(select(Trial.pair_id).where(
-            Trial.participant_id == participant.id, Trial.kind == kind, _live(now))))
-        usable = [(p, c) for p, c, gold in _study_pairs(session, study)
-                  if (gold or kind == "practice") and p not in same_kind]
-        if kind == "practice":
-            pool = [(p, c) for p, c in usable if p not in seen]
-        else:
-            pool = [(p, c) for p, c in usable if p in seen] or usable
-        if not pool:
-            return None
-        pair_id, comparison_id = rng.choice(pool)
-        return _new_trial(study, participant, position, kind, pair_id, comparison_id, side, now, hold)
-    # repeat: an earlier main trial of this participant not repeated yet, sides swapped
-    earlier = session.scalars(
-        select(Trial).where(
-            Trial.participant_id == participant.id, Trial.kind == "main", _live(now), Trial.position < position
-        ).order_by(Trial.position)
-    ).all()
-    repeated = set(
-        session.scalars(
-            select(Trial.repeat_of_trial_id).where(
-                Trial.participant_id == participant.id, Trial.kind == "repeat", _live(now)
+class _Allocation:
+    """One `next_trial` call's view of the participant: fills plan slots with new trials.
+
+    Concurrency (PostgreSQL): a main trial takes its pair's row lock (FOR NO KEY UPDATE SKIP
+    LOCKED: a pair another request is allocating right now is skipped, never waited for, so no
+    deadlock), expires that pair's stale holds with a conditional UPDATE (which serialises with a
+    late answer's conditional UPDATE on the same trial row: exactly one of them wins), recounts
+    and only then inserts. So a pair can never exceed its target, while different pairs are
+    allocated in parallel. On SQLite every transaction holds the database lock anyway.
+    """
+
+    def __init__(self, session: Session, study: Study, participant: Participant, now: datetime, hold: timedelta):
+        self.session, self.study, self.participant, self.now, self.hold = session, study, participant, now, hold
+        self.postgres = session.get_bind().dialect.name == "postgresql"
+        self.trials = session.scalars(
+            select(Trial).where(Trial.participant_id == participant.id, Trial.state != "expired")
+            .order_by(Trial.position)
+        ).all()
+        self._counts: dict[int, int] | None = None
+
+    @property
+    def counts(self) -> dict[int, int]:
+        if self._counts is None:
+            self._counts = _main_counts(self.session, self.study, self.now)
+        return self._counts
+
+    def seen(self) -> set[int]:
+        """Pairs this participant has compared (main, repeat, practice). Gold checks do not
+        count: they show one image against its degraded twin, not the two methods."""
+        return {t.pair_id for t in self.trials if t.kind != "gold"}
+
+    def main_candidates(self) -> list[tuple[int, int]]:
+        """(pair id, comparison id) under target and unseen, least-rated first (snapshot counts)."""
+        seen, counts, target = self.seen(), self.counts, self.study.ratings_per_pair
+        return [(p, c) for p, c, _ in _study_pairs(self.session, self.study)
+                if p not in seen and counts.get(p, 0) < target]
+
+    def _claim(self, pair_id: int) -> bool:
+        """Lock `pair_id` and check, against committed data, that it is still under target."""
+        if self.postgres:
+            got = self.session.scalar(
+                select(Pair.id).where(Pair.id == pair_id).with_for_update(key_share=True, skip_locked=True)
+            )
+            if got is None:
+                return False
+        # Expire this pair's stale holds. Rows another transaction holds right now (a late answer,
+        # a participant expiring their own hold) are skipped and so still count below: that errs
+        # on the safe side and means this transaction never waits on a row lock.
+        stale = select(Trial.id).where(
+            Trial.study_id == self.study.id, Trial.pair_id == pair_id, Trial.state == "assigned",
+            Trial.expires_at <= self.now,
+        )
+        if self.postgres:
+            stale = stale.with_for_update(key_share=True, skip_locked=True)
+        stale_ids = self.session.scalars(stale).all()
+        if stale_ids:
+            self.session.execute(
+                update(Trial).where(Trial.id.in_(stale_ids), Trial.state == "assigned").values(state="expired")
+            )
+        live = self.session.scalar(
+            select(func.count(Trial.id)).where(
+                Trial.study_id == self.study.id, Trial.pair_id == pair_id, Trial.kind == "main",
+                Trial.state.in_(("assigned", "answered")),
             )
         )
-    )
-    pool = [t for t in earlier if t.id not in repeated]
-    if not pool:
-        return None
-    orig = rng.choice(pool)
-    return _new_trial(study, participant, position, "repeat", orig.pair_id, orig.comparison_id,
-                      swap_side(orig.treatment_side), now, hold, repeat_of=orig.id)
+        return live < self.study.ratings_per_pair
+
+    def allocate(self, position: int) -> Trial | None:
+        """A trial for plan slot `position`, or None when the slot cannot be filled (skip it)."""
+        plan = self.participant.plan
+        kind, side = plan["kinds"][position], plan["sides"][position]
+        rng = random.Random(f"{kind}:{self.study.seed}:{self.participant.seed}:{position}")
+        trial = None
+        if kind == "main":
+            counts = self.counts
+            ranked = sorted(self.main_candidates(), key=lambda pc: (counts.get(pc[0], 0), rng.random()))
+            for pair_id, comparison_id in ranked:
+                if self._claim(pair_id):
+                    counts[pair_id] = counts.get(pair_id, 0) + 1
+                    trial = _new_trial(self.study, self.participant, position, kind, pair_id, comparison_id,
+                                       side, self.now, self.hold)
+                    break
+        elif kind in ("practice", "gold"):
+            # Practice takes a pair this participant will not compare later. A gold check prefers
+            # a pair already compared (no new image exposure, and it takes nothing from the main
+            # trials' pool), and never repeats a gold pair.
+            seen = self.seen()
+            same_kind = {t.pair_id for t in self.trials if t.kind == kind}
+            usable = [(p, c) for p, c, gold in _study_pairs(self.session, self.study)
+                      if (gold or kind == "practice") and p not in same_kind]
+            if kind == "practice":
+                pool = [(p, c) for p, c in usable if p not in seen]
+            else:
+                pool = [(p, c) for p, c in usable if p in seen] or usable
+            if pool:
+                pair_id, comparison_id = rng.choice(pool)
+                trial = _new_trial(self.study, self.participant, position, kind, pair_id, comparison_id,
+                                   side, self.now, self.hold)
+        else:  # repeat: an earlier main trial not repeated yet, sides swapped
+            repeated = {t.repeat_of_trial_id for t in self.trials if t.kind == "repeat"}
+            pool = [t for t in self.trials if t.kind == "main" and t.position < position and t.id not in repeated]
+            if pool:
+                orig = rng.choice(pool)
+                trial = _new_trial(self.study, self.participant, position, "repeat", orig.pair_id,
+                                   orig.comparison_id, swap_side(orig.treatment_side), self.now, self.hold,
+                                   repeat_of=orig.id)
+        if trial is not None:
+            self.session.add(trial)
+            self.session.flush()
+            self.trials.append(trial)
+        return trial
 
 
 @dataclass
@@ -273,95 +321,119 @@ class NextResult:
     total: int
 
 
-def _expire_own(session: Session, participant: Participant, now: datetime) -> None:
-    session.execute(
-        update(Trial)
-        .where(Trial.participant_id == participant.id, Trial.state == "assigned", Trial.expires_at <= now)
-        .values(state="expired")
-    )
+def _total(participant: Participant) -> int:
+    plan = participant.plan
+    return len(plan["kinds"]) - len(plan.get("skipped", []))
 
 
 def progress(session: Session, participant: Participant) -> tuple[int, int]:
+    """(answered trials, planned trials that will be shown) for the progress bar."""
     done = session.scalar(
         select(func.count(Trial.id)).where(Trial.participant_id == participant.id, Trial.state == "answered")
     ) or 0
-    plan = participant.plan
-    return done, len(plan["kinds"]) - len(plan.get("skipped", []))
+    return done, _total(participant)
+
+
+NO_WORK = "no work left: every pair in this study has all the ratings it needs"
 
 
 def next_trial(session: Session, participant: Participant, now: datetime, default_hold_minutes: float) -> NextResult:
     """The participant's current trial (allocating as needed), or trial=None when finished.
 
     Raises FlowError(409) when the study is not open or has no work left for this participant.
-    Commits.
+    Commits. Two simultaneous calls for one participant cannot fill a slot twice (unique live
+    slot index); the loser retries.
     """
-    study = lock_study(session, participant.study_id)
-    session.refresh(participant)
+    for _attempt in range(3):
+        try:
+            return _next_trial(session, participant, now, default_hold_minutes)
+        except IntegrityError:
+            session.rollback()
+    raise FlowError(409, "too many simultaneous requests for this participant; try again")
+
+
+def _next_trial(session: Session, participant: Participant, now: datetime, default_hold_minutes: float) -> NextResult:
     if participant.finished_at is not None:
+        session.rollback()
         d, t = progress(session, participant)
         return NextResult(None, None, d, t)
+    study = session.scalar(select(Study).where(Study.id == participant.study_id).execution_options(populate_existing=True))
     if study.state != "open":
-        raise FlowError(409, "this study is not open at the moment")
-    _expire_own(session, participant, now)
+        raise FlowError(409, "this study is not open at the moment", "not_open")
     hold = hold_for(study, default_hold_minutes)
-    rows = session.execute(
-        select(Trial.position, Trial.state).where(Trial.participant_id == participant.id, Trial.state != "expired")
-    ).all()
-    answered = {p for p, s in rows if s == "answered"}
-    if not rows and not available_main_pairs(session, study, participant, now):
-        raise FlowError(409, "no work left: every pair in this study has all the ratings it needs")
+    alloc = _Allocation(session, study, participant, now, hold)
+    # This participant's own stale holds: their slots are filled again below. Conditional, so a
+    # late answer racing this either wins (answered) or loses (expired), never both.
+    stale = [t for t in alloc.trials if t.state == "assigned" and t.expires_at <= now]
+    if stale:
+        session.execute(
+            update(Trial).where(Trial.id.in_([t.id for t in stale]), Trial.state == "assigned").values(state="expired")
+        )
+        session.expire_all()
+        alloc = _Allocation(session, study, participant, now, hold)
+    first_call = not alloc.trials
+    if first_call and not alloc.main_candidates():
+        raise FlowError(409, NO_WORK, "no_work")
     plan = dict(participant.plan)
     skipped = list(plan.get("skipped", []))
-    held = {p for p, s in rows if s == "assigned"}
+    taken = {t.position for t in alloc.trials}
+    held = [t for t in alloc.trials if t.state == "assigned"]
     position = 0
     while len(held) < LOOKAHEAD and position < len(plan["kinds"]):
-        if position in answered or position in held or position in skipped:
-            position += 1
-            continue
-        trial = _allocate(session, study, participant, position, now, hold)
-        if trial is None:
-            skipped.append(position)
-        else:
-            session.add(trial)
-            session.flush()
-            held.add(position)
+        if position not in taken and position not in skipped:
+            trial = alloc.allocate(position)
+            if trial is None and first_call and plan["kinds"][position] == "main":
+                session.rollback()  # others took the last pairs meanwhile
+                raise FlowError(409, NO_WORK, "no_work")
+            if trial is None:
+                skipped.append(position)
+            else:
+                held.append(trial)
         position += 1
     if skipped != plan.get("skipped", []):
         participant.plan = {**plan, "skipped": sorted(skipped)}
-    open_trials = session.scalars(
-        select(Trial)
-        .where(Trial.participant_id == participant.id, Trial.state == "assigned")
-        .order_by(Trial.position)
-    ).all()
-    if not open_trials:
-        kinds = participant.plan["kinds"]
-        if not any(kinds[p] != "practice" for p in answered):
+    held.sort(key=lambda t: t.position)
+    if not held:
+        answered = [t for t in alloc.trials if t.state == "answered"]
+        if not any(t.kind == "main" for t in answered):
             session.rollback()
-            raise FlowError(409, "no work left: every pair in this study has all the ratings it needs")
+            raise FlowError(409, NO_WORK, "no_work")
         participant.finished_at = now
         session.commit()
-        d, t = progress(session, participant)
-        return NextResult(None, None, d, t)
-    current = open_trials[0]
+        return NextResult(None, None, len(answered), _total(participant))
+    current = held[0]
     if current.presented_at is None:
         # The hold runs from when the participant first sees the trial, not from the preload.
         current.presented_at = now
         current.expires_at = max(current.expires_at, now + hold)
+    done = sum(t.state == "answered" for t in alloc.trials)
     session.commit()
-    d, t = progress(session, participant)
-    return NextResult(current, open_trials[1] if len(open_trials) > 1 else None, d, t)
+    return NextResult(current, held[1] if len(held) > 1 else None, done, _total(participant))
+
+
+def _image_ids(pair: Pair, trial: Trial) -> tuple[int, int]:
+    """(left, right) image ids of a trial. For gold trials the intact image plays 'treatment'."""
+    if trial.kind == "gold":
+        treatment = pair.baseline_image_id if pair.gold_degraded_arm == "baseline" else pair.treatment_image_id
+        baseline = pair.gold_image_id
+    else:
+        treatment, baseline = pair.treatment_image_id, pair.baseline_image_id
+    return (treatment, baseline) if trial.treatment_side == "left" else (baseline, treatment)
 
 
 def trial_images(session: Session, trial: Trial) -> tuple[Image, Image]:
-    """(left, right) images of a trial. For gold trials the intact image plays 'treatment'."""
-    pair = session.get(Pair, trial.pair_id)
-    if trial.kind == "gold":
-        treatment_id = pair.baseline_image_id if pair.gold_degraded_arm == "baseline" else pair.treatment_image_id
-        baseline_id = pair.gold_image_id
-    else:
-        treatment_id, baseline_id = pair.treatment_image_id, pair.baseline_image_id
-    treatment, baseline = session.get(Image, treatment_id), session.get(Image, baseline_id)
-    return (treatment, baseline) if trial.treatment_side == "left" else (baseline, treatment)
+    """(left, right) images of a trial (image bytes not loaded)."""
+    left, right = _image_ids(session.get(Pair, trial.pair_id), trial)
+    return session.get(Image, left), session.get(Image, right)
+
+
+def trial_image_tokens(session: Session, trials: list[Trial]) -> list[tuple[str, str]]:
+    """(left token, right token) for each trial, in two queries whatever the number of trials."""
+    pairs = {p.id: p for p in session.scalars(select(Pair).where(Pair.id.in_({t.pair_id for t in trials})))}
+    ids = [_image_ids(pairs[t.pair_id], t) for t in trials]
+    wanted = {i for pair in ids for i in pair}
+    tokens = dict(session.execute(select(Image.id, Image.token).where(Image.id.in_(wanted))).all())
+    return [(tokens[left], tokens[right]) for left, right in ids]
 
 
 # ------------------------------------------------------------------ answers
@@ -396,7 +468,8 @@ def submit_answer(
 ) -> AnswerResult:
     """Store one rating, idempotently per `request_id`. Raises FlowError (4xx) for bad answers.
 
-    Commits.
+    Commits. The trial moves from 'assigned' to 'answered' with a conditional UPDATE, so a
+    double click, a retry and a hold expiring at the same moment resolve to exactly one outcome.
     """
     if type(choice) is not int or choice not in (1, 2, 3, 4, 5):
         raise FlowError(422, "choice must be an integer from 1 (left much better) to 5 (right much better)")
@@ -410,18 +483,13 @@ def submit_answer(
         raise FlowError(404, "unknown trial")
     if trial.participant_id != participant.id:
         raise FlowError(403, "this trial belongs to another participant")
-    study = lock_study(session, trial.study_id)
-    session.refresh(trial)
-    # Re-check under the lock: a concurrent retry may have stored it meanwhile.
-    replay = _replay(session, participant, public_id, request_id)
-    if replay is not None:
-        session.rollback()
-        return replay
     if trial.state == "answered":
+        # Maybe by this very request, committed since the replay check above.
+        replay = _replay(session, participant, public_id, request_id)
+        if replay is not None:
+            return replay
         raise FlowError(409, "this trial was already answered (with a different request_id)")
     if trial.state == "expired" or trial.expires_at <= now:
-        trial.state = "expired"
-        session.commit()
         raise FlowError(409, "this trial's hold expired and it may have gone to someone else; load the next trial")
     earlier = session.scalar(
         select(func.count(Trial.id)).where(
@@ -430,6 +498,22 @@ def submit_answer(
     )
     if earlier or trial.presented_at is None:
         raise FlowError(409, "answer the current trial first (this one has not been shown yet)")
+    study = session.get(Study, trial.study_id)
+    won = session.execute(
+        update(Trial)
+        .where(Trial.id == trial.id, Trial.state == "assigned", Trial.expires_at > now)
+        .values(state="answered")
+    ).rowcount
+    if not won:
+        # A concurrent request answered it (maybe this very request_id) or it just expired.
+        session.rollback()
+        replay = _replay(session, participant, public_id, request_id)
+        if replay is not None:
+            return replay
+        session.refresh(trial)
+        if trial.state == "answered":
+            raise FlowError(409, "this trial was already answered (with a different request_id)")
+        raise FlowError(409, "this trial's hold expired and it may have gone to someone else; load the next trial")
     response_ms = max(0, int((now - trial.presented_at).total_seconds() * 1000))
     rating = Rating(
         trial_id=trial.id,
@@ -443,7 +527,6 @@ def submit_answer(
         too_fast=response_ms < study.min_response_ms,
         answered_at=now,
     )
-    trial.state = "answered"
     session.add(rating)
     try:
         session.commit()
@@ -452,5 +535,5 @@ def submit_answer(
         replay = _replay(session, participant, public_id, request_id)
         if replay is not None:
             return replay
-        raise FlowError(409, "this trial was already answered (with a different request_id)") from None
+        raise FlowError(409, "this request_id or trial was already used") from None
     return AnswerResult(rating, True, trial.public_id)

@@ -26,6 +26,7 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 from fastapi import Depends, HTTPException, Request
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from app.api.deps import SessionDep
@@ -104,7 +105,12 @@ def bootstrap_admin(session: Session, settings: Any) -> AdminUser | None:
         password = password.get_secret_value()
     if not username or not password:
         return None
-    return ensure_admin(session, username, password)
+    try:
+        return ensure_admin(session, username, password)
+    except IntegrityError:
+        # Another worker process created the same user at the same moment: use theirs.
+        session.rollback()
+        return ensure_admin(session, username, password)
 
 
 # --- session cookie ------------------------------------------------------------------------

@@ -48,7 +48,8 @@ def make_engine(url: str, *, pool_size: int = 10, max_overflow: int = 20) -> Eng
             conn.exec_driver_sql("BEGIN IMMEDIATE")
 
         return engine
-    return create_engine(url, pool_pre_ping=True, pool_size=pool_size, max_overflow=max_overflow)
+    # pool_recycle rather than pool_pre_ping: a ping would add a round trip to every request.
+    return create_engine(url, pool_recycle=1800, pool_size=pool_size, max_overflow=max_overflow)
 
 
 def engine_from_settings(settings: Settings) -> Engine:

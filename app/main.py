@@ -21,6 +21,29 @@ log = logging.getLogger(__name__)
 OPTIONAL_ROUTERS = ("app.api.routes.admin", "app.api.routes.statistics")
 
 
+class PrivacyHeaders:
+    """Pure ASGI middleware: participants' pages must not leak their URLs (tokens) to other
+    sites, and nothing is content-sniffed. (BaseHTTPMiddleware would cost a task per request.)"""
+
+    HEADERS = [(b"referrer-policy", b"no-referrer"), (b"x-content-type-options", b"nosniff")]
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+
+        async def send_with_headers(message):
+            if message["type"] == "http.response.start":
+                present = {k.lower() for k, _ in message.get("headers", [])}
+                extra = [(k, v) for k, v in self.HEADERS if k not in present]
+                message = {**message, "headers": [*message.get("headers", []), *extra]}
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the app. The schema must already be migrated (`app.db.upgrade_database`)."""
     settings = settings or get_settings()
@@ -39,13 +62,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         https_only=settings.secure_cookies,
     )
 
-    @app.middleware("http")
-    async def _privacy_headers(request, call_next):
-        response = await call_next(request)
-        # Participants' pages must not leak their URLs (tokens) to other sites.
-        response.headers.setdefault("Referrer-Policy", "no-referrer")
-        response.headers.setdefault("X-Content-Type-Options", "nosniff")
-        return response
+    app.add_middleware(PrivacyHeaders)
 
     app.mount("/static", StaticFiles(directory=str(STATIC_DIR)), name="static")
     app.include_router(media.router)

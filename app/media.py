@@ -71,9 +71,10 @@ def _deflate_tail(extra: int) -> bytes:
 
 def _encode(img: PILImage.Image, idat_len: int | None) -> bytes:
     width, height = img.size
-    compressor = zlib.compressobj(9)
-    body = compressor.compress(_raw_scanlines(img)) + compressor.flush(zlib.Z_SYNC_FLUSH)
-    adler = struct.pack(">I", zlib.adler32(_raw_scanlines(img)) & 0xFFFFFFFF)
+    raw = _raw_scanlines(img)
+    compressor = zlib.compressobj(6)
+    body = compressor.compress(raw) + compressor.flush(zlib.Z_SYNC_FLUSH)
+    adler = struct.pack(">I", zlib.adler32(raw) & 0xFFFFFFFF)
     tail_len = _MIN_TAIL if idat_len is None else idat_len - len(body) - len(adler)
     if tail_len < 2:
         raise ValueError("image does not fit the padded size")

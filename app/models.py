@@ -210,6 +210,9 @@ class Trial(Base):
             sqlite_where=text("state != 'expired'"),
             postgresql_where=text("state != 'expired'"),
         ),
+        # Per-pair claims and counts in app.assignment; a participant's own trials.
+        Index("ix_trials_study_pair", "study_id", "pair_id"),
+        Index("ix_trials_participant", "participant_id"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)

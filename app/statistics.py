@@ -27,9 +27,9 @@ No torch, no database: usable from the app, the command line and tests alike.
 from __future__ import annotations
 
 import math
-from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from operator import itemgetter
 from typing import Any
 
 import krippendorff
@@ -126,7 +126,7 @@ class Ratings:
         return len(self.score)
 
     def subset(self, mask: np.ndarray) -> Ratings:
-        """The ratings where `mask` is true, with codes re-numbered (labels stay sorted)."""
+        """The ratings where `mask` is true (or at the indices `mask`), with codes re-numbered."""
         coded = {}
         for name, labels_name in (("participant", "participants"), ("prompt", "prompts"), ("pair", "pairs")):
             used, codes = np.unique(getattr(self, name)[mask], return_inverse=True)
@@ -148,7 +148,7 @@ def _codes(values: list[Any]) -> tuple[np.ndarray, np.ndarray]:
     labels = sorted(set(label_of.values()))
     index = {label: i for i, label in enumerate(labels)}
     code_of = {v: index[label_of[v]] for v in distinct}
-    codes = np.fromiter((code_of[v] for v in values), dtype=np.int64, count=len(values))
+    codes = np.fromiter(map(code_of.__getitem__, values), dtype=np.int64, count=len(values))
     return codes, np.asarray(labels, dtype=str)
 
 
@@ -164,14 +164,18 @@ def _gold_passed(row: Mapping[str, Any], score: int) -> float:
 
 
 def _bools(values: list) -> np.ndarray:
-    if all(type(v) is bool for v in values):
+    if set(map(type, values)) <= {bool}:
         return np.array(values, dtype=bool)
-    return np.fromiter((_as_bool(v) for v in values), dtype=bool, count=len(values))
+    return np.fromiter(map(_as_bool, values), dtype=bool, count=len(values))
+
+
+def _column(rows: Sequence[Mapping[str, Any]], column: str, default: Any = None) -> list[Any]:
+    return [row.get(column, default) for row in rows]
 
 
 def _ints(rows: Sequence[Mapping[str, Any]], column: str) -> np.ndarray:
     try:
-        return np.fromiter((int(row[column]) for row in rows), dtype=np.int64, count=len(rows))
+        return np.fromiter(map(int, map(itemgetter(column), rows)), dtype=np.int64, count=len(rows))
     except (TypeError, ValueError):
         for i, row in enumerate(rows):
             try:
@@ -192,7 +196,9 @@ def ratings_from_rows(rows: Iterable[Mapping[str, Any]]) -> Ratings:
         if not required <= row.keys():
             missing = [c for c in REQUIRED_COLUMNS if c not in row]
             raise StatisticsInputError(f"rating row {i}: missing column(s) {', '.join(missing)}")
-    rows = [row for row in rows if not _as_bool(row.get("is_practice", False))]
+    practice = _bools(_column(rows, "is_practice", False))
+    if practice.any():
+        rows = [row for row, skip in zip(rows, practice.tolist()) if not skip]
     choice, score = _ints(rows, "choice"), _ints(rows, "score")
     for values, name, allowed in ((choice, "choice", CHOICES), (score, "score", SCORES)):
         bad = np.flatnonzero(~np.isin(values, allowed))
@@ -200,24 +206,25 @@ def ratings_from_rows(rows: Iterable[Mapping[str, Any]]) -> Ratings:
             raise StatisticsInputError(
                 f"rating row {bad[0]}: {name} {values[bad[0]]} is not in {allowed[0]}..{allowed[-1]}"
             )
-    sides = [row["treatment_side"] for row in rows]
-    treatment_left = np.asarray([side == "left" for side in sides], dtype=bool)
-    bad = [i for i, side in enumerate(sides) if side not in ("left", "right")]
+    side_code, side_labels = _codes(list(map(itemgetter("treatment_side"), rows)))
+    bad = sorted(set(side_labels.tolist()) - {"left", "right"})
     if bad:
+        first = int(np.flatnonzero(np.isin(side_labels[side_code], bad))[0])
         raise StatisticsInputError(
-            f"rating row {bad[0]}: treatment_side must be 'left' or 'right', got {sides[bad[0]]!r}"
+            f"rating row {first}: treatment_side must be 'left' or 'right', got {rows[first]['treatment_side']!r}"
         )
-    is_gold = _bools([row["is_gold"] for row in rows])
+    treatment_left = side_labels[side_code] == "left"
+    is_gold = _bools(list(map(itemgetter("is_gold"), rows)))
     gold_passed = np.full(len(rows), math.nan)
     for i in np.flatnonzero(is_gold):
         gold_passed[i] = _gold_passed(rows[i], int(score[i]))
-    rms = [row["response_ms"] for row in rows]
-    participant, participants = _codes([row["participant"] for row in rows])
-    prompt, prompts = _codes([row["prompt_id"] for row in rows])
-    pair, pairs = _codes([row["pair"] for row in rows])
+    rms = list(map(itemgetter("response_ms"), rows))
+    participant, participants = _codes(list(map(itemgetter("participant"), rows)))
+    prompt, prompts = _codes(list(map(itemgetter("prompt_id"), rows)))
+    pair, pairs = _codes(list(map(itemgetter("pair"), rows)))
     comparison, comparisons = _codes([row.get("comparison", row.get("pair_set")) for row in rows])
-    stratum, strata = _codes([row.get("stratum") for row in rows])
-    return Ratings(
+    stratum, strata = _codes(_column(rows, "stratum"))
+    r = Ratings(
         participant=participant, participants=participants, prompt=prompt, prompts=prompts, pair=pair, pairs=pairs,
         comparison=comparisons[comparison],
         stratum=strata[stratum],
@@ -225,10 +232,16 @@ def ratings_from_rows(rows: Iterable[Mapping[str, Any]]) -> Ratings:
         score=score,
         treatment_left=treatment_left,
         is_gold=is_gold,
-        is_repeat=_bools([row["is_repeat"] for row in rows]),
+        is_repeat=_bools(list(map(itemgetter("is_repeat"), rows))),
         gold_passed=gold_passed,
-        response_ms=np.array([math.nan if v is None or v == "" else v for v in rms], dtype=float),
+        response_ms=np.array(rms, dtype=float) if None not in rms and "" not in rms
+        else np.array([math.nan if v is None or v == "" else v for v in rms], dtype=float),
     )
+    # A canonical order, so that results (down to the last floating-point bit) do not depend
+    # on the order the rows came in (the export sorts by answer time, other callers may not).
+    order = np.lexsort((r.response_ms, r.choice, r.treatment_left, r.is_gold, r.is_repeat, r.pair, r.prompt,
+                        r.participant))
+    return r.subset(order)
 
 
 def preference_mask(r: Ratings) -> np.ndarray:
@@ -612,6 +625,9 @@ def quality_summary(r: Ratings, min_response_ms: float | None = None) -> dict[st
             "exact": _share(agreement["exact"].sum(), agreement["exact"].size),
             "n_participants": len(per_participant_consistency),
             "mean_per_participant": _num(np.mean(per_participant_consistency)) if per_participant_consistency else None,
+            # How many participants reached each consistency value (e.g. {"0.5": 3, "1.0": 40}).
+            "per_participant_counts": {f"{v:g}": int(c) for v, c in zip(*np.unique(
+                np.round(per_participant_consistency, 3), return_counts=True))} if per_participant_consistency else {},
         },
         "gold": {
             "n": int(gold.sum()),

@@ -83,12 +83,41 @@ class ThrowawayPostgres:
         self._run("createdb", "-h", "127.0.0.1", "-p", str(self.port), "-U", self.user, "sfgeval_load")
         return f"postgresql+psycopg://{self.user}@127.0.0.1:{self.port}/sfgeval_load"
 
+    def postmaster_pid(self) -> int | None:
+        try:
+            return int((self.dir / "data" / "postmaster.pid").read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            return None
+
     def stop(self) -> None:
         try:
             self._run("pg_ctl", "-D", f"{self.dir}/data", "-m", "immediate", "stop")
         except subprocess.CalledProcessError:
             pass
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def tree_cpu_s(pid: int | None) -> float | None:
+    """CPU seconds (user + system) used so far by process `pid` and its children; None if unknown."""
+    if pid is None:
+        return None
+    try:
+        import psutil
+    except ImportError:
+        return None
+    try:
+        root = psutil.Process(pid)
+        procs = [root, *root.children(recursive=True)]
+    except psutil.Error:
+        return None
+    total = 0.0
+    for p in procs:
+        try:
+            t = p.cpu_times()
+            total += t.user + t.system
+        except psutil.Error:
+            pass
+    return total
 
 
 def write_synthetic_pair_set(folder: Path, n: int, size: int = 32, seed: int = 0) -> Path:
@@ -365,7 +394,14 @@ def main() -> int:
         server = start_server(url, port, args.workers, workdir / "server.log")
         print(f"uvicorn --workers {args.workers} on 127.0.0.1:{port}; {args.participants} participants "
               f"for {args.duration:g} s")
+        load_before = os.getloadavg()[0]
+        pg_pid = pg.postmaster_pid() if pg is not None else None
+        cpu0 = (tree_cpu_s(server.pid), tree_cpu_s(pg_pid), time.process_time())
         stats, elapsed, t0 = asyncio.run(run_load(f"http://127.0.0.1:{port}", slug, args))
+        cpu1 = (tree_cpu_s(server.pid), tree_cpu_s(pg_pid), time.process_time())
+        load_after = os.getloadavg()[0]
+        cpu = {name: (b - a if a is not None and b is not None else None)
+               for name, a, b in zip(("server", "postgres", "client"), cpu0, cpu1)}
         check = check_database(url, slug, stats)
     finally:
         if server is not None:
@@ -386,9 +422,15 @@ def main() -> int:
     print()
     print(f"participants {args.participants} concurrent, uvicorn workers {args.workers}, "
           f"{elapsed:.1f} s (load {args.duration:g} s + in-flight requests)")
+    # Other work on the machine skews every figure: say how busy it was.
+    print(f"machine             {os.cpu_count()} CPUs, 1-min load average {load_before:.1f} before, "
+          f"{load_after:.1f} after the run")
     print(f"ratings/second      {rate:8.1f}   ({check['acknowledged']} acknowledged, {check['stored']} stored, "
           f"over the whole run)")
     print(f"ratings/second      {steady:8.1f}   (second half of the load window only)")
+    n = max(1, check["acknowledged"])
+    print("CPU during the run  " + ", ".join(
+        f"{k} {v:.1f} s ({1000 * v / n:.0f} ms per rating)" for k, v in cpu.items() if v is not None))
     print(f"next   latency ms   {pct(stats.next_ms)}")
     print(f"submit latency ms   {pct(stats.submit_ms)}")
     if args.images:
@@ -406,6 +448,8 @@ def main() -> int:
     if args.json_out:
         summary = {
             "participants": args.participants, "workers": args.workers, "elapsed_s": elapsed,
+            "cpus": os.cpu_count(), "loadavg_before": load_before, "loadavg_after": load_after,
+            "cpu_s": cpu,
             "ratings_per_s": rate, "ratings_per_s_second_half": steady, **check,
             **{f"{k}_ms_p{q}": float(np.percentile(v, q)) if v else None
                for k, v in (("next", stats.next_ms), ("submit", stats.submit_ms), ("image", stats.image_ms))

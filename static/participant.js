@@ -39,7 +39,11 @@
     fetch("/api/participants/" + encodeURIComponent(token) + "/next", { cache: "no-store" })
       .then(function (r) { return r.json().then(function (body) { return { status: r.status, body: body }; }); })
       .then(function (res) {
-        if (res.status === 409) { window.location.href = "/s/" + slug + "/full"; return; }
+        if (res.status === 409) {
+          // No work left, or the study closed meanwhile (the run page then says so).
+          window.location.href = "/s/" + slug + (res.body.reason === "not_open" ? "/run" : "/full");
+          return;
+        }
         if (res.status !== 200) { showError(res.body.detail || "Something went wrong; please reload."); return; }
         if (res.body.done) { window.location.href = "/s/" + slug + "/done"; return; }
         showError(""); render(res.body);

@@ -415,3 +415,18 @@ def test_export_downloads(admin_client, session, study_factory):
     admin_client.post("/admin/logout", data={"csrf_token": token(admin_client)})
     assert admin_client.get(f"/admin/studies/{study.slug}/export.json").status_code == 401
     assert admin_client.get(f"/admin/studies/{study.slug}/export.csv", follow_redirects=False).status_code == 303
+
+
+def test_progress_per_comparison(admin_client, session, make_pair_set, tmp_path, study_factory):
+    from app.importer import import_pair_set
+
+    ids = [import_pair_set(session, make_pair_set(tmp_path / f"set{k}", 2 + k, seed=k)).id for k in range(2)]
+    session.commit()
+    study = study_factory(pair_set_ids=ids)
+    p = admin_client.get(f"/admin/studies/{study.slug}/progress.json").json()
+    labels = [c.label for c in study.comparisons]
+    assert sorted(p["per_comparison"]) == sorted(labels)
+    assert [p["per_comparison"][lab]["pairs"] for lab in labels] == [2, 3]
+    assert p["pairs"] == 5 and p["ratings"] == 0 and p["response_ms"]["median"] is None
+    html = admin_client.get(f"/admin/studies/{study.slug}/progress").text
+    assert "Per comparison" in html and labels[1] in html

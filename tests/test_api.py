@@ -175,14 +175,18 @@ def test_closed_study_and_no_work_left_answer_409(client, session, study_factory
     t = next_(client, alice).json()
     bob = join(client, study.slug)
     r = next_(client, bob)
-    assert r.status_code == 409 and "no work left" in r.json()["detail"]
+    assert r.status_code == 409 and "no work left" in r.json()["detail"] and r.json()["reason"] == "no_work"
     answer(client, alice, t["trial"], 3)
     update_study(session, study, {"state": "closed"})
     session.commit()
     r = client.post(f"/api/studies/{study.slug}/participants")
     assert r.status_code == 409 and "not open" in r.json()["detail"]
-    assert next_(client, alice).status_code == 409
+    r = next_(client, alice)
+    assert r.status_code == 409 and r.json()["reason"] == "not_open"
     assert client.post("/api/studies/nope/participants").status_code == 404
+    # The pages say so too (no redirect loop for a participant with a cookie).
+    page = client.get(f"/s/{study.slug}")
+    assert page.status_code == 409 and "not open" in page.text
 
 
 def test_ratings_record_the_study_version_they_were_made_under(client, session, study_factory):

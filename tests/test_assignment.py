@@ -55,7 +55,7 @@ def test_plan_is_seeded_balanced_and_repeats_follow_mains():
     assert plan != make_plan(study, 12346)
     kinds = plan["kinds"]
     assert Counter(kinds) == {"main": 10, "gold": 2, "repeat": 2, "practice": 2}
-    assert kinds[:2] == ["practice", "practice"]
+    assert kinds[:3] == ["practice", "practice", "main"]
     sides = Counter(plan["sides"])
     assert abs(sides["left"] - sides["right"]) <= 1
     for i, k in enumerate(kinds):
@@ -67,7 +67,7 @@ def test_least_rated_first_and_target_never_exceeded(session, study_factory):
     study = study_factory(n_pairs=5, pairs_per_participant=2, ratings_per_pair=2)
     now = utcnow()
     finished = refused = 0
-    for k in range(8):
+    for _ in range(8):
         p, _ = create_participant(session, study, None, now)
         try:
             _walk(session, p, now)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import httpx
 import pytest
 from sqlalchemy import select
 
@@ -81,10 +82,18 @@ def test_admin_logs_in_creates_and_opens_a_study(browser_page, live_server, sess
     page.get_by_text("The study is now open").wait_for()
     assert page.locator("h1 .badge").inner_text() == "open"
 
-    # The progress page loads and its poll target answers for the logged-in admin.
+    # The progress page updates itself (5 s poll of its JSON twin) when a participant answers.
     page.get_by_role("link", name="Live progress").click()
     page.get_by_text("participants started").wait_for()
-    assert page.evaluate("fetch(document.getElementById('progress').dataset.url).then(r => r.status)") == 200
+    ratings = page.locator('[data-k="ratings"]')
+    assert ratings.inner_text() == "0"
+    token = httpx.post(f"{live_server}/api/studies/browser-study/participants", json={}).json()["participant"]
+    trial = httpx.get(f"{live_server}/api/participants/{token}/next").json()["trial"]
+    r = httpx.post(f"{live_server}/api/trials/{trial}/answer", json={"choice": 2, "request_id": "r1"},
+                   headers={"X-Participant": token})
+    assert r.status_code == 200
+    page.wait_for_function("document.querySelector('[data-k=\"ratings\"]').textContent === '1'", timeout=12_000)
+    assert page.locator('[data-k="participants_started"]').inner_text() == "1"
 
     with app.state.sessionmaker() as s:
         study = s.scalar(select(Study).where(Study.slug == "browser-study"))

@@ -48,9 +48,10 @@ def _participant(base: str, slug: str, k: int, barrier: threading.Barrier) -> di
             payload = {"choice": rng.randint(1, 5), "request_id": rid}
             headers = {"X-Participant": token}
             # A double click: the same request twice, concurrently.
+            url = f"/api/trials/{body['trial']}/answer"
             with ThreadPoolExecutor(2) as pool:
-                results = list(pool.map(lambda _: http.post(f"/api/trials/{body['trial']}/answer", json=payload,
-                                                            headers=headers), range(2)))
+                futures = [pool.submit(http.post, url, json=payload, headers=headers) for _ in range(2)]
+                results = [f.result() for f in futures]
             assert all(x.status_code == 200 for x in results), [x.text for x in results]
             assert results[0].json() == results[1].json()
             replays += sum(x.headers.get("X-Idempotent-Replay") == "true" for x in results)

@@ -118,6 +118,7 @@ def test_quality_control_by_hand():
     assert q["consistency"]["n_repeats"] == 2
     assert q["consistency"]["same_direction"] == pytest.approx(0.5)
     assert q["consistency"]["exact"] == pytest.approx(0.0)
+    assert q["consistency"]["per_participant_counts"] == {"0": 1, "1": 1}
     assert q["gold"] == {"n": 2, "pass_rate": 0.5}
     by_id = {p["participant"]: p for p in q["participants"]}
     assert by_id["a"]["consistency"] == 1.0 and by_id["b"]["consistency"] == 0.0
@@ -255,6 +256,8 @@ def test_bad_input_is_reported_clearly():
         st.compute_statistics([good, dict(good, choice=7)])
     with pytest.raises(st.StatisticsInputError, match="score must be an integer"):
         st.compute_statistics([dict(good, score="x")])
+    with pytest.raises(st.StatisticsInputError, match="row 2: treatment_side must be 'left' or 'right', got 'top'"):
+        st.compute_statistics([good, good, dict(good, treatment_side="top")])
     with pytest.raises(st.StatisticsInputError, match="unknown exclusion rule"):
         st.compute_statistics([good], exclusion_rules={"max_sidebias": 0.9})
     with pytest.raises(st.StatisticsInputError, match="between 0 and 1"):
@@ -303,3 +306,13 @@ def test_cell_sums_add_up_to_each_groups_own_bootstrap():
     w = wp[0, part[sel]].astype(float) * wq[0, prompt[sel]]
     np.testing.assert_allclose(sums[0, 2], [w.sum(), (w * (scores[sel] != 0)).sum(), (w * (scores[sel] > 0)).sum(),
                                             (w * scores[sel]).sum()], rtol=1e-5)
+
+
+def test_results_do_not_depend_on_row_order():
+    rows = simulate_rows(SimulatedStudy(n_participants=20, n_prompts=12, trials_per_participant=8,
+                                        repeats_per_participant=1, gold_per_participant=1), seed=5)
+    shuffled = [rows[i] for i in np.random.default_rng(0).permutation(len(rows))]
+    rules = {"max_side_bias": 0.9, "min_consistency": 0.5}
+    a = st.compute_statistics(rows, exclusion_rules=rules, draws=50, seed=1)
+    b = st.compute_statistics(shuffled, exclusion_rules=rules, draws=50, seed=1)
+    assert json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)

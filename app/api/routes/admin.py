@@ -243,6 +243,10 @@ def form_to_config(form: FormData, study: Study | None, locked: bool = False) ->
             pair_sets.append(int(raw))
         except (TypeError, ValueError):
             continue
+    if study is not None:
+        # Keep the study's own order of comparisons, so re-saving the form is not a change.
+        order = {c.pair_set_id: i for i, c in enumerate(study.comparisons)}
+        pair_sets.sort(key=lambda i: (order.get(i, len(order)), i))
     if study is not None and locked:
         exclusion = dict(study.exclusion_rules or {})
     else:

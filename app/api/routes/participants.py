@@ -20,9 +20,9 @@ from app.assignment import (
     create_participant,
     next_trial,
     submit_answer,
-    trial_images,
+    trial_image_tokens,
 )
-from app.models import Participant, Study, utcnow
+from app.models import Pair, Participant, Study, utcnow
 from app.templating import templates
 
 router = APIRouter()
@@ -32,7 +32,10 @@ COOKIE = "participant"
 
 
 def _error(e: FlowError) -> JSONResponse:
-    return JSONResponse({"detail": e.message}, status_code=e.status)
+    body = {"detail": e.message}
+    if e.reason:
+        body["reason"] = e.reason
+    return JSONResponse(body, status_code=e.status)
 
 
 def _study(session, slug: str) -> Study:
@@ -79,19 +82,19 @@ def trial_payload(session, result) -> dict[str, Any]:
     progress = {"done": result.done, "total": result.total}
     if result.trial is None:
         return {"done": True, "progress": progress}
-    left, right = trial_images(session, result.trial)
+    shown = [result.trial] + ([result.preload] if result.preload is not None else [])
+    tokens = trial_image_tokens(session, shown)
     payload: dict[str, Any] = {
         "trial": result.trial.public_id,
-        "prompt": result.trial.pair.prompt,
-        "left": f"/i/{left.token}",
-        "right": f"/i/{right.token}",
+        "prompt": session.get(Pair, result.trial.pair_id).prompt,
+        "left": f"/i/{tokens[0][0]}",
+        "right": f"/i/{tokens[0][1]}",
         "progress": progress,
         "practice": result.trial.kind == "practice",
         "preload": None,
     }
     if result.preload is not None:
-        pl, pr = trial_images(session, result.preload)
-        payload["preload"] = {"left": f"/i/{pl.token}", "right": f"/i/{pr.token}"}
+        payload["preload"] = {"left": f"/i/{tokens[1][0]}", "right": f"/i/{tokens[1][1]}"}
     return payload
 
 
@@ -153,7 +156,8 @@ def _page(request: Request, name: str, status: int = 200, **ctx) -> HTMLResponse
 @router.get("/s/{slug}", response_class=HTMLResponse, include_in_schema=False)
 def page_consent(slug: str, request: Request, session: SessionDep) -> Response:
     study = _study(session, slug)
-    if _cookie_participant(request, session, study) is not None:
+    participant = _cookie_participant(request, session, study)
+    if participant is not None and (study.state == "open" or participant.finished_at is not None):
         return RedirectResponse(f"/s/{slug}/run", status_code=303)
     if study.state != "open":
         return _page(request, "closed.html", 409, study=study)
@@ -188,6 +192,8 @@ def page_run(slug: str, request: Request, session: SessionDep) -> Response:
         return RedirectResponse(f"/s/{slug}", status_code=303)
     if participant.finished_at is not None:
         return RedirectResponse(f"/s/{slug}/done", status_code=303)
+    if study.state != "open":
+        return _page(request, "closed.html", 409, study=study)
     return _page(request, "trial.html", study=study, token=participant.token)
 
 
