@@ -17,6 +17,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from app.models import STUDY_STATES, Comparison, PairSet, Study, StudyVersion, Trial
+from app.statistics import StatisticsInputError, normalise_rules
 
 DEFAULT_QUESTION = "Which image has better quality and matches the prompt better?"
 DEFAULT_SCALE_LABELS = [
@@ -82,6 +83,17 @@ class StudyConfig(BaseModel):
     def _unique(cls, v: list[int]) -> list[int]:
         if len(set(v)) != len(v):
             raise ValueError("a pair set is listed twice")
+        return v
+
+    @field_validator("exclusion_rules")
+    @classmethod
+    def _rules(cls, v: dict[str, Any]) -> dict[str, Any]:
+        # Checked when the study is saved: a typo in a rule name must not switch the rule off
+        # silently, nor break the statistics pages later.
+        try:
+            normalise_rules(v)
+        except StatisticsInputError as e:
+            raise ValueError(str(e)) from None
         return v
 
     @field_validator("redirect_url")

@@ -83,6 +83,12 @@ def test_study_create_rejects_bad_configs(runner, tmp_path, sqlite_url):
     bad.write_text("title: x\npairsets: [1]\n")
     r = _invoke(runner, "study", "create", bad, "--database-url", sqlite_url)
     assert r.exit_code == 1 and "pair" in r.output
+    bad.write_text("title: x\npair_sets: [1]\nexclusion_rules: {max_side_bais: 0.9}\n")
+    r = _invoke(runner, "study", "create", bad, "--database-url", sqlite_url)
+    assert r.exit_code == 1 and "unknown exclusion rule(s): max_side_bais" in r.output
+    bad.write_text("title: x\npair_sets: [1]\nexclusion_rules: {max_fast_share: 2}\n")
+    r = _invoke(runner, "study", "create", bad, "--database-url", sqlite_url)
+    assert r.exit_code == 1 and "max_fast_share must be a number between 0 and 1" in r.output
     bad.write_text(": : :\n- [")
     r = _invoke(runner, "study", "create", bad, "--database-url", sqlite_url)
     assert r.exit_code == 1 and "not valid YAML" in r.output
