@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from app.models import STUDY_STATES, Comparison, PairSet, Study, StudyVersion, Trial
+from app.models import STUDY_STATES, Comparison, PairSet, Rating, Study, StudyVersion, Trial
 from app.statistics import StatisticsInputError, normalise_rules
 
 DEFAULT_QUESTION = "Which image has better quality and matches the prompt better?"
@@ -41,6 +41,15 @@ DEFAULT_EXCLUSION_RULES: dict[str, Any] = {
     "max_side_bias": 0.9,
 }
 SLUG_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,63}$")
+
+
+# State changes a study may make. Archived is final: an archived study is read-only.
+TRANSITIONS: dict[str, tuple[str, ...]] = {
+    "draft": ("open", "archived"),
+    "open": ("closed",),
+    "closed": ("open", "archived"),
+    "archived": (),
+}
 
 
 class StudyError(ValueError):
@@ -197,9 +206,22 @@ def create_study(session: Session, config: StudyConfig | dict[str, Any]) -> Stud
 
 
 def update_study(session: Session, study: Study, changes: dict[str, Any]) -> Study:
-    """Apply config `changes` (any StudyConfig fields), bump the version, store a snapshot."""
-    merged = {**study_config(study), **changes}
-    cfg = parse_config(merged)
+    """Apply config `changes` (any StudyConfig fields), bump the version, store a snapshot.
+
+    Changes that equal the current config are no edit: the version stays. The same rules hold
+    for every caller (pages, command line): archived studies are read-only, and the exclusion
+    rules and the seed are fixed once data has come in.
+    """
+    if study.state == "archived":
+        raise StudyError("this study is archived and can no longer be edited")
+    current = study_config(study)
+    cfg = parse_config({**current, **changes})
+    if cfg.model_dump() == parse_config(current).model_dump():
+        return study
+    if cfg.state != study.state and cfg.state not in TRANSITIONS[study.state]:
+        raise StudyError(f"a study that is {study.state} cannot be moved to {cfg.state}")
+    if cfg.exclusion_rules != (study.exclusion_rules or {}) and has_ratings(session, study):
+        raise StudyError("the exclusion rules cannot change once the study has ratings (set them before data comes in)")
     if cfg.slug != study.slug:
         raise StudyError("a study's slug cannot change (participant links use it)")
     if cfg.seed != study.seed and _has_trials(session, study):
@@ -227,6 +249,10 @@ def set_state(session: Session, study: Study, state: str) -> Study:
     """Open, close or archive a study (an edit like any other: the version goes up)."""
     if state not in STUDY_STATES:
         raise StudyError(f"unknown study state {state!r}; use one of {', '.join(STUDY_STATES)}")
+    if state == study.state:
+        raise StudyError(f"the study is already {state}")
+    if state not in TRANSITIONS[study.state]:
+        raise StudyError(f"a study that is {study.state} cannot be moved to {state}")
     if state == "open" and not study.comparisons:
         raise StudyError("a study needs at least one pair set before it can open")
     return update_study(session, study, {"state": state})
@@ -234,6 +260,14 @@ def set_state(session: Session, study: Study, state: str) -> Study:
 
 def _has_trials(session: Session, study: Study) -> bool:
     return bool(session.scalar(select(func.count(Trial.id)).where(Trial.study_id == study.id)))
+
+
+def has_ratings(session: Session, study: Study) -> bool:
+    return bool(
+        session.scalar(
+            select(func.count(Rating.id)).join(Trial, Rating.trial_id == Trial.id).where(Trial.study_id == study.id)
+        )
+    )
 
 
 def get_study(session: Session, slug: str) -> Study:

@@ -246,3 +246,34 @@ def test_image_urls_are_stable_and_images_have_uniform_headers(client, study_fac
     assert "etag" not in a.headers and "last-modified" not in a.headers
     assert client.get(t["left"]).content == a.content
     assert client.get("/i/" + "0" * 32).status_code == 404
+
+
+def test_study_rules_hold_for_every_caller(client, session, study_factory):
+    """The rules live in app.studies, so the command line cannot bypass what the pages enforce."""
+    import pytest
+
+    from app.studies import StudyError, get_study, set_state
+
+    study = study_factory(n_pairs=4, pairs_per_participant=2)
+    slug, version = study.slug, study.version
+    # An unchanged config is no edit: the version stays.
+    update_study(session, study, {})
+    assert study.version == version
+    session.rollback()
+    token = join(client, slug)
+    body = next_(client, token).json()
+    assert answer(client, token, body["trial"], 2).status_code == 200
+    study = get_study(session, slug)
+    with pytest.raises(StudyError, match="exclusion rules cannot change once the study has ratings"):
+        update_study(session, study, {"exclusion_rules": {"max_side_bias": 0.6}})
+    session.rollback()
+    with pytest.raises(StudyError, match="already open"):
+        set_state(session, study, "open")
+    with pytest.raises(StudyError, match="a study that is open cannot be moved to archived"):
+        set_state(session, study, "archived")
+    set_state(session, study, "closed")
+    set_state(session, study, "archived")
+    session.commit()
+    with pytest.raises(StudyError, match="archived and can no longer be edited"):
+        update_study(session, study, {"title": "new"})
+    session.rollback()
