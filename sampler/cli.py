@@ -401,7 +401,7 @@ def metrics() -> None:
     """Objective metrics (the paper's Tables 1 and 2) for the arms of pair sets."""
 
 
-def _reference_key(files, inception_weights: str, resize: str) -> dict:
+def _reference_key(files, inception_weights: str, resize: str, fid_features: int) -> dict:
     import hashlib
 
     from sampler.weights import file_fingerprint
@@ -410,7 +410,8 @@ def _reference_key(files, inception_weights: str, resize: str) -> dict:
     for f in files:
         st = f.stat()
         h.update(f"{f.name}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
-    return {"reference_listing": h.hexdigest(), "inception": file_fingerprint(inception_weights), "resize": resize}
+    return {"reference_listing": h.hexdigest(), "inception": file_fingerprint(inception_weights), "resize": resize,
+            "fid_features": fid_features}
 
 
 @metrics.command("table")
@@ -422,6 +423,7 @@ def _reference_key(files, inception_weights: str, resize: str) -> dict:
 @click.option("--pickscore", "pickscore_dir", type=click.Path(), default=None, help="PickScore_v1 folder (transformers CLIPModel): win rate.")
 @click.option("--pickscore-processor", type=click.Path(), default=None, help="CLIPProcessor folder if not in the PickScore folder (CLIP-ViT-H-14-laion2B-s32B-b79K).")
 @click.option("--resize", type=click.Choice(["pil-bicubic", "torch-antialias", "tf1"]), default="pil-bicubic", show_default=True, help="How images reach Inception's 299x299 (after a centre square crop).")
+@click.option("--fid-features", type=click.Choice(["2048", "768", "192", "64"]), default="2048", show_default=True, help="Inception layer for FID (2048 = the standard pool3).")
 @click.option("--is-splits", type=click.IntRange(1), default=10, show_default=True)
 @click.option("--tie-tolerance", type=float, default=0.0, show_default=True, help="PickScore differences up to this count as ties.")
 @click.option("--reference-stats", type=click.Path(), default=None, help="Cache of the reference Inception statistics [default: OUT/reference_inception_stats.pt].")
@@ -429,7 +431,7 @@ def _reference_key(files, inception_weights: str, resize: str) -> dict:
 @_device_option
 @click.option("--out", type=click.Path(), required=True, help="Folder for metrics.csv, metrics.json, metrics.md.")
 def metrics_table(manifests, reference, inception_weights, clip_model, clip_weights, pickscore_dir, pickscore_processor,
-                  resize, is_splits, tie_tolerance, reference_stats, batch_size, device, out) -> None:
+                  resize, fid_features, is_splits, tie_tolerance, reference_stats, batch_size, device, out) -> None:
     """FID (vs --reference), CLIP score, Inception Score per arm and the PickScore win rate of treatment vs baseline.
 
     Each metric runs when its weights are given; FID also needs --reference. Images are checked
@@ -466,7 +468,7 @@ def metrics_table(manifests, reference, inception_weights, clip_model, clip_weig
         sets.append((Path(folder), records))
     try:
         ref_files = m.list_images(reference) if reference else None
-        heads = m.load_inception(inception_weights, resize, dev) if inception_weights else None
+        inception = m.load_inception(inception_weights, dev, int(fid_features)) if inception_weights else None
         clip = _load_clip_or_fail(clip_model, clip_weights, device) if clip_weights else None
         pick = m.load_pickscore(pickscore_dir, pickscore_processor, dev) if pickscore_dir else None
     except (WeightsError, ValueError) as e:
@@ -476,7 +478,7 @@ def metrics_table(manifests, reference, inception_weights, clip_model, clip_weig
     outdir.mkdir(parents=True, exist_ok=True)
     ref_state = None
     ref_cache = Path(reference_stats) if reference_stats else outdir / "reference_inception_stats.pt"
-    ref_key = _reference_key(ref_files, inception_weights, resize) if ref_files else None
+    ref_key = _reference_key(ref_files, inception_weights, resize, int(fid_features)) if ref_files else None
     if ref_key and ref_cache.is_file():
         saved = torch.load(ref_cache, map_location="cpu", weights_only=True)
         if saved.get("key") == ref_key:
@@ -496,10 +498,10 @@ def metrics_table(manifests, reference, inception_weights, clip_model, clip_weig
                 a["prompts"].append(rec.prompt)
                 a["sha"].append(side.sha256)
         result = {arm: {} for arm in arms}
-        if heads is not None:
+        if inception is not None:
             try:
                 inc, state = m.inception_metrics(
-                    heads, ref_files, {arm: a["paths"] for arm, a in arms.items()}, resize, batch_size, dev,
+                    inception, ref_files, {arm: a["paths"] for arm, a in arms.items()}, resize, batch_size, dev,
                     is_splits, reference_state=ref_state,
                 )
             except ValueError as e:
@@ -549,6 +551,7 @@ def metrics_table(manifests, reference, inception_weights, clip_model, clip_weig
         "inception_weights": str(inception_weights) if inception_weights else None,
         "resize": resize,
         "center_crop": True,
+        "fid_features": int(fid_features),
         "is_splits": is_splits,
         "clip_model": clip.identity if clip else None,
         "clip_score": "100 * cosine(image, prompt), mean over the arm's images",
