@@ -99,6 +99,16 @@ def _load_clip_or_fail(model: str, weights: str, device: str):
         raise click.ClickException(str(e)) from None
 
 
+def _clip_identity_or_fail(model: str, weights: str) -> dict:
+    from sampler.clip import clip_identity
+    from sampler.weights import WeightsError
+
+    try:
+        return clip_identity(model, weights)
+    except WeightsError as e:
+        raise click.ClickException(str(e)) from None
+
+
 _clip_model_option = click.option(
     "--clip-model", default="ViT-g-14", show_default=True, help="open_clip architecture name."
 )
@@ -132,11 +142,12 @@ def prompts_encode(prompt_file, clip_model, clip_weights, out, batch_size, devic
         table = read_prompt_table(prompt_file or _default_prompt_file())
     except PromptFileError as e:
         raise click.ClickException(str(e)) from None
-    clip = _load_clip_or_fail(clip_model, clip_weights, device)
-    cached = load_cached_embeddings(out, clip.identity, table)
-    if cached is not None:
+    identity = _clip_identity_or_fail(clip_model, clip_weights)
+    cached = load_cached_embeddings(out, identity, table)
+    if cached is not None:  # checked before loading the model: a multi-GB load is the slow part
         click.echo(f"cached: {out} already holds {len(cached)} embeddings from {clip_model} for this prompt file")
         return
+    clip = _load_clip_or_fail(clip_model, clip_weights, device)
     emb = encode_texts(clip, table.prompts, batch_size=batch_size)
     save_embeddings(out, emb, clip.identity, table)
     click.echo(f"wrote {out}: {emb.shape[0]} prompts x {emb.shape[1]} dims ({clip_model})")
@@ -326,22 +337,24 @@ def prompts_strata(manifest_dir, clip_model, clip_weights, k, percentiles, label
         if not (folder / rec.baseline.file).is_file():
             raise click.ClickException(f"{folder}: image {rec.baseline.file} of pair {rec.pair_key} is missing")
 
-    clip = _load_clip_or_fail(clip_model, clip_weights, device)
+    identity = _clip_identity_or_fail(clip_model, clip_weights)
     cache = Path(scores_path) if scores_path else Path(out).parent / "clip_scores.csv"
     cache_meta = cache.with_suffix(".json")
     cache.parent.mkdir(parents=True, exist_ok=True)
     known: dict[str, float] = {}  # baseline image sha256 -> score
-    if cache.is_file() and cache_meta.is_file() and json.loads(cache_meta.read_text()) == clip.identity:
+    if cache.is_file() and cache_meta.is_file() and json.loads(cache_meta.read_text()) == identity:
         with open(cache, newline="") as f:
             for r in csv.DictReader(f):
                 known[r["sha256"]] = float(r["clip_score"])
     else:
-        cache_meta.write_text(json.dumps(clip.identity, indent=2))
+        cache_meta.write_text(json.dumps(identity, indent=2))
         with open(cache, "w", newline="") as f:
             csv.writer(f).writerow(["pair_key", "prompt_id", "file", "sha256", "clip_score"])
     todo = [rec for rec in records if rec.baseline.sha256 not in known]
     if todo:
         from sampler.clip import clip_scores
+
+        clip = _load_clip_or_fail(clip_model, clip_weights, device)
 
         chunk = max(batch_size * 8, 256)  # flush to the cache every few batches: a kill loses little
         with open(cache, "a", newline="") as f:
@@ -381,7 +394,7 @@ def prompts_strata(manifest_dir, clip_model, clip_weights, k, percentiles, label
         json.dumps(
             {
                 "manifest": str(folder),
-                "model": clip.identity,
+                "model": identity,
                 "clip_score": "100 * cosine(image, text), mean over the prompt's seeds, baseline arm",
                 "prompts_scored": len(ids),
                 "k": k,
