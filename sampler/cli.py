@@ -438,7 +438,7 @@ def _reference_key(files, inception_weights: str, resize: str, fid_features: int
 @click.option("--resize", type=click.Choice(["pil-bicubic", "torch-antialias", "tf1"]), default="pil-bicubic", show_default=True, help="How images reach Inception's 299x299 (after a centre square crop).")
 @click.option("--fid-features", type=click.Choice(["2048", "768", "192", "64"]), default="2048", show_default=True, help="Inception layer for FID (2048 = the standard pool3).")
 @click.option("--is-splits", type=click.IntRange(1), default=10, show_default=True)
-@click.option("--tie-tolerance", type=float, default=0.0, show_default=True, help="PickScore differences up to this count as ties.")
+@click.option("--tie-tolerance", type=click.FloatRange(min=0.0), default=0.0, show_default=True, help="PickScore differences up to this count as ties.")
 @click.option("--reference-stats", type=click.Path(), default=None, help="Cache of the reference Inception statistics [default: OUT/reference_inception_stats.pt].")
 @click.option("--batch-size", type=click.IntRange(1), default=32, show_default=True)
 @_device_option
@@ -573,11 +573,13 @@ def metrics_table(manifests, reference, inception_weights, clip_model, clip_weig
         "tie_tolerance": tie_tolerance,
         "libraries": {name: __import__(name).__version__ for name in ("torch", "torchmetrics", "torch_fidelity", "open_clip", "transformers")},
     }
+    # NaN (e.g. IS spread of a one-split arm) is written as empty / null: JSON has no NaN.
+    rows = [{k: (None if isinstance(v, float) and not np.isfinite(v) else v) for k, v in r.items()} for r in rows]
     with open(outdir / "metrics.csv", "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=list(m.TABLE_COLUMNS), extrasaction="ignore")
         w.writeheader()
         w.writerows(rows)
-    (outdir / "metrics.json").write_text(json.dumps({"settings": settings, "rows": rows}, indent=2, default=str))
+    (outdir / "metrics.json").write_text(json.dumps({"settings": settings, "rows": rows}, indent=2, default=str, allow_nan=False))
     md = m.markdown_table(rows, {**settings, "clip_model": clip_model if clip else None})
     (outdir / "metrics.md").write_text(md)
     click.echo(md)

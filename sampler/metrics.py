@@ -338,7 +338,9 @@ def markdown_table(rows: Sequence[dict[str, Any]], settings: dict[str, Any]) -> 
         "|---|---|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
-        is_txt = "—" if r.get("is_mean") is None else f"{_fmt(r['is_mean'])} ± {_fmt(r.get('is_std'))}"
+        is_txt = "—" if r.get("is_mean") is None else _fmt(r["is_mean"])
+        if r.get("is_mean") is not None and r.get("is_std") is not None:
+            is_txt += f" ± {_fmt(r['is_std'])}"
         if r.get("pickscore_win_rate") is None:
             win, ties = "—", "—"
         else:

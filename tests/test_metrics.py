@@ -146,6 +146,9 @@ def test_metrics_table_on_a_tiny_manifest(weights, tmp_path):
     with open(out / "metrics.csv", newline="") as f:
         again = {r["arm"]: r for r in csv.DictReader(f)}
     assert float(again["sfg"]["fid"]) > 0 and again["cfg"]["images"] == "2"
+    # Two images: one IS split, no spread; written as empty / null, never NaN.
+    assert again["cfg"]["is_splits"] == "1" and again["cfg"]["is_std"] == ""
+    assert json.loads((out / "metrics.json").read_text(), parse_constant=lambda c: pytest.fail(f"{c} in JSON"))
 
 
 def test_identical_arms_tie_on_pickscore(weights, tmp_path):
