@@ -246,7 +246,9 @@ def inception_metrics(
         if fid is not None:
             out[arm]["fid"] = float(fid.compute())
         torch.manual_seed(seed)
-        mean, std = isc.compute()
+        with warnings.catch_warnings():  # one split: torch warns that std has no degrees of freedom
+            warnings.simplefilter("ignore", UserWarning)
+            mean, std = isc.compute()
         out[arm]["is_mean"] = float(mean)
         out[arm]["is_std"] = float(std) if splits > 1 else float("nan")
         out[arm]["is_splits"] = splits
