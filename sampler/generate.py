@@ -273,7 +273,7 @@ def finished_pairs(out_dir: Path) -> dict[str, PairRecord]:
 
 # -- the generator -------------------------------------------------------------------------------
 def generate_pairs(
-    prompts: str | Path | Sequence[PromptRecord],
+    prompts: str | Path | Sequence[PromptRecord | str],
     out_dir: str | Path,
     *,
     model_dir: str | Path,
@@ -290,7 +290,8 @@ def generate_pairs(
     pipeline=None,
     on_pair: Callable[[PairRecord], None] | None = None,
 ) -> GenerateSummary:
-    """Generate CFG/SFG pairs for `prompts` (a prompt file path or PromptRecords) into `out_dir`.
+    """Generate CFG/SFG pairs for `prompts` (a prompt file path, PromptRecords, or plain strings,
+    whose ids are then 1, 2, ...) into `out_dir`.
 
     Resumable: pairs whose key is already in the manifest are skipped; a folder holding pairs
     made with other settings or another model is refused. `limit` keeps the first N prompts.
@@ -301,7 +302,12 @@ def generate_pairs(
     from accelerate import PartialState
     from tqdm.auto import tqdm
 
-    records = read_prompts(prompts) if isinstance(prompts, (str, Path)) else list(prompts)
+    if isinstance(prompts, (str, Path)):
+        records = read_prompts(prompts)
+    else:  # PromptRecords, or plain strings numbered from 1
+        records = [p if isinstance(p, PromptRecord) else PromptRecord(str(i), str(p).strip()) for i, p in enumerate(prompts, 1)]
+        if any(not r.prompt for r in records):
+            raise GenerateError("empty prompt in the prompt list")
     if limit is not None:
         records = records[:limit]
     if not records:
