@@ -223,9 +223,20 @@ def prompts_diversity(embeddings, sizes, draws, seed, eps, out) -> None:
     }
     done: list[subsample.SweepRow] = []
     if rows_path.is_file() and run_path.is_file() and json.loads(run_path.read_text()) == run:
-        with open(rows_path, newline="") as f:
-            for r in csv.DictReader(f):
-                done.append(subsample.SweepRow(int(r["size"]), int(r["draw"]), int(r["seed"]), float(r["frechet_distance"])))
+        # Keep only complete rows (a kill can cut the last line) whose seed follows the rule;
+        # rewrite the file with them so appended rows start on a fresh line.
+        lines = rows_path.read_text().splitlines(keepends=True)
+        for r in csv.DictReader(line for line in lines if line.endswith("\n")):
+            try:
+                row = subsample.SweepRow(int(r["size"]), int(r["draw"]), int(r["seed"]), float(r["frechet_distance"]))
+            except (TypeError, ValueError):
+                continue
+            if row.seed == subsample.subset_seed(seed, row.size, row.draw):
+                done.append(row)
+        with open(rows_path, "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["size", "draw", "seed", "frechet_distance"])
+            w.writerows([r.size, r.draw, r.seed, repr(r.frechet_distance)] for r in done)
     else:
         run_path.write_text(json.dumps(run, indent=2))
         with open(rows_path, "w", newline="") as f:
