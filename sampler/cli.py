@@ -354,9 +354,21 @@ def prompts_strata(manifest_dir, clip_model, clip_weights, k, percentiles, label
     cache.parent.mkdir(parents=True, exist_ok=True)
     known: dict[str, float] = {}  # baseline image sha256 -> score
     if cache.is_file() and cache_meta.is_file() and json.loads(cache_meta.read_text()) == identity:
-        with open(cache, newline="") as f:
-            for r in csv.DictReader(f):
+        import io
+
+        text = cache.read_text(encoding="utf-8")
+        text = text[: text.rfind("\n") + 1]  # a kill can cut the last row: drop it
+        kept = []
+        for r in csv.DictReader(io.StringIO(text, newline="")):
+            try:
                 known[r["sha256"]] = float(r["clip_score"])
+                kept.append(r)
+            except (TypeError, ValueError, KeyError):
+                continue
+        with open(cache, "w", newline="", encoding="utf-8") as f:
+            w = csv.DictWriter(f, fieldnames=["pair_key", "prompt_id", "file", "sha256", "clip_score"], extrasaction="ignore")
+            w.writeheader()
+            w.writerows(kept)
     else:
         cache_meta.write_text(json.dumps(identity, indent=2))
         with open(cache, "w", newline="") as f:

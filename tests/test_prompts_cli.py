@@ -209,6 +209,15 @@ def test_strata_scores_baseline_images_and_labels_percentiles(tiny_clip, tmp_pat
     # The generator's reader keeps the stratum.
     assert [p.stratum for p in read_prompts(out)] == [r["stratum"] for r in rows]
 
+    # A kill while writing the cache cut its last row: only that image is scored again.
+    cache = out.parent / "clip_scores.csv"
+    full = cache.read_text()
+    cache.write_text(full[: full.rstrip("\n").rfind("\n") + 1] + full.rstrip("\n").rsplit("\n", 1)[1][:20])
+    res = _ok(*args)
+    assert len(cache.read_text().splitlines()) == len(full.splitlines())
+    with open(out, newline="") as f:
+        assert [r["prompt_id"] for r in csv.DictReader(f)] == [r["prompt_id"] for r in rows]
+
     # Re-run with another k: scores come from the cache, no image is scored again.
     import sampler.clip
 
