@@ -30,7 +30,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from sampler import subsample  # noqa: E402
+from sampler import subsample
 
 
 def naive_sweep(x: np.ndarray, sizes, draws: int, base_seed: int, eps: float) -> list[float]:

@@ -136,7 +136,12 @@ def prompts() -> None:
 def prompts_encode(prompt_file, clip_model, clip_weights, out, batch_size, device) -> None:
     """CLIP text embeddings of every prompt, cached: a second run with the same model and file reuses them."""
     from sampler.clip import encode_texts
-    from sampler.prompt_embeddings import PromptFileError, load_cached_embeddings, read_prompt_table, save_embeddings
+    from sampler.prompt_embeddings import (
+        PromptFileError,
+        load_cached_embeddings,
+        read_prompt_table,
+        save_embeddings,
+    )
 
     try:
         table = read_prompt_table(prompt_file or _default_prompt_file())
@@ -199,7 +204,12 @@ def prompts_diversity(embeddings, sizes, draws, seed, eps, out) -> None:
     from tqdm.auto import tqdm
 
     from sampler import subsample
-    from sampler.prompt_embeddings import PromptFileError, cache_meta_path, load_embeddings, sha256_of
+    from sampler.prompt_embeddings import (
+        PromptFileError,
+        cache_meta_path,
+        load_embeddings,
+        sha256_of,
+    )
 
     size_list = _int_list(sizes, "--sizes")
     try:
@@ -284,7 +294,11 @@ def prompts_select(prompt_file, size, seed, out) -> None:
     from pathlib import Path
 
     from sampler import subsample
-    from sampler.prompt_embeddings import PromptFileError, read_prompt_table, write_prompt_table
+    from sampler.prompt_embeddings import (
+        PromptFileError,
+        read_prompt_table,
+        write_prompt_table,
+    )
 
     try:
         table = read_prompt_table(prompt_file or _default_prompt_file())

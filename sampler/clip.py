@@ -88,7 +88,7 @@ def load_open_clip(model_name: str, weights: str | os.PathLike, device: str | No
     dev = pick_device(device)
     try:
         model, _, preprocess = open_clip.create_model_and_transforms(model_name, pretrained=str(path), device=dev)
-    except Exception as e:  # unpickling errors and state_dict mismatches come in many types
+    except Exception as e:  # noqa: BLE001 -- unpickling errors and state_dict mismatches come in many types
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise WeightsError(f"{path} is not a loadable open_clip {model_name} checkpoint: {first[:300]}") from None
     model.eval()

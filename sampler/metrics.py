@@ -122,7 +122,7 @@ def load_inception(weights: str | os.PathLike, device: Any = "cpu", fid_features
             "inception-v3-compat", [str(fid_features), "logits_unbiased"], feature_extractor_weights_path=str(path)
         )
         net.fid_features = fid_features
-    except Exception as e:  # unpickling errors and state_dict mismatches come in many types
+    except Exception as e:  # noqa: BLE001 -- unpickling errors and state_dict mismatches come in many types
         msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise WeightsError(f"{path} is not torch-fidelity InceptionV3 weights ({INCEPTION_WEIGHTS_NAME}): {msg[:300]}") from None
     return net.to(device).eval()
@@ -147,7 +147,7 @@ def _prepare(im, resize: str) -> np.ndarray:
 
 def inception_batches(
     paths: Sequence[str | os.PathLike], resize: str, batch_size: int
-) -> Iterable[tuple[int, "torch.Tensor"]]:  # noqa: F821
+) -> Iterable[tuple[int, torch.Tensor]]:  # noqa: F821
     """uint8 ``[B, 3, H, W]`` batches of prepared images (299x299 unless ``tf1``).
 
     Batches hold images of one size; yields (images consumed so far, batch).
@@ -272,11 +272,11 @@ def load_pickscore(model_dir: str | os.PathLike, processor_dir: str | os.PathLik
     proc_path = Path(processor_dir) if processor_dir else model_path
     try:
         model = CLIPModel.from_pretrained(model_path, local_files_only=True).to(device).eval()
-    except Exception as e:
+    except Exception as e:  # noqa: BLE001 -- config, weights and shape errors come in many types
         raise WeightsError(f"{model_path} does not load as a CLIPModel (PickScore_v1): {str(e).splitlines()[0][:300]}") from None
     try:
         processor = CLIPProcessor.from_pretrained(proc_path, local_files_only=True)
-    except Exception as e:
+    except Exception as e:  # noqa: BLE001 -- missing tokenizer/config files raise many types
         raise WeightsError(
             f"{proc_path} does not load as a CLIPProcessor (expected preprocessor_config.json, tokenizer files; "
             f"PickScore uses the processor of CLIP-ViT-H-14-laion2B-s32B-b79K): {str(e).splitlines()[0][:200]}"
@@ -356,11 +356,18 @@ def markdown_table(rows: Sequence[dict[str, Any]], settings: dict[str, Any]) -> 
         )
     notes = [
         "",
-        f"FID: torchmetrics FrechetInceptionDistance, Inception-V3 features ({settings.get('fid_features')}), resize `{settings.get('resize')}`, "
-        f"reference: {settings.get('reference') or 'none'} ({settings.get('reference_images', 0)} images).",
-        "CLIP score: 100 × cosine(image, prompt), open_clip "
-        f"{settings.get('clip_model') or '—'}. IS: torchmetrics InceptionScore, {settings.get('is_splits')} splits (at most images/2), mean ± sd over splits.",
-        "PickScore win rate: share of pairs (same prompt and seed) where the treatment's PickScore is higher than the "
-        "baseline's; ties (equal scores) counted separately; 95% Wilson interval.",
+        (
+            f"FID: torchmetrics FrechetInceptionDistance, Inception-V3 features ({settings.get('fid_features')}), "
+            f"resize `{settings.get('resize')}`, reference: {settings.get('reference') or 'none'} "
+            f"({settings.get('reference_images', 0)} images)."
+        ),
+        (
+            f"CLIP score: 100 × cosine(image, prompt), open_clip {settings.get('clip_model') or '—'}. "
+            f"IS: torchmetrics InceptionScore, {settings.get('is_splits')} splits (at most images/2), mean ± sd over splits."
+        ),
+        (
+            "PickScore win rate: share of pairs (same prompt and seed) where the treatment's PickScore is higher "
+            "than the baseline's; ties (equal scores) counted separately; 95% Wilson interval."
+        ),
     ]
     return "\n".join(lines + notes) + "\n"

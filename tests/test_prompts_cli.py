@@ -11,7 +11,11 @@ import pytest
 from click.testing import CliRunner
 
 from app.cli import main
-from tests.tiny_metric_models import register_tiny_clip, save_tiny_clip, write_tiny_manifest
+from tests.tiny_metric_models import (
+    register_tiny_clip,
+    save_tiny_clip,
+    write_tiny_manifest,
+)
 
 PROMPTS = [f"a photo of {n} {thing}" for n in ("one", "two", "three", "four", "five", "six") for thing in
            ("cats", "dogs", "red buses", "bowls of soup", "bicycles", "clocks on a wall", "surfers", "kites")]
