@@ -47,17 +47,17 @@ def timed(fn, device):
     return time.perf_counter() - t
 
 
-def alternate(a, b, repeats, device, warmup=1):
+def alternate(fns, repeats, device, warmup=1):
+    """Median seconds of each function, calls interleaved with a rotating order."""
     for _ in range(warmup):
-        a()
-        b()
-    ta, tb = [], []
+        for f in fns:
+            f()
+    times = [[] for _ in fns]
     for i in range(repeats):
-        first, second = (a, b) if i % 2 == 0 else (b, a)
-        t1, t2 = timed(first, device), timed(second, device)
-        (ta, tb)[0 if first is a else 1].append(t1)
-        (tb, ta)[0 if first is a else 1].append(t2)
-    return statistics.median(ta), statistics.median(tb)
+        for j in range(len(fns)):
+            k = (i + j) % len(fns)
+            times[k].append(timed(fns[k], device))
+    return [statistics.median(t) for t in times]
 
 
 @torch.no_grad()
@@ -95,9 +95,9 @@ def bench_step(sp: SFGPipeline, batch: int, height: int, width: int, steps: int,
         control.perturbed_from, control.candidate_mask = batch, mask
         step(emb_sfg, lambda c, bar: bar + 3.0 * (c - bar))
 
-    t_cfg, _ = alternate(cfg_step, lambda: None, repeats, device)  # stock processors
-    with sfg_attention(unet, control):
-        t_cfg_inst, t_sfg = alternate(cfg_step, sfg_step, repeats, device)
+    (t_cfg,) = alternate([cfg_step], repeats, device)  # processors as loaded (stock)
+    with sfg_attention(unet, control):  # installed once, as for a whole generation
+        t_cfg_inst, t_sfg = alternate([cfg_step, sfg_step], repeats, device)
     return t_cfg, t_cfg_inst, t_sfg
 
 
@@ -116,7 +116,7 @@ def bench_pair(sp: SFGPipeline, batch: int, height: int, width: int, steps: int,
         sp.pipe(prompts, generator=gens(), output_type="np", **kw)
         sp.pipe(prompts, generator=gens(), output_type="np", **kw)
 
-    return alternate(pair, two_cfg, repeats, sp.device)
+    return alternate([pair, two_cfg], repeats, sp.device)
 
 
 def main(argv=None):
@@ -132,6 +132,7 @@ def main(argv=None):
     ap.add_argument("--pair-repeats", type=int, default=None)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"])
+    ap.add_argument("--only", choices=["step", "pair"], default=None, help="run one of the two measurements")
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     args = ap.parse_args(argv)
     if args.threads:
@@ -160,8 +161,11 @@ def main(argv=None):
     repeats = args.repeats or 20
     pair_repeats = args.pair_repeats or 3
 
-    t_cfg, t_cfg_inst, t_sfg = bench_step(sp, args.batch, size, size, steps, repeats)
-    t_pair, t_two = bench_pair(sp, args.batch, size, size, steps, t_s, pair_repeats)
+    t_cfg = t_cfg_inst = t_sfg = t_pair = t_two = float("nan")
+    if args.only in (None, "step"):
+        t_cfg, t_cfg_inst, t_sfg = bench_step(sp, args.batch, size, size, steps, repeats)
+    if args.only in (None, "pair"):
+        t_pair, t_two = bench_pair(sp, args.batch, size, size, steps, t_s, pair_repeats)
     step_ratio, pair_ratio = t_sfg / t_cfg_inst, t_pair / t_two
     pair_target = (2 * steps - t_s) / (2 * steps) + 0.03
     result = {

@@ -17,6 +17,33 @@ import torch.nn.functional as F
 TOKEN_SELECT = ("head_mean", "per_head")
 
 
+def _check(probs: torch.Tensor, candidate_mask: torch.Tensor, token_select: str) -> None:
+    if token_select not in TOKEN_SELECT:
+        raise ValueError(f"token_select must be one of {TOKEN_SELECT}, not {token_select!r}")
+    if probs.ndim != 4 or candidate_mask.shape != (probs.shape[0], probs.shape[-1]):
+        raise ValueError(
+            f"expected probs [B, H, N, K] and candidate_mask [B, K]; got {tuple(probs.shape)} "
+            f"and {tuple(candidate_mask.shape)}"
+        )
+
+
+def _candidate_bias(candidate_mask: torch.Tensor, dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """(bias [B, 1, 1, K]: 0 for candidates, -inf otherwise; has [B, 1, 1, 1]: any candidate)."""
+    mask = candidate_mask.to(torch.bool)
+    bias = torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill_(~mask, float("-inf"))
+    return bias[:, None, None, :], mask.any(dim=-1)[:, None, None, None]
+
+
+def _choose(probs: torch.Tensor, bias: torch.Tensor, has: torch.Tensor, token_select: str):
+    """(idx [B, 1|H, N, 1] of k*, chosen: bool one-hot [B, 1|H, N, K], all False for rows
+    without candidates). head_mean scores are the head-averaged weights."""
+    scores = probs.mean(dim=1, keepdim=True) if token_select == "head_mean" else probs
+    idx = (scores + bias).argmax(dim=-1, keepdim=True)
+    chosen = torch.zeros(scores.shape, dtype=torch.bool, device=probs.device)
+    chosen.scatter_(-1, idx, has.expand(idx.shape))
+    return idx, chosen
+
+
 def select_local_semantic(
     probs: torch.Tensor, candidate_mask: torch.Tensor, token_select: str = "head_mean"
 ) -> torch.Tensor:
@@ -26,30 +53,11 @@ def select_local_semantic(
     Returns int64 [B, N] (`head_mean`: argmax of the head-averaged weights) or [B, H, N]
     (`per_head`: each head's own argmax). Rows without any candidate (an empty prompt) get -1.
     """
-    if token_select not in TOKEN_SELECT:
-        raise ValueError(f"token_select must be one of {TOKEN_SELECT}, not {token_select!r}")
-    if probs.ndim != 4 or candidate_mask.shape != (probs.shape[0], probs.shape[-1]):
-        raise ValueError(
-            f"expected probs [B, H, N, K] and candidate_mask [B, K]; got {tuple(probs.shape)} "
-            f"and {tuple(candidate_mask.shape)}"
-        )
-    scores = probs.mean(dim=1) if token_select == "head_mean" else probs  # [B,N,K] | [B,H,N,K]
-    view = (-1,) + (1,) * (scores.ndim - 2) + (probs.shape[-1],)
-    mask = candidate_mask.to(torch.bool).view(view)
-    idx = scores.masked_fill(~mask, float("-inf")).argmax(dim=-1)
-    has_candidate = candidate_mask.any(dim=-1).view((-1,) + (1,) * (idx.ndim - 1))
-    return torch.where(has_candidate, idx, torch.full_like(idx, -1))
-
-
-def _apply_choice(probs: torch.Tensor, idx: torch.Tensor, scale: float) -> torch.Tensor:
-    """probs with probs[b, h, n, idx] multiplied by -scale (idx -1: row left unchanged)."""
-    if idx.ndim == 2:  # head_mean [B, N]: the same token in every head
-        idx = idx.unsqueeze(1).expand(-1, probs.shape[1], -1)
-    keep = idx < 0
-    gather_idx = idx.clamp(min=0).unsqueeze(-1)  # [B, H, N, 1]
-    chosen = probs.gather(-1, gather_idx)
-    factor = torch.where(keep, 1.0, -float(scale)).unsqueeze(-1).to(probs.dtype)
-    return probs.scatter(-1, gather_idx, chosen * factor)
+    _check(probs, candidate_mask, token_select)
+    bias, has = _candidate_bias(candidate_mask, probs.dtype)
+    idx, _ = _choose(probs, bias, has, token_select)
+    idx = torch.where(has, idx, -1).squeeze(-1)
+    return idx.squeeze(1) if token_select == "head_mean" else idx
 
 
 def sfg_attention_weights(
@@ -63,8 +71,10 @@ def sfg_attention_weights(
     patch from the head-averaged weights; `per_head`: each head its own k*). No renormalisation,
     so scale = -1 is the identity and scale = 0 drops k*'s value from the patch's output.
     """
-    idx = select_local_semantic(probs, candidate_mask, token_select)
-    return _apply_choice(probs, idx, scale)
+    _check(probs, candidate_mask, token_select)
+    bias, has = _candidate_bias(candidate_mask, probs.dtype)
+    _, chosen = _choose(probs, bias, has, token_select)
+    return torch.where(chosen, probs * -float(scale), probs)
 
 
 @dataclass
@@ -84,13 +94,21 @@ class SFGControl:
     candidate_mask: torch.Tensor | None = None
     record_queries: int | None = None
     token_counts: torch.Tensor | None = field(default=None, repr=False)
+    _bias_key: tuple | None = field(default=None, repr=False)
+    _bias: tuple | None = field(default=None, repr=False)
 
-    def record(self, idx: torch.Tensor, num_tokens: int) -> None:
-        onehot = F.one_hot(idx.clamp(min=0), num_tokens).to(torch.float32)
-        onehot = onehot * (idx >= 0).unsqueeze(-1)
-        if onehot.ndim == 4:  # per_head: [R, H, N, K] -> counts over heads
-            onehot = onehot.sum(dim=1)
-        self.token_counts = onehot if self.token_counts is None else self.token_counts + onehot
+    def record(self, chosen: torch.Tensor) -> None:
+        """Add one module's choices, bool one-hot [R, 1|H, N, K], summed over heads."""
+        counts = chosen.sum(dim=1, dtype=torch.float32)
+        self.token_counts = counts if self.token_counts is None else self.token_counts + counts
+
+    def candidate_bias(self, dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        """`_candidate_bias` of the current candidate_mask, computed once per mask and dtype."""
+        # Holding the mask itself (not its id) so a new mask can never match a stale cache.
+        if self._bias_key is None or self._bias_key[0] is not self.candidate_mask or self._bias_key[1] != dtype:
+            self._bias = _candidate_bias(self.candidate_mask, dtype)
+            self._bias_key = (self.candidate_mask, dtype)
+        return self._bias
 
 
 class SegmentationFreeAttnProcessor:
@@ -107,12 +125,15 @@ class SegmentationFreeAttnProcessor:
 
         self.control = control
         self.original = original if original is not None else AttnProcessor2_0()
+        self._stock_sdpa = type(self.original) is AttnProcessor2_0
 
     def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, temb=None):
         c = self.control
         start = c.perturbed_from
         if start is None or encoder_hidden_states is None or start >= hidden_states.shape[0]:
             return self.original(attn, hidden_states, encoder_hidden_states, attention_mask, temb)
+        if self._plain(attn, hidden_states, attention_mask):
+            return self._joint(attn, hidden_states, encoder_hidden_states, start)
         outs = []
         if start > 0:
             outs.append(
@@ -135,10 +156,59 @@ class SegmentationFreeAttnProcessor:
         )
         return torch.cat(outs) if len(outs) > 1 else outs[0]
 
-    def _perturbed(self, attn, hidden_states, encoder_hidden_states, attention_mask, temb):
+    def _plain(self, attn, hidden_states, attention_mask) -> bool:
+        """SD 1.x's attn2 on the stock SDPA processor: nothing but projections and attention."""
+        return (
+            self._stock_sdpa
+            and hidden_states.ndim == 3
+            and attention_mask is None
+            and attn.spatial_norm is None
+            and attn.group_norm is None
+            and not attn.norm_cross
+            and attn.norm_q is None
+            and attn.norm_k is None
+            and not attn.residual_connection
+            and attn.rescale_output_factor == 1.0
+        )
+
+    def _joint(self, attn, hidden_states, encoder_hidden_states, start: int):
+        """Fast path: the q/k/v/out projections run once over the whole batch (as in the stock
+        processor); rows before `start` take stock SDPA, the perturbed rows the explicit SFG
+        weights."""
+        b = hidden_states.shape[0]
+        query = attn.to_q(hidden_states)
+        key = attn.to_k(encoder_hidden_states)
+        value = attn.to_v(encoder_hidden_states)
+        head_dim = key.shape[-1] // attn.heads
+        query = query.view(b, -1, attn.heads, head_dim).transpose(1, 2)  # [b, H, N, d]
+        key = key.view(b, -1, attn.heads, head_dim).transpose(1, 2)  # [b, H, K, d]
+        value = value.view(b, -1, attn.heads, head_dim).transpose(1, 2)  # [b, H, K, d]
+        parts = []
+        if start > 0:
+            parts.append(F.scaled_dot_product_attention(query[:start], key[:start], value[:start]))
+        parts.append(self._sfg_attention(query[start:], key[start:], value[start:]))
+        hidden_states = torch.cat(parts) if len(parts) > 1 else parts[0]
+        hidden_states = hidden_states.transpose(1, 2).reshape(b, -1, attn.heads * head_dim).to(query.dtype)
+        return attn.to_out[1](attn.to_out[0](hidden_states))
+
+    def _sfg_attention(self, query, key, value, attention_mask=None):
+        """A'V for the perturbed rows. query [R, H, N, d], key/value [R, H, K, d] -> [R, H, N, d]."""
         c = self.control
-        if c.candidate_mask is None or c.candidate_mask.shape[0] != hidden_states.shape[0]:
+        if c.candidate_mask is None or c.candidate_mask.shape[0] != query.shape[0]:
             raise RuntimeError("SFG candidate_mask must have one row per perturbed batch row")
+        scores = torch.matmul(query, key.transpose(-1, -2)) * (query.shape[-1] ** -0.5)  # [R, H, N, K]
+        if attention_mask is not None:
+            scores = scores + attention_mask
+        probs = scores.softmax(dim=-1, dtype=torch.float32)  # float32 softmax, as SDPA computes it
+        bias, has = c.candidate_bias(probs.dtype)
+        _, chosen = _choose(probs, bias.to(probs.device), has.to(probs.device), c.token_select)
+        if c.record_queries == query.shape[2]:
+            c.record(chosen)
+        weights = torch.where(chosen, probs * -float(c.scale), probs)
+        return torch.matmul(weights.to(value.dtype), value)
+
+    def _perturbed(self, attn, hidden_states, encoder_hidden_states, attention_mask, temb):
+        """General path (any attn2 configuration): the perturbed rows on their own."""
         residual = hidden_states
         if attn.spatial_norm is not None:
             hidden_states = attn.spatial_norm(hidden_states, temb)
@@ -163,18 +233,10 @@ class SegmentationFreeAttnProcessor:
             query = attn.norm_q(query)
         if attn.norm_k is not None:
             key = attn.norm_k(key)
-
-        scores = torch.matmul(query, key.transpose(-1, -2)) * (head_dim**-0.5)  # [b, H, N, K]
         if attention_mask is not None:
-            mask = attn.prepare_attention_mask(attention_mask, k_len, b)
-            scores = scores + mask.view(b, attn.heads, -1, mask.shape[-1])
-        probs = scores.float().softmax(dim=-1)  # float32 softmax, as upcast SDPA does
-        idx = select_local_semantic(probs, c.candidate_mask.to(probs.device), c.token_select)
-        if c.record_queries == n:
-            c.record(idx, k_len)
-        weights = _apply_choice(probs, idx, c.scale).to(value.dtype)
-
-        hidden_states = torch.matmul(weights, value)  # [b, H, N, d]
+            attention_mask = attn.prepare_attention_mask(attention_mask, k_len, b)
+            attention_mask = attention_mask.view(b, attn.heads, -1, attention_mask.shape[-1])
+        hidden_states = self._sfg_attention(query, key, value, attention_mask)  # [b, H, N, d]
         hidden_states = hidden_states.transpose(1, 2).reshape(b, -1, attn.heads * head_dim)
         hidden_states = attn.to_out[0](hidden_states)
         hidden_states = attn.to_out[1](hidden_states)

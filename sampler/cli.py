@@ -99,6 +99,16 @@ def _load_clip_or_fail(model: str, weights: str, device: str):
         raise click.ClickException(str(e)) from None
 
 
+def _clip_identity_or_fail(model: str, weights: str) -> dict:
+    from sampler.clip import clip_identity
+    from sampler.weights import WeightsError
+
+    try:
+        return clip_identity(model, weights)
+    except WeightsError as e:
+        raise click.ClickException(str(e)) from None
+
+
 _clip_model_option = click.option(
     "--clip-model", default="ViT-g-14", show_default=True, help="open_clip architecture name."
 )
@@ -126,17 +136,23 @@ def prompts() -> None:
 def prompts_encode(prompt_file, clip_model, clip_weights, out, batch_size, device) -> None:
     """CLIP text embeddings of every prompt, cached: a second run with the same model and file reuses them."""
     from sampler.clip import encode_texts
-    from sampler.prompt_embeddings import PromptFileError, load_cached_embeddings, read_prompt_table, save_embeddings
+    from sampler.prompt_embeddings import (
+        PromptFileError,
+        load_cached_embeddings,
+        read_prompt_table,
+        save_embeddings,
+    )
 
     try:
         table = read_prompt_table(prompt_file or _default_prompt_file())
     except PromptFileError as e:
         raise click.ClickException(str(e)) from None
-    clip = _load_clip_or_fail(clip_model, clip_weights, device)
-    cached = load_cached_embeddings(out, clip.identity, table)
-    if cached is not None:
+    identity = _clip_identity_or_fail(clip_model, clip_weights)
+    cached = load_cached_embeddings(out, identity, table)
+    if cached is not None:  # checked before loading the model: a multi-GB load is the slow part
         click.echo(f"cached: {out} already holds {len(cached)} embeddings from {clip_model} for this prompt file")
         return
+    clip = _load_clip_or_fail(clip_model, clip_weights, device)
     emb = encode_texts(clip, table.prompts, batch_size=batch_size)
     save_embeddings(out, emb, clip.identity, table)
     click.echo(f"wrote {out}: {emb.shape[0]} prompts x {emb.shape[1]} dims ({clip_model})")
@@ -188,7 +204,12 @@ def prompts_diversity(embeddings, sizes, draws, seed, eps, out) -> None:
     from tqdm.auto import tqdm
 
     from sampler import subsample
-    from sampler.prompt_embeddings import PromptFileError, cache_meta_path, load_embeddings, sha256_of
+    from sampler.prompt_embeddings import (
+        PromptFileError,
+        cache_meta_path,
+        load_embeddings,
+        sha256_of,
+    )
 
     size_list = _int_list(sizes, "--sizes")
     try:
@@ -212,9 +233,20 @@ def prompts_diversity(embeddings, sizes, draws, seed, eps, out) -> None:
     }
     done: list[subsample.SweepRow] = []
     if rows_path.is_file() and run_path.is_file() and json.loads(run_path.read_text()) == run:
-        with open(rows_path, newline="") as f:
-            for r in csv.DictReader(f):
-                done.append(subsample.SweepRow(int(r["size"]), int(r["draw"]), int(r["seed"]), float(r["frechet_distance"])))
+        # Keep only complete rows (a kill can cut the last line) whose seed follows the rule;
+        # rewrite the file with them so appended rows start on a fresh line.
+        lines = rows_path.read_text().splitlines(keepends=True)
+        for r in csv.DictReader(line for line in lines if line.endswith("\n")):
+            try:
+                row = subsample.SweepRow(int(r["size"]), int(r["draw"]), int(r["seed"]), float(r["frechet_distance"]))
+            except (TypeError, ValueError):
+                continue
+            if row.seed == subsample.subset_seed(seed, row.size, row.draw):
+                done.append(row)
+        with open(rows_path, "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["size", "draw", "seed", "frechet_distance"])
+            w.writerows([r.size, r.draw, r.seed, repr(r.frechet_distance)] for r in done)
     else:
         run_path.write_text(json.dumps(run, indent=2))
         with open(rows_path, "w", newline="") as f:
@@ -262,7 +294,11 @@ def prompts_select(prompt_file, size, seed, out) -> None:
     from pathlib import Path
 
     from sampler import subsample
-    from sampler.prompt_embeddings import PromptFileError, read_prompt_table, write_prompt_table
+    from sampler.prompt_embeddings import (
+        PromptFileError,
+        read_prompt_table,
+        write_prompt_table,
+    )
 
     try:
         table = read_prompt_table(prompt_file or _default_prompt_file())
@@ -326,22 +362,36 @@ def prompts_strata(manifest_dir, clip_model, clip_weights, k, percentiles, label
         if not (folder / rec.baseline.file).is_file():
             raise click.ClickException(f"{folder}: image {rec.baseline.file} of pair {rec.pair_key} is missing")
 
-    clip = _load_clip_or_fail(clip_model, clip_weights, device)
+    identity = _clip_identity_or_fail(clip_model, clip_weights)
     cache = Path(scores_path) if scores_path else Path(out).parent / "clip_scores.csv"
     cache_meta = cache.with_suffix(".json")
     cache.parent.mkdir(parents=True, exist_ok=True)
     known: dict[str, float] = {}  # baseline image sha256 -> score
-    if cache.is_file() and cache_meta.is_file() and json.loads(cache_meta.read_text()) == clip.identity:
-        with open(cache, newline="") as f:
-            for r in csv.DictReader(f):
+    if cache.is_file() and cache_meta.is_file() and json.loads(cache_meta.read_text()) == identity:
+        import io
+
+        text = cache.read_text(encoding="utf-8")
+        text = text[: text.rfind("\n") + 1]  # a kill can cut the last row: drop it
+        kept = []
+        for r in csv.DictReader(io.StringIO(text, newline="")):
+            try:
                 known[r["sha256"]] = float(r["clip_score"])
+                kept.append(r)
+            except (TypeError, ValueError, KeyError):
+                continue
+        with open(cache, "w", newline="", encoding="utf-8") as f:
+            w = csv.DictWriter(f, fieldnames=["pair_key", "prompt_id", "file", "sha256", "clip_score"], extrasaction="ignore")
+            w.writeheader()
+            w.writerows(kept)
     else:
-        cache_meta.write_text(json.dumps(clip.identity, indent=2))
+        cache_meta.write_text(json.dumps(identity, indent=2))
         with open(cache, "w", newline="") as f:
             csv.writer(f).writerow(["pair_key", "prompt_id", "file", "sha256", "clip_score"])
     todo = [rec for rec in records if rec.baseline.sha256 not in known]
     if todo:
         from sampler.clip import clip_scores
+
+        clip = _load_clip_or_fail(clip_model, clip_weights, device)
 
         chunk = max(batch_size * 8, 256)  # flush to the cache every few batches: a kill loses little
         with open(cache, "a", newline="") as f:
@@ -381,7 +431,7 @@ def prompts_strata(manifest_dir, clip_model, clip_weights, k, percentiles, label
         json.dumps(
             {
                 "manifest": str(folder),
-                "model": clip.identity,
+                "model": identity,
                 "clip_score": "100 * cosine(image, text), mean over the prompt's seeds, baseline arm",
                 "prompts_scored": len(ids),
                 "k": k,
@@ -401,7 +451,7 @@ def metrics() -> None:
     """Objective metrics (the paper's Tables 1 and 2) for the arms of pair sets."""
 
 
-def _reference_key(files, inception_weights: str, resize: str) -> dict:
+def _reference_key(files, inception_weights: str, resize: str, fid_features: int) -> dict:
     import hashlib
 
     from sampler.weights import file_fingerprint
@@ -410,7 +460,8 @@ def _reference_key(files, inception_weights: str, resize: str) -> dict:
     for f in files:
         st = f.stat()
         h.update(f"{f.name}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
-    return {"reference_listing": h.hexdigest(), "inception": file_fingerprint(inception_weights), "resize": resize}
+    return {"reference_listing": h.hexdigest(), "inception": file_fingerprint(inception_weights), "resize": resize,
+            "fid_features": fid_features}
 
 
 @metrics.command("table")
@@ -422,14 +473,15 @@ def _reference_key(files, inception_weights: str, resize: str) -> dict:
 @click.option("--pickscore", "pickscore_dir", type=click.Path(), default=None, help="PickScore_v1 folder (transformers CLIPModel): win rate.")
 @click.option("--pickscore-processor", type=click.Path(), default=None, help="CLIPProcessor folder if not in the PickScore folder (CLIP-ViT-H-14-laion2B-s32B-b79K).")
 @click.option("--resize", type=click.Choice(["pil-bicubic", "torch-antialias", "tf1"]), default="pil-bicubic", show_default=True, help="How images reach Inception's 299x299 (after a centre square crop).")
+@click.option("--fid-features", type=click.Choice(["2048", "768", "192", "64"]), default="2048", show_default=True, help="Inception layer for FID (2048 = the standard pool3).")
 @click.option("--is-splits", type=click.IntRange(1), default=10, show_default=True)
-@click.option("--tie-tolerance", type=float, default=0.0, show_default=True, help="PickScore differences up to this count as ties.")
+@click.option("--tie-tolerance", type=click.FloatRange(min=0.0), default=0.0, show_default=True, help="PickScore differences up to this count as ties.")
 @click.option("--reference-stats", type=click.Path(), default=None, help="Cache of the reference Inception statistics [default: OUT/reference_inception_stats.pt].")
 @click.option("--batch-size", type=click.IntRange(1), default=32, show_default=True)
 @_device_option
 @click.option("--out", type=click.Path(), required=True, help="Folder for metrics.csv, metrics.json, metrics.md.")
 def metrics_table(manifests, reference, inception_weights, clip_model, clip_weights, pickscore_dir, pickscore_processor,
-                  resize, is_splits, tie_tolerance, reference_stats, batch_size, device, out) -> None:
+                  resize, fid_features, is_splits, tie_tolerance, reference_stats, batch_size, device, out) -> None:
     """FID (vs --reference), CLIP score, Inception Score per arm and the PickScore win rate of treatment vs baseline.
 
     Each metric runs when its weights are given; FID also needs --reference. Images are checked
@@ -466,7 +518,7 @@ def metrics_table(manifests, reference, inception_weights, clip_model, clip_weig
         sets.append((Path(folder), records))
     try:
         ref_files = m.list_images(reference) if reference else None
-        heads = m.load_inception(inception_weights, resize, dev) if inception_weights else None
+        inception = m.load_inception(inception_weights, dev, int(fid_features)) if inception_weights else None
         clip = _load_clip_or_fail(clip_model, clip_weights, device) if clip_weights else None
         pick = m.load_pickscore(pickscore_dir, pickscore_processor, dev) if pickscore_dir else None
     except (WeightsError, ValueError) as e:
@@ -476,7 +528,7 @@ def metrics_table(manifests, reference, inception_weights, clip_model, clip_weig
     outdir.mkdir(parents=True, exist_ok=True)
     ref_state = None
     ref_cache = Path(reference_stats) if reference_stats else outdir / "reference_inception_stats.pt"
-    ref_key = _reference_key(ref_files, inception_weights, resize) if ref_files else None
+    ref_key = _reference_key(ref_files, inception_weights, resize, int(fid_features)) if ref_files else None
     if ref_key and ref_cache.is_file():
         saved = torch.load(ref_cache, map_location="cpu", weights_only=True)
         if saved.get("key") == ref_key:
@@ -496,10 +548,10 @@ def metrics_table(manifests, reference, inception_weights, clip_model, clip_weig
                 a["prompts"].append(rec.prompt)
                 a["sha"].append(side.sha256)
         result = {arm: {} for arm in arms}
-        if heads is not None:
+        if inception is not None:
             try:
                 inc, state = m.inception_metrics(
-                    heads, ref_files, {arm: a["paths"] for arm, a in arms.items()}, resize, batch_size, dev,
+                    inception, ref_files, {arm: a["paths"] for arm, a in arms.items()}, resize, batch_size, dev,
                     is_splits, reference_state=ref_state,
                 )
             except ValueError as e:
@@ -549,6 +601,7 @@ def metrics_table(manifests, reference, inception_weights, clip_model, clip_weig
         "inception_weights": str(inception_weights) if inception_weights else None,
         "resize": resize,
         "center_crop": True,
+        "fid_features": int(fid_features),
         "is_splits": is_splits,
         "clip_model": clip.identity if clip else None,
         "clip_score": "100 * cosine(image, prompt), mean over the arm's images",
@@ -557,11 +610,13 @@ def metrics_table(manifests, reference, inception_weights, clip_model, clip_weig
         "tie_tolerance": tie_tolerance,
         "libraries": {name: __import__(name).__version__ for name in ("torch", "torchmetrics", "torch_fidelity", "open_clip", "transformers")},
     }
+    # NaN (e.g. IS spread of a one-split arm) is written as empty / null: JSON has no NaN.
+    rows = [{k: (None if isinstance(v, float) and not np.isfinite(v) else v) for k, v in r.items()} for r in rows]
     with open(outdir / "metrics.csv", "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=list(m.TABLE_COLUMNS), extrasaction="ignore")
         w.writeheader()
         w.writerows(rows)
-    (outdir / "metrics.json").write_text(json.dumps({"settings": settings, "rows": rows}, indent=2, default=str))
+    (outdir / "metrics.json").write_text(json.dumps({"settings": settings, "rows": rows}, indent=2, default=str, allow_nan=False))
     md = m.markdown_table(rows, {**settings, "clip_model": clip_model if clip else None})
     (outdir / "metrics.md").write_text(md)
     click.echo(md)

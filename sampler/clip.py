@@ -52,12 +52,11 @@ class OpenClip:
     identity: dict[str, Any] = field(default_factory=dict)
 
 
-def load_open_clip(model_name: str, weights: str | os.PathLike, device: str | None = None) -> OpenClip:
-    """Build ``model_name`` (an open_clip architecture, e.g. ``ViT-g-14``) and load ``weights``.
+def clip_identity(model_name: str, weights: str | os.PathLike) -> dict[str, Any]:
+    """What a cache built with this model records: architecture and weights fingerprint.
 
-    ``weights`` is a checkpoint file, or a folder holding one of ``CHECKPOINT_NAMES``.
-    ``identity`` records the architecture and a fingerprint of the weights file: caches built from
-    this model compare it to decide whether they are still valid.
+    Cheap (no model is built), so callers can check a cache before loading a multi-GB model.
+    Raises WeightsError for an unknown architecture or a missing checkpoint.
     """
     import open_clip
 
@@ -67,22 +66,33 @@ def load_open_clip(model_name: str, weights: str | os.PathLike, device: str | No
             f"see open_clip.list_models())"
         )
     path = require_file(weights, f"an open_clip {model_name} checkpoint file", CHECKPOINT_NAMES)
-    dev = pick_device(device)
-    try:
-        model, _, preprocess = open_clip.create_model_and_transforms(model_name, pretrained=str(path), device=dev)
-    except (RuntimeError, KeyError, ValueError, EOFError, OSError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise WeightsError(f"{path} is not a loadable open_clip {model_name} checkpoint: {first[:300]}") from None
-    except Exception as e:  # unpickling errors of a non-checkpoint file have many types
-        raise WeightsError(f"{path} is not a loadable open_clip {model_name} checkpoint: {type(e).__name__}: {e}"[:400]) from None
-    model.eval()
-    tokenizer = open_clip.get_tokenizer(model_name)
-    identity = {
+    return {
         "library": "open_clip",
         "model": model_name,
         "weights": str(path.resolve()),
         "weights_fingerprint": file_fingerprint(path),
     }
+
+
+def load_open_clip(model_name: str, weights: str | os.PathLike, device: str | None = None) -> OpenClip:
+    """Build ``model_name`` (an open_clip architecture, e.g. ``ViT-g-14``) and load ``weights``.
+
+    ``weights`` is a checkpoint file, or a folder holding one of ``CHECKPOINT_NAMES``.
+    ``identity`` is `clip_identity`: caches built from this model compare it to decide whether
+    they are still valid.
+    """
+    import open_clip
+
+    identity = clip_identity(model_name, weights)
+    path = Path(identity["weights"])
+    dev = pick_device(device)
+    try:
+        model, _, preprocess = open_clip.create_model_and_transforms(model_name, pretrained=str(path), device=dev)
+    except Exception as e:  # noqa: BLE001 -- unpickling errors and state_dict mismatches come in many types
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise WeightsError(f"{path} is not a loadable open_clip {model_name} checkpoint: {first[:300]}") from None
+    model.eval()
+    tokenizer = open_clip.get_tokenizer(model_name)
     return OpenClip(model=model, preprocess=preprocess, tokenizer=tokenizer, device=dev, identity=identity)
 
 

@@ -237,6 +237,42 @@ def _append_line(path: Path, line: str) -> None:
         os.fsync(f.fileno())
 
 
+class _ManifestKeys:
+    """The pair keys in a manifest that other processes may be appending to. `refresh` reads
+    only the bytes added since the last call; call it under the manifest lock."""
+
+    def __init__(self, path: Path):
+        self.path, self.offset, self.keys = path, 0, set()
+
+    def refresh(self) -> set[str]:
+        if self.path.is_file():
+            with open(self.path, "rb") as f:
+                f.seek(self.offset)
+                data = f.read()
+            complete = data[: data.rfind(b"\n") + 1]
+            self.offset += len(complete)
+            for line in complete.splitlines():
+                if line.strip():
+                    try:
+                        self.keys.add(json.loads(line)["pair_key"])
+                    except (ValueError, KeyError, TypeError):
+                        pass  # iter_records reports bad lines; here only keys matter
+        return self.keys
+
+
+def process_share() -> tuple[int, int]:
+    """(num_processes, process_index) under `accelerate launch` (PartialState), or under a
+    plain torchrun/MPI launch that accelerate does not treat as distributed (WORLD_SIZE/RANK)."""
+    from accelerate import PartialState
+
+    state = PartialState()
+    if state.num_processes > 1:
+        return state.num_processes, state.process_index
+    size = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    return (size, rank) if size > 1 and 0 <= rank < size else (1, 0)
+
+
 def _plain_json(value: Any) -> Any:
     """Strict-JSON values (a manifest is read by other tools): tuples to lists, non-finite floats
     (e.g. DPMSolver's lambda_min_clipped = -inf) and other objects to strings."""
@@ -273,7 +309,7 @@ def finished_pairs(out_dir: Path) -> dict[str, PairRecord]:
 
 # -- the generator -------------------------------------------------------------------------------
 def generate_pairs(
-    prompts: str | Path | Sequence[PromptRecord],
+    prompts: str | Path | Sequence[PromptRecord | str],
     out_dir: str | Path,
     *,
     model_dir: str | Path,
@@ -290,7 +326,8 @@ def generate_pairs(
     pipeline=None,
     on_pair: Callable[[PairRecord], None] | None = None,
 ) -> GenerateSummary:
-    """Generate CFG/SFG pairs for `prompts` (a prompt file path or PromptRecords) into `out_dir`.
+    """Generate CFG/SFG pairs for `prompts` (a prompt file path, PromptRecords, or plain strings,
+    whose ids are then 1, 2, ...) into `out_dir`.
 
     Resumable: pairs whose key is already in the manifest are skipped; a folder holding pairs
     made with other settings or another model is refused. `limit` keeps the first N prompts.
@@ -301,7 +338,12 @@ def generate_pairs(
     from accelerate import PartialState
     from tqdm.auto import tqdm
 
-    records = read_prompts(prompts) if isinstance(prompts, (str, Path)) else list(prompts)
+    if isinstance(prompts, (str, Path)):
+        records = read_prompts(prompts)
+    else:  # PromptRecords, or plain strings numbered from 1
+        records = [p if isinstance(p, PromptRecord) else PromptRecord(str(i), str(p).strip()) for i, p in enumerate(prompts, 1)]
+        if any(not r.prompt for r in records):
+            raise GenerateError("empty prompt in the prompt list")
     if limit is not None:
         records = records[:limit]
     if not records:
@@ -318,9 +360,11 @@ def generate_pairs(
     if out_dir.exists() and not out_dir.is_dir():
         raise GenerateError(f"output path {out_dir} exists and is not a folder")
 
-    state = PartialState()
-    if state.num_processes > 1:
-        dev = state.device
+    num_processes, process_index = process_share()
+    if num_processes > 1 and PartialState().num_processes > 1:
+        dev = PartialState().device
+    elif num_processes > 1 and device == "auto" and torch.cuda.is_available():
+        dev = torch.device("cuda", int(os.environ.get("LOCAL_RANK", process_index)) % torch.cuda.device_count())
     else:
         dev = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, dev)
@@ -332,7 +376,7 @@ def generate_pairs(
     if height % 8 or width % 8:
         raise GenerateError(f"height and width must be multiples of 8 (got {height}x{width})")
 
-    work = shard(plan_pairs(records, seeds_per_prompt, base_seed), state.num_processes, state.process_index)
+    work = shard(plan_pairs(records, seeds_per_prompt, base_seed), num_processes, process_index)
     out_dir.mkdir(parents=True, exist_ok=True)
     if save_maps:
         (out_dir / MAPS_DIR).mkdir(exist_ok=True)
@@ -367,6 +411,8 @@ def generate_pairs(
     shared = _plain_json(shared)
     with lock:
         done = finished_pairs(out_dir)
+        keys = _ManifestKeys(manifest)
+        keys.refresh()
     mine = {
         "params": shared,
         "baseline": baseline_params,
@@ -389,8 +435,8 @@ def generate_pairs(
         total=len(work),
         initial=len(work) - len(todo),
         unit="pair",
-        desc="pairs" if state.num_processes == 1 else f"pairs [{state.process_index}]",
-        position=state.process_index,
+        desc="pairs" if num_processes == 1 else f"pairs [{process_index}]",
+        position=process_index,
         disable=not progress,
     )
     written = 0
@@ -418,7 +464,15 @@ def generate_pairs(
                     baseline_params, treatment_params, identity, software,
                 )
                 with lock:
-                    _append_line(manifest, record.to_json())
+                    # Another run writing into this folder may have made this pair meanwhile:
+                    # a pair key is never appended twice.
+                    duplicate = w.pair_key in keys.refresh()
+                    if not duplicate:
+                        _append_line(manifest, record.to_json())
+                        keys.keys.add(w.pair_key)
+                if duplicate:
+                    _remove_files(out_dir, record)
+                    continue
                 written += 1
                 bar.update(1)
                 if on_pair is not None:
@@ -426,6 +480,12 @@ def generate_pairs(
     finally:
         bar.close()
     return GenerateSummary(out_dir=out_dir, total=len(work), skipped=len(work) - len(todo), written=written)
+
+
+def _remove_files(out_dir: Path, record: PairRecord) -> None:
+    for name in (record.baseline.file, record.treatment.file, record.map_file):
+        if name:
+            (out_dir / name).unlink(missing_ok=True)
 
 
 def _write_pair(out_dir, item, images, token_map, shared, baseline_params, treatment_params, identity, software):

@@ -1,18 +1,20 @@
 """Objective metrics of the paper's Tables 1 and 2: FID, CLIP score, Inception Score, PickScore win rate.
 
-FID and IS use torchmetrics (``FrechetInceptionDistance``, ``InceptionScore``) on top of
-torch-fidelity's ``FeatureExtractorInceptionV3`` (the TF-ported Inception of the original FID
-code), wrapped by torchmetrics' ``NoTrainInceptionV3``, whose ``feature_extractor_weights_path``
-loads the Inception weights from a local file (``pt_inception-2015-12-05-6726825d.pth``).
+FID and IS: torchmetrics' ``FrechetInceptionDistance`` and ``InceptionScore`` (float64
+statistics) computed on features of torch-fidelity's ``FeatureExtractorInceptionV3`` (the
+TF-ported Inception of the original FID code, the same network torchmetrics uses by default),
+with weights from a local file (``pt_inception-2015-12-05-6726825d.pth``, the file torch-fidelity
+and torchmetrics would download). Each image goes through Inception once for both metrics.
 
 Image preparation (``resize`` modes, recorded in every table):
 - every image is converted to RGB and centre-cropped to a square (reference photos are not square);
 - ``pil-bicubic`` (default): resized to 299x299 with PIL bicubic (antialiased, as clean-fid's
-  "clean" mode); the extractor's own resize is then the identity;
-- ``torch-antialias``: the native square goes to the extractor, which resizes with
-  ``torch.nn.functional.interpolate(bilinear, antialias=True)`` (torchmetrics' default);
-- ``tf1``: the extractor's TF1-compatible bilinear resize without antialiasing (matches the
-  original TensorFlow FID code and torch-fidelity; aliases when downscaling 512 -> 299).
+  "clean" mode);
+- ``torch-antialias``: ``torch.nn.functional.interpolate(bilinear, antialias=True)`` to 299x299
+  (torchmetrics' default resize), rounded to uint8;
+- ``tf1``: the native square goes to the extractor's TF1-compatible bilinear resize without
+  antialiasing (the original TensorFlow FID code; aliases when downscaling 512 -> 299).
+Images already 299x299 are not resized in any mode.
 
 Score conventions: CLIP score is ``100 * cosine`` (see `sampler.clip`); PickScore is
 ``logit_scale.exp() * cosine`` as in the PickScore paper; win rate orients treatment vs baseline.
@@ -20,8 +22,8 @@ Score conventions: CLIP score is ``100 * cosine`` (see `sampler.clip`); PickScor
 
 from __future__ import annotations
 
-import copy
 import os
+import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -99,55 +101,67 @@ def list_images(folder: str | os.PathLike) -> list[Path]:
 # ---- Inception: FID and IS -------------------------------------------------------------------
 
 
-def load_inception(weights: str | os.PathLike, resize: str = "pil-bicubic", device: Any = "cpu"):
-    """torchmetrics' NoTrainInceptionV3 with weights from a local file; returns (fid_head, is_head).
+FID_FEATURES = (2048, 768, 192, 64)
 
-    Both heads share one network: ``fid_head`` outputs the 2048-d pool features, ``is_head`` the
-    1008 unbiased logits. Input: uint8 ``[B, 3, H, W]``.
+
+def load_inception(weights: str | os.PathLike, device: Any = "cpu", fid_features: int = 2048):
+    """torch-fidelity's FeatureExtractorInceptionV3 with weights from a local file.
+
+    Called on uint8 ``[B, 3, H, W]`` it returns ``(features [B, fid_features], logits_unbiased
+    [B, 1008])``: one forward pass serves both FID and IS. ``fid_features`` is the standard 2048
+    (pool3) or one of torchmetrics' smaller feature layers (768, 192, 64). It resizes to 299x299 with its TF1-compatible
+    bilinear resize, which is the identity for inputs already 299x299.
     """
-    import torch
-    from torchmetrics.image.fid import NoTrainInceptionV3
+    from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
 
-    if resize not in RESIZE_MODES:
-        raise ValueError(f"resize must be one of {', '.join(RESIZE_MODES)}, got {resize!r}")
+    if fid_features not in FID_FEATURES:
+        raise ValueError(f"FID features must be one of {FID_FEATURES}, got {fid_features}")
     path = require_file(weights, f"the torch-fidelity InceptionV3 weights file ({INCEPTION_WEIGHTS_NAME})", (INCEPTION_WEIGHTS_NAME,))
     try:
-        net = NoTrainInceptionV3(
-            name="inception-v3-compat",
-            features_list=["2048"],
-            feature_extractor_weights_path=str(path),
-            antialias=resize != "tf1",
+        net = FeatureExtractorInceptionV3(
+            "inception-v3-compat", [str(fid_features), "logits_unbiased"], feature_extractor_weights_path=str(path)
         )
-    except Exception as e:  # unpickling errors and state_dict mismatches come in many types
+        net.fid_features = fid_features
+    except Exception as e:  # noqa: BLE001 -- unpickling errors and state_dict mismatches come in many types
         msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise WeightsError(f"{path} is not torch-fidelity InceptionV3 weights ({INCEPTION_WEIGHTS_NAME}): {msg[:300]}") from None
-    net = net.to(device)
-    # A shallow copy shares every layer; only the requested output differs.
-    logits = copy.copy(net)
-    logits.features_list = ["logits_unbiased"]
-    net.num_features = 2048
-    return net, logits
+    return net.to(device).eval()
+
+
+def _prepare(im, resize: str) -> np.ndarray:
+    """PIL image -> uint8 ``[H, W, 3]`` centre square, resized per ``resize`` (see module docstring)."""
+    import torch
+    import torch.nn.functional as F
+    from PIL import Image
+
+    im = im.convert("RGB")
+    im = im.crop(center_crop_box(*im.size))
+    if im.size == (INCEPTION_SIZE, INCEPTION_SIZE) or resize == "tf1":
+        return np.asarray(im, dtype=np.uint8)
+    if resize == "pil-bicubic":
+        return np.asarray(im.resize((INCEPTION_SIZE, INCEPTION_SIZE), Image.Resampling.BICUBIC), dtype=np.uint8)
+    x = torch.from_numpy(np.asarray(im, dtype=np.float32).copy()).permute(2, 0, 1)[None]
+    x = F.interpolate(x, size=(INCEPTION_SIZE, INCEPTION_SIZE), mode="bilinear", align_corners=False, antialias=True)
+    return x[0].permute(1, 2, 0).round().clamp(0, 255).to(torch.uint8).numpy()
 
 
 def inception_batches(
     paths: Sequence[str | os.PathLike], resize: str, batch_size: int
-) -> Iterable[tuple[int, "torch.Tensor"]]:  # noqa: F821
-    """uint8 ``[B, 3, H, W]`` batches of centre-cropped images (299x299 for ``pil-bicubic``).
+) -> Iterable[tuple[int, torch.Tensor]]:  # noqa: F821
+    """uint8 ``[B, 3, H, W]`` batches of prepared images (299x299 unless ``tf1``).
 
     Batches hold images of one size; yields (images consumed so far, batch).
     """
     import torch
     from PIL import Image
 
+    if resize not in RESIZE_MODES:
+        raise ValueError(f"resize must be one of {', '.join(RESIZE_MODES)}, got {resize!r}")
     pending: dict[tuple[int, int], list[torch.Tensor]] = {}
     consumed = 0
     for p in paths:
         with Image.open(p) as im:
-            im = im.convert("RGB")
-            im = im.crop(center_crop_box(*im.size))
-            if resize == "pil-bicubic" and im.size != (INCEPTION_SIZE, INCEPTION_SIZE):
-                im = im.resize((INCEPTION_SIZE, INCEPTION_SIZE), Image.Resampling.BICUBIC)
-            arr = np.asarray(im, dtype=np.uint8)
+            arr = _prepare(im, resize)
         consumed += 1
         key = arr.shape[:2]
         pending.setdefault(key, []).append(torch.from_numpy(arr.copy()).permute(2, 0, 1))
@@ -157,17 +171,20 @@ def inception_batches(
         yield consumed, torch.stack(batch)
 
 
-def _feed(metric, paths, resize, batch_size, device, desc, progress, **kwargs) -> None:
-    from tqdm.auto import tqdm
+def _precomputed(num_features: int):
+    """A feature 'network' for torchmetrics that passes precomputed features through."""
+    import torch
 
-    with tqdm(total=len(paths), desc=desc, unit="img", disable=not progress) as bar:
-        for consumed, batch in inception_batches(paths, resize, batch_size):
-            metric.update(batch.to(device), **kwargs)
-            bar.update(consumed - bar.n)
+    class Precomputed(torch.nn.Identity):
+        pass
+
+    mod = Precomputed()
+    mod.num_features = num_features
+    return mod
 
 
 def inception_metrics(
-    heads,
+    net,
     reference: Sequence[str | os.PathLike] | None,
     arms: dict[str, Sequence[str | os.PathLike]],
     resize: str = "pil-bicubic",
@@ -180,41 +197,58 @@ def inception_metrics(
 ) -> tuple[dict[str, dict[str, float]], dict]:
     """FID of each arm against ``reference`` (when given) and Inception Score of each arm.
 
-    Returns ``({arm: {"fid", "is_mean", "is_std"}}, reference_state)``; ``reference_state`` holds
-    torchmetrics' accumulated reference sums and can be passed back to skip the reference pass.
+    Each image goes through Inception once; torchmetrics' ``FrechetInceptionDistance`` (float64
+    sums) and ``InceptionScore`` receive the pool features and logits. Returns
+    ``({arm: {"fid", "is_mean", "is_std", "is_splits"}}, reference_state)``; ``reference_state``
+    holds the accumulated reference sums and can be passed back to skip the reference pass.
     IS uses ``min(is_splits, n // 2)`` splits (at least 1) so no split holds a single image (whose
-    IS is 1 by definition), recorded as ``is_splits``; torch is seeded because IS permutes before
-    splitting.
+    IS is 1 by definition); torch is seeded because IS permutes before splitting.
     """
     import torch
     from torchmetrics.image.fid import FrechetInceptionDistance
     from torchmetrics.image.inception import InceptionScore
+    from tqdm.auto import tqdm
 
-    fid_head, is_head = heads
+    def passes(paths, desc):
+        with torch.inference_mode(), tqdm(total=len(paths), desc=desc, unit="img", disable=not progress) as bar:
+            for consumed, batch in inception_batches(paths, resize, batch_size):
+                pool, logits = net(batch.to(device))
+                yield pool, logits
+                bar.update(consumed - bar.n)
+
     out: dict[str, dict[str, float]] = {a: {} for a in arms}
     state: dict = {}
+    fid = None
     if reference is not None or reference_state is not None:
-        fid = FrechetInceptionDistance(feature=fid_head, reset_real_features=False, normalize=False).to(device)
+        fid = FrechetInceptionDistance(feature=_precomputed(net.fid_features), reset_real_features=False).to(device)
         if reference_state is not None:
             for k, v in reference_state.items():
                 setattr(fid, k, v.to(device))
         else:
             if len(reference) < 2:
                 raise ValueError("FID needs at least 2 reference images")
-            _feed(fid, list(reference), resize, batch_size, device, "FID reference", progress, real=True)
+            for pool, _ in passes(list(reference), "Inception: reference"):
+                fid.update(pool, real=True)
         state = {k: getattr(fid, k).detach().cpu() for k in ("real_features_sum", "real_features_cov_sum", "real_features_num_samples")}
-        for arm, paths in arms.items():
-            if len(paths) < 2:
-                raise ValueError(f"FID needs at least 2 images of arm {arm!r}, got {len(paths)}")
-            fid.reset()  # keeps the reference sums (reset_real_features=False)
-            _feed(fid, list(paths), resize, batch_size, device, f"FID {arm}", progress, real=False)
-            out[arm]["fid"] = float(fid.compute())
     for arm, paths in arms.items():
-        torch.manual_seed(seed)
+        if fid is not None and len(paths) < 2:
+            raise ValueError(f"FID needs at least 2 images of arm {arm!r}, got {len(paths)}")
         splits = max(1, min(is_splits, len(paths) // 2))
-        isc = InceptionScore(feature=is_head, splits=splits, normalize=False).to(device)
-        _feed(isc, list(paths), resize, batch_size, device, f"IS {arm}", progress)
-        mean, std = isc.compute()
+        with warnings.catch_warnings():  # "will save all extracted features": 1008 floats per image, fine
+            warnings.simplefilter("ignore", UserWarning)
+            isc = InceptionScore(feature=_precomputed(1008), splits=splits).to(device)
+        if fid is not None:
+            fid.reset()  # keeps the reference sums (reset_real_features=False)
+        for pool, logits in passes(list(paths), f"Inception: {arm}"):
+            isc.update(logits)
+            if fid is not None:
+                fid.update(pool, real=False)
+        if fid is not None:
+            out[arm]["fid"] = float(fid.compute())
+        torch.manual_seed(seed)
+        with warnings.catch_warnings():  # one split: torch warns that std has no degrees of freedom
+            warnings.simplefilter("ignore", UserWarning)
+            mean, std = isc.compute()
         out[arm]["is_mean"] = float(mean)
         out[arm]["is_std"] = float(std) if splits > 1 else float("nan")
         out[arm]["is_splits"] = splits
@@ -238,11 +272,11 @@ def load_pickscore(model_dir: str | os.PathLike, processor_dir: str | os.PathLik
     proc_path = Path(processor_dir) if processor_dir else model_path
     try:
         model = CLIPModel.from_pretrained(model_path, local_files_only=True).to(device).eval()
-    except Exception as e:
+    except Exception as e:  # noqa: BLE001 -- config, weights and shape errors come in many types
         raise WeightsError(f"{model_path} does not load as a CLIPModel (PickScore_v1): {str(e).splitlines()[0][:300]}") from None
     try:
         processor = CLIPProcessor.from_pretrained(proc_path, local_files_only=True)
-    except Exception as e:
+    except Exception as e:  # noqa: BLE001 -- missing tokenizer/config files raise many types
         raise WeightsError(
             f"{proc_path} does not load as a CLIPProcessor (expected preprocessor_config.json, tokenizer files; "
             f"PickScore uses the processor of CLIP-ViT-H-14-laion2B-s32B-b79K): {str(e).splitlines()[0][:200]}"
@@ -306,7 +340,9 @@ def markdown_table(rows: Sequence[dict[str, Any]], settings: dict[str, Any]) -> 
         "|---|---|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
-        is_txt = "—" if r.get("is_mean") is None else f"{_fmt(r['is_mean'])} ± {_fmt(r.get('is_std'))}"
+        is_txt = "—" if r.get("is_mean") is None else _fmt(r["is_mean"])
+        if r.get("is_mean") is not None and r.get("is_std") is not None:
+            is_txt += f" ± {_fmt(r['is_std'])}"
         if r.get("pickscore_win_rate") is None:
             win, ties = "—", "—"
         else:
@@ -320,11 +356,18 @@ def markdown_table(rows: Sequence[dict[str, Any]], settings: dict[str, Any]) -> 
         )
     notes = [
         "",
-        f"FID: torchmetrics FrechetInceptionDistance, Inception-V3 pool features (2048), resize `{settings.get('resize')}`, "
-        f"reference: {settings.get('reference') or 'none'} ({settings.get('reference_images', 0)} images).",
-        "CLIP score: 100 × cosine(image, prompt), open_clip "
-        f"{settings.get('clip_model') or '—'}. IS: torchmetrics InceptionScore, {settings.get('is_splits')} splits (at most images/2), mean ± sd over splits.",
-        "PickScore win rate: share of pairs (same prompt and seed) where the treatment's PickScore is higher than the "
-        "baseline's; ties (equal scores) counted separately; 95% Wilson interval.",
+        (
+            f"FID: torchmetrics FrechetInceptionDistance, Inception-V3 features ({settings.get('fid_features')}), "
+            f"resize `{settings.get('resize')}`, reference: {settings.get('reference') or 'none'} "
+            f"({settings.get('reference_images', 0)} images)."
+        ),
+        (
+            f"CLIP score: 100 × cosine(image, prompt), open_clip {settings.get('clip_model') or '—'}. "
+            f"IS: torchmetrics InceptionScore, {settings.get('is_splits')} splits (at most images/2), mean ± sd over splits."
+        ),
+        (
+            "PickScore win rate: share of pairs (same prompt and seed) where the treatment's PickScore is higher "
+            "than the baseline's; ties (equal scores) counted separately; 95% Wilson interval."
+        ),
     ]
     return "\n".join(lines + notes) + "\n"

@@ -123,9 +123,11 @@ class SFGPipeline:
     def from_pretrained(cls, model_dir: str | Path, device: str | torch.device = "cpu", torch_dtype=torch.float32):
         from diffusers import StableDiffusionPipeline
 
-        pipe = StableDiffusionPipeline.from_pretrained(str(model_dir), dtype=torch_dtype)
+        # Cast after loading: diffusers renamed from_pretrained's torch_dtype to dtype, and
+        # .to() means the same on every release.
+        pipe = StableDiffusionPipeline.from_pretrained(str(model_dir))
         pipe.set_progress_bar_config(disable=True)
-        return cls(pipe.to(device))
+        return cls(pipe.to(device, torch_dtype))
 
     @property
     def device(self) -> torch.device:

@@ -106,6 +106,19 @@ def frechet_to_reference(subset: np.ndarray, ref: ReferenceStats) -> float:
     return frechet_from_stats(mean, cov, ref)
 
 
+def _frechet_mapped(xs: np.ndarray, zs: np.ndarray, ridge: np.ndarray, ref: ReferenceStats) -> float:
+    """`frechet_to_reference` for a subset whose rows are also given mapped, ``zs = xs @ ref.factor``."""
+    n, d = xs.shape
+    diff = xs.mean(axis=0) - ref.mean
+    trace_s = float(xs.var(axis=0, ddof=1).sum()) + ref.eps * d
+    zc = zs - zs.mean(axis=0)
+    m = zc.T @ zc / (n - 1)
+    m[np.diag_indices_from(m)] += ridge
+    lam = np.linalg.eigvalsh(m)
+    tr_sqrt = float(np.sqrt(np.clip(lam, 0.0, None)).sum())
+    return max(float(diff @ diff) + trace_s + ref.trace - 2.0 * tr_sqrt, 0.0)
+
+
 def subset_seed(base_seed: int, size: int, draw: int) -> int:
     """The recorded seed of draw ``draw`` at subset size ``size``: independent streams per cell."""
     return int(np.random.SeedSequence([int(base_seed), int(size), int(draw)]).generate_state(1)[0])
@@ -139,7 +152,9 @@ def diversity_sweep(
 ) -> list[SweepRow]:
     """Fréchet distance between random subsets and the full set, ``draws`` times per size.
 
-    The full set's statistics are computed and factorised once. ``skip`` holds ``(size, draw,
+    The full set's statistics are computed and factorised once, and every row is mapped through
+    the factor once, so a subset costs its covariance plus one symmetric eigenvalue problem.
+    ``skip`` holds ``(size, draw,
     seed)`` cells already done (they are not recomputed or returned); ``on_row`` is called after
     each new row, e.g. to append it to a file and advance a progress bar.
     """
@@ -151,6 +166,11 @@ def diversity_sweep(
     if draws < 1:
         raise ValueError("draws must be at least 1")
     ref = reference_stats(x, eps)
+    # Covariance is linear: cov(X B) = B^T cov(X) B. Mapping every row through the reference
+    # factor once turns each subset's B^T S B (two D^3 products) into the covariance of its
+    # mapped rows; B^T (eps I) B = eps diag(lambda) since the factor's columns are orthogonal.
+    z = x @ ref.factor  # [N, D]
+    ridge = eps * np.einsum("ij,ij->j", ref.factor, ref.factor)  # eps * lambda
     done = set(skip)
     rows: list[SweepRow] = []
     for size in sizes:
@@ -158,7 +178,8 @@ def diversity_sweep(
             seed = subset_seed(base_seed, size, draw)
             if (size, draw, seed) in done:
                 continue
-            row = SweepRow(size, draw, seed, frechet_to_reference(x[draw_subset(n, size, seed)], ref))
+            idx = draw_subset(n, size, seed)
+            row = SweepRow(size, draw, seed, _frechet_mapped(x[idx], z[idx], ridge, ref))
             rows.append(row)
             if on_row is not None:
                 on_row(row)

@@ -16,6 +16,7 @@ resolutions) but small widths: 64x64 pixel images, 8x8 latents.
 from __future__ import annotations
 
 import gzip
+import inspect
 import json
 import os
 import shutil
@@ -57,6 +58,8 @@ def build_clip_tokenizer(work_dir: Path):
     (work_dir / "merges.txt").write_text(
         "#version: 0.2\n" + "\n".join(" ".join(m) for m in merges) + "\n", encoding="utf-8"
     )
+    if "vocab_file" in inspect.signature(CLIPTokenizer.__init__).parameters:  # transformers 4.x
+        return CLIPTokenizer(str(work_dir / "vocab.json"), str(work_dir / "merges.txt"), model_max_length=77)
     # transformers 5 takes the vocabulary and merges themselves (not file paths).
     loaded_vocab = json.loads((work_dir / "vocab.json").read_text(encoding="utf-8"))
     loaded_merges = [

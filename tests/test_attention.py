@@ -166,3 +166,18 @@ def test_choices_are_recorded_at_the_requested_resolution():
     other = SFGControl(perturbed_from=0, candidate_mask=_mask(), record_queries=N + 1)
     _run(attn, SegmentationFreeAttnProcessor(other), hidden, text)
     assert other.token_counts is None
+
+
+def test_general_path_matches_the_fast_path():
+    """Modules whose original processor is not stock SDPA take the general (split) path."""
+    from diffusers.models.attention_processor import AttnProcessor
+
+    attn = _module()
+    hidden, text = _inputs(batch=4)
+    for mode in ("head_mean", "per_head"):
+        fast = SFGControl(scale=10.0, token_select=mode, perturbed_from=2, candidate_mask=_mask(batch=2), record_queries=N)
+        general = SFGControl(scale=10.0, token_select=mode, perturbed_from=2, candidate_mask=_mask(batch=2), record_queries=N)
+        out_fast = _run(attn, SegmentationFreeAttnProcessor(fast), hidden, text)
+        out_general = _run(attn, SegmentationFreeAttnProcessor(general, AttnProcessor()), hidden, text)
+        torch.testing.assert_close(out_general, out_fast, atol=1e-5, rtol=1e-5)
+        assert torch.equal(general.token_counts, fast.token_counts)

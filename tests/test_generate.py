@@ -202,3 +202,22 @@ def test_cli_errors_are_clear(tmp_path, tiny_model_dir, setup, extra, message):
 def test_cli_needs_exactly_one_model_source(tmp_path):
     res = CliRunner().invoke(generate_cmd, ["--prompts", "x.txt", "--out", str(tmp_path)])
     assert res.exit_code != 0 and "--model DIR or --tiny" in res.output
+
+
+def test_concurrent_runs_never_append_a_pair_twice(tmp_path, tiny_sfg, tiny_model_dir, monkeypatch):
+    run(tmp_path, tiny_sfg, tiny_model_dir, limit=2)
+    # a second process that read the manifest before the first one finished
+    monkeypatch.setattr(gen_mod, "finished_pairs", lambda out_dir: {})
+    summary = run(tmp_path, tiny_sfg, tiny_model_dir, limit=2)
+    assert summary.written == 0
+    out = tmp_path / "out"
+    assert [r.pair_key for r in validate_folder(out)] == ["p0:0", "p1:0"]
+    assert len(list(out.glob("*.png"))) == 4  # the duplicate's images were removed
+
+
+def test_process_share_from_a_plain_torchrun_environment(monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "3")
+    monkeypatch.setenv("RANK", "2")
+    assert gen_mod.process_share() == (3, 2)
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    assert gen_mod.process_share() == (1, 0)

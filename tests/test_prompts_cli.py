@@ -11,7 +11,11 @@ import pytest
 from click.testing import CliRunner
 
 from app.cli import main
-from tests.tiny_metric_models import register_tiny_clip, save_tiny_clip, write_tiny_manifest
+from tests.tiny_metric_models import (
+    register_tiny_clip,
+    save_tiny_clip,
+    write_tiny_manifest,
+)
 
 PROMPTS = [f"a photo of {n} {thing}" for n in ("one", "two", "three", "four", "five", "six") for thing in
            ("cats", "dogs", "red buses", "bowls of soup", "bicycles", "clocks on a wall", "surfers", "kites")]
@@ -142,7 +146,8 @@ def test_diversity_csv_plot_and_resume(tiny_clip, prompt_csv, tmp_path):
     res = _ok(*args)
     assert "already" in res.output
     original = (out / "diversity.csv").read_text().splitlines()
-    (out / "diversity.csv").write_text("\n".join(original[:5]) + "\n")
+    # The kill also cut the last line in the middle of a number: that row is recomputed.
+    (out / "diversity.csv").write_text("\n".join(original[:5]) + "\n" + original[5][:12])
     _ok(*args)
     assert sorted((out / "diversity.csv").read_text().splitlines()) == sorted(original)
     # Another base seed starts over.
@@ -207,6 +212,15 @@ def test_strata_scores_baseline_images_and_labels_percentiles(tiny_clip, tmp_pat
         assert r["prompt"] == PROMPTS[int(r["prompt_id"][1:])]
     # The generator's reader keeps the stratum.
     assert [p.stratum for p in read_prompts(out)] == [r["stratum"] for r in rows]
+
+    # A kill while writing the cache cut its last row: only that image is scored again.
+    cache = out.parent / "clip_scores.csv"
+    full = cache.read_text()
+    cache.write_text(full[: full.rstrip("\n").rfind("\n") + 1] + full.rstrip("\n").rsplit("\n", 1)[1][:20])
+    res = _ok(*args)
+    assert len(cache.read_text().splitlines()) == len(full.splitlines())
+    with open(out, newline="") as f:
+        assert [r["prompt_id"] for r in csv.DictReader(f)] == [r["prompt_id"] for r in rows]
 
     # Re-run with another k: scores come from the cache, no image is scored again.
     import sampler.clip

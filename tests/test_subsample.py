@@ -64,6 +64,10 @@ def test_subset_smaller_than_width_is_finite_and_matches_regularised_closed_form
         ms, ss = subsample.gaussian_stats(sub, eps=1e-6)
         assert np.linalg.matrix_rank(ss - 1e-6 * np.eye(d)) < d  # the raw covariance is singular
         assert got == pytest.approx(_closed_form(ms, ss, ref.mean, ref.cov), rel=1e-6)
+    # The sweep's mapped-rows shortcut gives the same distances for subsets narrower than D.
+    for r in subsample.diversity_sweep(full, sizes=(3, 10, 40), draws=2, base_seed=1):
+        sub = full[subsample.draw_subset(len(full), r.size, r.seed)]
+        assert r.frechet_distance == pytest.approx(subsample.frechet_to_reference(sub, ref), rel=1e-9)
     # Float32 input gives the float64 answer (statistics are always float64).
     sub = full[:10]
     assert subsample.frechet_to_reference(sub.astype(np.float32), ref) == pytest.approx(

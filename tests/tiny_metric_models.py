@@ -105,9 +105,9 @@ def save_random_inception(path: Path, seed: int = 0) -> Path:
         if k.endswith("conv.weight"):
             fan_in = v[0].numel()
             sd[k] = torch.randn(v.shape, generator=g) * (2.0 / fan_in) ** 0.5
-        elif k.endswith("running_var") or k.endswith("bn.weight"):
+        elif k.endswith(("running_var", "bn.weight")):
             sd[k] = torch.ones_like(v)
-        elif k.endswith("running_mean") or k.endswith("bn.bias"):
+        elif k.endswith(("running_mean", "bn.bias")):
             sd[k] = torch.zeros_like(v)
         elif k == "fc.weight":
             sd[k] = torch.randn(v.shape, generator=g) * (4.0 / v.shape[1]) ** 0.5
