@@ -26,7 +26,7 @@ from typing import Any
 
 from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, aliased
 
 from app.models import Comparison, Image, Pair, Participant, Rating, Study, Trial
 from app.scoring import score_from_choice, swap_side
@@ -411,7 +411,7 @@ def _next_trial(session: Session, participant: Participant, now: datetime, defau
     return NextResult(current, held[1] if len(held) > 1 else None, done, _total(participant))
 
 
-def _image_ids(pair: Pair, trial: Trial) -> tuple[int, int]:
+def _image_ids(pair: Pair | PairView, trial: Trial) -> tuple[int, int]:
     """(left, right) image ids of a trial. For gold trials the intact image plays 'treatment'."""
     if trial.kind == "gold":
         treatment = pair.baseline_image_id if pair.gold_degraded_arm == "baseline" else pair.treatment_image_id
@@ -427,13 +427,58 @@ def trial_images(session: Session, trial: Trial) -> tuple[Image, Image]:
     return session.get(Image, left), session.get(Image, right)
 
 
+@dataclass(frozen=True)
+class PairView:
+    """What a trial shows of a pair: its prompt and images (ids and opaque tokens)."""
+
+    prompt: str
+    baseline_image_id: int
+    treatment_image_id: int
+    gold_image_id: int | None
+    gold_degraded_arm: str | None
+    tokens: dict[int, str]  # image id -> token, for this pair's images
+
+
+# Pairs and images never change after import (nothing updates or deletes them), so each process
+# keeps what trials show of them per (database, pair): a /next costs no query for it once warm.
+_PAIR_VIEWS: dict[tuple[str, int], PairView] = {}
+_PAIR_VIEWS_MAX = 200_000
+
+
+def pair_views(session: Session, pair_ids: set[int]) -> dict[int, PairView]:
+    """PairView by pair id for `pair_ids`, in at most one query (none when all are cached)."""
+    db = str(session.get_bind().url)
+    out = {p: v for p in pair_ids if (v := _PAIR_VIEWS.get((db, p))) is not None}
+    missing = pair_ids - out.keys()
+    if missing:
+        base, treat, gold = aliased(Image), aliased(Image), aliased(Image)
+        rows = session.execute(
+            select(Pair.id, Pair.prompt, Pair.baseline_image_id, Pair.treatment_image_id, Pair.gold_image_id,
+                   Pair.gold_degraded_arm, base.token, treat.token, gold.token)
+            .join(base, base.id == Pair.baseline_image_id)
+            .join(treat, treat.id == Pair.treatment_image_id)
+            .outerjoin(gold, gold.id == Pair.gold_image_id)
+            .where(Pair.id.in_(missing))
+        ).all()
+        if len(_PAIR_VIEWS) + len(rows) > _PAIR_VIEWS_MAX:
+            _PAIR_VIEWS.clear()
+        for pid, prompt, b, t, g, arm, b_tok, t_tok, g_tok in rows:
+            tokens = {b: b_tok, t: t_tok}
+            if g is not None:
+                tokens[g] = g_tok
+            out[pid] = _PAIR_VIEWS[(db, pid)] = PairView(prompt, b, t, g, arm, tokens)
+    return out
+
+
 def trial_image_tokens(session: Session, trials: list[Trial]) -> list[tuple[str, str]]:
-    """(left token, right token) for each trial, in two queries whatever the number of trials."""
-    pairs = {p.id: p for p in session.scalars(select(Pair).where(Pair.id.in_({t.pair_id for t in trials})))}
-    ids = [_image_ids(pairs[t.pair_id], t) for t in trials]
-    wanted = {i for pair in ids for i in pair}
-    tokens = dict(session.execute(select(Image.id, Image.token).where(Image.id.in_(wanted))).all())
-    return [(tokens[left], tokens[right]) for left, right in ids]
+    """(left token, right token) for each trial, in at most one query whatever the number of trials."""
+    views = pair_views(session, {t.pair_id for t in trials})
+    out = []
+    for t in trials:
+        view = views[t.pair_id]
+        left, right = _image_ids(view, t)
+        out.append((view.tokens[left], view.tokens[right]))
+    return out
 
 
 # ------------------------------------------------------------------ answers

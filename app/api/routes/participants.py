@@ -19,10 +19,11 @@ from app.assignment import (
     FlowError,
     create_participant,
     next_trial,
+    pair_views,
     submit_answer,
     trial_image_tokens,
 )
-from app.models import Pair, Participant, Study, utcnow
+from app.models import Participant, Study, utcnow
 from app.templating import templates
 
 router = APIRouter()
@@ -86,7 +87,7 @@ def trial_payload(session, result) -> dict[str, Any]:
     tokens = trial_image_tokens(session, shown)
     payload: dict[str, Any] = {
         "trial": result.trial.public_id,
-        "prompt": session.get(Pair, result.trial.pair_id).prompt,
+        "prompt": pair_views(session, {result.trial.pair_id})[result.trial.pair_id].prompt,
         "left": f"/i/{tokens[0][0]}",
         "right": f"/i/{tokens[0][1]}",
         "progress": progress,
