@@ -520,12 +520,29 @@ def submit_answer(
         raise FlowError(422, "choice must be an integer from 1 (left much better) to 5 (right much better)")
     if not request_id or len(request_id) > 100:
         raise FlowError(422, "request_id must be a non-empty string of at most 100 characters")
-    replay = _replay(session, participant, public_id, request_id)
-    if replay is not None:
-        return replay
-    trial = session.scalar(select(Trial).where(Trial.public_id == public_id))
-    if trial is None:
+    # One round trip for the trial, the study fields the rating needs, the unanswered trials
+    # before it (answers must come in order) and whether `request_id` was seen before (a replay,
+    # handled first, exactly as `_replay` would).
+    earlier_trial = aliased(Trial)
+    earlier_q = (
+        select(func.count(earlier_trial.id))
+        .where(earlier_trial.participant_id == participant.id, earlier_trial.state == "assigned",
+               earlier_trial.position < Trial.position)
+        .scalar_subquery()
+    )
+    seen_q = select(Rating.id).where(Rating.request_id == request_id).scalar_subquery()
+    found = session.execute(
+        select(Trial, Study.version, Study.min_response_ms, earlier_q, seen_q)
+        .join(Study, Study.id == Trial.study_id)
+        .where(Trial.public_id == public_id)
+    ).first()
+    if found is None or found[4] is not None:
+        replay = _replay(session, participant, public_id, request_id)
+        if replay is not None:
+            return replay
+    if found is None:
         raise FlowError(404, "unknown trial")
+    trial, study_version, min_response_ms, earlier, _ = found
     if trial.participant_id != participant.id:
         raise FlowError(403, "this trial belongs to another participant")
     if trial.state == "answered":
@@ -536,14 +553,8 @@ def submit_answer(
         raise FlowError(409, "this trial was already answered (with a different request_id)")
     if trial.state == "expired" or trial.expires_at <= now:
         raise FlowError(409, "this trial's hold expired and it may have gone to someone else; load the next trial")
-    earlier = session.scalar(
-        select(func.count(Trial.id)).where(
-            Trial.participant_id == participant.id, Trial.state == "assigned", Trial.position < trial.position
-        )
-    )
     if earlier or trial.presented_at is None:
         raise FlowError(409, "answer the current trial first (this one has not been shown yet)")
-    study = session.get(Study, trial.study_id)
     won = session.execute(
         update(Trial)
         .where(Trial.id == trial.id, Trial.state == "assigned", Trial.expires_at > now)
@@ -563,13 +574,13 @@ def submit_answer(
     rating = Rating(
         trial_id=trial.id,
         request_id=request_id,
-        study_version=study.version,
+        study_version=study_version,
         choice=choice,
         score=score_from_choice(choice, trial.treatment_side),
         treatment_side=trial.treatment_side,
         response_ms=response_ms,
         client_response_ms=client_response_ms,
-        too_fast=response_ms < study.min_response_ms,
+        too_fast=response_ms < min_response_ms,
         answered_at=now,
     )
     session.add(rating)
