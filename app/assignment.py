@@ -337,27 +337,34 @@ def progress(session: Session, participant: Participant) -> tuple[int, int]:
 NO_WORK = "no work left: every pair in this study has all the ratings it needs"
 
 
-def next_trial(session: Session, participant: Participant, now: datetime, default_hold_minutes: float) -> NextResult:
+def next_trial(session: Session, participant: Participant, now: datetime, default_hold_minutes: float,
+               study: Study | None = None) -> NextResult:
     """The participant's current trial (allocating as needed), or trial=None when finished.
 
-    Raises FlowError(409) when the study is not open or has no work left for this participant.
-    Commits. Two simultaneous calls for one participant cannot fill a slot twice (unique live
-    slot index); the loser retries.
+    `study`: the participant's study, if the caller loaded it fresh in the current transaction
+    (saves a query); otherwise it is read here. Raises FlowError(409) when the study is not open
+    or has no work left for this participant. Commits. Two simultaneous calls for one participant
+    cannot fill a slot twice (unique live slot index); the loser retries.
     """
     for _attempt in range(3):
         try:
-            return _next_trial(session, participant, now, default_hold_minutes)
+            return _next_trial(session, participant, now, default_hold_minutes, study)
         except IntegrityError:
             session.rollback()
+            study = None  # read again in the retry's transaction
     raise FlowError(409, "too many simultaneous requests for this participant; try again")
 
 
-def _next_trial(session: Session, participant: Participant, now: datetime, default_hold_minutes: float) -> NextResult:
+def _next_trial(session: Session, participant: Participant, now: datetime, default_hold_minutes: float,
+                study: Study | None) -> NextResult:
     if participant.finished_at is not None:
         session.rollback()
         d, t = progress(session, participant)
         return NextResult(None, None, d, t)
-    study = session.scalar(select(Study).where(Study.id == participant.study_id).execution_options(populate_existing=True))
+    if study is None:
+        study = session.scalar(
+            select(Study).where(Study.id == participant.study_id).execution_options(populate_existing=True)
+        )
     if study.state != "open":
         raise FlowError(409, "this study is not open at the moment", "not_open")
     hold = hold_for(study, default_hold_minutes)

@@ -101,9 +101,15 @@ def trial_payload(session, result) -> dict[str, Any]:
 
 @router.get("/api/participants/{token}/next")
 def api_next(token: str, session: SessionDep, settings: SettingsDep) -> JSONResponse:
-    participant = _participant(session, token)
+    # The participant and their study in one round trip (fresh: a session lives for one request).
+    found = session.execute(
+        select(Participant, Study).join(Study, Study.id == Participant.study_id).where(Participant.token == token)
+    ).first()
+    if found is None:
+        raise HTTPException(403, "unknown participant token")
+    participant, study = found
     try:
-        result = next_trial(session, participant, utcnow(), settings.hold_minutes)
+        result = next_trial(session, participant, utcnow(), settings.hold_minutes, study)
     except FlowError as e:
         return _error(e)
     payload = trial_payload(session, result)
