@@ -24,9 +24,10 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy import and_, bindparam, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, aliased
+from sqlalchemy.sql.elements import BindParameter
 
 from app.models import Comparison, Image, Pair, Participant, Rating, Study, Trial
 from app.scoring import score_from_choice, swap_side
@@ -142,8 +143,8 @@ def create_participant(
 
 
 # ------------------------------------------------------------------ allocation
-def _live(now: datetime):
-    """Trials that count: answered ones and holds that have not expired."""
+def _live(now: datetime | BindParameter):
+    """Trials that count: answered ones and holds that have not expired (at `now`, a value or a bind)."""
     return or_(Trial.state == "answered", and_(Trial.state == "assigned", Trial.expires_at > now))
 
 
@@ -170,12 +171,31 @@ def _study_pairs(session: Session, study: Study) -> list[tuple[int, int, bool]]:
     return cached
 
 
+# The allocation's hot statements, built once and bound per call: on this path building a select()
+# costs the server more CPU than Postgres spends running it.
+_MAIN_COUNTS = (
+    select(Trial.pair_id, func.count(Trial.id))
+    .where(Trial.study_id == bindparam("study_id"), Trial.kind == "main", _live(bindparam("now")))
+    .group_by(Trial.pair_id)
+)
+_OWN_TRIALS = (
+    select(Trial).where(Trial.participant_id == bindparam("participant_id"), Trial.state != "expired")
+    .order_by(Trial.position)
+)
+_LOCK_PAIR = select(Pair.id).where(Pair.id == bindparam("pair_id")).with_for_update(key_share=True, skip_locked=True)
+_STALE_OF_PAIR = select(Trial.id).where(
+    Trial.study_id == bindparam("study_id"), Trial.pair_id == bindparam("pair_id"), Trial.state == "assigned",
+    Trial.expires_at <= bindparam("now"),
+)
+_STALE_OF_PAIR_SKIP_LOCKED = _STALE_OF_PAIR.with_for_update(key_share=True, skip_locked=True)
+_LIVE_OF_PAIR = select(func.count(Trial.id)).where(
+    Trial.study_id == bindparam("study_id"), Trial.pair_id == bindparam("pair_id"), Trial.kind == "main",
+    Trial.state.in_(("assigned", "answered")),
+)
+
+
 def _main_counts(session: Session, study: Study, now: datetime) -> dict[int, int]:
-    rows = session.execute(
-        select(Trial.pair_id, func.count(Trial.id))
-        .where(Trial.study_id == study.id, Trial.kind == "main", _live(now))
-        .group_by(Trial.pair_id)
-    ).all()
+    rows = session.execute(_MAIN_COUNTS, {"study_id": study.id, "now": now}).all()
     return {pair_id: n for pair_id, n in rows}
 
 
@@ -212,10 +232,7 @@ class _Allocation:
     def __init__(self, session: Session, study: Study, participant: Participant, now: datetime, hold: timedelta):
         self.session, self.study, self.participant, self.now, self.hold = session, study, participant, now, hold
         self.postgres = session.get_bind().dialect.name == "postgresql"
-        self.trials = session.scalars(
-            select(Trial).where(Trial.participant_id == participant.id, Trial.state != "expired")
-            .order_by(Trial.position)
-        ).all()
+        self.trials = session.scalars(_OWN_TRIALS, {"participant_id": participant.id}).all()
         self._counts: dict[int, int] | None = None
 
     @property
@@ -237,32 +254,19 @@ class _Allocation:
 
     def _claim(self, pair_id: int) -> bool:
         """Lock `pair_id` and check, against committed data, that it is still under target."""
-        if self.postgres:
-            got = self.session.scalar(
-                select(Pair.id).where(Pair.id == pair_id).with_for_update(key_share=True, skip_locked=True)
-            )
-            if got is None:
-                return False
+        if self.postgres and self.session.scalar(_LOCK_PAIR, {"pair_id": pair_id}) is None:
+            return False
         # Expire this pair's stale holds. Rows another transaction holds right now (a late answer,
         # a participant expiring their own hold) are skipped and so still count below: that errs
         # on the safe side and means this transaction never waits on a row lock.
-        stale = select(Trial.id).where(
-            Trial.study_id == self.study.id, Trial.pair_id == pair_id, Trial.state == "assigned",
-            Trial.expires_at <= self.now,
-        )
-        if self.postgres:
-            stale = stale.with_for_update(key_share=True, skip_locked=True)
-        stale_ids = self.session.scalars(stale).all()
+        params = {"study_id": self.study.id, "pair_id": pair_id, "now": self.now}
+        stale = _STALE_OF_PAIR_SKIP_LOCKED if self.postgres else _STALE_OF_PAIR
+        stale_ids = self.session.scalars(stale, params).all()
         if stale_ids:
             self.session.execute(
                 update(Trial).where(Trial.id.in_(stale_ids), Trial.state == "assigned").values(state="expired")
             )
-        live = self.session.scalar(
-            select(func.count(Trial.id)).where(
-                Trial.study_id == self.study.id, Trial.pair_id == pair_id, Trial.kind == "main",
-                Trial.state.in_(("assigned", "answered")),
-            )
-        )
+        live = self.session.scalar(_LIVE_OF_PAIR, {"study_id": self.study.id, "pair_id": pair_id})
         return live < self.study.ratings_per_pair
 
     def allocate(self, position: int) -> Trial | None:
