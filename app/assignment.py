@@ -513,6 +513,24 @@ def _replay(session: Session, participant: Participant, public_id: str, request_
     return AnswerResult(rating, False, trial.public_id)
 
 
+# submit_answer's single lookup (see there), built once like the allocation's statements.
+_earlier_trial = aliased(Trial)
+_ANSWER_LOOKUP = (
+    select(
+        Trial,
+        Study.version,
+        Study.min_response_ms,
+        select(func.count(_earlier_trial.id))
+        .where(_earlier_trial.participant_id == bindparam("participant_id"), _earlier_trial.state == "assigned",
+               _earlier_trial.position < Trial.position)
+        .scalar_subquery(),
+        select(Rating.id).where(Rating.request_id == bindparam("request_id")).scalar_subquery(),
+    )
+    .join(Study, Study.id == Trial.study_id)
+    .where(Trial.public_id == bindparam("public_id"))
+)
+
+
 def submit_answer(
     session: Session,
     participant: Participant,
@@ -534,18 +552,8 @@ def submit_answer(
     # One round trip for the trial, the study fields the rating needs, the unanswered trials
     # before it (answers must come in order) and whether `request_id` was seen before (a replay,
     # handled first, exactly as `_replay` would).
-    earlier_trial = aliased(Trial)
-    earlier_q = (
-        select(func.count(earlier_trial.id))
-        .where(earlier_trial.participant_id == participant.id, earlier_trial.state == "assigned",
-               earlier_trial.position < Trial.position)
-        .scalar_subquery()
-    )
-    seen_q = select(Rating.id).where(Rating.request_id == request_id).scalar_subquery()
     found = session.execute(
-        select(Trial, Study.version, Study.min_response_ms, earlier_q, seen_q)
-        .join(Study, Study.id == Trial.study_id)
-        .where(Trial.public_id == public_id)
+        _ANSWER_LOOKUP, {"public_id": public_id, "participant_id": participant.id, "request_id": request_id}
     ).first()
     if found is None or found[4] is not None:
         replay = _replay(session, participant, public_id, request_id)
