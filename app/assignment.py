@@ -24,9 +24,10 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy import and_, bindparam, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, aliased
+from sqlalchemy.sql.elements import BindParameter
 
 from app.models import Comparison, Image, Pair, Participant, Rating, Study, Trial
 from app.scoring import score_from_choice, swap_side
@@ -142,8 +143,8 @@ def create_participant(
 
 
 # ------------------------------------------------------------------ allocation
-def _live(now: datetime):
-    """Trials that count: answered ones and holds that have not expired."""
+def _live(now: datetime | BindParameter):
+    """Trials that count: answered ones and holds that have not expired (at `now`, a value or a bind)."""
     return or_(Trial.state == "answered", and_(Trial.state == "assigned", Trial.expires_at > now))
 
 
@@ -170,12 +171,31 @@ def _study_pairs(session: Session, study: Study) -> list[tuple[int, int, bool]]:
     return cached
 
 
+# The allocation's hot statements, built once and bound per call: on this path building a select()
+# costs the server more CPU than Postgres spends running it.
+_MAIN_COUNTS = (
+    select(Trial.pair_id, func.count(Trial.id))
+    .where(Trial.study_id == bindparam("study_id"), Trial.kind == "main", _live(bindparam("now")))
+    .group_by(Trial.pair_id)
+)
+_OWN_TRIALS = (
+    select(Trial).where(Trial.participant_id == bindparam("participant_id"), Trial.state != "expired")
+    .order_by(Trial.position)
+)
+_LOCK_PAIR = select(Pair.id).where(Pair.id == bindparam("pair_id")).with_for_update(key_share=True, skip_locked=True)
+_STALE_OF_PAIR = select(Trial.id).where(
+    Trial.study_id == bindparam("study_id"), Trial.pair_id == bindparam("pair_id"), Trial.state == "assigned",
+    Trial.expires_at <= bindparam("now"),
+)
+_STALE_OF_PAIR_SKIP_LOCKED = _STALE_OF_PAIR.with_for_update(key_share=True, skip_locked=True)
+_LIVE_OF_PAIR = select(func.count(Trial.id)).where(
+    Trial.study_id == bindparam("study_id"), Trial.pair_id == bindparam("pair_id"), Trial.kind == "main",
+    Trial.state.in_(("assigned", "answered")),
+)
+
+
 def _main_counts(session: Session, study: Study, now: datetime) -> dict[int, int]:
-    rows = session.execute(
-        select(Trial.pair_id, func.count(Trial.id))
-        .where(Trial.study_id == study.id, Trial.kind == "main", _live(now))
-        .group_by(Trial.pair_id)
-    ).all()
+    rows = session.execute(_MAIN_COUNTS, {"study_id": study.id, "now": now}).all()
     return {pair_id: n for pair_id, n in rows}
 
 
@@ -212,10 +232,7 @@ class _Allocation:
     def __init__(self, session: Session, study: Study, participant: Participant, now: datetime, hold: timedelta):
         self.session, self.study, self.participant, self.now, self.hold = session, study, participant, now, hold
         self.postgres = session.get_bind().dialect.name == "postgresql"
-        self.trials = session.scalars(
-            select(Trial).where(Trial.participant_id == participant.id, Trial.state != "expired")
-            .order_by(Trial.position)
-        ).all()
+        self.trials = session.scalars(_OWN_TRIALS, {"participant_id": participant.id}).all()
         self._counts: dict[int, int] | None = None
 
     @property
@@ -237,32 +254,19 @@ class _Allocation:
 
     def _claim(self, pair_id: int) -> bool:
         """Lock `pair_id` and check, against committed data, that it is still under target."""
-        if self.postgres:
-            got = self.session.scalar(
-                select(Pair.id).where(Pair.id == pair_id).with_for_update(key_share=True, skip_locked=True)
-            )
-            if got is None:
-                return False
+        if self.postgres and self.session.scalar(_LOCK_PAIR, {"pair_id": pair_id}) is None:
+            return False
         # Expire this pair's stale holds. Rows another transaction holds right now (a late answer,
         # a participant expiring their own hold) are skipped and so still count below: that errs
         # on the safe side and means this transaction never waits on a row lock.
-        stale = select(Trial.id).where(
-            Trial.study_id == self.study.id, Trial.pair_id == pair_id, Trial.state == "assigned",
-            Trial.expires_at <= self.now,
-        )
-        if self.postgres:
-            stale = stale.with_for_update(key_share=True, skip_locked=True)
-        stale_ids = self.session.scalars(stale).all()
+        params = {"study_id": self.study.id, "pair_id": pair_id, "now": self.now}
+        stale = _STALE_OF_PAIR_SKIP_LOCKED if self.postgres else _STALE_OF_PAIR
+        stale_ids = self.session.scalars(stale, params).all()
         if stale_ids:
             self.session.execute(
                 update(Trial).where(Trial.id.in_(stale_ids), Trial.state == "assigned").values(state="expired")
             )
-        live = self.session.scalar(
-            select(func.count(Trial.id)).where(
-                Trial.study_id == self.study.id, Trial.pair_id == pair_id, Trial.kind == "main",
-                Trial.state.in_(("assigned", "answered")),
-            )
-        )
+        live = self.session.scalar(_LIVE_OF_PAIR, {"study_id": self.study.id, "pair_id": pair_id})
         return live < self.study.ratings_per_pair
 
     def allocate(self, position: int) -> Trial | None:
@@ -337,27 +341,34 @@ def progress(session: Session, participant: Participant) -> tuple[int, int]:
 NO_WORK = "no work left: every pair in this study has all the ratings it needs"
 
 
-def next_trial(session: Session, participant: Participant, now: datetime, default_hold_minutes: float) -> NextResult:
+def next_trial(session: Session, participant: Participant, now: datetime, default_hold_minutes: float,
+               study: Study | None = None) -> NextResult:
     """The participant's current trial (allocating as needed), or trial=None when finished.
 
-    Raises FlowError(409) when the study is not open or has no work left for this participant.
-    Commits. Two simultaneous calls for one participant cannot fill a slot twice (unique live
-    slot index); the loser retries.
+    `study`: the participant's study, if the caller loaded it fresh in the current transaction
+    (saves a query); otherwise it is read here. Raises FlowError(409) when the study is not open
+    or has no work left for this participant. Commits. Two simultaneous calls for one participant
+    cannot fill a slot twice (unique live slot index); the loser retries.
     """
     for _attempt in range(3):
         try:
-            return _next_trial(session, participant, now, default_hold_minutes)
+            return _next_trial(session, participant, now, default_hold_minutes, study)
         except IntegrityError:
             session.rollback()
+            study = None  # read again in the retry's transaction
     raise FlowError(409, "too many simultaneous requests for this participant; try again")
 
 
-def _next_trial(session: Session, participant: Participant, now: datetime, default_hold_minutes: float) -> NextResult:
+def _next_trial(session: Session, participant: Participant, now: datetime, default_hold_minutes: float,
+                study: Study | None) -> NextResult:
     if participant.finished_at is not None:
         session.rollback()
         d, t = progress(session, participant)
         return NextResult(None, None, d, t)
-    study = session.scalar(select(Study).where(Study.id == participant.study_id).execution_options(populate_existing=True))
+    if study is None:
+        study = session.scalar(
+            select(Study).where(Study.id == participant.study_id).execution_options(populate_existing=True)
+        )
     if study.state != "open":
         raise FlowError(409, "this study is not open at the moment", "not_open")
     hold = hold_for(study, default_hold_minutes)
@@ -411,7 +422,7 @@ def _next_trial(session: Session, participant: Participant, now: datetime, defau
     return NextResult(current, held[1] if len(held) > 1 else None, done, _total(participant))
 
 
-def _image_ids(pair: Pair, trial: Trial) -> tuple[int, int]:
+def _image_ids(pair: Pair | PairView, trial: Trial) -> tuple[int, int]:
     """(left, right) image ids of a trial. For gold trials the intact image plays 'treatment'."""
     if trial.kind == "gold":
         treatment = pair.baseline_image_id if pair.gold_degraded_arm == "baseline" else pair.treatment_image_id
@@ -427,13 +438,58 @@ def trial_images(session: Session, trial: Trial) -> tuple[Image, Image]:
     return session.get(Image, left), session.get(Image, right)
 
 
+@dataclass(frozen=True)
+class PairView:
+    """What a trial shows of a pair: its prompt and images (ids and opaque tokens)."""
+
+    prompt: str
+    baseline_image_id: int
+    treatment_image_id: int
+    gold_image_id: int | None
+    gold_degraded_arm: str | None
+    tokens: dict[int, str]  # image id -> token, for this pair's images
+
+
+# Pairs and images never change after import (nothing updates or deletes them), so each process
+# keeps what trials show of them per (database, pair): a /next costs no query for it once warm.
+_PAIR_VIEWS: dict[tuple[str, int], PairView] = {}
+_PAIR_VIEWS_MAX = 200_000
+
+
+def pair_views(session: Session, pair_ids: set[int]) -> dict[int, PairView]:
+    """PairView by pair id for `pair_ids`, in at most one query (none when all are cached)."""
+    db = str(session.get_bind().url)
+    out = {p: v for p in pair_ids if (v := _PAIR_VIEWS.get((db, p))) is not None}
+    missing = pair_ids - out.keys()
+    if missing:
+        base, treat, gold = aliased(Image), aliased(Image), aliased(Image)
+        rows = session.execute(
+            select(Pair.id, Pair.prompt, Pair.baseline_image_id, Pair.treatment_image_id, Pair.gold_image_id,
+                   Pair.gold_degraded_arm, base.token, treat.token, gold.token)
+            .join(base, base.id == Pair.baseline_image_id)
+            .join(treat, treat.id == Pair.treatment_image_id)
+            .outerjoin(gold, gold.id == Pair.gold_image_id)
+            .where(Pair.id.in_(missing))
+        ).all()
+        if len(_PAIR_VIEWS) + len(rows) > _PAIR_VIEWS_MAX:
+            _PAIR_VIEWS.clear()
+        for pid, prompt, b, t, g, arm, b_tok, t_tok, g_tok in rows:
+            tokens = {b: b_tok, t: t_tok}
+            if g is not None:
+                tokens[g] = g_tok
+            out[pid] = _PAIR_VIEWS[(db, pid)] = PairView(prompt, b, t, g, arm, tokens)
+    return out
+
+
 def trial_image_tokens(session: Session, trials: list[Trial]) -> list[tuple[str, str]]:
-    """(left token, right token) for each trial, in two queries whatever the number of trials."""
-    pairs = {p.id: p for p in session.scalars(select(Pair).where(Pair.id.in_({t.pair_id for t in trials})))}
-    ids = [_image_ids(pairs[t.pair_id], t) for t in trials]
-    wanted = {i for pair in ids for i in pair}
-    tokens = dict(session.execute(select(Image.id, Image.token).where(Image.id.in_(wanted))).all())
-    return [(tokens[left], tokens[right]) for left, right in ids]
+    """(left token, right token) for each trial, in at most one query whatever the number of trials."""
+    views = pair_views(session, {t.pair_id for t in trials})
+    out = []
+    for t in trials:
+        view = views[t.pair_id]
+        left, right = _image_ids(view, t)
+        out.append((view.tokens[left], view.tokens[right]))
+    return out
 
 
 # ------------------------------------------------------------------ answers
@@ -457,6 +513,24 @@ def _replay(session: Session, participant: Participant, public_id: str, request_
     return AnswerResult(rating, False, trial.public_id)
 
 
+# submit_answer's single lookup (see there), built once like the allocation's statements.
+_earlier_trial = aliased(Trial)
+_ANSWER_LOOKUP = (
+    select(
+        Trial,
+        Study.version,
+        Study.min_response_ms,
+        select(func.count(_earlier_trial.id))
+        .where(_earlier_trial.participant_id == bindparam("participant_id"), _earlier_trial.state == "assigned",
+               _earlier_trial.position < Trial.position)
+        .scalar_subquery(),
+        select(Rating.id).where(Rating.request_id == bindparam("request_id")).scalar_subquery(),
+    )
+    .join(Study, Study.id == Trial.study_id)
+    .where(Trial.public_id == bindparam("public_id"))
+)
+
+
 def submit_answer(
     session: Session,
     participant: Participant,
@@ -475,12 +549,19 @@ def submit_answer(
         raise FlowError(422, "choice must be an integer from 1 (left much better) to 5 (right much better)")
     if not request_id or len(request_id) > 100:
         raise FlowError(422, "request_id must be a non-empty string of at most 100 characters")
-    replay = _replay(session, participant, public_id, request_id)
-    if replay is not None:
-        return replay
-    trial = session.scalar(select(Trial).where(Trial.public_id == public_id))
-    if trial is None:
+    # One round trip for the trial, the study fields the rating needs, the unanswered trials
+    # before it (answers must come in order) and whether `request_id` was seen before (a replay,
+    # handled first, exactly as `_replay` would).
+    found = session.execute(
+        _ANSWER_LOOKUP, {"public_id": public_id, "participant_id": participant.id, "request_id": request_id}
+    ).first()
+    if found is None or found[4] is not None:
+        replay = _replay(session, participant, public_id, request_id)
+        if replay is not None:
+            return replay
+    if found is None:
         raise FlowError(404, "unknown trial")
+    trial, study_version, min_response_ms, earlier, _ = found
     if trial.participant_id != participant.id:
         raise FlowError(403, "this trial belongs to another participant")
     if trial.state == "answered":
@@ -491,14 +572,8 @@ def submit_answer(
         raise FlowError(409, "this trial was already answered (with a different request_id)")
     if trial.state == "expired" or trial.expires_at <= now:
         raise FlowError(409, "this trial's hold expired and it may have gone to someone else; load the next trial")
-    earlier = session.scalar(
-        select(func.count(Trial.id)).where(
-            Trial.participant_id == participant.id, Trial.state == "assigned", Trial.position < trial.position
-        )
-    )
     if earlier or trial.presented_at is None:
         raise FlowError(409, "answer the current trial first (this one has not been shown yet)")
-    study = session.get(Study, trial.study_id)
     won = session.execute(
         update(Trial)
         .where(Trial.id == trial.id, Trial.state == "assigned", Trial.expires_at > now)
@@ -518,13 +593,13 @@ def submit_answer(
     rating = Rating(
         trial_id=trial.id,
         request_id=request_id,
-        study_version=study.version,
+        study_version=study_version,
         choice=choice,
         score=score_from_choice(choice, trial.treatment_side),
         treatment_side=trial.treatment_side,
         response_ms=response_ms,
         client_response_ms=client_response_ms,
-        too_fast=response_ms < study.min_response_ms,
+        too_fast=response_ms < min_response_ms,
         answered_at=now,
     )
     session.add(rating)

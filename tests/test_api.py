@@ -7,7 +7,7 @@ from datetime import timedelta
 
 from sqlalchemy import func, select
 
-from app.models import Rating, Trial, utcnow
+from app.models import Image, Rating, Trial, utcnow
 from app.scoring import score_from_choice
 from app.studies import update_study
 
@@ -248,6 +248,27 @@ def test_image_urls_are_stable_and_images_have_uniform_headers(client, study_fac
     assert client.get("/i/" + "0" * 32).status_code == 404
 
 
+def test_image_served_from_the_cache_is_the_stored_image(client, session, study_factory):
+    study = study_factory(pairs_per_participant=2, ratings_per_pair=2)
+    t = next_(client, join(client, study.slug)).json()
+    served = [client.get(t["left"]).content for _ in range(2)]  # a miss, then a cache hit
+    stored = session.scalar(select(Image.data).where(Image.token == t["left"].removeprefix("/i/")))
+    assert served == [stored, stored]
+
+
+def test_image_cache_drops_least_recently_used_bytes_first():
+    from app.api.routes.media import ImageBytesCache
+
+    cache = ImageBytesCache(max_bytes=10)
+    cache.put("a", b"1234")
+    cache.put("b", b"5678")
+    assert cache.get("a") == b"1234"  # now the most recently used
+    cache.put("c", b"90ab")  # 12 bytes > 10: "b" goes
+    assert cache.get("b") is None and cache.get("a") == b"1234" and cache.get("c") == b"90ab"
+    cache.put("big", b"x" * 11)  # larger than the whole cache: not kept, nothing dropped
+    assert cache.get("big") is None and cache.get("a") == b"1234" and cache.get("c") == b"90ab"
+
+
 def test_study_rules_hold_for_every_caller(client, session, study_factory):
     """The rules live in app.studies, so the command line cannot bypass what the pages enforce."""
     import pytest
@@ -277,3 +298,35 @@ def test_study_rules_hold_for_every_caller(client, session, study_factory):
     with pytest.raises(StudyError, match="archived and can no longer be edited"):
         update_study(session, study, {"title": "new"})
     session.rollback()
+
+
+def test_a_rating_costs_few_queries(client, app, study_factory):
+    """Guards the request path's query budget: an answer is one lookup, the conditional UPDATE and
+    the INSERT; a warm image is served from memory; pair data comes from the per-process cache."""
+    from sqlalchemy import event
+
+    study = study_factory(pairs_per_participant=3, ratings_per_pair=2)
+    token = join(client, study.slug)
+    statements: list[str] = []
+
+    def count(_conn, _cursor, sql, *_args) -> None:
+        if sql.lstrip().split(None, 1)[0].upper() in ("SELECT", "INSERT", "UPDATE", "DELETE"):
+            statements.append(sql)
+
+    event.listen(app.state.engine, "before_cursor_execute", count)
+    try:
+        t = next_(client, token).json()
+        client.get(t["left"])
+        statements.clear()
+        assert client.get(t["left"]).status_code == 200
+        assert statements == []
+        assert answer(client, token, t["trial"], 3).status_code == 200
+        assert len(statements) == 4, statements  # participant, answer lookup, UPDATE, INSERT
+        statements.clear()
+        assert next_(client, token).status_code == 200  # allocates the next preload
+        assert len(statements) <= 10, statements
+        statements.clear()
+        assert next_(client, token).status_code == 200  # the same trials again: pairs are cached
+        assert not any("FROM pairs" in s for s in statements), statements
+    finally:
+        event.remove(app.state.engine, "before_cursor_execute", count)

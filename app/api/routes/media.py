@@ -2,19 +2,69 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, HTTPException, Response
-from sqlalchemy import select
+import threading
+from collections import OrderedDict
 
-from app.api.deps import SessionDep
+from fastapi import APIRouter, HTTPException, Request, Response
+from sqlalchemy import select
+from starlette.concurrency import run_in_threadpool
+
 from app.media import IMAGE_HEADERS
 from app.models import Image
 
 router = APIRouter()
 
 
+class ImageBytesCache:
+    """A per-process LRU of image bytes by token, at most `max_bytes` in all.
+
+    Images are never changed or deleted once imported and tokens are random and unique, so a
+    cached entry can never go stale; only hits are cached (an unknown token asks the database
+    each time).
+    """
+
+    def __init__(self, max_bytes: int):
+        self.max_bytes = max_bytes
+        self._items: OrderedDict[str, bytes] = OrderedDict()
+        self._size = 0
+        self._lock = threading.Lock()  # misses are stored from threadpool threads
+
+    def get(self, token: str) -> bytes | None:
+        with self._lock:
+            data = self._items.get(token)
+            if data is not None:
+                self._items.move_to_end(token)
+            return data
+
+    def put(self, token: str, data: bytes) -> None:
+        if len(data) > self.max_bytes:
+            return
+        with self._lock:
+            old = self._items.pop(token, None)
+            if old is not None:
+                self._size -= len(old)
+            self._items[token] = data
+            self._size += len(data)
+            while self._size > self.max_bytes:
+                _, dropped = self._items.popitem(last=False)
+                self._size -= len(dropped)
+
+
+IMAGE_CACHE = ImageBytesCache(max_bytes=64 * 1024 * 1024)
+
+
+def _load(request: Request, token: str) -> bytes | None:
+    with request.app.state.sessionmaker() as session:
+        return session.scalar(select(Image.data).where(Image.token == token))
+
+
 @router.get("/i/{token}", include_in_schema=False)
-def image(token: str, session: SessionDep) -> Response:
-    data = session.scalar(select(Image.data).where(Image.token == token))
+async def image(token: str, request: Request) -> Response:
+    # async, and a session only on a miss: a cached image costs no thread hop and no database.
+    data = IMAGE_CACHE.get(token)
     if data is None:
-        raise HTTPException(404, "no such image")
+        data = await run_in_threadpool(_load, request, token)
+        if data is None:
+            raise HTTPException(404, "no such image")
+        IMAGE_CACHE.put(token, data)
     return Response(content=data, media_type="image/png", headers=IMAGE_HEADERS)

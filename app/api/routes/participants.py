@@ -11,7 +11,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, Form, Header, HTTPException, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from pydantic import BaseModel, Field
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 
 from app.api.deps import SessionDep, SettingsDep
 from app.assignment import (
@@ -19,10 +19,11 @@ from app.assignment import (
     FlowError,
     create_participant,
     next_trial,
+    pair_views,
     submit_answer,
     trial_image_tokens,
 )
-from app.models import Pair, Participant, Study, utcnow
+from app.models import Participant, Study, utcnow
 from app.templating import templates
 
 router = APIRouter()
@@ -45,10 +46,18 @@ def _study(session, slug: str) -> Study:
     return study
 
 
+# The per-request lookups, built once and bound per call (building a select() costs more CPU than
+# Postgres spends running these).
+_PARTICIPANT_BY_TOKEN = select(Participant).where(Participant.token == bindparam("token"))
+_PARTICIPANT_AND_STUDY_BY_TOKEN = (
+    select(Participant, Study).join(Study, Study.id == Participant.study_id).where(Participant.token == bindparam("token"))
+)
+
+
 def _participant(session, token: str | None) -> Participant:
     if not token:
         raise HTTPException(401, "missing participant token (X-Participant header)")
-    participant = session.scalar(select(Participant).where(Participant.token == token))
+    participant = session.scalar(_PARTICIPANT_BY_TOKEN, {"token": token})
     if participant is None:
         raise HTTPException(403, "unknown participant token")
     return participant
@@ -86,7 +95,7 @@ def trial_payload(session, result) -> dict[str, Any]:
     tokens = trial_image_tokens(session, shown)
     payload: dict[str, Any] = {
         "trial": result.trial.public_id,
-        "prompt": session.get(Pair, result.trial.pair_id).prompt,
+        "prompt": pair_views(session, {result.trial.pair_id})[result.trial.pair_id].prompt,
         "left": f"/i/{tokens[0][0]}",
         "right": f"/i/{tokens[0][1]}",
         "progress": progress,
@@ -100,9 +109,13 @@ def trial_payload(session, result) -> dict[str, Any]:
 
 @router.get("/api/participants/{token}/next")
 def api_next(token: str, session: SessionDep, settings: SettingsDep) -> JSONResponse:
-    participant = _participant(session, token)
+    # The participant and their study in one round trip (fresh: a session lives for one request).
+    found = session.execute(_PARTICIPANT_AND_STUDY_BY_TOKEN, {"token": token}).first()
+    if found is None:
+        raise HTTPException(403, "unknown participant token")
+    participant, study = found
     try:
-        result = next_trial(session, participant, utcnow(), settings.hold_minutes)
+        result = next_trial(session, participant, utcnow(), settings.hold_minutes, study)
     except FlowError as e:
         return _error(e)
     payload = trial_payload(session, result)
