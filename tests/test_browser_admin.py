@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 import httpx
 import pytest
 from sqlalchemy import select
@@ -13,22 +10,6 @@ from app.auth import ensure_admin
 from app.models import Study
 
 pytestmark = pytest.mark.browser
-CHROMIUM = "/usr/bin/chromium"
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-        "--disable-sync", "--no-first-run"]
-
-
-def _need_browser():
-    try:
-        from playwright.sync_api import sync_playwright  # noqa: F401
-    except ImportError:
-        problem = "playwright is not installed"
-    else:
-        problem = None if Path(CHROMIUM).exists() else f"{CHROMIUM} not found"
-    if problem:
-        if os.environ.get("SFGEVAL_REQUIRE_BROWSER") == "1":
-            pytest.fail(f"SFGEVAL_REQUIRE_BROWSER=1 but {problem}")
-        pytest.skip(problem)
 
 
 @pytest.fixture
@@ -38,16 +19,11 @@ def db_url(sqlite_url):
 
 
 @pytest.fixture
-def browser_page():
-    _need_browser()
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        page = browser.new_page()
-        page.set_default_timeout(15_000)
-        yield page
-        browser.close()
+def browser_page(chromium):
+    page = chromium.new_page()
+    page.set_default_timeout(15_000)
+    yield page
+    page.close()
 
 
 def test_admin_logs_in_creates_and_opens_a_study(browser_page, live_server, session, app, make_pair_set, tmp_path):
