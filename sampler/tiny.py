@@ -83,61 +83,65 @@ def _sd_scheduler():
     )
 
 
-def build_tiny_pipeline(work_dir: Path, seed: int = TINY_SEED):
-    """The tiny SD 1.x pipeline, in memory, float32, on CPU. Same weights for the same seed."""
+def _assemble_sd(tokenizer, seed: int, unet: dict, vae: dict, text: dict):
+    """A StableDiffusionPipeline of SD 1.x layout with random weights from `seed`, from the
+    sizes that differ between the tiny and the full architecture."""
     from diffusers import AutoencoderKL, StableDiffusionPipeline, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
 
-    tokenizer = build_clip_tokenizer(work_dir / "tokenizer-src")
     torch.manual_seed(seed)
-    unet = UNet2DConditionModel(
-        sample_size=8,
-        in_channels=4,
-        out_channels=4,
-        layers_per_block=1,
-        block_out_channels=(32, 64),
-        down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
-        up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
-        cross_attention_dim=32,
-        attention_head_dim=4,  # SD 1.x naming: this is the number of heads
-        norm_num_groups=8,
-    )
+    unet_model = UNet2DConditionModel(in_channels=4, out_channels=4, **unet)
     torch.manual_seed(seed + 1)
-    vae = AutoencoderKL(
+    vae_model = AutoencoderKL(
         in_channels=3,
         out_channels=3,
         down_block_types=("DownEncoderBlock2D",) * 4,
         up_block_types=("UpDecoderBlock2D",) * 4,
-        block_out_channels=(8, 8, 16, 16),
-        layers_per_block=1,
         latent_channels=4,
-        norm_num_groups=4,
-        sample_size=64,
+        **vae,
     )
     torch.manual_seed(seed + 2)
     text_encoder = CLIPTextModel(
         CLIPTextConfig(
             vocab_size=49408,
-            hidden_size=32,
-            intermediate_size=64,
-            num_hidden_layers=2,
-            num_attention_heads=4,
             max_position_embeddings=77,
             bos_token_id=49406,
             eos_token_id=49407,
             pad_token_id=49407,
-            projection_dim=32,
+            **text,
         )
     )
     return StableDiffusionPipeline(
-        vae=vae,
+        vae=vae_model,
         text_encoder=text_encoder,
         tokenizer=tokenizer,
-        unet=unet,
+        unet=unet_model,
         scheduler=_sd_scheduler(),
         safety_checker=None,
         feature_extractor=None,
         requires_safety_checker=False,
+    )
+
+
+def build_tiny_pipeline(work_dir: Path, seed: int = TINY_SEED):
+    """The tiny SD 1.x pipeline, in memory, float32, on CPU. Same weights for the same seed."""
+    return _assemble_sd(
+        build_clip_tokenizer(work_dir / "tokenizer-src"),
+        seed,
+        unet=dict(
+            sample_size=8,
+            layers_per_block=1,
+            block_out_channels=(32, 64),
+            down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+            up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
+            cross_attention_dim=32,
+            attention_head_dim=4,  # SD 1.x naming: this is the number of heads
+            norm_num_groups=8,
+        ),
+        vae=dict(block_out_channels=(8, 8, 16, 16), layers_per_block=1, norm_num_groups=4, sample_size=64),
+        text=dict(
+            hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, projection_dim=32
+        ),
     )
 
 
@@ -146,56 +150,27 @@ def build_full_sd_pipeline(seed: int = TINY_SEED):
     encoder, 84M VAE) with random weights, in memory, float32 on CPU. For benchmarks only:
     its images are noise, its cost per step is that of the real model.
     """
-    from diffusers import AutoencoderKL, StableDiffusionPipeline, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel
-
-    tokenizer = build_clip_tokenizer(Path(tempfile.mkdtemp(prefix="sfgeval-tok-")))
-    torch.manual_seed(seed)
-    unet = UNet2DConditionModel(
-        sample_size=64,
-        in_channels=4,
-        out_channels=4,
-        layers_per_block=2,
-        block_out_channels=(320, 640, 1280, 1280),
-        down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
-        up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
-        cross_attention_dim=768,
-        attention_head_dim=8,
-    )
-    vae = AutoencoderKL(
-        in_channels=3,
-        out_channels=3,
-        down_block_types=("DownEncoderBlock2D",) * 4,
-        up_block_types=("UpDecoderBlock2D",) * 4,
-        block_out_channels=(128, 256, 512, 512),
-        layers_per_block=2,
-        latent_channels=4,
-        sample_size=512,
-    )
-    text_encoder = CLIPTextModel(
-        CLIPTextConfig(
-            vocab_size=49408,
+    return _assemble_sd(
+        build_clip_tokenizer(Path(tempfile.mkdtemp(prefix="sfgeval-tok-"))),
+        seed,
+        unet=dict(
+            sample_size=64,
+            layers_per_block=2,
+            block_out_channels=(320, 640, 1280, 1280),
+            down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
+            up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
+            cross_attention_dim=768,
+            attention_head_dim=8,
+        ),
+        vae=dict(block_out_channels=(128, 256, 512, 512), layers_per_block=2, sample_size=512),
+        text=dict(
             hidden_size=768,
             intermediate_size=3072,
             num_hidden_layers=12,
             num_attention_heads=12,
-            max_position_embeddings=77,
             hidden_act="quick_gelu",
-            bos_token_id=49406,
-            eos_token_id=49407,
-            pad_token_id=49407,
             projection_dim=768,
-        )
-    )
-    return StableDiffusionPipeline(
-        vae=vae,
-        text_encoder=text_encoder,
-        tokenizer=tokenizer,
-        unet=unet,
-        scheduler=_sd_scheduler(),
-        safety_checker=None,
-        feature_extractor=None,
-        requires_safety_checker=False,
+        ),
     )
 
 
