@@ -17,7 +17,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session, aliased
 
-from app.models import Comparison, Pair, Participant, Rating, Study, Trial
+from app.models import Comparison, Pair, PairSet, Participant, Rating, Study, Trial
 
 EXPORT_COLUMNS = (
     "study", "study_version", "participant", "external_ids", "pair", "pair_set", "prompt_id",
@@ -36,14 +36,25 @@ def _iso(value: datetime | None) -> str | None:
 
 
 def rating_rows(session: Session, study: Study, *, include_practice: bool = False) -> list[dict[str, Any]]:
-    """Every rating of `study` as a dict with the keys `COLUMNS`, in answer order."""
+    """Every rating of `study` as a dict with the keys `COLUMNS`, in answer order.
+
+    Fetched as plain columns in one query (no ORM objects): a study of 50,000 ratings exports in
+    seconds, not minutes.
+    """
     original = aliased(Trial)
     stmt = (
-        select(Rating, Trial, Participant, Pair, Comparison, original.public_id)
+        select(
+            Rating.study_version, Participant.id, Participant.external_ids, Pair.id, Pair.pair_set_id,
+            Pair.prompt_id, Pair.prompt, Pair.stratum, Pair.seed, Rating.treatment_side, Rating.choice,
+            Rating.score, Trial.kind, Trial.presented_at, Rating.answered_at, Rating.response_ms,
+            Comparison.label, PairSet.baseline_arm, PairSet.treatment_arm, Pair.pair_key, Trial.public_id,
+            Trial.position, original.public_id, Rating.too_fast, Rating.client_response_ms,
+        )
         .join(Trial, Trial.id == Rating.trial_id)
         .join(Participant, Participant.id == Trial.participant_id)
         .join(Pair, Pair.id == Trial.pair_id)
         .join(Comparison, Comparison.id == Trial.comparison_id)
+        .join(PairSet, PairSet.id == Comparison.pair_set_id)
         .outerjoin(original, original.id == Trial.repeat_of_trial_id)
         .where(Trial.study_id == study.id)
         .order_by(Rating.answered_at, Rating.id)
@@ -51,38 +62,41 @@ def rating_rows(session: Session, study: Study, *, include_practice: bool = Fals
     if not include_practice:
         stmt = stmt.where(Trial.kind != "practice")
     rows = []
-    for rating, trial, participant, pair, comparison, repeat_of in session.execute(stmt):
-        pair_set = comparison.pair_set
+    for (
+        version, participant, external_ids, pair, pair_set, prompt_id, prompt, stratum, seed, side,
+        choice, score, kind, presented_at, answered_at, response_ms, comparison, baseline_arm,
+        treatment_arm, pair_key, trial, position, repeat_of, too_fast, client_response_ms,
+    ) in session.execute(stmt):
         rows.append({
             "study": study.slug,
-            "study_version": rating.study_version,
-            "participant": participant.id,
-            "external_ids": dict(participant.external_ids or {}),
-            "pair": pair.id,
-            "pair_set": pair.pair_set_id,
-            "prompt_id": pair.prompt_id,
-            "prompt": pair.prompt,
-            "stratum": pair.stratum,
-            "seed": pair.seed,
-            "treatment_side": rating.treatment_side,
-            "choice": rating.choice,
-            "score": rating.score,
-            "is_gold": trial.kind == "gold",
-            "is_repeat": trial.kind == "repeat",
-            "presented_at": _iso(trial.presented_at),
-            "answered_at": _iso(rating.answered_at),
-            "response_ms": rating.response_ms,
-            "comparison": comparison.label,
-            "baseline_arm": pair_set.baseline_arm,
-            "treatment_arm": pair_set.treatment_arm,
-            "pair_key": pair.pair_key,
-            "trial": trial.public_id,
-            "position": trial.position,
-            "kind": trial.kind,
-            "is_practice": trial.kind == "practice",
+            "study_version": version,
+            "participant": participant,
+            "external_ids": dict(external_ids or {}),
+            "pair": pair,
+            "pair_set": pair_set,
+            "prompt_id": prompt_id,
+            "prompt": prompt,
+            "stratum": stratum,
+            "seed": seed,
+            "treatment_side": side,
+            "choice": choice,
+            "score": score,
+            "is_gold": kind == "gold",
+            "is_repeat": kind == "repeat",
+            "presented_at": _iso(presented_at),
+            "answered_at": _iso(answered_at),
+            "response_ms": response_ms,
+            "comparison": comparison,
+            "baseline_arm": baseline_arm,
+            "treatment_arm": treatment_arm,
+            "pair_key": pair_key,
+            "trial": trial,
+            "position": position,
+            "kind": kind,
+            "is_practice": kind == "practice",
             "repeat_of_trial": repeat_of,
-            "too_fast": rating.too_fast,
-            "client_response_ms": rating.client_response_ms,
+            "too_fast": too_fast,
+            "client_response_ms": client_response_ms,
             "min_response_ms": study.min_response_ms,
         })
     return rows
