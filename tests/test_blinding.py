@@ -8,27 +8,18 @@ from __future__ import annotations
 
 import json
 import re
-import struct
 import uuid
 
 from sqlalchemy import select
 
 from app.models import Pair, PairSet
+from tests.pngs import png_chunk_types
 
 FORBIDDEN = [
     r"cfg", r"sfg", r"classifier", r"segmentation", r"baseline", r"treatment", r"gold", r"degrad",
     r"guidance", r"\barms?\b", r"manifest", r"repeat", r"sha256", r"params", r"_scale", r"synthetic",
     r"pair_?set", r"comparison", r"score", r"\bkind\b", r"seed", r"stratum",
 ]
-
-
-def _png_chunks(data: bytes) -> list[bytes]:
-    out, i = [], 8
-    while i < len(data):
-        (n,) = struct.unpack(">I", data[i : i + 4])
-        out.append(data[i + 4 : i + 8])
-        i += 12 + n
-    return out
 
 
 def test_nothing_a_participant_receives_reveals_the_arm(client, session, study_factory, tmp_path, make_pair_set):
@@ -98,7 +89,7 @@ def test_nothing_a_participant_receives_reveals_the_arm(client, session, study_f
     assert len({len(c) for c, _ in images.values()}) == 1
     assert len({h for _, h in images.values()}) == 1
     for content, headers in images.values():
-        assert _png_chunks(content) == [b"IHDR", b"IDAT", b"IEND"]
+        assert png_chunk_types(content) == ["IHDR", "IDAT", "IEND"]
         lowered = content.lower()
         for word in (b"cfg", b"sfg", b"gold", b"baseline", b"treatment"):
             assert word not in lowered

@@ -4,7 +4,6 @@ sharding, CLI errors."""
 from __future__ import annotations
 
 import json
-import struct
 
 import pytest
 
@@ -14,22 +13,24 @@ from click.testing import CliRunner  # noqa: E402
 
 import sampler.generate as gen_mod  # noqa: E402
 from sampler.cli import generate as generate_cmd  # noqa: E402
-from sampler.generate import GenerateError, GenerationSettings, generate_pairs, plan_pairs, shard  # noqa: E402
-from sampler.manifest import MANIFEST_NAME, OPAQUE_NAME, PairRecord, iter_records, validate_folder  # noqa: E402
+from sampler.generate import (  # noqa: E402
+    GenerateError,
+    GenerationSettings,
+    generate_pairs,
+    plan_pairs,
+    shard,
+)
+from sampler.manifest import (  # noqa: E402
+    MANIFEST_NAME,
+    OPAQUE_NAME,
+    PairRecord,
+    iter_records,
+    validate_folder,
+)
 from sampler.prompts import PromptRecord  # noqa: E402
+from tests.pngs import png_chunk_types  # noqa: E402
 
 FAST = GenerationSettings(num_inference_steps=4, height=64, width=64)
-
-
-def png_chunks(path):
-    data = path.read_bytes()
-    assert data[:8] == b"\x89PNG\r\n\x1a\n"
-    pos, kinds = 8, []
-    while pos < len(data):
-        (length,) = struct.unpack(">I", data[pos : pos + 4])
-        kinds.append(data[pos + 4 : pos + 8].decode("ascii"))
-        pos += 12 + length
-    return kinds
 
 
 def prompts_csv(tmp_path, n=3):
@@ -69,7 +70,7 @@ def test_manifest_records_validate_and_files_reveal_nothing(tmp_path, tiny_sfg, 
     assert len(images) == 12
     for img in images:
         assert OPAQUE_NAME.match(img.name)
-        assert set(png_chunks(img)) <= {"IHDR", "IDAT", "IEND"}, "no text/time/metadata chunks"
+        assert set(png_chunk_types(img.read_bytes())) <= {"IHDR", "IDAT", "IEND"}, "no text/time/metadata chunks"
         assert b"cfg" not in img.read_bytes().lower() and b"sfg" not in img.read_bytes().lower()
     for rec in records:
         b, t = out / rec.baseline.file, out / rec.treatment.file

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import json
-import struct
 
 import numpy as np
 import pytest
@@ -14,20 +13,12 @@ from sqlalchemy import func, select
 from app.importer import import_pair_set
 from app.models import Image, Pair, PairSet
 from sampler.manifest import ManifestError
+from tests.pngs import png_chunk_types
 
 
 def _counts(session):
     session.expire_all()
     return tuple(session.scalar(select(func.count(m.id))) for m in (PairSet, Pair, Image))
-
-
-def _chunks(data: bytes) -> list[bytes]:
-    out, i = [], 8
-    while i < len(data):
-        (n,) = struct.unpack(">I", data[i : i + 4])
-        out.append(data[i + 4 : i + 8])
-        i += 12 + n
-    return out
 
 
 def test_import_blinds_every_image_and_makes_gold_twins(session, tmp_path, make_pair_set):
@@ -49,7 +40,7 @@ def test_import_blinds_every_image_and_makes_gold_twins(session, tmp_path, make_
             original = np.asarray(PILImage.open(folder / rec[arm]["file"]).convert("RGB"))
             served = PILImage.open(io.BytesIO(image.data))
             assert np.array_equal(np.asarray(served), original)
-            assert _chunks(image.data) == [b"IHDR", b"IDAT", b"IEND"]
+            assert png_chunk_types(image.data) == ["IHDR", "IDAT", "IEND"]
             assert len(image.token) == 32 and image.token not in rec[arm]["file"]
         gold = np.asarray(PILImage.open(io.BytesIO(pair.gold_image.data)), dtype=np.float64)
         source = pair.baseline_image if pair.gold_degraded_arm == "baseline" else pair.treatment_image
