@@ -1,0 +1,75 @@
+"""Statistics of a blind paired study: plain functions on exported rating rows.
+
+Input: the rows of `app.export.rating_rows` (one dict per rating, the export column names of
+docs/api: `participant`, `pair`, `prompt_id`, `stratum`, `treatment_side`, `choice`, `score`,
+`is_gold`, `is_repeat`, `response_ms`, ... plus the extra `comparison` column). Output: a
+JSON-ready dict (no numpy types, no NaN: missing values are None).
+
+Conventions
+- `choice` is the answer as shown: 1 left much better, 2 left slightly better, 3 no preference,
+  4 right slightly better, 5 right much better.
+- `score` is the un-flipped answer, -2..+2, positive = the treatment (e.g. SFG) was preferred.
+  It is computed once on the server (`app.scoring`); this module never un-flips answers.
+- Gold trials (one image obviously degraded) are quality control only: never part of the
+  preference results. Repeat trials (a pair shown again, sides swapped) only measure
+  consistency: the preference results use each participant's first rating of a pair.
+  Practice trials (`is_practice`, when present) are ignored everywhere.
+- Win rate = treatment wins / decisive votes (ties dropped); tie-as-half rate = (wins + ties/2)
+  / all votes; mean score in points on the -2..+2 scale.
+- Intervals: percentile intervals of a crossed bootstrap that resamples participants and
+  prompts independently with replacement; a vote's weight in a draw is (copies of its
+  participant) x (copies of its prompt). Votes of one person, or on one prompt, are correlated,
+  so resampling single votes would give intervals that are too narrow.
+
+No torch, no database: usable from the app, the command line and tests alike.
+
+Modules, one job each: `rows` (rows -> arrays), `estimates` (distribution, point estimates,
+independent-votes intervals), `bootstrap` (crossed bootstrap), `significance` (tests),
+`quality` (quality control), `exclusions` (rules), `results` (`compute_statistics`).
+"""
+
+from app.statistics.bootstrap import (
+    N_COMPONENTS,
+    bootstrap_weights,
+    crossed_bootstrap_estimates,
+    crossed_bootstrap_sums,
+    estimates_from_sums,
+    percentile_interval,
+)
+from app.statistics.estimates import INDEPENDENCE_NOTE, distribution, point_estimates, wilson_interval
+from app.statistics.exclusions import (
+    DEFAULT_RULE_PARAMS,
+    RULE_DESCRIPTIONS,
+    RULE_ORDER,
+    apply_exclusions,
+    normalise_rules,
+)
+from app.statistics.quality import (
+    krippendorff_alpha,
+    participant_quality,
+    quality_summary,
+    repeat_agreement,
+    response_times,
+    side_bias,
+)
+from app.statistics.results import compute_statistics, preference_results
+from app.statistics.rows import (
+    CHOICES,
+    REQUIRED_COLUMNS,
+    SCORE_NAMES,
+    SCORES,
+    Ratings,
+    StatisticsInputError,
+    preference_mask,
+    ratings_from_rows,
+)
+from app.statistics.significance import significance_tests, wilcoxon_method
+
+__all__ = [
+    "CHOICES", "DEFAULT_RULE_PARAMS", "INDEPENDENCE_NOTE", "N_COMPONENTS", "REQUIRED_COLUMNS", "RULE_DESCRIPTIONS",
+    "RULE_ORDER", "SCORES", "SCORE_NAMES", "Ratings", "StatisticsInputError", "apply_exclusions", "bootstrap_weights",
+    "compute_statistics", "crossed_bootstrap_estimates", "crossed_bootstrap_sums", "distribution",
+    "estimates_from_sums", "krippendorff_alpha", "normalise_rules", "participant_quality", "percentile_interval",
+    "point_estimates", "preference_mask", "preference_results", "quality_summary", "ratings_from_rows",
+    "repeat_agreement", "response_times", "side_bias", "significance_tests", "wilcoxon_method", "wilson_interval",
+]
