@@ -30,7 +30,7 @@ from sqlalchemy.orm import Session, aliased
 from sqlalchemy.sql.elements import BindParameter
 
 from app.models import Comparison, Image, Pair, Participant, Rating, Study, Trial
-from app.scoring import score_from_choice, swap_side
+from app.scoring import CHOICES, score_from_choice, swap_side
 
 LOOKAHEAD = 2  # trials held at once: the current one and the preloaded next one
 MAX_EXTERNAL_IDS = 20
@@ -545,7 +545,7 @@ def submit_answer(
     Commits. The trial moves from 'assigned' to 'answered' with a conditional UPDATE, so a
     double click, a retry and a hold expiring at the same moment resolve to exactly one outcome.
     """
-    if type(choice) is not int or choice not in (1, 2, 3, 4, 5):
+    if type(choice) is not int or choice not in CHOICES:
         raise FlowError(422, "choice must be an integer from 1 (left much better) to 5 (right much better)")
     if not request_id or len(request_id) > 100:
         raise FlowError(422, "request_id must be a non-empty string of at most 100 characters")

@@ -9,6 +9,15 @@ image much better, i.e. a pass).
 from __future__ import annotations
 
 CHOICES = (1, 2, 3, 4, 5)
+SCORES = (-2, -1, 0, 1, 2)
+# Names of the five answers after un-flipping, most negative (baseline much better) first.
+SCORE_NAMES = {
+    -2: "baseline much better",
+    -1: "baseline slightly better",
+    0: "no preference",
+    1: "treatment slightly better",
+    2: "treatment much better",
+}
 SIDES = ("left", "right")
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 
 import krippendorff
@@ -83,17 +84,46 @@ def test_vote_level_tests_match_scipy():
     assert tests["sign_test"]["wins"] == 8 and tests["sign_test"]["losses"] == 2
     assert tests["sign_test"]["p_value"] == pytest.approx(sps.binomtest(8, 10, 0.5).pvalue)
     assert "independent" in tests["sign_test"]["assumption"]
-    # Ties and zeros: the normal approximation (scipy's 'auto' would run a slow permutation test).
-    assert st.wilcoxon_method(scores) == "approx"
-    assert tests["wilcoxon"]["p_value"] == pytest.approx(sps.wilcoxon(scores, zero_method="pratt", method="approx").pvalue)
+    # 12 votes with ties and zeros: exact, the same as scipy's (slow) permutation test over all sign flips.
+    assert st.wilcoxon_method(scores) == "exact" and tests["wilcoxon"]["method"] == "exact"
+    assert tests["wilcoxon"]["p_value"] == pytest.approx(all_flips_p(scores))
     assert "independent" in tests["wilcoxon"]["assumption"]
     means = np.array([np.mean([2, 1, -2]), np.mean([1, 2, 1]), np.mean([0, 1, 2]), np.mean([-1, 0, 1])])
     pl = tests["prompt_level"]
     assert pl["n_prompts"] == 4
-    assert pl["wilcoxon"]["p_value"] == pytest.approx(
-        sps.wilcoxon(means, zero_method="pratt", method=st.wilcoxon_method(means)).pvalue)
+    assert pl["wilcoxon"]["p_value"] == pytest.approx(all_flips_p(means))
     assert st.wilcoxon_method(np.array([0.5, -1.0, 2.0])) == "exact"
     assert pl["t_test"]["p_value"] == pytest.approx(sps.ttest_1samp(means, 0).pvalue)
+
+
+def all_flips_p(x):
+    """Reference two-sided p of the Pratt signed-rank test: every one of the 2^m sign flips listed."""
+    x = np.asarray(x, dtype=float)
+    ranks = sps.rankdata(np.abs(x))[x != 0]
+    signs = np.array(list(itertools.product((0, 1), repeat=ranks.size)))
+    t_null, t_obs, centre = signs @ ranks, ranks[x[x != 0] > 0].sum(), ranks.sum() / 2
+    return np.mean(np.abs(t_null - centre) >= abs(t_obs - centre) - 1e-9)
+
+
+def test_wilcoxon_is_exact_with_ties_up_to_20_values_and_says_which():
+    """Issue 9.3: ten prompt means with ties and a zero: exact p, not the normal approximation."""
+    means = np.array([0.5, 1.0, -0.5, 1.0, 0.0, 1.5, 0.5, -1.0, 2.0, 1.0])
+    exact = all_flips_p(means)
+    approx = sps.wilcoxon(means, zero_method="pratt", method="approx").pvalue
+    out = st.significance_tests(np.repeat(means, 3), np.repeat(np.arange(10), 3))["prompt_level"]["wilcoxon"]
+    assert out["method"] == "exact" and "exact" in out["test"]
+    assert out["p_value"] == pytest.approx(exact, abs=1e-12) and abs(exact - approx) > 0.01
+    # scipy's permutation test enumerates all sign flips too (slowly: only a small sample here).
+    small = np.array([0.5, 1.0, -0.5, 1.0, 0.0, 1.5])
+    assert st.pratt_exact_pvalue(small)[1] == pytest.approx(
+        sps.wilcoxon(small, zero_method="pratt", method=sps.PermutationMethod(n_resamples=10**4)).pvalue)
+    for seed in range(5):  # random samples with ties and zeros, n = 5..17
+        x = np.round(np.random.default_rng(seed).normal(0.3, 1, 5 + 3 * seed) * 2) / 2
+        assert st.pratt_exact_pvalue(x)[1] == pytest.approx(all_flips_p(x))
+    big = np.random.default_rng(0).normal(0.2, 1, 21)
+    out = st.significance_tests(big, np.arange(21))["prompt_level"]["wilcoxon"]
+    assert out["method"] == "approx" and "approximation" in out["test"]
+    assert out["p_value"] == pytest.approx(sps.wilcoxon(big, zero_method="pratt", method="approx").pvalue)
 
 
 def test_degenerate_inputs_give_none_not_errors():
@@ -118,10 +148,14 @@ def test_quality_control_by_hand():
     assert q["consistency"]["n_repeats"] == 2
     assert q["consistency"]["same_direction"] == pytest.approx(0.5)
     assert q["consistency"]["exact"] == pytest.approx(0.0)
-    assert q["consistency"]["per_participant_counts"] == {"0": 1, "1": 1}
+    # Consistency: a repeat agrees when within one step (default): 2 -> 1 and 0 -> 1 both do.
+    assert q["consistency"]["tolerance"] == 1 and q["consistency"]["within_tolerance"] == pytest.approx(1.0)
+    assert q["consistency"]["per_participant_counts"] == {"1": 2}
+    exact = st.quality_summary(r, min_response_ms=None, tolerance=0)
+    assert exact["consistency"]["per_participant_counts"] == {"0": 2}
     assert q["gold"] == {"n": 2, "pass_rate": 0.5}
     by_id = {p["participant"]: p for p in q["participants"]}
-    assert by_id["a"]["consistency"] == 1.0 and by_id["b"]["consistency"] == 0.0
+    assert by_id["a"]["consistency"] == 1.0 and by_id["b"]["consistency"] == 1.0
     assert by_id["c"]["consistency"] is None and by_id["c"]["gold_pass_rate"] is None
     assert by_id["a"]["gold_pass_rate"] == 1.0 and by_id["b"]["gold_pass_rate"] == 0.0
 
@@ -181,8 +215,11 @@ def test_percentile_interval_and_seed_recorded():
     assert a["bootstrap"]["seed"] == 42 and a["bootstrap"]["draws"] == 100
     win = lambda s: s["results"]["all"]["overall"]["win_rate"]  # noqa: E731
     assert win(a) == win(b)
-    assert win(a)["ci_low"] != win(c)["ci_low"]
+    # The seed drives the bootstrap cross-check; the headline interval is analytic.
+    assert win(a)["ci_bootstrap"]["low"] != win(c)["ci_bootstrap"]["low"]
+    assert (win(a)["ci_low"], win(a)["ci_high"]) == (win(c)["ci_low"], win(c)["ci_high"])
     assert win(a)["ci_low"] < win(a)["estimate"] < win(a)["ci_high"]
+    assert win(a)["ci_bootstrap"]["low"] < win(a)["estimate"] < win(a)["ci_bootstrap"]["high"]
     ind = win(a)["ci_independent_votes"]
     wins = sum(r["score"] > 0 for r in rows if not r["is_gold"] and not r["is_repeat"])
     dec = sum(r["score"] != 0 for r in rows if not r["is_gold"] and not r["is_repeat"])
@@ -241,7 +278,8 @@ def test_each_rule_on_hand_made_participants():
     rows += [row("incons", f"q{i}", 2, "left" if i % 2 else "right") for i in range(6)]
     rows += [row("incons", "q0", -2, "left", repeat=True)]  # repeat reversed
     r = st.ratings_from_rows(rows)
-    rules = st.normalise_rules({"fail_gold": True, "straight_lining": True, "min_consistency": 0.5})
+    rules = st.normalise_rules({"fail_gold": True, "straight_lining": True, "min_consistency": 0.5,
+                                "consistency_min_repeats": 1})
     ex = st.apply_exclusions(st.participant_quality(r, None), rules)
     assert [(s["rule"], s["participants"]) for s in ex["steps"]] == [
         ("fail_gold", ["gold"]), ("straight_lining", ["flat"]), ("low_consistency", ["incons"])]
@@ -260,7 +298,7 @@ def test_bad_input_is_reported_clearly():
         st.compute_statistics([good, good, dict(good, treatment_side="top")])
     with pytest.raises(st.StatisticsInputError, match="unknown exclusion rule"):
         st.compute_statistics([good], exclusion_rules={"max_sidebias": 0.9})
-    with pytest.raises(st.StatisticsInputError, match="between 0 and 1"):
+    with pytest.raises(st.StatisticsInputError, match="max_side_bias: Input should be less than or equal to 1"):
         st.compute_statistics([good], exclusion_rules={"max_side_bias": 9})
 
 
@@ -282,8 +320,10 @@ def test_rule_switches_follow_the_study_config():
                                       min_response_ms=800, draws=10)
     assert [(s["rule"], s["participants"]) for s in study_min["exclusions"]["steps"]] == [("too_fast", ["fast"])]
     assert "800 ms" in study_min["exclusions"]["steps"][0]["description"]
-    # Without any threshold the speed rule cannot apply.
-    assert st.compute_statistics(rows, exclusion_rules={"max_fast_share": 0.5}, draws=10)["exclusions"]["steps"] == []
+    # Without any threshold the speed rule cannot apply, and the report says so.
+    steps = st.compute_statistics(rows, exclusion_rules={"max_fast_share": 0.5}, draws=10)["exclusions"]["steps"]
+    assert [(s["rule"], s["applied"], s["removed"]) for s in steps] == [("too_fast", False, 0)]
+    assert steps[0]["description"].startswith("not applied: max_fast_share is set but there is no min_response_ms")
 
 
 def test_cell_sums_add_up_to_each_groups_own_bootstrap():

@@ -28,6 +28,7 @@ independent-votes intervals), `bootstrap` (crossed bootstrap), `significance` (t
 `quality` (quality control), `exclusions` (rules), `results` (`compute_statistics`).
 """
 
+from app.scoring import CHOICES, SCORE_NAMES, SCORES
 from app.statistics.bootstrap import (
     N_COMPONENTS,
     bootstrap_weights,
@@ -54,22 +55,19 @@ from app.statistics.quality import (
 )
 from app.statistics.results import compute_statistics, preference_results
 from app.statistics.rows import (
-    CHOICES,
     REQUIRED_COLUMNS,
-    SCORE_NAMES,
-    SCORES,
     Ratings,
     StatisticsInputError,
     preference_mask,
     ratings_from_rows,
 )
-from app.statistics.significance import significance_tests, wilcoxon_method
+from app.statistics.significance import pratt_exact_pvalue, significance_tests, wilcoxon_method
 
 __all__ = [
     "CHOICES", "DEFAULT_RULE_PARAMS", "INDEPENDENCE_NOTE", "N_COMPONENTS", "REQUIRED_COLUMNS", "RULE_DESCRIPTIONS",
     "RULE_ORDER", "SCORES", "SCORE_NAMES", "Ratings", "StatisticsInputError", "apply_exclusions", "bootstrap_weights",
     "compute_statistics", "crossed_bootstrap_estimates", "crossed_bootstrap_sums", "distribution",
     "estimates_from_sums", "krippendorff_alpha", "normalise_rules", "participant_quality", "percentile_interval",
-    "point_estimates", "preference_mask", "preference_results", "quality_summary", "ratings_from_rows",
+    "point_estimates", "pratt_exact_pvalue", "preference_mask", "preference_results", "quality_summary", "ratings_from_rows",
     "repeat_agreement", "response_times", "side_bias", "significance_tests", "wilcoxon_method", "wilson_interval",
 ]

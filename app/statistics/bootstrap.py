@@ -1,4 +1,10 @@
-"""Crossed bootstrap: participants and prompts resampled independently; a vote weighs (participant copies) x (prompt copies)."""
+"""Crossed (pigeonhole) bootstrap: participants and prompts (within strata) resampled independently.
+
+A vote weighs (participant copies) x (prompt copies). Its percentile interval is reported as a
+cross-check only: it counts the vote-level noise about three times (once per resampled factor
+and once more for their product; Owen 2007), so it is conservative. The headline intervals are
+`app.statistics.robust`'s.
+"""
 
 from __future__ import annotations
 
@@ -6,20 +12,29 @@ import numpy as np
 
 from app.statistics.jsonsafe import _num
 
-def bootstrap_weights(n_participants: int, n_prompts: int, draws: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+
+def bootstrap_weights(n_participants: int, n_prompts: int, draws: int, seed: int,
+                      prompt_strata: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Resampling counts for a crossed bootstrap: shapes (draws, P) and (draws, Q), float32.
 
-    Row b holds how many copies of each participant / prompt draw b took (each row sums to P
-    resp. Q): P indices drawn uniformly with replacement, counted. One numpy Generator seeded
-    with `seed` draws both, participants first.
+    Row b holds how many copies of each participant / prompt draw b took: P participants drawn
+    uniformly with replacement; prompts likewise, or, given `prompt_strata` (an int stratum
+    code per prompt), drawn within each stratum, so every draw keeps each stratum's number of
+    prompts (strata are fixed by design). One numpy Generator seeded with `seed` draws both,
+    participants first.
     """
     rng = np.random.default_rng(seed)
 
-    def counts(n: int) -> np.ndarray:
-        picks = rng.integers(0, n, size=(draws, n)) + (np.arange(draws) * n)[:, None]
+    def counts(n: int, groups: np.ndarray) -> np.ndarray:
+        order = np.argsort(groups, kind="stable")
+        _, start, size = np.unique(groups[order], return_index=True, return_counts=True)
+        slot = np.repeat(np.arange(start.size), size)  # the stratum of each of the n slots
+        picks = order[start[slot] + rng.integers(0, size[slot], size=(draws, n))]
+        picks += (np.arange(draws) * n)[:, None]
         return np.bincount(picks.ravel(), minlength=draws * n).reshape(draws, n).astype(np.float32)
 
-    return counts(n_participants), counts(n_prompts)
+    strata = np.zeros(n_prompts, dtype=np.int64) if prompt_strata is None else np.asarray(prompt_strata)
+    return counts(n_participants, np.zeros(n_participants, dtype=np.int64)), counts(n_prompts, strata)
 
 
 # Per-vote components summed in the bootstrap: count, decisive, treatment win, score.

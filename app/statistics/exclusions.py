@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Annotated, Any
 
-from app.statistics.rows import StatisticsInputError, _as_bool
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
+
+from app.statistics.rows import StatisticsInputError
 
 # Order in which exclusion rules are applied; each rule sees only the participants the
 # previous rules kept, so the counts removed at each step add up.
@@ -16,62 +18,101 @@ RULE_DESCRIPTIONS = {
     "too_fast": "more than {max_fast_share:.0%} of answers faster than {min_response_ms:g} ms",
     "straight_lining": "the same answer on every trial (at least {straight_lining_min_trials} "
     "trials)",
-    "low_consistency": "agreement on repeated pairs below {min_consistency:g} (direction of "
-    "preference, after un-flipping)",
+    "low_consistency": "agreement on repeated pairs below {min_consistency:g} (a repeat agrees when its "
+    "un-flipped answer is within {consistency_tolerance} step(s) of the first; only participants with at "
+    "least {consistency_min_repeats} repeats can be excluded)",
     "side_bias": "more than {max_side_bias:.0%} of decisive answers on one side (at least "
     "{side_bias_min_votes} decisive answers)",
 }
-DEFAULT_RULE_PARAMS = {
-    "min_gold_pass_rate": 1.0,
-    "straight_lining_min_trials": 5,
-    "side_bias_min_votes": 5,
-}
+Share = Annotated[float, Field(ge=0, le=1)]
+Count = Annotated[int, Field(ge=0)]
 
-def normalise_rules(rules: Mapping[str, Any] | None, min_response_ms: float | None = None) -> dict[str, Any]:
-    """Fill defaults into a study's `exclusion_rules` and check their types.
+
+class ExclusionRules(BaseModel):
+    """The one schema of a study's `exclusion_rules` (config file, admin form, CLI, statistics).
 
     A rule is on when its switch is set (None or absent = off):
-    - fail_gold (bool), with min_gold_pass_rate (0..1, default 1: any failed gold pair excludes);
-    - max_fast_share (0..1): too fast = more than this share of answers under min_response_ms
-      (the rule's own, else the study's `min_response_ms` argument);
-    - straight_lining (bool), with straight_lining_min_trials (default 5);
-    - min_consistency (0..1): share of repeats answered in the same direction;
-    - max_side_bias (0.5..1), with side_bias_min_votes (default 5 decisive answers).
-    Unknown keys raise StatisticsInputError (a typo must not silently switch a rule off).
+    - fail_gold, with min_gold_pass_rate (default 1: a single failed gold pair excludes);
+    - max_fast_share: too fast = more than this share of answers under min_response_ms (the
+      rule's own, else the study's `min_response_ms`);
+    - straight_lining, with straight_lining_min_trials;
+    - min_consistency: share of repeats whose un-flipped answer is within consistency_tolerance
+      steps of the first rating of the pair (default 1: a "slightly" <-> "much" change or a move
+      to or from "no preference" still agrees; 0 = the exact answer); only participants with at
+      least consistency_min_repeats repeats can be excluded (with one or two repeats a single
+      disagreement would decide, which removes people near indifference and biases the result);
+    - max_side_bias (0.5..1), with side_bias_min_votes decisive answers.
+    Unknown keys are refused: a typo must not silently switch a rule off.
     """
-    rules = dict(rules or {})
-    known = {"fail_gold", "min_gold_pass_rate", "min_response_ms", "max_fast_share", "straight_lining",
-             "straight_lining_min_trials", "min_consistency", "max_side_bias", "side_bias_min_votes"}
-    unknown = sorted(set(rules) - known)
+
+    model_config = ConfigDict(extra="forbid")
+
+    fail_gold: bool = False
+    min_gold_pass_rate: Share = 1.0
+    min_response_ms: Annotated[float, Field(ge=0)] | None = None
+    max_fast_share: Share | None = None
+    straight_lining: bool = False
+    straight_lining_min_trials: Count = 5
+    min_consistency: Share | None = None
+    consistency_tolerance: Annotated[int, Field(ge=0, le=4)] = 1
+    consistency_min_repeats: Annotated[int, Field(ge=1)] = 3
+    max_side_bias: Annotated[float, Field(ge=0.5, le=1)] | None = None
+    side_bias_min_votes: Count = 5
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _blank_is_default(cls, v: Any, info: ValidationInfo) -> Any:
+        # None switches a rule off, and for a parameter means "the default".
+        if v is None and info.field_name in PARAMETERS:
+            return cls.model_fields[info.field_name].default
+        return v
+
+
+# Parameters of a rule (always have a value) as opposed to switches (None = off).
+PARAMETERS = ("min_gold_pass_rate", "straight_lining_min_trials", "consistency_tolerance", "consistency_min_repeats",
+              "side_bias_min_votes")
+DEFAULT_RULE_PARAMS = {name: ExclusionRules.model_fields[name].default for name in PARAMETERS}
+
+
+def rules_error(e: ValidationError) -> str:
+    """One line naming each bad rule, e.g. "exclusion rule max_side_bias: Input should be <= 1"."""
+    unknown = [str(err["loc"][0]) for err in e.errors() if err["type"] == "extra_forbidden"]
     if unknown:
-        raise StatisticsInputError(f"unknown exclusion rule(s): {', '.join(unknown)}; known: {', '.join(sorted(known))}")
-    out = {**DEFAULT_RULE_PARAMS, **{k: v for k, v in rules.items() if v is not None}}
-    if "min_response_ms" not in out and min_response_ms:
+        return f"unknown exclusion rule(s): {', '.join(unknown)}; known: {', '.join(ExclusionRules.model_fields)}"
+    return "; ".join(f"exclusion rule {'.'.join(map(str, err['loc']))}: {err['msg']}" for err in e.errors())
+
+
+def normalise_rules(rules: Mapping[str, Any] | None, min_response_ms: float | None = None) -> dict[str, Any]:
+    """A study's `exclusion_rules` checked against `ExclusionRules`, with defaults filled in.
+
+    min_response_ms: the study's minimum response time, used by the speed rule when the rules
+    name none. Raises StatisticsInputError naming the bad rule.
+    """
+    try:
+        out = ExclusionRules.model_validate(dict(rules or {})).model_dump()
+    except ValidationError as e:
+        raise StatisticsInputError(rules_error(e)) from None
+    if out["min_response_ms"] is None and min_response_ms:
         out["min_response_ms"] = min_response_ms
-    for key in ("min_gold_pass_rate", "max_fast_share", "min_consistency", "max_side_bias"):
-        if key in out:
-            v = out[key]
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v <= 1:
-                raise StatisticsInputError(f"exclusion rule {key} must be a number between 0 and 1, got {v!r}")
-    for key in ("min_response_ms", "straight_lining_min_trials", "side_bias_min_votes"):
-        v = out.get(key)
-        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0):
-            raise StatisticsInputError(f"exclusion rule {key} must be a non-negative number, got {v!r}")
     return out
 
 
-def _active_rules(rules: Mapping[str, Any]) -> list[str]:
-    active = []
-    if _as_bool(rules.get("fail_gold", False)):
-        active.append("fail_gold")
-    if rules.get("max_fast_share") is not None and rules.get("min_response_ms"):
-        active.append("too_fast")
-    if _as_bool(rules.get("straight_lining", False)):
-        active.append("straight_lining")
+def _active_rules(rules: Mapping[str, Any]) -> list[tuple[str, str | None]]:
+    """(rule, None) for each rule switched on, or (rule, why it cannot apply) when it is set but inert."""
+    active: list[tuple[str, str | None]] = []
+    if rules.get("fail_gold"):
+        active.append(("fail_gold", None))
+    if rules.get("max_fast_share") is not None:
+        why = None if rules.get("min_response_ms") else (
+            "not applied: max_fast_share is set but there is no min_response_ms (neither the rule's nor the "
+            "study's), so no answer counts as too fast")
+        active.append(("too_fast", why))
+    if rules.get("straight_lining"):
+        active.append(("straight_lining", None))
     if rules.get("min_consistency") is not None:
-        active.append("low_consistency")
+        active.append(("low_consistency", None))
     if rules.get("max_side_bias") is not None:
-        active.append("side_bias")
+        active.append(("side_bias", None))
     return active
 
 
@@ -83,7 +124,8 @@ def _flagged(rule: str, p: Mapping[str, Any], rules: Mapping[str, Any]) -> bool:
     if rule == "straight_lining":
         return p["n_ratings"] >= rules["straight_lining_min_trials"] and p["distinct_choices"] == 1
     if rule == "low_consistency":
-        return p["consistency"] is not None and p["consistency"] < rules["min_consistency"]
+        return (p["consistency"] is not None and p["repeats_n"] >= rules["consistency_min_repeats"]
+                and p["consistency"] < rules["min_consistency"])
     if rule == "side_bias":
         if p["n_decisive"] < rules["side_bias_min_votes"] or p["left_share"] is None:
             return False
@@ -94,16 +136,19 @@ def _flagged(rule: str, p: Mapping[str, Any], rules: Mapping[str, Any]) -> bool:
 def apply_exclusions(quality: Sequence[Mapping[str, Any]], rules: Mapping[str, Any]) -> dict[str, Any]:
     """Apply the active rules one after another to per-participant quality records.
 
-    Returns {"rules", "steps": [{rule, description, removed, participants, remaining}],
-    "excluded": [...], "kept": [...]}; each step only sees participants kept so far.
+    Returns {"rules", "steps": [{rule, applied, description, removed, participants, remaining}],
+    "excluded": [...], "kept": [...]}; each step only sees participants kept so far. A rule that
+    is set but cannot work (e.g. a share of too-fast answers without a time limit) is a step with
+    applied = False whose description says why.
     """
     remaining = [p["participant"] for p in quality]
     by_id = {p["participant"]: p for p in quality}
     steps = []
-    for rule in _active_rules(rules):
-        removed = [pid for pid in remaining if _flagged(rule, by_id[pid], rules)]
+    for rule, why_not in _active_rules(rules):
+        removed = [] if why_not else [pid for pid in remaining if _flagged(rule, by_id[pid], rules)]
         remaining = [pid for pid in remaining if pid not in set(removed)]
-        steps.append({"rule": rule, "description": RULE_DESCRIPTIONS[rule].format(**rules),
+        steps.append({"rule": rule, "applied": why_not is None,
+                      "description": why_not or RULE_DESCRIPTIONS[rule].format(**rules),
                       "removed": len(removed), "participants": removed, "remaining": len(remaining)})
     excluded = [p["participant"] for p in quality if p["participant"] not in set(remaining)]
     return {"rules": dict(rules), "steps": steps, "excluded": excluded, "kept": remaining,

@@ -9,7 +9,8 @@ import numpy as np
 from scipy import stats as sps
 
 from app.statistics.jsonsafe import _num, _share
-from app.statistics.rows import SCORES, Ratings, preference_mask
+from app.scoring import SCORES
+from app.statistics.rows import Ratings, preference_mask
 
 def side_bias(choice: np.ndarray) -> dict[str, Any]:
     """Share of "left" answers among decisive answers (as shown) and a binomial test against 1/2."""
@@ -24,15 +25,16 @@ def side_bias(choice: np.ndarray) -> dict[str, Any]:
     return out
 
 
-def repeat_agreement(r: Ratings) -> dict[str, np.ndarray]:
+def repeat_agreement(r: Ratings, tolerance: int = 1) -> dict[str, np.ndarray]:
     """Each repeat rating next to the participant's first rating of the same pair.
 
     Returns arrays over the matched repeats: participant (codes), first and repeat score,
-    same_direction (the un-flipped scores have the same sign -, 0, +) and exact (equal).
+    same_direction (the un-flipped scores have the same sign -, 0, +), exact (equal) and
+    within (|first - repeat| <= tolerance steps of the -2..+2 scale).
     Repeats whose first rating is missing (e.g. excluded) are skipped.
     """
     key = r.participant * max(r.pairs.size, 1) + r.pair
-    firsts = np.flatnonzero(~r.is_repeat & ~r.is_gold)
+    firsts = np.flatnonzero(preference_mask(r))
     # The first rating of each (participant, pair) in row order.
     first_keys, first_pos = np.unique(key[firsts], return_index=True)
     first_idx = firsts[first_pos]
@@ -44,15 +46,15 @@ def repeat_agreement(r: Ratings) -> dict[str, np.ndarray]:
     a = r.score[first_idx[where[found]]]
     b = r.score[reps]
     return {"participant": r.participant[reps], "first": a, "repeat": b,
-            "same_direction": np.sign(a) == np.sign(b), "exact": a == b}
+            "same_direction": np.sign(a) == np.sign(b), "exact": a == b, "within": np.abs(a - b) <= tolerance}
 
 
-def participant_quality(r: Ratings, min_response_ms: float | None) -> list[dict[str, Any]]:
+def participant_quality(r: Ratings, min_response_ms: float | None, tolerance: int = 1) -> list[dict[str, Any]]:
     """One dict per participant (all of their non-practice ratings, gold and repeats included).
 
     Keys: participant, n_ratings, gold_n, gold_pass_rate, fast_share (share of answers under
     min_response_ms; None without a threshold), distinct_choices, left_share / n_decisive
-    (as shown), repeats_n, consistency (share of repeats with the same direction),
+    (as shown), repeats_n, consistency (share of repeats within `tolerance` steps of the first rating),
     median_response_ms.
     """
     n_p = r.participants.size
@@ -71,9 +73,9 @@ def participant_quality(r: Ratings, min_response_ms: float | None) -> list[dict[
     distinct = np.zeros(n_p, dtype=np.int64)
     pc = np.unique(r.participant * 8 + r.choice)
     np.add.at(distinct, pc // 8, 1)
-    agreement = repeat_agreement(r)
+    agreement = repeat_agreement(r, tolerance)
     rep_n = np.bincount(agreement["participant"], minlength=n_p)
-    rep_same = np.bincount(agreement["participant"], weights=agreement["same_direction"], minlength=n_p)
+    rep_same = np.bincount(agreement["participant"], weights=agreement["within"], minlength=n_p)
     order = np.argsort(r.participant, kind="stable")
     bounds = np.searchsorted(r.participant[order], np.arange(n_p + 1))
     out = []
@@ -134,18 +136,20 @@ def response_times(ms: np.ndarray, min_response_ms: float | None = None) -> dict
     return out
 
 
-def quality_summary(r: Ratings, min_response_ms: float | None = None) -> dict[str, Any]:
+def quality_summary(r: Ratings, min_response_ms: float | None = None, tolerance: int = 1) -> dict[str, Any]:
     """Study-level quality control: side bias, consistency, gold pass rate, alpha, timing."""
     pref = preference_mask(r)
-    agreement = repeat_agreement(r)
+    agreement = repeat_agreement(r, tolerance)
     gold = r.is_gold & np.isfinite(r.gold_passed)
-    participants = participant_quality(r, min_response_ms)
+    participants = participant_quality(r, min_response_ms, tolerance)
     per_participant_consistency = [p["consistency"] for p in participants if p["consistency"] is not None]
     return {
         "side_bias": side_bias(r.choice[pref]),
         "consistency": {
             "n_repeats": int(agreement["exact"].size),
             "same_direction": _share(agreement["same_direction"].sum(), agreement["exact"].size),
+            "tolerance": int(tolerance),
+            "within_tolerance": _share(agreement["within"].sum(), agreement["exact"].size),
             "exact": _share(agreement["exact"].sum(), agreement["exact"].size),
             "n_participants": len(per_participant_consistency),
             "mean_per_participant": _num(np.mean(per_participant_consistency)) if per_participant_consistency else None,

@@ -13,7 +13,14 @@ from app.statistics.exclusions import apply_exclusions, normalise_rules
 from app.statistics.jsonsafe import _num
 from app.statistics.quality import quality_summary
 from app.statistics.rows import Ratings, StatisticsInputError, preference_mask, ratings_from_rows
+from app.statistics.robust import ESTIMATES, robust_intervals
+from app.statistics.robust import METHOD as ROBUST_METHOD
 from app.statistics.significance import significance_tests
+
+BOOTSTRAP_NOTE = ("crossed bootstrap percentile interval: conservative (counts the vote-level noise about three "
+                  "times), shown as a cross-check")
+
+
 
 def _design(r: Ratings, mask: np.ndarray) -> dict[str, Any]:
     per_pair = np.bincount(r.pair[mask], minlength=r.pairs.size)
@@ -32,20 +39,25 @@ def _design(r: Ratings, mask: np.ndarray) -> dict[str, Any]:
 
 
 def _group_summary(r: Ratings, mask: np.ndarray, boot: dict[str, np.ndarray], confidence: float) -> dict[str, Any]:
+    """One group's results; `r` holds preference ratings only (see `preference_results`)."""
     scores = r.score[mask]
     out: dict[str, Any] = _design(r, mask)
     out["distribution"] = distribution(scores)
     est = point_estimates(scores)
+    robust = robust_intervals(scores, r.participant[mask], r.prompt[mask], r.stratum[mask], confidence)
     wins, losses = int((scores > 0).sum()), int((scores < 0).sum())
     indep = {
         "win_rate": wilson_interval(wins, wins + losses, confidence),
-        "tie_half_rate": wilson_interval(int(round(2 * wins + (scores.size - wins - losses))), 2 * scores.size, confidence)
-        if scores.size else (None, None),
+        # Each vote is worth 1, 1/2 or 0: the t interval of those values (not 2n half-trials).
+        "tie_half_rate": _t_interval((scores > 0) + 0.5 * (scores == 0), confidence),
         "mean_score": _t_interval(scores, confidence),
     }
     for name, value in est.items():
         lo, hi = percentile_interval(boot[name], confidence)
-        out[name] = {"estimate": value, "ci_low": lo, "ci_high": hi,
+        rb = robust[name]
+        out[name] = {"estimate": value, "ci_low": _num(rb["ci_low"]), "ci_high": _num(rb["ci_high"]),
+                     "se": _num(rb["se"]), "df": _num(rb["df"]),
+                     "ci_bootstrap": {"low": lo, "high": hi, "note": BOOTSTRAP_NOTE},
                      "ci_independent_votes": {"low": indep[name][0], "high": indep[name][1],
                                               "note": INDEPENDENCE_NOTE}}
     out["tests"] = significance_tests(scores, r.prompt[mask])
@@ -53,28 +65,53 @@ def _group_summary(r: Ratings, mask: np.ndarray, boot: dict[str, np.ndarray], co
 
 
 def preference_results(r: Ratings, *, draws: int, seed: int, confidence: float = 0.95) -> dict[str, Any]:
-    """Preference results overall, per comparison and per stratum (gold and repeats left out).
+    """Preference results overall, per comparison and per stratum (gold, repeats, duplicates left out).
 
-    One set of crossed-bootstrap draws (participants and prompts of the whole set) serves
-    every group, so groups are resampled consistently; the sums are computed once per
-    (comparison, stratum) cell and added up into the groups.
+    Only participants and prompts with preference votes take part. Intervals: see
+    `app.statistics.robust`; the bootstrap cross-check uses one set of draws (participants,
+    and prompts within their stratum) for every group, so groups are resampled consistently;
+    its sums are computed once per (comparison, stratum) cell and added up into the groups.
     """
     pref = preference_mask(r)
     if not pref.any():
         return {"overall": None, "per_comparison": {}, "per_stratum": {}}
-    wp, wq = bootstrap_weights(r.participants.size, r.prompts.size, draws, seed)
-    comparisons, comp = np.unique(r.comparison[pref], return_inverse=True)
-    strata, strat = np.unique(r.stratum[pref], return_inverse=True)
-    cells, sums = crossed_bootstrap_sums(r.participant[pref], r.prompt[pref], r.score[pref], wp, wq,
-                                         comp * strata.size + strat)
-    out = {"overall": _group_summary(r, pref, estimates_from_sums(sums.sum(axis=1)), confidence),
+    r = r.subset(pref)
+    strata, strat = np.unique(r.stratum, return_inverse=True)
+    prompt_stratum = np.zeros(r.prompts.size, dtype=np.int64)
+    prompt_stratum[r.prompt] = strat
+    wp, wq = bootstrap_weights(r.participants.size, r.prompts.size, draws, seed, prompt_stratum)
+    comparisons, comp = np.unique(r.comparison, return_inverse=True)
+    cells, sums = crossed_bootstrap_sums(r.participant, r.prompt, r.score, wp, wq, comp * strata.size + strat)
+    every = np.ones(len(r), dtype=bool)
+    out = {"overall": _group_summary(r, every, estimates_from_sums(sums.sum(axis=1)), confidence),
            "per_comparison": {}, "per_stratum": {}}
     for key, labels, cell_group in (("per_comparison", comparisons, cells // strata.size),
                                     ("per_stratum", strata, cells % strata.size)):
         column = r.comparison if key == "per_comparison" else r.stratum
         for i, label in enumerate(labels.tolist()):
             boot = estimates_from_sums(sums[:, cell_group == i].sum(axis=1))
-            out[key][label] = _group_summary(r, pref & (column == label), boot, confidence)
+            out[key][label] = _group_summary(r, column == label, boot, confidence)
+    return out
+
+
+def exclusion_effect(all_: dict[str, Any] | None, after: dict[str, Any] | None) -> dict[str, Any]:
+    """Whether excluding participants moved an overall estimate by more than its interval half-width.
+
+    Exclusion rules can bias the result (e.g. a strict consistency rule removes raters near
+    indifference), so a move larger than the after-exclusions half-width is flagged.
+    """
+    out: dict[str, Any] = {"flagged": False, "estimates": {}}
+    if not all_ or not after or all_ is after:
+        return out
+    for name in ESTIMATES:
+        a, b = all_[name], after[name]
+        if a["estimate"] is None or b["estimate"] is None or b["ci_low"] is None:
+            continue
+        half = (b["ci_high"] - b["ci_low"]) / 2
+        diff = b["estimate"] - a["estimate"]
+        out["estimates"][name] = {"all": a["estimate"], "after_exclusions": b["estimate"], "difference": diff,
+                                  "half_width": half, "exceeds": abs(diff) > half}
+        out["flagged"] = out["flagged"] or abs(diff) > half
     return out
 
 
@@ -102,14 +139,15 @@ def compute_statistics(
     r = ratings_from_rows(rows)
     rules = normalise_rules(exclusion_rules, min_response_ms)
     speed_threshold = rules.get("min_response_ms", min_response_ms)
-    quality = quality_summary(r, speed_threshold)
+    tolerance = rules["consistency_tolerance"]
+    quality = quality_summary(r, speed_threshold, tolerance)
     exclusions = apply_exclusions(quality["participants"], rules)
     result_all = preference_results(r, draws=draws, seed=seed, confidence=confidence)
     result_all["quality"] = {k: v for k, v in quality.items() if k != "participants"}
     if exclusions["excluded"]:
         kept = r.subset(np.isin(r.participants[r.participant], exclusions["kept"]))
         result_kept = preference_results(kept, draws=draws, seed=seed, confidence=confidence)
-        q_kept = quality_summary(kept, speed_threshold)
+        q_kept = quality_summary(kept, speed_threshold, tolerance)
         result_kept["quality"] = {k: v for k, v in q_kept.items() if k != "participants"}
     else:
         result_kept = result_all
@@ -121,11 +159,14 @@ def compute_statistics(
             "win_rate": "treatment wins / decisive votes",
             "tie_half_rate": "(treatment wins + ties / 2) / all votes",
             "mean_score": "mean of score",
-            "excluded_from_preference": "gold trials (quality control) and repeat trials (consistency); practice trials",
+            "excluded_from_preference": "gold trials (quality control) and repeat trials (consistency); practice "
+            "trials; later duplicates of a participant's main rating of a pair (the earliest answer is kept)",
         },
+        "interval": {"method": ROBUST_METHOD, "confidence": float(confidence), "documentation": "docs/statistics.md"},
         "bootstrap": {
-            "method": "crossed: participants and prompts resampled independently with replacement; a vote's weight "
-            "is (copies of its participant) x (copies of its prompt); percentile interval",
+            "method": "crossed (pigeonhole): participants, and prompts within their stratum, resampled independently "
+            "with replacement; a vote's weight is (copies of its participant) x (copies of its prompt); percentile "
+            "interval; a conservative cross-check (ci_bootstrap), not the headline interval",
             "draws": int(draws),
             "seed": int(seed),
             "confidence": float(confidence),
@@ -134,8 +175,10 @@ def compute_statistics(
             "n_ratings_total": len(r),
             "n_gold": int(r.is_gold.sum()),
             "n_repeats": int((r.is_repeat & ~r.is_gold).sum()),
+            # Main ratings of a (participant, pair) after the earliest (by answer time): dropped.
+            "n_duplicates_dropped": int(r.duplicate.sum()),
         },
-        "exclusions": exclusions,
+        "exclusions": exclusions | {"effect": exclusion_effect(result_all["overall"], result_kept["overall"])},
         "participants": quality["participants"],
         "results": {"all": result_all, "after_exclusions": result_kept},
     }

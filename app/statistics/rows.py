@@ -5,21 +5,14 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from operator import itemgetter
 from typing import Any
 
 import numpy as np
 
-SCORES = (-2, -1, 0, 1, 2)
-CHOICES = (1, 2, 3, 4, 5)
-# Names of the five answers after un-flipping, most negative (baseline much better) first.
-SCORE_NAMES = {
-    -2: "baseline much better",
-    -1: "baseline slightly better",
-    0: "no preference",
-    1: "treatment slightly better",
-    2: "treatment much better",
-}
+from app.scoring import CHOICES, SCORES
+
 REQUIRED_COLUMNS = (
     "participant",
     "pair",
@@ -73,6 +66,8 @@ class Ratings:
     is_repeat: np.ndarray
     gold_passed: np.ndarray  # float: 1 passed, 0 failed, nan for non-gold ratings
     response_ms: np.ndarray  # float, nan when missing
+    answered: np.ndarray  # float: answer time in seconds (POSIX), inf when unknown
+    duplicate: np.ndarray  # bool: a main rating of a (participant, pair) that already has an earlier one
 
     def __len__(self) -> int:
         return len(self.score)
@@ -85,7 +80,7 @@ class Ratings:
             coded[name] = codes.astype(np.int64)
             coded[labels_name] = getattr(self, labels_name)[used]
         plain = ("comparison", "stratum", "choice", "score", "treatment_left", "is_gold", "is_repeat",
-                 "gold_passed", "response_ms")
+                 "gold_passed", "response_ms", "answered", "duplicate")
         return Ratings(**coded, **{name: getattr(self, name)[mask] for name in plain})
 
 
@@ -135,6 +130,22 @@ def _ints(rows: Sequence[Mapping[str, Any]], column: str) -> np.ndarray:
             except (TypeError, ValueError):
                 raise StatisticsInputError(f"rating row {i}: {column} must be an integer, got {row[column]!r}") from None
         raise
+
+
+MISSING = {"", "none", "null", "nan", "nat"}
+
+
+def _times(values: list[Any]) -> np.ndarray:
+    """ISO 8601 answer times (or datetimes) as POSIX seconds; missing ones as +inf (sorted last)."""
+    out = np.full(len(values), math.inf)
+    for i, v in enumerate(values):
+        if v is None or str(v).strip().lower() in MISSING:
+            continue
+        try:
+            out[i] = (v if isinstance(v, datetime) else datetime.fromisoformat(str(v))).timestamp()
+        except ValueError:
+            raise StatisticsInputError(f"rating row {i}: answered_at must be an ISO 8601 time, got {v!r}") from None
+    return out
 
 
 def ratings_from_rows(rows: Iterable[Mapping[str, Any]]) -> Ratings:
@@ -188,14 +199,21 @@ def ratings_from_rows(rows: Iterable[Mapping[str, Any]]) -> Ratings:
         gold_passed=gold_passed,
         response_ms=np.array(rms, dtype=float) if None not in rms and "" not in rms
         else np.array([math.nan if v is None or v == "" else v for v in rms], dtype=float),
+        answered=_times(_column(rows, "answered_at")),
+        duplicate=np.zeros(len(rows), dtype=bool),
     )
     # A canonical order, so that results (down to the last floating-point bit) do not depend
-    # on the order the rows came in (the export sorts by answer time, other callers may not).
-    order = np.lexsort((r.response_ms, r.choice, r.treatment_left, r.is_gold, r.is_repeat, r.pair, r.prompt,
-                        r.participant))
-    return r.subset(order)
+    # on the order the rows came in (the export sorts by answer time, other callers may not);
+    # within a (participant, pair) and kind of trial, the earliest answer comes first.
+    order = np.lexsort((r.response_ms, r.choice, r.treatment_left, r.answered, r.is_gold, r.is_repeat, r.pair,
+                        r.prompt, r.participant))
+    r = r.subset(order)
+    main = np.flatnonzero(~r.is_gold & ~r.is_repeat)
+    key = r.participant[main] * max(r.pairs.size, 1) + r.pair[main]
+    r.duplicate[main[1:]] = key[1:] == key[:-1]
+    return r
 
 
 def preference_mask(r: Ratings) -> np.ndarray:
-    """Ratings that count towards the preference results: not gold, not a repeat."""
-    return ~r.is_gold & ~r.is_repeat
+    """Ratings that count towards the preference results: not gold, not a repeat, not a duplicate."""
+    return ~r.is_gold & ~r.is_repeat & ~r.duplicate

@@ -51,24 +51,58 @@ def significance_tests(scores: np.ndarray, prompt: np.ndarray) -> dict[str, Any]
     return out
 
 
-def wilcoxon_method(values: np.ndarray) -> str:
-    """'exact' for up to 50 values without zeros or ties, else 'approx' (normal, tie-corrected).
+EXACT_MAX_N = 20
 
-    scipy's own 'auto' falls back to a permutation test for small samples with ties, which
-    takes seconds; the live page cannot wait for that.
+
+def wilcoxon_method(values: np.ndarray) -> str:
+    """'exact' for up to EXACT_MAX_N values (ties and zeros allowed), else 'approx' (normal, tie-corrected).
+
+    scipy's 'exact' refuses ties and zeros, and its 'auto' then runs a permutation test that
+    takes seconds; `pratt_exact_pvalue` counts all sign flips at once instead.
     """
-    values = np.asarray(values)
-    no_ties = np.unique(np.abs(values)).size == values.size
-    return "exact" if values.size <= 50 and np.all(values != 0) and no_ties else "approx"
+    return "exact" if np.asarray(values).size <= EXACT_MAX_N else "approx"
+
+
+def pratt_exact_pvalue(values: np.ndarray) -> tuple[float, float]:
+    """(statistic, two-sided p) of the Wilcoxon signed-rank test with Pratt's zeros, exactly.
+
+    Ranks of |x| are taken with the zeros (average ranks for ties), then the zeros' ranks are
+    dropped. Under the null each non-zero rank is + or - with probability 1/2; the distribution
+    of T+ (sum of the positive ranks) over all 2^m sign flips is counted by convolution on
+    doubled ranks (integers, since tied ranks are multiples of 1/2). statistic = min(T+, T-)
+    as scipy reports it; p = 2 P(T+ <= min), at most 1.
+    """
+    x = np.asarray(values, dtype=float)
+    ranks = sps.rankdata(np.abs(x))
+    nonzero = x != 0
+    doubled = np.rint(2 * ranks[nonzero]).astype(np.int64)
+    counts = np.zeros(int(doubled.sum()) + 1)
+    counts[0] = 1.0
+    for d in doubled:  # add rank d with sign + (shift) or - (stay)
+        counts[d:] = counts[d:] + counts[:-d].copy() if d else 2 * counts
+    dist = counts / counts.sum()
+    t_plus = int(doubled[x[nonzero] > 0].sum())
+    total = int(doubled.sum())
+    low = min(t_plus, total - t_plus)
+    # The null distribution is symmetric about total / 2: P(T+ <= low) = P(T+ >= total - low).
+    return low / 2, float(min(1.0, 2 * dist[: low + 1].sum()))
 
 
 def _wilcoxon(values: np.ndarray, what: str) -> dict[str, Any]:
     method = wilcoxon_method(values)
-    test = f"scipy.stats.wilcoxon({what}, zero_method='pratt', method='{method}'), two-sided"
+    if method == "exact":
+        test = (f"Wilcoxon signed-rank on {what}, Pratt zeros, exact: all 2^m sign flips of the ranks "
+                f"(n <= {EXACT_MAX_N}), two-sided")
+    else:
+        test = f"scipy.stats.wilcoxon({what}, zero_method='pratt', method='approx'), two-sided, normal approximation"
     if np.count_nonzero(values) == 0:
-        return {"p_value": None, "reason": "all values are zero", "test": test}
+        return {"p_value": None, "reason": "all values are zero", "test": test, "method": method}
+    if method == "exact":
+        stat, p = pratt_exact_pvalue(values)
+        return {"statistic": _num(stat), "p_value": _num(p), "n": int(values.size), "test": test, "method": method}
     try:
         res = sps.wilcoxon(values, zero_method="pratt", method=method)
     except ValueError as exc:  # e.g. too few non-zero values
-        return {"p_value": None, "reason": str(exc), "test": test}
-    return {"statistic": _num(res.statistic), "p_value": _num(res.pvalue), "n": int(values.size), "test": test}
+        return {"p_value": None, "reason": str(exc), "test": test, "method": method}
+    return {"statistic": _num(res.statistic), "p_value": _num(res.pvalue), "n": int(values.size), "test": test,
+            "method": method}
