@@ -22,16 +22,15 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from app.export import rows_to_csv
-from app.models import Comparison, Pair, Rating, Study, Trial
-from app.statistics import SCORES, compute_statistics
-from app.templating import TEMPLATES_DIR
+from app.export import rating_rows, rows_to_csv
+from app.models import Rating, Study, Trial
+from app.scoring import SCORE_NAMES, SCORES
+from app.statistics import compute_statistics
+from app.templating import templates
 
 DEFAULT_DRAWS = 1000
 # Baseline much better .. treatment much better: warm for the baseline, cool for the treatment.
 SCORE_COLOURS = {-2: "#b2182b", -1: "#ef8a62", 0: "#d9d9d9", 1: "#67a9cf", 2: "#2166ac"}
-SHORT_NAMES = {-2: "baseline much better", -1: "baseline slightly better", 0: "no preference",
-               1: "treatment slightly better", 2: "treatment much better"}
 
 
 # --------------------------------------------------------------------------------------------
@@ -46,31 +45,6 @@ def rating_fingerprint(session: Session, study: Study) -> tuple[int, int, int, i
         .where(Trial.study_id == study.id)
     ).one()
     return study.id, study.version, int(count or 0), int(last or 0)
-
-
-def statistics_rows(session: Session, study: Study) -> list[dict[str, Any]]:
-    """The export columns the statistics read, for every non-practice rating of `study`.
-
-    Same values as `app.export.rating_rows` on those columns (tests compare them), fetched as
-    plain columns rather than ORM objects: several times faster, which the live page needs.
-    """
-    stmt = (
-        select(Trial.participant_id, Trial.pair_id, Pair.prompt_id, Pair.stratum, Comparison.label,
-               Rating.treatment_side, Rating.choice, Rating.score, Trial.kind, Rating.response_ms,
-               Rating.study_version)
-        .join(Trial, Trial.id == Rating.trial_id)
-        .join(Pair, Pair.id == Trial.pair_id)
-        .join(Comparison, Comparison.id == Trial.comparison_id)
-        .where(Trial.study_id == study.id, Trial.kind != "practice")
-    )
-    return [
-        {"participant": participant, "pair": pair, "prompt_id": prompt_id, "stratum": stratum,
-         "comparison": comparison, "treatment_side": side, "choice": choice, "score": score,
-         "is_gold": kind == "gold", "is_repeat": kind == "repeat", "response_ms": response_ms,
-         "study_version": version}
-        for participant, pair, prompt_id, stratum, comparison, side, choice, score, kind, response_ms, version
-        in session.execute(stmt)
-    ]
 
 
 def study_description(study: Study) -> dict[str, Any]:
@@ -97,10 +71,10 @@ def study_statistics(
 ) -> dict[str, Any]:
     """Full statistics of `study` (see app.statistics) plus `study` and `generated_at`.
 
-    rows: the study's export rows if already loaded (else the faster `statistics_rows`).
+    rows: the study's export rows (`app.export.rating_rows`) if already loaded.
     seed defaults to the study's own seed, so a report can be recomputed exactly.
     """
-    rows = statistics_rows(session, study) if rows is None else rows
+    rows = rating_rows(session, study) if rows is None else rows
     stats = compute_statistics(
         rows,
         exclusion_rules=study.exclusion_rules or {},
@@ -169,7 +143,7 @@ def diverging_bar_svg(groups: list[tuple[str, dict[str, Any]]], title: str, salt
         left = -(shares[-2] + shares[-1] + shares[0] / 2)
         for s in SCORES:
             ax.barh(y, shares[s], left=left, color=SCORE_COLOURS[s], edgecolor="white", height=0.7,
-                    label=SHORT_NAMES[s] if y == 0 else None)
+                    label=SCORE_NAMES[s] if y == 0 else None)
             if shares[s] >= 0.06:
                 ax.text(left + shares[s] / 2, y, f"{shares[s]:.0%}", ha="center", va="center", fontsize=8,
                         color="white" if abs(s) == 2 else "black")
@@ -215,29 +189,6 @@ def win_rate_svg(groups: list[tuple[str, dict[str, Any]]], title: str, salt: str
 # --------------------------------------------------------------------------------------------
 
 
-def _pct(x: float | None, digits: int = 0) -> str:
-    return "–" if x is None else f"{100 * x:.{digits}f}%"
-
-
-def _fmt(x: float | None, digits: int = 3) -> str:
-    return "–" if x is None else f"{x:.{digits}f}"
-
-
-def _p(x: float | None) -> str:
-    if x is None:
-        return "–"
-    return "< 0.0001" if x < 1e-4 else f"{x:.4f}"
-
-
-def _environment():
-    from jinja2 import Environment, FileSystemLoader, select_autoescape
-
-    env = Environment(loader=FileSystemLoader(str(TEMPLATES_DIR)), autoescape=select_autoescape(["html"]))
-    env.filters.update(pct=_pct, fmt=_fmt, p=_p)
-    env.filters["tojson_pretty"] = lambda v: json.dumps(v, indent=2, ensure_ascii=False, sort_keys=True)
-    return env
-
-
 def report_figures(stats: dict[str, Any]) -> dict[str, dict[str, str]]:
     """Inline SVGs per result set: {'after_exclusions': {'bars', 'win_rate'}, 'all': {...}}.
 
@@ -261,10 +212,10 @@ def render_report(stats: dict[str, Any], *, live: bool = False, refresh_seconds:
                   json_url: str | None = None) -> str:
     """The report as one self-contained HTML page. `live` adds an auto-refresh (statistics page)."""
     same = stats["results"]["after_exclusions"] == stats["results"]["all"]
-    return _environment().get_template("report.html").render(
+    return templates.get_template("report.html").render(
         stats=stats, study=stats.get("study"), figures=report_figures(stats), same_results=same,
         groups={k: _groups(v) for k, v in stats["results"].items()}, live=live,
-        refresh_seconds=refresh_seconds, json_url=json_url, score_names=SHORT_NAMES, scores=SCORES,
+        refresh_seconds=refresh_seconds, json_url=json_url, score_names=SCORE_NAMES, scores=SCORES,
         colours=SCORE_COLOURS,
     )
 

@@ -12,7 +12,7 @@ import re
 import secrets
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
@@ -97,13 +97,24 @@ class StudyConfig(BaseModel):
     @field_validator("exclusion_rules")
     @classmethod
     def _rules(cls, v: dict[str, Any]) -> dict[str, Any]:
-        # Checked when the study is saved: a typo in a rule name must not switch the rule off
-        # silently, nor break the statistics pages later.
+        # Checked against the one schema (`app.statistics.exclusions.ExclusionRules`) when the
+        # study is saved: a typo in a rule name must not switch the rule off silently, nor break
+        # the statistics pages later.
         try:
             normalise_rules(v)
         except StatisticsInputError as e:
             raise ValueError(str(e)) from None
         return v
+
+    @model_validator(mode="after")
+    def _speed_rule_has_a_limit(self) -> StudyConfig:
+        # A share of too-fast answers means nothing without a time limit: refuse it, rather than
+        # saving a rule that silently does nothing.
+        rules = self.exclusion_rules
+        if rules.get("max_fast_share") is not None and not rules.get("min_response_ms") and not self.min_response_ms:
+            raise ValueError("exclusion_rules.max_fast_share needs a minimum response time: set "
+                             "exclusion_rules.min_response_ms or the study's min_response_ms above 0")
+        return self
 
     @field_validator("redirect_url")
     @classmethod

@@ -103,7 +103,7 @@ def time_live_page(url: str, draws: int) -> None:
     from app.db import make_engine, session_factory
     from app.export import rating_rows
     from app.models import Study
-    from app.report import render_report, statistics_rows, study_statistics
+    from app.report import render_report, study_statistics
 
     engine = make_engine(url)
     with session_factory(engine)() as s:
@@ -116,7 +116,7 @@ def time_live_page(url: str, draws: int) -> None:
         s.expunge_all()  # a fresh identity map, as in a new request
         t0 = time.perf_counter()
         study = s.get(Study, study_id)
-        rows = statistics_rows(s, study)
+        rows = rating_rows(s, study)
         t1 = time.perf_counter()
         stats = study_statistics(s, study, draws=draws, rows=rows)
         t2 = time.perf_counter()

@@ -188,7 +188,8 @@ def _plot_diversity(summary: list[dict], rows, path: str, title: str) -> None:
 @click.option("--sizes", default="100,200,500,1000,2000,5000,10000", show_default=True)
 @click.option("--draws", type=click.IntRange(1), default=10, show_default=True, help="Random subsets per size (R).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Base seed; each draw's own seed is recorded.")
-@click.option("--eps", type=float, default=1e-6, show_default=True, help="Ridge added to every covariance diagonal.")
+@click.option("--eps", type=click.FloatRange(0), default=0.0, show_default=True,
+              help="Ridge added to every covariance diagonal (0: none; recorded in diversity.json).")
 @click.option("--out", type=click.Path(), default=_PROMPT_WORK, show_default=True, help="Folder for diversity.csv/.png.")
 def prompts_diversity(embeddings, sizes, draws, seed, eps, out) -> None:
     """Fréchet distance between random subsets and the full set, per size (the paper's Figure 10).

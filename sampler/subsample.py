@@ -5,9 +5,12 @@ Pure functions on NumPy arrays: no torch, no files. The CLI (`sfgeval prompts ..
 Conventions
 - Embeddings are an array ``[N, D]`` (one row per prompt). Statistics are computed in float64
   whatever the input dtype.
-- Covariances are unbiased (``ddof=1``) and regularised: ``cov + eps * I``. A subset smaller than
-  the embedding width has a singular sample covariance; the ridge keeps every covariance positive
-  definite, so the matrix square root is well defined and the distance is finite.
+- Covariances are unbiased (``ddof=1``), with no ridge by default (``eps = 0``). A subset smaller
+  than the embedding width has a singular sample covariance; the distance needs no ridge for it,
+  because the trace of the matrix square root comes from symmetric eigenvalues clipped at 0. An
+  absolute ridge ``cov + eps * I`` is still available, but it is not harmless: on unit-norm
+  512-d embeddings (per-dimension variance ~0.002) ``eps = 1e-6`` adds ``sqrt(eps * lambda)`` for
+  every empty direction of a 100-200 prompt subset and lowers the distance by about 20%.
 - The Fréchet distance is the squared 2-Wasserstein distance between Gaussians (the "FID" formula),
   in squared embedding units.
 """
@@ -21,7 +24,7 @@ import numpy as np
 
 DEFAULT_SIZES = (100, 200, 500, 1000, 2000, 5000, 10000)
 DEFAULT_DRAWS = 10
-DEFAULT_EPS = 1e-6
+DEFAULT_EPS = 0.0
 DEFAULT_PERCENTILES = (10.0, 50.0, 90.0)
 DEFAULT_LABELS = ("low", "middle", "high")
 

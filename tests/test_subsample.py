@@ -44,6 +44,30 @@ def test_frechet_of_sample_stats_matches_closed_form():
     assert subsample.frechet_to_reference(y, ref) == pytest.approx(_closed_form(my, sy, ref.mean, ref.cov), rel=1e-8)
 
 
+def _exact_rank_deficient(sub: np.ndarray, full: np.ndarray) -> float:
+    """No ridge at all: tr((A^1/2 B A^1/2)^1/2) = sum of sqrt of the eigenvalues of A B (real, >= 0)."""
+    a, b = np.cov(full, rowvar=False), np.cov(sub, rowvar=False)
+    lam = np.clip(np.linalg.eigvals(a @ b).real, 0, None)
+    diff = sub.mean(axis=0) - full.mean(axis=0)
+    return float(diff @ diff + np.trace(a) + np.trace(b) - 2 * np.sqrt(lam).sum())
+
+
+def test_default_has_no_ridge_and_a_fixed_ridge_would_shrink_the_distance():
+    """Issue 9.8: unit-norm 512-d embeddings, subsets of 100-200: the default is the exact distance."""
+    rng = np.random.default_rng(8)
+    full = rng.normal(size=(1500, 512)) * np.linspace(0.2, 2.0, 512)
+    full /= np.linalg.norm(full, axis=1, keepdims=True)
+    assert subsample.DEFAULT_EPS == 0.0
+    ref = subsample.reference_stats(full)
+    for size, row in zip((100, 200), subsample.diversity_sweep(full, sizes=(100, 200), draws=1, base_seed=2)):
+        sub = full[subsample.draw_subset(len(full), size, row.seed)]
+        exact = _exact_rank_deficient(sub, full)
+        assert row.frechet_distance == pytest.approx(exact, rel=1e-6)
+        assert subsample.frechet_to_reference(sub, ref) == pytest.approx(exact, rel=1e-6)
+        ridged = subsample.frechet_to_reference(sub, subsample.reference_stats(full, eps=1e-6))
+        assert ridged < 0.98 * exact  # the old fixed ridge biased it downwards
+
+
 def test_frechet_is_zero_for_identical_sets():
     rng = np.random.default_rng(3)
     x = rng.normal(size=(200, 16))
@@ -65,7 +89,7 @@ def test_subset_smaller_than_width_is_finite_and_matches_regularised_closed_form
         assert np.linalg.matrix_rank(ss - 1e-6 * np.eye(d)) < d  # the raw covariance is singular
         assert got == pytest.approx(_closed_form(ms, ss, ref.mean, ref.cov), rel=1e-6)
     # The sweep's mapped-rows shortcut gives the same distances for subsets narrower than D.
-    for r in subsample.diversity_sweep(full, sizes=(3, 10, 40), draws=2, base_seed=1):
+    for r in subsample.diversity_sweep(full, sizes=(3, 10, 40), draws=2, base_seed=1, eps=1e-6):
         sub = full[subsample.draw_subset(len(full), r.size, r.seed)]
         assert r.frechet_distance == pytest.approx(subsample.frechet_to_reference(sub, ref), rel=1e-9)
     # Float32 input gives the float64 answer (statistics are always float64).

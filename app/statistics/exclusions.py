@@ -49,7 +49,7 @@ class ExclusionRules(BaseModel):
 
     fail_gold: bool = False
     min_gold_pass_rate: Share = 1.0
-    min_response_ms: Annotated[float, Field(ge=0)] | None = None
+    min_response_ms: Annotated[int, Field(ge=0)] | None = None
     max_fast_share: Share | None = None
     straight_lining: bool = False
     straight_lining_min_trials: Count = 5

@@ -17,7 +17,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import JSONResponse, RedirectResponse, Response
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import ValidationError
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 from starlette.datastructures import FormData, UploadFile
@@ -37,6 +37,7 @@ from app.auth import (
 )
 from app.models import AdminUser, Pair, PairSet, Rating, Study, StudyVersion, Trial
 from app.progress import study_progress
+from app.statistics.exclusions import ExclusionRules
 from app.studies import (
     TRANSITIONS,
     StudyError,
@@ -135,19 +136,6 @@ def logout(request: Request) -> Response:
 
 
 # --- studies -------------------------------------------------------------------------------
-
-class ExclusionRules(BaseModel):
-    """The exclusion-rule fields of the study form (shares in 0..1, times in ms; None = rule off)."""
-
-    model_config = ConfigDict(extra="allow")
-
-    fail_gold: bool = True
-    min_response_ms: int | None = Field(None, ge=0)
-    max_fast_share: float | None = Field(None, ge=0, le=1)
-    straight_lining: bool = True
-    min_consistency: float | None = Field(None, ge=0, le=1)
-    max_side_bias: float | None = Field(None, ge=0.5, le=1)
-
 
 def config_error(e: ValidationError, prefix: str) -> str:
     return "; ".join(f"{prefix}{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in e.errors())
@@ -255,7 +243,7 @@ def form_to_config(form: FormData, study: Study | None, locked: bool = False) ->
                     "min_consistency": _opt(form.get("ex_min_consistency")),
                     "max_side_bias": _opt(form.get("ex_max_side_bias")),
                 }
-            ).model_dump()
+            ).model_dump(exclude_unset=True)
         except ValidationError as e:
             raise StudyError(config_error(e, "exclusion_rules.")) from None
     config: dict[str, Any] = {
