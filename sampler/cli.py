@@ -321,6 +321,10 @@ def prompts_select(prompt_file, size, seed, out) -> None:
     click.echo(f"wrote {out}: {size} of {len(table.prompts)} prompts (seed {seed})")
 
 
+# Columns of the CLIP-score cache of `prompts strata`: a score belongs to (image, prompt), not the image.
+CLIP_CACHE_COLUMNS = ["pair_key", "prompt_id", "prompt", "file", "sha256", "clip_score"]
+
+
 @prompts.command("strata")
 @click.option("--manifest", "manifest_dir", required=True, type=click.Path(), help="Pair-set folder of the subset's images.")
 @_clip_model_option
@@ -329,7 +333,7 @@ def prompts_select(prompt_file, size, seed, out) -> None:
 @click.option("--percentiles", default="10,50,90", show_default=True)
 @click.option("--labels", default="low,middle,high", show_default=True)
 @click.option("--out", type=click.Path(), default=f"{_PROMPT_WORK}/strata.csv", show_default=True)
-@click.option("--scores", "scores_path", type=click.Path(), default=None, help="Per-image score cache [default: OUT's folder/clip_scores.csv].")
+@click.option("--scores", "scores_path", type=click.Path(), default=None, help="Score cache, per (image, prompt) [default: OUT's folder/clip_scores.csv].")
 @click.option("--batch-size", type=click.IntRange(1), default=64, show_default=True)
 @_device_option
 def prompts_strata(manifest_dir, clip_model, clip_weights, k, percentiles, labels, out, scores_path, batch_size, device) -> None:
@@ -337,8 +341,8 @@ def prompts_strata(manifest_dir, clip_model, clip_weights, k, percentiles, label
 
     A prompt's score is the mean over its seeds of 100 x cosine(image, prompt). Writes OUT with
     columns prompt_id, prompt, stratum, clip_score (the prompt file `generate` reads for the human
-    study) and OUT with .json (targets and settings). Scores are cached per image, so re-running
-    with another k or new pairs in the manifest scores only what is new.
+    study) and OUT with .json (targets and settings). Scores are cached per (image, prompt) for the
+    model, so re-running with another k or new pairs in the manifest scores only what is new.
     """
     import csv
     import json
@@ -367,7 +371,9 @@ def prompts_strata(manifest_dir, clip_model, clip_weights, k, percentiles, label
     cache = Path(scores_path) if scores_path else Path(out).parent / "clip_scores.csv"
     cache_meta = cache.with_suffix(".json")
     cache.parent.mkdir(parents=True, exist_ok=True)
-    known: dict[str, float] = {}  # baseline image sha256 -> score
+    # (baseline image sha256, prompt) -> score; the model is the cache's identity (its .json). Not the
+    # image alone: identical images of different prompts (e.g. black safety-checker outputs) differ.
+    known: dict[tuple[str, str], float] = {}
     if cache.is_file() and cache_meta.is_file() and json.loads(cache_meta.read_text()) == identity:
         import io
 
@@ -376,19 +382,19 @@ def prompts_strata(manifest_dir, clip_model, clip_weights, k, percentiles, label
         kept = []
         for r in csv.DictReader(io.StringIO(text, newline="")):
             try:
-                known[r["sha256"]] = float(r["clip_score"])
+                known[(r["sha256"], r["prompt"])] = float(r["clip_score"])
                 kept.append(r)
             except (TypeError, ValueError, KeyError):
                 continue
         with open(cache, "w", newline="", encoding="utf-8") as f:
-            w = csv.DictWriter(f, fieldnames=["pair_key", "prompt_id", "file", "sha256", "clip_score"], extrasaction="ignore")
+            w = csv.DictWriter(f, fieldnames=CLIP_CACHE_COLUMNS, extrasaction="ignore")
             w.writeheader()
             w.writerows(kept)
     else:
         cache_meta.write_text(json.dumps(identity, indent=2))
         with open(cache, "w", newline="") as f:
-            csv.writer(f).writerow(["pair_key", "prompt_id", "file", "sha256", "clip_score"])
-    todo = [rec for rec in records if rec.baseline.sha256 not in known]
+            csv.writer(f).writerow(CLIP_CACHE_COLUMNS)
+    todo = [rec for rec in records if (rec.baseline.sha256, rec.prompt) not in known]
     if todo:
         from sampler.clip import clip_scores
 
@@ -404,8 +410,8 @@ def prompts_strata(manifest_dir, clip_model, clip_weights, k, percentiles, label
                     desc=f"CLIP score {i + len(part)}/{len(todo)}",
                 )
                 for r, v in zip(part, s):
-                    w.writerow([r.pair_key, r.prompt_id, r.baseline.file, r.baseline.sha256, repr(float(v))])
-                    known[r.baseline.sha256] = float(v)
+                    w.writerow([r.pair_key, r.prompt_id, r.prompt, r.baseline.file, r.baseline.sha256, repr(float(v))])
+                    known[(r.baseline.sha256, r.prompt)] = float(v)
                 f.flush()
     else:
         click.echo(f"all {len(records)} baseline images already scored in {cache}")
@@ -413,7 +419,7 @@ def prompts_strata(manifest_dir, clip_model, clip_weights, k, percentiles, label
     per_prompt: dict[str, list[float]] = {}
     text: dict[str, str] = {}
     for rec in records:
-        per_prompt.setdefault(rec.prompt_id, []).append(known[rec.baseline.sha256])
+        per_prompt.setdefault(rec.prompt_id, []).append(known[(rec.baseline.sha256, rec.prompt)])
         text[rec.prompt_id] = rec.prompt
     ids = list(per_prompt)
     means = [sum(v) / len(v) for v in per_prompt.values()]

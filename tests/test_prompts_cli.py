@@ -239,3 +239,33 @@ def test_strata_scores_baseline_images_and_labels_percentiles(tiny_clip, tmp_pat
     shutil.move(victim, tmp_path / "moved.png")
     res = _run(*args)
     assert res.exit_code != 0 and recs[0].baseline.file in res.output
+
+
+def test_strata_cache_keys_scores_by_image_and_prompt(tiny_clip, tmp_path):
+    """Issue 9.9: one identical (e.g. black safety-checker) image for several prompts: one score per prompt."""
+    import json
+
+    from sampler.clip import clip_scores, load_open_clip
+    from sampler.manifest import MANIFEST_NAME
+
+    pairs = write_tiny_manifest(tmp_path / "pairs", [(f"p{i}", PROMPTS[i]) for i in range(6)], size=32)
+    lines = [json.loads(line) for line in (pairs / MANIFEST_NAME).read_text().splitlines()]
+    for rec in lines:  # every prompt's baseline image is the first one, byte for byte
+        rec["baseline"] = dict(lines[0]["baseline"])
+    (pairs / MANIFEST_NAME).write_text("".join(json.dumps(rec) + "\n" for rec in lines))
+    out = tmp_path / "work" / "strata.csv"
+    args = ("prompts", "strata", "--manifest", pairs, "--clip-model", tiny_clip["name"], "--clip-weights",
+            tiny_clip["a"], "--k", 1, "--percentiles", "0,100", "--labels", "low,high", "--out", out, "--device", "cpu")
+    _ok(*args)
+    with open(out.parent / "clip_scores.csv", newline="") as f:
+        cached = {r["prompt"]: float(r["clip_score"]) for r in csv.DictReader(f)}
+    image = pairs / lines[0]["baseline"]["file"]
+    clip = load_open_clip(tiny_clip["name"], tiny_clip["a"], "cpu")
+    expected = clip_scores(clip, [image] * 6, PROMPTS[:6], progress=False)
+    assert sorted(cached) == sorted(PROMPTS[:6])
+    assert [cached[p] for p in PROMPTS[:6]] == pytest.approx(list(expected), abs=1e-4)
+    assert len({round(v, 4) for v in cached.values()}) > 1  # one shared score would hide the prompts' differences
+    with open(out, newline="") as f:
+        picked = {r["prompt"]: float(r["clip_score"]) for r in csv.DictReader(f)}
+    assert picked == {p: pytest.approx(cached[p], abs=1e-4) for p in picked}
+    assert sorted(picked.values()) == pytest.approx([min(expected), max(expected)], abs=1e-4)
