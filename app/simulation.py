@@ -40,13 +40,28 @@ class SimulatedStudy:
     repeats_per_participant: int = 0
     median_response_ms: float = 3500.0
 
+    def _tail(self, cut: float, above: bool) -> float:
+        """P(latent > cut) or P(latent < cut) over the population (latent ~ N(effect, total SD))."""
+        sd = math.sqrt(self.sd_participant**2 + self.sd_prompt**2 + self.sd_noise**2)
+        return float(norm.sf(cut, loc=self.effect, scale=sd) if above else norm.cdf(cut, loc=self.effect, scale=sd))
+
     @property
     def true_win_rate(self) -> float:
         """Population win rate among decisive votes: P(latent > t) / (P(latent > t) + P(latent < -t))."""
-        sd = math.sqrt(self.sd_participant**2 + self.sd_prompt**2 + self.sd_noise**2)
-        win = norm.sf(self.t_slight, loc=self.effect, scale=sd)
-        loss = norm.cdf(-self.t_slight, loc=self.effect, scale=sd)
-        return float(win / (win + loss))
+        win, loss = self._tail(self.t_slight, True), self._tail(-self.t_slight, False)
+        return win / (win + loss)
+
+    @property
+    def true_tie_half_rate(self) -> float:
+        """Population P(win) + P(no preference) / 2."""
+        win, loss = self._tail(self.t_slight, True), self._tail(-self.t_slight, False)
+        return win + 0.5 * (1.0 - win - loss)
+
+    @property
+    def true_mean_score(self) -> float:
+        """Population mean score: P(> t_slight) + P(> t_strong) - P(< -t_slight) - P(< -t_strong)."""
+        return (self._tail(self.t_slight, True) + self._tail(self.t_strong, True)
+                - self._tail(-self.t_slight, False) - self._tail(-self.t_strong, False))
 
 
 def _score(latent: np.ndarray, t_slight: float, t_strong: float) -> np.ndarray:

@@ -430,3 +430,16 @@ def test_progress_per_comparison(admin_client, session, make_pair_set, tmp_path,
     assert p["pairs"] == 5 and p["ratings"] == 0 and p["response_ms"]["median"] is None
     html = admin_client.get(f"/admin/studies/{study.slug}/progress").text
     assert "Per comparison" in html and labels[1] in html
+
+
+def test_form_explains_strict_rules_and_refuses_an_inert_speed_rule(admin_client, session, pair_set_id):
+    """Issue 9.5 and 9.7: the form says a gold pass rate of 1.0 excludes on one failure; a share of
+    too-fast answers without any time limit is refused when the study is saved."""
+    page = admin_client.get("/admin/new-study").text
+    assert "min_gold_pass_rate = 1.0</code> a single failed gold pair excludes" in page
+    assert "consistency_min_repeats" in page
+    r = create_via_form(admin_client, pair_set_id, min_response_ms="0", ex_min_response_ms="", ex_max_fast_share="0.5")
+    assert r.status_code == 422 and "max_fast_share needs a minimum response time" in r.text
+    assert count(admin_client.app, Study) == 0
+    assert create_via_form(admin_client, pair_set_id, min_response_ms="0", ex_min_response_ms="600",
+                           ex_max_fast_share="0.5").status_code == 303

@@ -13,9 +13,9 @@ prompt) cells as clusters, centred within strata: the votes counted by both V_P 
 part has the small-sample factor G / (G - 1) of its G clusters (per stratum for V_Q and V_PQ).
 Only participants and prompts that have votes in the group count. Should V come out <= 0
 (possible in tiny samples) the larger of V_P and V_Q is used. The interval is
-theta +- t(df) * sqrt(V) with Satterthwaite's degrees of freedom for V split into what only
-participants add, what only prompts add and the cells (see `satterthwaite_df`); rates are
-clipped to [0, 1]. See docs/statistics.md for the simulation that chose it.
+theta +- t(df) * sqrt(V) with df = min(P - 1, Q - strata): the factor with fewer independent
+clusters limits how well V is known (Cameron, Gelbach & Miller's G_min - 1); rates are clipped
+to [0, 1]. See docs/statistics.md for the simulation that chose it.
 """
 
 from __future__ import annotations
@@ -24,7 +24,8 @@ import numpy as np
 from scipy import stats as sps
 
 METHOD = ("two-way cluster-robust variance V_P + V_Q - V_PQ (participants, prompts within strata, "
-          "participant x prompt cells; each with G/(G-1)), t interval with Satterthwaite df (app.statistics.robust)")
+          "participant x prompt cells; each with G/(G-1)), t interval with df = min(participants - 1, prompts - strata) "
+          "(app.statistics.robust)")
 ESTIMATES = ("win_rate", "tie_half_rate", "mean_score")
 
 
@@ -79,25 +80,11 @@ def robust_variance(a: np.ndarray, b: np.ndarray, participant: np.ndarray, promp
                     stratum: np.ndarray) -> tuple[float, float, float]:
     """(theta, V, df) of theta = sum(a) / sum(b); see the module docstring. Assumes sum(b) > 0."""
     theta, parts = variance_parts(a, b, participant, prompt, stratum)
-    (v_p, df_p), (v_q, df_q), (v_pq, df_pq) = parts
+    (v_p, df_p), (v_q, df_q), (v_pq, _) = parts
     v = v_p + v_q - v_pq
     if v <= 0:
         v = max(v_p, v_q)
-    return theta, float(v), satterthwaite_df(v, parts)
-
-
-def satterthwaite_df(v: float, parts: list[tuple[float, float]]) -> float:
-    """Degrees of freedom of V as the sum of its three separate sources of variation.
-
-    V_P, V_Q and V_PQ all contain the vote-level noise, so they are strongly correlated and
-    Satterthwaite on them directly undercounts the df. V is instead split into what only
-    participants add (V_P - V_PQ, df P - 1), what only prompts add (V_Q - V_PQ, df Q - strata)
-    and the cells (V_PQ, their df); negative parts count as 0. At least 1.
-    """
-    (v_p, df_p), (v_q, df_q), (v_pq, df_pq) = parts
-    pieces = ((max(v_p - v_pq, 0.0), df_p), (max(v_q - v_pq, 0.0), df_q), (max(v_pq, 0.0), df_pq))
-    denom = sum(piece**2 / df for piece, df in pieces if df > 0)
-    return float(max(v**2 / denom if denom > 0 else 1.0, 1.0))
+    return theta, float(v), float(max(min(df_p, df_q), 1.0))
 
 
 def robust_intervals(scores: np.ndarray, participant: np.ndarray, prompt: np.ndarray, stratum: np.ndarray,
