@@ -162,7 +162,7 @@ def diverging_bar_svg(groups: list[tuple[str, dict[str, Any]]], title: str, salt
 
 
 def win_rate_svg(groups: list[tuple[str, dict[str, Any]]], title: str, salt: str) -> str:
-    """Win rate among decisive votes and tie-as-half rate with their 95% crossed-bootstrap intervals."""
+    """Win rate among decisive votes and tie-as-half rate with their 95% intervals (two-way cluster-robust)."""
     fig, ax = _pyplot().subplots(figsize=(9, 0.55 * len(groups) + 1.4))
     n = len(groups)
     for offset, key, colour, name in ((0.15, "win_rate", "#2166ac", "win rate (decisive votes)"),
@@ -178,7 +178,7 @@ def win_rate_svg(groups: list[tuple[str, dict[str, Any]]], title: str, salt: str
     ax.axvline(0.5, color="black", linestyle="--", linewidth=0.8)
     ax.set_yticks(range(n), [label for label, _ in reversed(groups)])
     ax.set_xlim(0, 1)
-    ax.set_xlabel("share for the treatment (0.5 = no difference); bars: 95% crossed-bootstrap interval")
+    ax.set_xlabel("share for the treatment (0.5 = no difference); bars: 95% cluster-robust interval")
     ax.set_title(title)
     ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.3 if n < 4 else -0.15), ncol=2, fontsize=8, frameon=False)
     return _svg(fig, salt)

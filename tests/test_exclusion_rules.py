@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from app import statistics as st
+from app.report import render_report
 from app.statistics.exclusions import ExclusionRules
 from app.studies import StudyError, parse_config
 from tests.test_statistics import row
@@ -62,8 +63,10 @@ def test_report_flags_exclusions_that_move_an_estimate_beyond_its_half_width():
     assert out["exclusions"]["n_after"] == 6 and effect["flagged"] is True
     mean = effect["estimates"]["mean_score"]
     assert mean["exceeds"] and abs(mean["difference"]) > mean["half_width"]
-    calm = st.compute_statistics(fans + critics, draws=50)["exclusions"]["effect"]
-    assert calm == {"flagged": False, "estimates": {}}
+    calm = st.compute_statistics(fans + critics, draws=50)
+    assert calm["exclusions"]["effect"] == {"flagged": False, "estimates": {}}
+    # The report says so next to the exclusion steps.
+    assert 'id="exclusion-effect"' in render_report(out) and 'id="exclusion-effect"' not in render_report(calm)
 
 
 def test_one_schema_refuses_typos_and_inert_speed_rules_everywhere():
