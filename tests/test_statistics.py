@@ -298,7 +298,7 @@ def test_bad_input_is_reported_clearly():
         st.compute_statistics([good, good, dict(good, treatment_side="top")])
     with pytest.raises(st.StatisticsInputError, match="unknown exclusion rule"):
         st.compute_statistics([good], exclusion_rules={"max_sidebias": 0.9})
-    with pytest.raises(st.StatisticsInputError, match="max_side_bias: Input should be less than or equal to 1"):
+    with pytest.raises(st.StatisticsInputError, match="max_side_bias must be a number between 0.5 and 1"):
         st.compute_statistics([good], exclusion_rules={"max_side_bias": 9})
 
 

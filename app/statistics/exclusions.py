@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationError, ValidationInfo, field_validator
 
 from app.statistics.rows import StatisticsInputError
 
@@ -24,8 +24,19 @@ RULE_DESCRIPTIONS = {
     "side_bias": "more than {max_side_bias:.0%} of decisive answers on one side (at least "
     "{side_bias_min_votes} decisive answers)",
 }
-Share = Annotated[float, Field(ge=0, le=1)]
-Count = Annotated[int, Field(ge=0)]
+def _in_range(low: float, high: float | None = None) -> AfterValidator:
+    text = f"must be a number between {low:g} and {high:g}" if high is not None else "must be a non-negative number"
+
+    def check(v: float) -> float:
+        if v < low or (high is not None and v > high):
+            raise ValueError(text)
+        return v
+
+    return AfterValidator(check)
+
+
+Share = Annotated[float, _in_range(0, 1)]
+Count = Annotated[int, _in_range(0)]
 
 
 class ExclusionRules(BaseModel):
@@ -49,14 +60,14 @@ class ExclusionRules(BaseModel):
 
     fail_gold: bool = False
     min_gold_pass_rate: Share = 1.0
-    min_response_ms: Annotated[int, Field(ge=0)] | None = None
+    min_response_ms: Annotated[int, _in_range(0)] | None = None
     max_fast_share: Share | None = None
     straight_lining: bool = False
     straight_lining_min_trials: Count = 5
     min_consistency: Share | None = None
-    consistency_tolerance: Annotated[int, Field(ge=0, le=4)] = 1
-    consistency_min_repeats: Annotated[int, Field(ge=1)] = 3
-    max_side_bias: Annotated[float, Field(ge=0.5, le=1)] | None = None
+    consistency_tolerance: Annotated[int, _in_range(0, 4)] = 1
+    consistency_min_repeats: Annotated[int, _in_range(1, 1000)] = 3
+    max_side_bias: Annotated[float, _in_range(0.5, 1)] | None = None
     side_bias_min_votes: Count = 5
 
     @field_validator("*", mode="before")
@@ -65,21 +76,25 @@ class ExclusionRules(BaseModel):
         # None switches a rule off, and for a parameter means "the default".
         if v is None and info.field_name in PARAMETERS:
             return cls.model_fields[info.field_name].default
+        if isinstance(v, bool) and info.field_name not in SWITCHES:
+            raise ValueError("must be a number, not true/false")
         return v
 
 
-# Parameters of a rule (always have a value) as opposed to switches (None = off).
+SWITCHES = ("fail_gold", "straight_lining")
+# Parameters of a rule (always have a value) as opposed to rule settings (None = off).
 PARAMETERS = ("min_gold_pass_rate", "straight_lining_min_trials", "consistency_tolerance", "consistency_min_repeats",
               "side_bias_min_votes")
 DEFAULT_RULE_PARAMS = {name: ExclusionRules.model_fields[name].default for name in PARAMETERS}
 
 
 def rules_error(e: ValidationError) -> str:
-    """One line naming each bad rule, e.g. "exclusion rule max_side_bias: Input should be <= 1"."""
+    """One line naming each bad rule, e.g. "exclusion rule max_fast_share must be a number between 0 and 1"."""
     unknown = [str(err["loc"][0]) for err in e.errors() if err["type"] == "extra_forbidden"]
     if unknown:
         return f"unknown exclusion rule(s): {', '.join(unknown)}; known: {', '.join(ExclusionRules.model_fields)}"
-    return "; ".join(f"exclusion rule {'.'.join(map(str, err['loc']))}: {err['msg']}" for err in e.errors())
+    return "; ".join(f"exclusion rule {'.'.join(map(str, err['loc']))} {err['msg'].removeprefix('Value error, ')}"
+                     for err in e.errors())
 
 
 def normalise_rules(rules: Mapping[str, Any] | None, min_response_ms: float | None = None) -> dict[str, Any]:
