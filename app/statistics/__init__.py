@@ -12,20 +12,22 @@ Conventions
   It is computed once on the server (`app.scoring`); this module never un-flips answers.
 - Gold trials (one image obviously degraded) are quality control only: never part of the
   preference results. Repeat trials (a pair shown again, sides swapped) only measure
-  consistency: the preference results use each participant's first rating of a pair.
-  Practice trials (`is_practice`, when present) are ignored everywhere.
+  consistency: the preference results use each participant's earliest main rating of a pair
+  (later duplicates are dropped and counted). Practice trials (`is_practice`, when present)
+  are ignored everywhere.
 - Win rate = treatment wins / decisive votes (ties dropped); tie-as-half rate = (wins + ties/2)
   / all votes; mean score in points on the -2..+2 scale.
-- Intervals: percentile intervals of a crossed bootstrap that resamples participants and
-  prompts independently with replacement; a vote's weight in a draw is (copies of its
-  participant) x (copies of its prompt). Votes of one person, or on one prompt, are correlated,
-  so resampling single votes would give intervals that are too narrow.
+- Intervals: two-way cluster-robust (participants, and prompts within their stratum; see
+  `robust` and docs/statistics.md for the simulation that chose it). Votes of one person, or on
+  one prompt, are correlated, so intervals that treat votes as independent are too narrow. A
+  crossed (pigeonhole) bootstrap is reported as a conservative cross-check.
 
 No torch, no database: usable from the app, the command line and tests alike.
 
 Modules, one job each: `rows` (rows -> arrays), `estimates` (distribution, point estimates,
-independent-votes intervals), `bootstrap` (crossed bootstrap), `significance` (tests),
-`quality` (quality control), `exclusions` (rules), `results` (`compute_statistics`).
+independent-votes intervals), `robust` (headline intervals), `bootstrap` (crossed bootstrap),
+`significance` (tests), `quality` (quality control), `exclusions` (the rules' one schema and
+their application), `jsonsafe` (JSON-ready numbers), `results` (`compute_statistics`).
 """
 
 from app.scoring import CHOICES, SCORE_NAMES, SCORES
@@ -40,6 +42,7 @@ from app.statistics.bootstrap import (
 from app.statistics.estimates import INDEPENDENCE_NOTE, distribution, point_estimates, wilson_interval
 from app.statistics.exclusions import (
     DEFAULT_RULE_PARAMS,
+    ExclusionRules,
     RULE_DESCRIPTIONS,
     RULE_ORDER,
     apply_exclusions,
@@ -54,6 +57,7 @@ from app.statistics.quality import (
     side_bias,
 )
 from app.statistics.results import compute_statistics, preference_results
+from app.statistics.robust import robust_intervals
 from app.statistics.rows import (
     REQUIRED_COLUMNS,
     Ratings,
@@ -65,9 +69,9 @@ from app.statistics.significance import pratt_exact_pvalue, significance_tests, 
 
 __all__ = [
     "CHOICES", "DEFAULT_RULE_PARAMS", "INDEPENDENCE_NOTE", "N_COMPONENTS", "REQUIRED_COLUMNS", "RULE_DESCRIPTIONS",
-    "RULE_ORDER", "SCORES", "SCORE_NAMES", "Ratings", "StatisticsInputError", "apply_exclusions", "bootstrap_weights",
+    "RULE_ORDER", "SCORES", "SCORE_NAMES", "ExclusionRules", "Ratings", "StatisticsInputError", "apply_exclusions", "bootstrap_weights",
     "compute_statistics", "crossed_bootstrap_estimates", "crossed_bootstrap_sums", "distribution",
     "estimates_from_sums", "krippendorff_alpha", "normalise_rules", "participant_quality", "percentile_interval",
     "point_estimates", "pratt_exact_pvalue", "preference_mask", "preference_results", "quality_summary", "ratings_from_rows",
-    "repeat_agreement", "response_times", "side_bias", "significance_tests", "wilcoxon_method", "wilson_interval",
+    "repeat_agreement", "response_times", "robust_intervals", "side_bias", "significance_tests", "wilcoxon_method", "wilson_interval",
 ]
