@@ -128,7 +128,8 @@ def compute_statistics(
 
     rows: `app.export.rating_rows` output. exclusion_rules: the study's rules (see
     `normalise_rules`); min_response_ms: the study's minimum response time, used when the
-    rules name none. draws / seed: crossed-bootstrap draws and the seed of its generator
+    rules name none. draws / seed: draws of the crossed-bootstrap cross-check (`ci_bootstrap`; the
+    headline intervals are analytic, `app.statistics.robust`) and the seed of its generator
     (recorded in the output). Results are given without exclusions ("all") and with them
     ("after_exclusions"; the same dict when no participant was excluded).
     """
