@@ -106,3 +106,9 @@ def test_tie_half_independent_interval_is_the_t_interval_of_vote_values_and_cove
         lo, hi = st.estimates._t_interval(x, 0.95)
         hits.append(lo <= truth <= hi)
     assert 0.935 <= np.mean(hits) <= 0.965
+
+
+def test_one_participant_on_one_prompt_has_no_interval():
+    out = st.compute_statistics([row("a", "q1", 1), row("a", "q1", 2, pair="other-seed")], draws=10)
+    win = out["results"]["all"]["overall"]["win_rate"]
+    assert win["estimate"] == 1.0 and win["ci_low"] is None and win["ci_high"] is None

@@ -97,6 +97,10 @@ def robust_intervals(scores: np.ndarray, participant: np.ndarray, prompt: np.nda
             continue
         keep = b != 0 if name == "win_rate" else slice(None)
         theta, v, df = robust_variance(a[keep], b[keep], participant[keep], prompt[keep], stratum[keep])
+        if np.unique(participant[keep]).size < 2 and np.unique(prompt[keep]).size < 2:
+            # One participant on one prompt: no spread to estimate, so no interval (not a zero-width one).
+            out[name] = {"estimate": float(theta), "ci_low": None, "ci_high": None, "se": None, "df": None}
+            continue
         half = float(sps.t.ppf(0.5 + confidence / 2, df)) * np.sqrt(v)
         lo, hi = theta - half, theta + half
         if name != "mean_score":
