@@ -11,8 +11,9 @@ V_P: participants as clusters; V_Q: prompts as clusters, centred within each str
 are fixed by design, so only the within-stratum spread of prompts is random); V_PQ: (participant,
 prompt) cells as clusters, centred within strata: the votes counted by both V_P and V_Q. Each
 part has the small-sample factor G / (G - 1) of its G clusters (per stratum for V_Q and V_PQ).
-Only participants and prompts that have votes in the group count. Should V come out <= 0
-(possible in tiny samples) the larger of V_P and V_Q is used. The interval is
+Only participants and prompts that have votes in the group count (for the win rate: decisive
+votes, since ties do not enter it). Should V come out <= 0 (possible in tiny samples) the
+larger of V_P and V_Q is used. The interval is
 theta +- t(df) * sqrt(V) with df = min(P - 1, Q - strata): the factor with fewer independent
 clusters limits how well V is known (Cameron, Gelbach & Miller's G_min - 1); rates are clipped
 to [0, 1]. See docs/statistics.md for the simulation that chose it.
