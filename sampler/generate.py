@@ -279,6 +279,8 @@ def generate_pairs(
     """
     model_dir, out_dir = Path(model_dir), Path(out_dir)
     records = check_request(prompts, out_dir, model_dir, limit, batch_size)
+    if reuse_from is not None and not (Path(reuse_from) / MANIFEST_NAME).is_file():
+        raise GenerateError(f"--reuse {reuse_from}: expects a folder written by `sfgeval generate` (no {MANIFEST_NAME})")
     num_processes, process_index = process_share()
     dev = _process_device(device, num_processes, process_index)
     try:

@@ -149,3 +149,6 @@ def test_reuse_copies_matching_pairs_and_generates_the_rest(tmp_path, tiny_sfg, 
     summary = generate_pairs(strata, tmp_path / "human2", model_dir=tiny_model_dir, settings=other, pipeline=tiny_sfg,
                              progress=False, reuse_from=tmp_path / "5k")
     assert (summary.written, summary.reused) == (1, 0)
+    with pytest.raises(GenerateError, match="expects a folder written by `sfgeval generate`"):
+        generate_pairs(strata, tmp_path / "human3", model_dir=tiny_model_dir, settings=fast, pipeline=tiny_sfg,
+                       progress=False, reuse_from=strata)

@@ -32,12 +32,21 @@ PROMPTS = ["a red bus on a street", "two cats on a sofa", "a bowl of soup", "a s
            "a clock on a wall", "a kite in the sky"]
 
 
-def _sfgeval(cwd: Path, env: dict, *args, check=True) -> subprocess.CompletedProcess:
-    res = subprocess.run([sys.executable, "-m", "app.cli", *map(str, args)], cwd=cwd, env=env, capture_output=True,
-                         text=True, timeout=300)
-    if check:
-        assert res.returncode == 0, f"sfgeval {' '.join(map(str, args))}\n{res.stdout}\n{res.stderr}"
+def _sfgeval(cwd: Path, env: dict, *args) -> subprocess.CompletedProcess:
+    (res,) = _together(cwd, env, args)
     return res
+
+
+def _together(cwd: Path, env: dict, *commands) -> list[subprocess.CompletedProcess]:
+    """Run independent `sfgeval` commands at the same time (CI has two cores); all must succeed."""
+    procs = [subprocess.Popen([sys.executable, "-m", "app.cli", *map(str, c)], cwd=cwd, env=env, text=True,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE) for c in commands]
+    done = []
+    for c, p in zip(commands, procs):
+        out, err = p.communicate(timeout=300)
+        assert p.returncode == 0, f"sfgeval {' '.join(map(str, c))}\n{out}\n{err}"
+        done.append(subprocess.CompletedProcess(p.args, p.returncode, out, err))
+    return done
 
 
 def _free_port() -> int:
@@ -86,15 +95,17 @@ def test_the_readme_study_from_the_command_line(tmp_path, tiny_cache):
         w.writerow(["image_id", "prompt", "evaluation_seed"])
         w.writerows([f"{i:06d}", p, 100 + 7 * i] for i, p in enumerate(PROMPTS))
 
-    _sfgeval(work, env, "prompts", "encode", "--prompts", "prompts.csv", *clip)
-    _sfgeval(work, env, "prompts", "diversity", "--sizes", "2,4,6", "--draws", 2)
-    _sfgeval(work, env, "prompts", "select", "--prompts", "prompts.csv", "--size", 5, "--seed", 0)
     fast = ["--tiny", "--steps", 2]
-    _sfgeval(work, env, "generate", "--prompts", "prompt-work/subset.csv", "--out", "pairs-5k", *fast)
-    _sfgeval(work, env, "prompts", "strata", "--manifest", "pairs-5k", "--k", 1, *clip)
-    res = _sfgeval(work, env, "generate", "--prompts", "prompt-work/strata.csv", "--out", "pairs-human",
-                   "--seeds-per-prompt", 2, "--reuse", "pairs-5k", *fast)
+    _sfgeval(work, env, "prompts", "select", "--prompts", "prompts.csv", "--size", 5, "--seed", 0)
+    _together(work, env, ("prompts", "encode", "--prompts", "prompts.csv", *clip),
+              ("generate", "--prompts", "prompt-work/subset.csv", "--out", "pairs-5k", *fast))
+    _together(work, env, ("prompts", "diversity", "--sizes", "2,4,6", "--draws", 2),
+              ("prompts", "strata", "--manifest", "pairs-5k", "--k", 1, *clip))
+    res, _ = _together(work, env, ("generate", "--prompts", "prompt-work/strata.csv", "--out", "pairs-human",
+                                   "--seeds-per-prompt", 2, "--reuse", "pairs-5k", *fast),
+                       ("metrics", "table", "--manifest", "pairs-5k", *clip, "--out", "results"))
     assert "6 pairs written (3 copied from pairs-5k)" in res.stdout
+    assert len(_read_csv(work / "prompt-work" / "diversity.csv")) == 6
 
     # The strata file carries the seed each prompt was scored on; the human set starts from it.
     from sampler.manifest import iter_records
@@ -161,7 +172,6 @@ def test_the_readme_study_from_the_command_line(tmp_path, tiny_cache):
     files = _sfgeval(work, env, "report", "e2e", "--out", "report", "--draws", 20, "--database-url", db).stdout.split()
     assert {Path(f).name for f in files} == {"report.html", "statistics.json", "ratings.csv"}
     assert len(_read_csv(work / "report" / "ratings.csv")) == 6
-    _sfgeval(work, env, "metrics", "table", "--manifest", "pairs-5k", *clip, "--out", "results")
     table = _read_csv(work / "results" / "metrics.csv")
     assert [(r["arm"], r["role"], r["images"]) for r in table] == [("cfg", "baseline", "5"), ("sfg", "treatment", "5")]
     assert all(np.isfinite(float(r["clip_score"])) for r in table)
