@@ -38,9 +38,19 @@ def _database_url(url: str | None) -> str:
 
 
 def _base_url(url: str | None) -> str:
+    """--base-url, else SFGEVAL_BASE_URL; when neither is set, say so (on stderr) and use the default."""
     from app.settings import get_settings
 
-    return (url or get_settings().base_url).rstrip("/")
+    if url:
+        return url.rstrip("/")
+    settings = get_settings()
+    if "base_url" not in settings.model_fields_set:
+        click.echo(
+            f"note: SFGEVAL_BASE_URL is not set; the link assumes `sfgeval serve` on its default {settings.base_url}. "
+            "Set SFGEVAL_BASE_URL (or --base-url) to the address participants will open.",
+            err=True,
+        )
+    return settings.base_url.rstrip("/")
 
 
 database_url_option = click.option(

@@ -9,7 +9,6 @@ manifest again (same SHA-256) returns the existing pair set and adds nothing.
 
 from __future__ import annotations
 
-import hashlib
 import random
 from pathlib import Path
 
@@ -21,7 +20,7 @@ from tqdm import tqdm
 
 from app.media import blind_png, encoded_length, load_rgb, new_token, padded_size, sha256_bytes
 from app.models import Image, Pair, PairSet
-from sampler.manifest import MANIFEST_NAME, ManifestError, PairRecord, validate_folder
+from sampler.manifest import MANIFEST_NAME, ManifestError, PairRecord, sha256_file, validate_folder
 
 
 def degrade(img: PILImage.Image) -> PILImage.Image:
@@ -35,7 +34,7 @@ def manifest_sha256(folder: Path) -> str:
     path = Path(folder) / MANIFEST_NAME
     if not path.is_file():
         raise ManifestError(f"{path}: no manifest.jsonl in this folder")
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+    return sha256_file(path)
 
 
 def _check_arms(folder: Path, records: list[PairRecord]) -> tuple[str, str]:

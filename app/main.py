@@ -2,23 +2,18 @@
 
 from __future__ import annotations
 
-import importlib
 import logging
 
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 from starlette.middleware.sessions import SessionMiddleware
 
-from app.api.routes import media, participants
+from app.api.routes import admin, media, participants, statistics
 from app.db import engine_from_settings, session_factory
 from app.settings import INSECURE_DEV_SECRET, Settings, get_settings
 from app.templating import STATIC_DIR
 
 log = logging.getLogger(__name__)
-
-# Routers owned by later work (admin pages, statistics); included when their module exists so the
-# participant side can be built and tested on its own.
-OPTIONAL_ROUTERS = ("app.api.routes.admin", "app.api.routes.statistics")
 
 
 class PrivacyHeaders:
@@ -65,15 +60,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(PrivacyHeaders)
 
     app.mount("/static", StaticFiles(directory=str(STATIC_DIR)), name="static")
-    app.include_router(media.router)
-    app.include_router(participants.router)
-    for name in OPTIONAL_ROUTERS:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as e:
-            if e.name != name:
-                raise
-            continue
+    for module in (media, participants, admin, statistics):
         app.include_router(module.router)
 
     @app.get("/healthz", include_in_schema=False)

@@ -1,4 +1,8 @@
-"""Seeded simulated studies: rating rows with a known true preference.
+"""Seeded simulated studies: rating rows with a known true preference (a library for users).
+
+Not used on any request path: import it from Python to check the statistics' calibration for a
+planned design, to benchmark them, or to try the report before a study runs, e.g.
+`rows = simulate_rows(SimulatedStudy(n_participants=60, effect=0.3), seed=1)`.
 
 Used to check that the statistics are calibrated (tests/test_calibration.py), to benchmark them
 (benchmarks/bench_statistics.py) and to exercise the report without a live study.

@@ -14,12 +14,11 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
-TOKEN_SELECT = ("head_mean", "per_head")
+from sampler.params import SamplerParams, check_token_select
 
 
 def _check(probs: torch.Tensor, candidate_mask: torch.Tensor, token_select: str) -> None:
-    if token_select not in TOKEN_SELECT:
-        raise ValueError(f"token_select must be one of {TOKEN_SELECT}, not {token_select!r}")
+    check_token_select(token_select)
     if probs.ndim != 4 or candidate_mask.shape != (probs.shape[0], probs.shape[-1]):
         raise ValueError(
             f"expected probs [B, H, N, K] and candidate_mask [B, K]; got {tuple(probs.shape)} "
@@ -45,7 +44,7 @@ def _choose(probs: torch.Tensor, bias: torch.Tensor, has: torch.Tensor, token_se
 
 
 def select_local_semantic(
-    probs: torch.Tensor, candidate_mask: torch.Tensor, token_select: str = "head_mean"
+    probs: torch.Tensor, candidate_mask: torch.Tensor, token_select: str = SamplerParams.token_select
 ) -> torch.Tensor:
     """Index k* of each patch's local semantic among the candidate tokens.
 
@@ -61,7 +60,7 @@ def select_local_semantic(
 
 
 def sfg_attention_weights(
-    probs: torch.Tensor, candidate_mask: torch.Tensor, scale: float, token_select: str = "head_mean"
+    probs: torch.Tensor, candidate_mask: torch.Tensor, scale: float, token_select: str = SamplerParams.token_select
 ) -> torch.Tensor:
     """SFG's modified cross-attention weights A'.
 
@@ -79,7 +78,13 @@ def sfg_attention_weights(
 
 @dataclass
 class SFGControl:
-    """Shared, mutable state of all SFG processors of one UNet (set by the pipeline per step).
+    """Shared, mutable state of all SFG processors of one UNet: the one mutable object of SFG.
+
+    Who writes what: `scale` and `token_select` are fixed for a generation (from
+    `SamplerParams`, checked here). `perturbed_from` and `candidate_mask` are the per-step state:
+    `SFGPipeline._unet` sets them just before each UNet forward and resets them to None right
+    after (also on error), so between UNet calls every processor is a pass-through. The
+    processors only read them, and only add to `token_counts` (via `record`).
 
     `perturbed_from`: batch rows from this index on are the perturbed (eps_bar) rows; None turns
     SFG off so every module runs its original processor untouched. `candidate_mask` [R, K] bool
@@ -88,14 +93,17 @@ class SFGControl:
     or one per head with `per_head`) for the researcher's token maps.
     """
 
-    scale: float = 10.0
-    token_select: str = "head_mean"
+    scale: float = SamplerParams.sfg_scale
+    token_select: str = SamplerParams.token_select
     perturbed_from: int | None = None
     candidate_mask: torch.Tensor | None = None
     record_queries: int | None = None
     token_counts: torch.Tensor | None = field(default=None, repr=False)
     _bias_key: tuple | None = field(default=None, repr=False)
     _bias: tuple | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        check_token_select(self.token_select)
 
     def record(self, chosen: torch.Tensor) -> None:
         """Add one module's choices, bool one-hot [R, 1|H, N, K], summed over heads."""

@@ -1,6 +1,7 @@
 """open_clip models from a local checkpoint: text and image embeddings, CLIP score.
 
-The paper encodes prompts and scores images with open_clip ViT-g-14. The checkpoint is a local
+The paper encodes prompts and scores images with open_clip ViT-g-14; any open_clip architecture
+works (`sampler.clip_checkpoint`: names, --clip-config files, local-dir:). The checkpoint is a local
 file (``open_clip_pytorch_model.bin`` or ``open_clip_model.safetensors`` from the
 ``laion/CLIP-ViT-g-14-laion2B-s34B-b88K`` release) or the folder holding it; nothing downloads.
 
@@ -15,7 +16,6 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -23,22 +23,12 @@ import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
-from sampler.weights import WeightsError, file_fingerprint, require_file
+from sampler.devices import resolve_device
+from sampler.clip_checkpoint import CHECKPOINT_NAMES, LOCAL_DIR, ClipSpec, check_checkpoint, resolve_clip
+from sampler.weights import WeightsError
 
-CHECKPOINT_NAMES = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin", "open_clip_pytorch_model.pt")
-
-
-def pick_device(device: str | None = None) -> torch.device:
-    """``auto``/None: CUDA when present, else CPU. Any other value must name a usable torch device."""
-    if device in (None, "", "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(device)
-    except RuntimeError as e:
-        raise ValueError(f"unknown device {device!r}: {e}") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {device!r} asked for but CUDA is not available on this machine")
-    return dev
+__all__ = ["CHECKPOINT_NAMES", "ClipSpec", "OpenClip", "clip_identity", "clip_scores", "encode_images", "encode_texts",
+           "load_open_clip", "open_rgb"]
 
 
 @dataclass
@@ -52,48 +42,41 @@ class OpenClip:
     identity: dict[str, Any] = field(default_factory=dict)
 
 
-def clip_identity(model_name: str, weights: str | os.PathLike) -> dict[str, Any]:
+def clip_identity(model_name: str | None, weights: str | os.PathLike | None, config: str | os.PathLike | None = None) -> dict[str, Any]:
     """What a cache built with this model records: architecture and weights fingerprint.
 
     Cheap (no model is built), so callers can check a cache before loading a multi-GB model.
     Raises WeightsError for an unknown architecture or a missing checkpoint.
     """
-    import open_clip
-
-    if model_name not in open_clip.list_models():
-        raise WeightsError(
-            f"unknown open_clip architecture {model_name!r} (the paper uses 'ViT-g-14'; "
-            f"see open_clip.list_models())"
-        )
-    path = require_file(weights, f"an open_clip {model_name} checkpoint file", CHECKPOINT_NAMES)
-    return {
-        "library": "open_clip",
-        "model": model_name,
-        "weights": str(path.resolve()),
-        "weights_fingerprint": file_fingerprint(path),
-    }
+    return resolve_clip(model_name, weights, config).identity()
 
 
-def load_open_clip(model_name: str, weights: str | os.PathLike, device: str | None = None) -> OpenClip:
-    """Build ``model_name`` (an open_clip architecture, e.g. ``ViT-g-14``) and load ``weights``.
+def load_open_clip(model: str | ClipSpec | None, weights: str | os.PathLike | None = None, device: str | None = None,
+                   config: str | os.PathLike | None = None) -> OpenClip:
+    """Build the open_clip model (an architecture name such as ``ViT-g-14``, ``local-dir:PATH``, a
+    `--clip-config` file's architecture, or a resolved `ClipSpec`) and load its checkpoint.
 
-    ``weights`` is a checkpoint file, or a folder holding one of ``CHECKPOINT_NAMES``.
-    ``identity`` is `clip_identity`: caches built from this model compare it to decide whether
-    they are still valid.
+    ``weights`` is a checkpoint file, or a folder holding one of ``CHECKPOINT_NAMES``. The
+    checkpoint's shapes are checked against the architecture first (`check_checkpoint`: seconds,
+    with a hint naming the architectures it fits). ``identity`` is `ClipSpec.identity`: caches
+    built from this model compare it to decide whether they are still valid.
     """
     import open_clip
 
-    identity = clip_identity(model_name, weights)
-    path = Path(identity["weights"])
-    dev = pick_device(device)
+    spec = model if isinstance(model, ClipSpec) else resolve_clip(model, weights, config)
+    dev = resolve_device(device)
+    check_checkpoint(spec)
+    local = spec.name.startswith(LOCAL_DIR)
     try:
-        model, _, preprocess = open_clip.create_model_and_transforms(model_name, pretrained=str(path), device=dev)
+        built, _, preprocess = open_clip.create_model_and_transforms(
+            spec.name, pretrained=None if local else str(spec.weights), device=dev
+        )
     except Exception as e:  # noqa: BLE001 -- unpickling errors and state_dict mismatches come in many types
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise WeightsError(f"{path} is not a loadable open_clip {model_name} checkpoint: {first[:300]}") from None
-    model.eval()
-    tokenizer = open_clip.get_tokenizer(model_name)
-    return OpenClip(model=model, preprocess=preprocess, tokenizer=tokenizer, device=dev, identity=identity)
+        raise WeightsError(f"{spec.weights} is not a loadable open_clip {spec.name} checkpoint: {first[:300]}") from None
+    built.eval()
+    tokenizer = open_clip.get_tokenizer(spec.name)
+    return OpenClip(model=built, preprocess=preprocess, tokenizer=tokenizer, device=dev, identity=spec.identity())
 
 
 def _batches(items: Sequence[Any], size: int) -> Iterable[Sequence[Any]]:

@@ -87,7 +87,8 @@ class PairRecord(BaseModel):
         return json.dumps(self.model_dump(by_alias=True, exclude_none=True), ensure_ascii=False)
 
 
-def sha256_file(path: Path) -> str:
+def sha256_file(path: str | Path) -> str:
+    """SHA-256 of a file, read in 1 MiB chunks: the one file hasher of sampler and app."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):

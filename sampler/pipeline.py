@@ -29,7 +29,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from sampler.attention import TOKEN_SELECT, SegmentationFreeAttnProcessor, SFGControl, cross_attention_names
+from sampler.attention import (
+    SegmentationFreeAttnProcessor,
+    SFGControl,
+    cross_attention_names,
+)
+from sampler.params import SamplerParams
 
 ARMS = ("cfg", "sfg")
 
@@ -82,8 +87,21 @@ class SFGOutput:
 
 
 def default_start_step(num_inference_steps: int) -> int:
-    """The spec's default t_s = T // 2."""
-    return num_inference_steps // 2
+    """The spec's default t_s = T // 2 (`SamplerParams.start_step`)."""
+    return SamplerParams(num_inference_steps=num_inference_steps).start_step()
+
+
+def apply_guidance(noise_pred: torch.Tensor, arm: str, scale: float) -> torch.Tensor:
+    """The guided prediction of one arm from its 2B-row UNet output (diffusers' convention).
+
+    cfg rows are [eps_u | eps_c]: eps_u + g (eps_c - eps_u), g = `guidance_scale`.
+    sfg rows are [eps_c | eps_bar] (eps_bar: the perturbed, segmentation-free branch):
+    eps_bar + g_bar (eps_c - eps_bar), g_bar = `sfg_guidance_scale`. Shapes [2B, C, h, w] -> [B, C, h, w].
+    """
+    first, second = noise_pred.chunk(2)
+    if arm == "cfg":
+        return first + scale * (second - first)
+    return second + scale * (first - second)
 
 
 @dataclass
@@ -166,9 +184,10 @@ class SFGPipeline:
     def pairs(self, prompt: str | Sequence[str], *, output_type: str = "pil", **kwargs) -> SFGOutput:
         """A CFG image and an SFG image per prompt, sharing their first t_s steps (run once).
 
-        Keyword arguments: num_inference_steps=50, guidance_scale=7.5, sfg_scale=10.0,
-        sfg_guidance_scale=3.0, sfg_start_step=None (T // 2), token_select="head_mean",
-        include_eos=False, generator=None, height=None, width=None, record_token_maps=False.
+        Keyword arguments: the fields of `sampler.params.SamplerParams` (num_inference_steps,
+        guidance_scale, sfg_scale, sfg_guidance_scale, sfg_start_step, token_select, include_eos;
+        defaults and checks there) or `params=SamplerParams(...)`, and generator=None,
+        height=None, width=None, record_token_maps=False.
         """
         return self._generate(prompt, arms=ARMS, output_type=output_type, **kwargs)
 
@@ -179,36 +198,31 @@ class SFGPipeline:
         prompt: str | Sequence[str],
         *,
         arms: tuple[str, ...],
-        num_inference_steps: int = 50,
-        guidance_scale: float = 7.5,
-        sfg_scale: float = 10.0,
-        sfg_guidance_scale: float = 3.0,
-        sfg_start_step: int | None = None,
-        token_select: str = "head_mean",
-        include_eos: bool = False,
         generator: torch.Generator | list[torch.Generator] | None = None,
         height: int | None = None,
         width: int | None = None,
         output_type: str = "pil",
         record_token_maps: bool = False,
+        params: SamplerParams | None = None,
+        **guidance,
     ) -> SFGOutput:
-        from diffusers.pipelines.stable_diffusion.pipeline_stable_diffusion import retrieve_timesteps
+        """`guidance`: the fields of `SamplerParams` (its defaults and checks), or `params` whole."""
+        from diffusers.pipelines.stable_diffusion.pipeline_stable_diffusion import (
+            retrieve_timesteps,
+        )
 
         pipe = self.pipe
         prompts = [prompt] if isinstance(prompt, str) else list(prompt)
         if not prompts:
             raise ValueError("no prompts given")
-        if token_select not in TOKEN_SELECT:
-            raise ValueError(f"token_select must be one of {TOKEN_SELECT}, not {token_select!r}")
-        if guidance_scale <= 1.0:
-            raise ValueError("guidance_scale must be > 1 (the unconditional pass is what SFG builds on)")
+        if params is not None and guidance:
+            raise TypeError("give either params or its fields as keyword arguments, not both")
+        p = params if params is not None else SamplerParams(**guidance)
         if pipe.unet.config.time_cond_proj_dim is not None:
             raise ValueError("guidance-distilled UNets (time_cond_proj_dim) are not supported")
         if isinstance(generator, list) and len(generator) != len(prompts):
             raise ValueError(f"{len(generator)} generators for {len(prompts)} prompts")
-        t_s = default_start_step(num_inference_steps) if sfg_start_step is None else int(sfg_start_step)
-        if t_s < 0:
-            raise ValueError("sfg_start_step must be >= 0")
+        t_s = p.start_step()
         default_size = pipe.unet.config.sample_size * pipe.vae_scale_factor
         height, width = height or default_size, width or default_size
         pipe.check_inputs(prompts, height, width, None)
@@ -216,13 +230,13 @@ class SFGPipeline:
         device = pipe._execution_device
         b = len(prompts)
         cond, uncond = pipe.encode_prompt(prompts, device, 1, True)
-        mask = self.candidate_mask(prompts, include_eos).to(device)
-        timesteps, _ = retrieve_timesteps(pipe.scheduler, num_inference_steps, device)
+        mask = self.candidate_mask(prompts, p.include_eos).to(device)
+        timesteps, _ = retrieve_timesteps(pipe.scheduler, p.num_inference_steps, device)
         latents = pipe.prepare_latents(
             b, pipe.unet.config.in_channels, height, width, cond.dtype, device, generator
         )
         prefix = _Arm(latents, pipe.scheduler, generator)
-        control = SFGControl(scale=sfg_scale, token_select=token_select)
+        control = SFGControl(scale=p.sfg_scale, token_select=p.token_select)
         if record_token_maps and "sfg" in arms:
             map_h, map_w = self._map_resolution(height, width)
             control.record_queries = map_h * map_w
@@ -234,8 +248,7 @@ class SFGPipeline:
                     eps = self._unet(
                         [(prefix, torch.cat([uncond, cond]))], t, control, None
                     )[0]
-                    eps_u, eps_c = eps.chunk(2)
-                    self._step(prefix, eps_u + guidance_scale * (eps_c - eps_u), t, eta=0.0)
+                    self._step(prefix, apply_guidance(eps, "cfg", p.guidance_scale), t, eta=0.0)
                     continue
                 if forked is None:
                     # The first arm continues the prefix's own objects, the others get copies.
@@ -248,11 +261,8 @@ class SFGPipeline:
                 perturbed_from = 2 * b * len(arms) - b if arms[-1] == "sfg" else None
                 eps_all = self._unet(batch, t, control, (perturbed_from, mask))
                 for arm, eps in zip(arms, eps_all):
-                    first, second = eps.chunk(2)
-                    g = guidance_scale if arm == "cfg" else sfg_guidance_scale
-                    # cfg: first = eps_u, second = eps_c; sfg: first = eps_c, second = eps_bar.
-                    guided = first + g * (second - first) if arm == "cfg" else second + g * (first - second)
-                    self._step(forked[arm], guided, t, eta=0.0)
+                    g = p.guidance_scale if arm == "cfg" else p.sfg_guidance_scale
+                    self._step(forked[arm], apply_guidance(eps, arm, g), t, eta=0.0)
 
         final = {arm: (forked[arm] if forked else prefix).latents for arm in arms}
         out = SFGOutput(images={}, latents=final)

@@ -15,7 +15,6 @@ written last, so an interrupted write leaves no valid-looking cache.
 from __future__ import annotations
 
 import csv
-import hashlib
 import json
 import os
 from dataclasses import dataclass
@@ -24,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from sampler.manifest import sha256_file
 from sampler.prompts import PromptFileError, read_prompts
 
 CACHE_SCHEMA = "sfgeval.text-embeddings/1"
@@ -38,14 +38,6 @@ class PromptTable:
     path: str
 
 
-def sha256_of(path: str | os.PathLike) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def read_prompt_table(path: str | os.PathLike) -> PromptTable:
     """Read a prompt file with `sampler.prompts.read_prompts` (.txt, .csv, .jsonl) and hash it."""
     records = read_prompts(path)
@@ -53,7 +45,7 @@ def read_prompt_table(path: str | os.PathLike) -> PromptTable:
         ids=[r.prompt_id for r in records],
         prompts=[r.prompt for r in records],
         seeds=[r.seed for r in records],
-        sha256=sha256_of(path),
+        sha256=sha256_file(path),
         path=str(path),
     )
 
@@ -121,3 +113,60 @@ def load_embeddings(npz: str | os.PathLike) -> tuple[np.ndarray, list[str], dict
     meta = json.loads(meta_path.read_text(encoding="utf-8"))
     with np.load(npz, allow_pickle=False) as data:
         return data["embeddings"], [str(i) for i in data["prompt_ids"]], meta
+
+
+def encode_resumable(
+    npz: str | os.PathLike,
+    identity: dict[str, Any],
+    table: PromptTable,
+    encode,
+    chunk: int = 2048,
+) -> np.ndarray:
+    """Embed every prompt of `table` with `encode(texts) -> [n, D]`, saving each finished chunk to
+    NPZ.partial/ so a killed run resumes where it stopped (only with the same model, prompt file and
+    chunk size); then write the cache with `save_embeddings` and drop the partial folder."""
+    import shutil
+
+    npz = Path(npz)
+    partial = npz.with_name(npz.name + ".partial")
+    record = {"model": identity, "prompt_file_sha256": table.sha256, "chunk": chunk, "count": len(table.ids)}
+    meta = partial / "partial.json"
+    if not (meta.is_file() and json.loads(meta.read_text(encoding="utf-8")) == record):
+        shutil.rmtree(partial, ignore_errors=True)
+        partial.mkdir(parents=True)
+        meta.write_text(json.dumps(record), encoding="utf-8")
+    parts = []
+    for start in range(0, len(table.prompts), chunk):
+        path = partial / f"{start:09d}.npy"
+        if path.is_file():
+            try:
+                parts.append(np.load(path, allow_pickle=False))
+                continue
+            except (ValueError, OSError):
+                path.unlink()  # cut by a kill: encode again
+        emb = np.asarray(encode(table.prompts[start : start + chunk]), dtype=np.float32)
+        tmp = partial / f".{start:09d}.tmp.npy"
+        np.save(tmp, emb)
+        os.replace(tmp, path)
+        parts.append(emb)
+    emb = np.concatenate(parts)
+    save_embeddings(npz, emb, identity, table)
+    shutil.rmtree(partial, ignore_errors=True)
+    return emb
+
+
+def write_subset(source: str | os.PathLike, size: int, seed: int, out: str | os.PathLike) -> int:
+    """Write the seeded subset of `size` prompts of `source` to `out` (prompt_id,prompt[,seed], in
+    source order) and `out` with .json (seed, rule, source hash); returns the source's prompt count."""
+    from sampler import subsample
+
+    table = read_prompt_table(source)
+    idx = subsample.draw_subset(len(table.prompts), size, seed)
+    # Keep the source's per-prompt seeds (coco_30k.csv's evaluation_seed) so `generate` uses them.
+    seeds = [table.seeds[i] for i in idx]
+    extra = {"seed": ["" if v is None else v for v in seeds]} if any(v is not None for v in seeds) else None
+    write_prompt_table(out, [table.ids[i] for i in idx], [table.prompts[i] for i in idx], extra)
+    record = {"source": table.path, "source_sha256": table.sha256, "size": size, "seed": seed,
+              "rule": "sorted numpy default_rng(seed).choice(N, size, replace=False)"}
+    Path(out).with_suffix(".json").write_text(json.dumps(record, indent=2))
+    return len(table.prompts)

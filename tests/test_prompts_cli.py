@@ -195,7 +195,7 @@ def test_strata_scores_baseline_images_and_labels_percentiles(tiny_clip, tmp_pat
     _ok(*args)
     with open(out, newline="") as f:
         reader = csv.DictReader(f)
-        assert reader.fieldnames == ["prompt_id", "prompt", "stratum", "clip_score"]
+        assert reader.fieldnames == ["prompt_id", "prompt", "stratum", "clip_score", "seed"]
         rows = list(reader)
     assert [r["stratum"] for r in rows] == ["low"] * 2 + ["middle"] * 2 + ["high"] * 2
 

@@ -38,13 +38,14 @@ def register_tiny_clip(folder: Path) -> str:
     return TINY_CLIP_NAME
 
 
-def save_tiny_clip(path: Path, seed: int) -> Path:
-    """Random-weight tiny open_clip checkpoint at ``path`` (a state_dict file)."""
+def save_tiny_clip(path: Path, seed: int, name: str = TINY_CLIP_NAME) -> Path:
+    """Random-weight tiny open_clip checkpoint at ``path`` (a state_dict file) of the registered
+    architecture ``name`` (the tiny config)."""
     import open_clip
     import torch
 
     torch.manual_seed(seed)
-    model = open_clip.create_model(TINY_CLIP_NAME, pretrained=None)
+    model = open_clip.create_model(name, pretrained=None)
     torch.save(model.state_dict(), path)
     return path
 
