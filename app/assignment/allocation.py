@@ -28,14 +28,27 @@ def hold_for(study: Study, default_minutes: float) -> timedelta:
 
 
 def _live(now: datetime | BindParameter):
-    """Trials that count: answered ones and holds that have not expired (at `now`, a value or a bind)."""
+    """Trials that load a pair: answered ones and holds that have not expired (at `now`, a value or a bind)."""
     return or_(Trial.state == "answered", and_(Trial.state == "assigned", Trial.expires_at > now))
+
+
+def committed(now: datetime | BindParameter):
+    """Trials that count toward a pair's target: answered ones and live *reserved* holds.
+
+    A hold is reserved when its participant had answered a trial before it was issued
+    (`Trial.reserved`). Holds of a participant who has not answered anything yet are provisional:
+    they count for nobody, so sign-ups that never answer cannot lock anyone out, and their answer is
+    accepted only while the pair is still under target (`answers.submit_answer`). Invariant, for
+    every pair at every moment: answered + live reserved main trials <= ratings_per_pair.
+    """
+    return or_(Trial.state == "answered",
+               and_(Trial.state == "assigned", Trial.reserved.is_(True), Trial.expires_at > now))
 
 
 # The allocation's hot statements, built once and bound per call: on this path building a select()
 # costs the server more CPU than Postgres spends running it.
 _MAIN_COUNTS = (
-    select(Trial.pair_id, func.count(Trial.id))
+    select(Trial.pair_id, func.count(Trial.id).filter(committed(bindparam("now"))), func.count(Trial.id))
     .where(Trial.study_id == bindparam("study_id"), Trial.kind == "main", _live(bindparam("now")))
     .group_by(Trial.pair_id)
 )
@@ -49,15 +62,16 @@ _STALE_OF_PAIR = select(Trial.id).where(
     Trial.expires_at <= bindparam("now"),
 )
 _STALE_OF_PAIR_SKIP_LOCKED = _STALE_OF_PAIR.with_for_update(key_share=True, skip_locked=True)
-_LIVE_OF_PAIR = select(func.count(Trial.id)).where(
+_COMMITTED_OF_PAIR = select(func.count(Trial.id)).where(
     Trial.study_id == bindparam("study_id"), Trial.pair_id == bindparam("pair_id"), Trial.kind == "main",
-    Trial.state.in_(("assigned", "answered")),
+    or_(Trial.state == "answered", and_(Trial.state == "assigned", Trial.reserved.is_(True))),
 )
 
 
-def _main_counts(session: Session, study: Study, now: datetime) -> dict[int, int]:
+def _main_counts(session: Session, study: Study, now: datetime) -> dict[int, list[int]]:
+    """pair id -> [committed main trials, all live main trials (committed + provisional holds)]."""
     rows = session.execute(_MAIN_COUNTS, {"study_id": study.id, "now": now}).all()
-    return {pair_id: n for pair_id, n in rows}
+    return {pair_id: [n_committed, n_live] for pair_id, n_committed, n_live in rows}
 
 
 def _new_trial(study: Study, participant: Participant, position: int, kind: str, pair_id: int,
@@ -88,16 +102,20 @@ class _Allocation:
     late answer's conditional UPDATE on the same trial row: exactly one of them wins), recounts
     and only then inserts. So a pair can never exceed its target, while different pairs are
     allocated in parallel. On SQLite every transaction holds the database lock anyway.
+
+    Only a participant who has answered something gets reserved holds (see `committed`); a new
+    participant's holds are provisional, need no lock and take the least-loaded pair under target.
     """
 
     def __init__(self, session: Session, study: Study, participant: Participant, now: datetime, hold: timedelta):
         self.session, self.study, self.participant, self.now, self.hold = session, study, participant, now, hold
         self.postgres = session.get_bind().dialect.name == "postgresql"
         self.trials = session.scalars(_OWN_TRIALS, {"participant_id": participant.id}).all()
-        self._counts: dict[int, int] | None = None
+        self.proven = any(t.state == "answered" for t in self.trials)
+        self._counts: dict[int, list[int]] | None = None
 
     @property
-    def counts(self) -> dict[int, int]:
+    def counts(self) -> dict[int, list[int]]:
         if self._counts is None:
             self._counts = _main_counts(self.session, self.study, self.now)
         return self._counts
@@ -111,10 +129,14 @@ class _Allocation:
         """(pair id, comparison id) under target and unseen, least-rated first (snapshot counts)."""
         seen, counts, target = self.seen(), self.counts, self.study.ratings_per_pair
         return [(p, c) for p, c, _ in study_pairs(self.session, self.study)
-                if p not in seen and counts.get(p, 0) < target]
+                if p not in seen and counts.get(p, (0, 0))[0] < target]
 
     def _claim(self, pair_id: int) -> bool:
-        """Lock `pair_id` and check, against committed data, that it is still under target."""
+        """Lock `pair_id` and check, against committed data, that it is still under target.
+
+        A provisional hold changes no count that the target checks, so it needs no claim."""
+        if not self.proven:
+            return True
         if self.postgres and self.session.scalar(_LOCK_PAIR, {"pair_id": pair_id}) is None:
             return False
         # Expire this pair's stale holds. Rows another transaction holds right now (a late answer,
@@ -127,8 +149,8 @@ class _Allocation:
             self.session.execute(
                 update(Trial).where(Trial.id.in_(stale_ids), Trial.state == "assigned").values(state="expired")
             )
-        live = self.session.scalar(_LIVE_OF_PAIR, {"study_id": self.study.id, "pair_id": pair_id})
-        return live < self.study.ratings_per_pair
+        n = self.session.scalar(_COMMITTED_OF_PAIR, {"study_id": self.study.id, "pair_id": pair_id})
+        return n < self.study.ratings_per_pair
 
     def allocate(self, position: int) -> Trial | None:
         """A trial for plan slot `position`, or None when the slot cannot be filled (skip it)."""
@@ -138,10 +160,12 @@ class _Allocation:
         trial = None
         if kind == "main":
             counts = self.counts
-            ranked = sorted(self.main_candidates(), key=lambda pc: (counts.get(pc[0], 0), rng.random()))
+            ranked = sorted(self.main_candidates(), key=lambda pc: (*counts.get(pc[0], (0, 0)), rng.random()))
             for pair_id, comparison_id in ranked:
                 if self._claim(pair_id):
-                    counts[pair_id] = counts.get(pair_id, 0) + 1
+                    n = counts.setdefault(pair_id, [0, 0])
+                    n[0] += self.proven
+                    n[1] += 1
                     trial = _new_trial(self.study, self.participant, position, kind, pair_id, comparison_id,
                                        side, self.now, self.hold)
                     break
@@ -170,6 +194,7 @@ class _Allocation:
                                    orig.comparison_id, swap_side(orig.treatment_side), self.now, self.hold,
                                    repeat_of=orig.id)
         if trial is not None:
+            trial.reserved = self.proven
             self.session.add(trial)
             self.session.flush()
             self.trials.append(trial)
@@ -254,7 +279,8 @@ def _next_trial(session: Session, participant: Participant, now: datetime, defau
     while len(held) < LOOKAHEAD and position < len(plan["kinds"]):
         if position not in taken and position not in skipped:
             trial = alloc.allocate(position)
-            if trial is None and first_call and plan["kinds"][position] == "main":
+            if (trial is None and first_call and plan["kinds"][position] == "main"
+                    and not any(t.kind == "main" for t in held)):
                 session.rollback()  # others took the last pairs meanwhile
                 raise FlowError(409, NO_WORK, "no_work")
             if trial is None:

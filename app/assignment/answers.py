@@ -10,8 +10,9 @@ from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, aliased
 
+from app.assignment.allocation import committed
 from app.assignment.errors import FlowError
-from app.models import Participant, Rating, Study, Trial
+from app.models import Pair, Participant, Rating, Study, Trial
 from app.scoring import score_from_choice
 
 
@@ -29,6 +30,7 @@ _ANSWER_LOOKUP = (
         Trial,
         Study.version.label("study_version"),
         Study.min_response_ms.label("min_response_ms"),
+        Study.ratings_per_pair.label("ratings_per_pair"),
         select(func.count(_earlier_trial.id))
         .where(_earlier_trial.participant_id == bindparam("participant_id"), _earlier_trial.state == "assigned",
                _earlier_trial.position < Trial.position)
@@ -43,6 +45,23 @@ _ANSWER_LOOKUP = (
 
 ALREADY_ANSWERED = "this trial was already answered (with a different request_id)"
 EXPIRED = "this trial's hold expired and it may have gone to someone else; load the next trial"
+PAIR_FULL = "this pair got all the ratings it needs meanwhile; load the next trial"
+
+_LOCK_PAIR = select(Pair.id).where(Pair.id == bindparam("pair_id")).with_for_update(key_share=True)
+_COMMITTED_OF_PAIR = select(func.count(Trial.id)).where(
+    Trial.pair_id == bindparam("pair_id"), Trial.study_id == bindparam("study_id"), Trial.kind == "main",
+    committed(bindparam("now")),
+)
+
+
+def _room_for_provisional(session: Session, trial: Trial, now: datetime, target: int) -> bool:
+    """Whether a provisional main trial's answer keeps its pair within target (see
+    `allocation.committed`). Takes the pair's row lock (waiting: allocation only ever skips
+    locked pairs, so this cannot deadlock), so two such answers cannot both take the last slot."""
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(_LOCK_PAIR, {"pair_id": trial.pair_id})
+    n = session.scalar(_COMMITTED_OF_PAIR, {"pair_id": trial.pair_id, "study_id": trial.study_id, "now": now})
+    return n < target
 
 
 class _TryReplay(Exception):
@@ -117,19 +136,29 @@ def _store(session: Session, participant_id: int, public_id: str, choice: int, r
         raise FlowError(409, EXPIRED)
     if found.unanswered_before or trial.presented_at is None:
         raise FlowError(409, "answer the current trial first (this one has not been shown yet)")
+    trial_id = trial.id
+
+    def answered_or_expired() -> FlowError:
+        state = session.scalar(select(Trial.state).where(Trial.id == trial_id))
+        return FlowError(409, ALREADY_ANSWERED if state == "answered" else EXPIRED)
+
+    if trial.kind == "main" and not trial.reserved and not _room_for_provisional(
+        session, trial, now, found.ratings_per_pair
+    ):
+        refused = session.execute(
+            update(Trial).where(Trial.id == trial_id, Trial.state == "assigned").values(state="expired")
+        ).rowcount
+        if not refused:  # a concurrent request answered it (maybe this very request_id)
+            raise _TryReplay(answered_or_expired)
+        session.commit()
+        raise FlowError(409, PAIR_FULL, "pair_full")
     won = session.execute(
         update(Trial)
-        .where(Trial.id == trial.id, Trial.state == "assigned", Trial.expires_at > now)
+        .where(Trial.id == trial_id, Trial.state == "assigned", Trial.expires_at > now)
         .values(state="answered")
     ).rowcount
     if not won:
         # A concurrent request answered it (maybe this very request_id) or it just expired.
-        trial_id = trial.id
-
-        def answered_or_expired() -> FlowError:
-            state = session.scalar(select(Trial.state).where(Trial.id == trial_id))
-            return FlowError(409, ALREADY_ANSWERED if state == "answered" else EXPIRED)
-
         raise _TryReplay(answered_or_expired)
     response_ms = max(0, int((now - trial.presented_at).total_seconds() * 1000))
     rating = Rating(
