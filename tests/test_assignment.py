@@ -147,7 +147,10 @@ def test_returning_participant_resumes_where_they_left(session, study_factory):
     first = next_trial(session, p, now, HOLD)
     submit_answer(session, p, first.trial.public_id, 4, "r1", now)
     current = next_trial(session, p, now, HOLD).trial
-    again, created = create_participant(session, study, {"workerId": "W9", "assignmentId": "A2"}, now)
+    with pytest.raises(FlowError, match="already started") as refused:  # a PID alone proves nothing
+        create_participant(session, study, {"workerId": "W9", "assignmentId": "A2"}, now)
+    assert refused.value.status == 409 and refused.value.reason == "crowd_id_in_use"
+    again, created = create_participant(session, study, {"workerId": "W9", "assignmentId": "A1"}, now)
     assert not created and again.id == p.id
     resumed = next_trial(session, again, now + timedelta(minutes=5), HOLD)
     assert resumed.trial.id == current.id and resumed.done == 1 and resumed.total == 3

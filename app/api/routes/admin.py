@@ -35,6 +35,7 @@ from app.auth import (
     safe_next,
     verify_csrf,
 )
+from app.guard import max_upload_bytes
 from app.models import AdminUser, Pair, PairSet, Rating, Study, StudyVersion, Trial
 from app.progress import study_progress
 from app.studies import (
@@ -68,9 +69,7 @@ def render(request: Request, name: str, admin: AdminUser | None, status_code: in
     ctx.update(admin=admin, csrf_token=csrf_token(request), flashes=pop_flashes(request))
     response = templates.TemplateResponse(request, name, ctx, status_code=status_code)
     response.headers["Cache-Control"] = "no-store"
-    # Admin pages are never framed (clickjacking on the state and edit buttons).
-    response.headers["X-Frame-Options"] = "DENY"
-    response.headers["Content-Security-Policy"] = "frame-ancestors 'none'"
+    # Never framed (clickjacking on the state and edit buttons): app.main.PrivacyHeaders, every page.
     return response
 
 
@@ -502,7 +501,7 @@ def unpack_zip(archive: Path, dest: Path) -> Path:
     return manifests[0].parent
 
 
-@router.post("/pair-sets/import")
+@router.post("/pair-sets/import", max_body_size=max_upload_bytes())
 def import_pair_set_page(request: Request, admin: CurrentAdmin, session: SessionDep, form: FormDep) -> Response:
     from app.importer import import_pair_set
     from sampler.manifest import ManifestError
