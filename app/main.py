@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import importlib
+import json
 import logging
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
 from sqlalchemy.exc import DataError
 from fastapi.staticfiles import StaticFiles
 from starlette.middleware.sessions import SessionMiddleware
@@ -60,6 +63,13 @@ async def _data_error(request: Request, exc: DataError) -> JSONResponse:
     return JSONResponse({"detail": "a value in this request cannot be stored (too long or out of range)"}, 400)
 
 
+async def _validation_error(request: Request, exc: RequestValidationError) -> Response:
+    """FastAPI's 422, but ASCII-escaped: the echoed input may hold lone surrogates, which UTF-8
+    cannot encode (the default handler then fails with a 500)."""
+    body = json.dumps({"detail": jsonable_encoder(exc.errors())}, ensure_ascii=True)
+    return Response(body, status_code=422, media_type="application/json")
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the app. The schema must already be migrated (`app.db.upgrade_database`)."""
     settings = settings or get_settings()
@@ -81,6 +91,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(PrivacyHeaders)
     app.add_middleware(RequestGuard)
     app.add_exception_handler(DataError, _data_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
     logging.getLogger("uvicorn.access").addFilter(redact_access_log)
 
     app.mount("/static", StaticFiles(directory=str(STATIC_DIR)), name="static")
