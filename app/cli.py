@@ -340,5 +340,13 @@ def demo(model_dir: Path | None, n_prompts: int, steps: int, data_dir: Path, hos
         _run_server(host, port, 1)
 
 
+
+
+# ------------------------------------------------------------------ admin accounts
+from app.cli_admin import admin  # noqa: E402  (uses this module's options)
+
+main.add_command(admin)
+
+
 if __name__ == "__main__":
     main()
