@@ -78,6 +78,11 @@ def _url_problem(scope) -> str | None:
     return None
 
 
+def too_large(cap: int) -> tuple[dict, dict]:
+    """The ASGI messages of a 413 for a body over `cap` bytes."""
+    return _reply(413, f"request body too large (at most {cap} bytes here)")
+
+
 class RequestGuard:
     """Pure ASGI middleware: a URL with a control character or a non-UTF-8 query string gets 400."""
 

@@ -17,6 +17,7 @@ from starlette.middleware.sessions import SessionMiddleware
 from app.api.routes import media, participants
 from app.db import engine_from_settings, session_factory
 from app.guard import FORM_BODY_MAX, RequestGuard, redact_access_log
+from app.resilience import RetryOnDisconnect
 from app.settings import INSECURE_DEV_SECRET, Settings, get_settings
 from app.templating import STATIC_DIR
 
@@ -89,6 +90,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
 
     app.add_middleware(PrivacyHeaders)
+    app.add_middleware(RetryOnDisconnect)
     app.add_middleware(RequestGuard)
     app.add_exception_handler(DataError, _data_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
