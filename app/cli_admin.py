@@ -46,6 +46,19 @@ def admin() -> None:
 password_stdin = click.option("--password-stdin", is_flag=True, help="read the password from stdin (one line)")
 
 
+def _with_password(database_url: str | None, from_stdin: bool, action) -> None:
+    """Run `action(session, password)`; policy and name errors become a clean CLI error."""
+    from app.db import session_scope
+
+    url = _migrated(database_url)
+    password = _password(from_stdin)
+    with session_scope(url) as session:
+        try:
+            action(session, password)
+        except ValueError as e:  # PasswordPolicyError included
+            raise click.ClickException(str(e)) from None
+
+
 @admin.command("create")
 @click.argument("username")
 @password_stdin
@@ -53,15 +66,8 @@ password_stdin = click.option("--password-stdin", is_flag=True, help="read the p
 def admin_create(username: str, password_stdin: bool, database_url: str | None) -> None:
     """Create the admin USERNAME."""
     from app.admin_accounts import create_admin
-    from app.db import session_scope
 
-    url = _migrated(database_url)
-    password = _password(password_stdin)
-    with session_scope(url) as session:
-        try:
-            create_admin(session, username, password)
-        except ValueError as e:  # PasswordPolicyError included
-            raise click.ClickException(str(e)) from None
+    _with_password(database_url, password_stdin, lambda session, pw: create_admin(session, username, pw))
     click.echo(f"admin {username.strip()!r} created", err=True)
 
 
@@ -72,15 +78,9 @@ def admin_create(username: str, password_stdin: bool, database_url: str | None) 
 def admin_passwd(username: str, password_stdin: bool, database_url: str | None) -> None:
     """Change USERNAME's password (ends all their sessions)."""
     from app.admin_accounts import set_password
-    from app.db import session_scope
 
-    url = _migrated(database_url)
-    password = _password(password_stdin)
-    with session_scope(url) as session:
-        try:
-            set_password(session, _user(session, username), password)
-        except ValueError as e:
-            raise click.ClickException(str(e)) from None
+    _with_password(database_url, password_stdin,
+                   lambda session, pw: set_password(session, _user(session, username), pw))
     click.echo(f"password of {username.strip()!r} changed; their sessions ended", err=True)
 
 
