@@ -46,14 +46,16 @@ def clean_text(value: str) -> str:
 
 
 def same_origin(request) -> bool:
-    """False when the request's `Origin` header names another site (a cross-site form post).
-    Browsers send `Origin` on every form POST; a request without one (a script) passes."""
+    """False for a cross-site form post. Browsers say so in `Sec-Fetch-Site`; without it, an
+    `Origin` naming another site refuses. (Under `Referrer-Policy: no-referrer` a browser sends
+    `Origin: null` even from our own page, so `null`, like no header at all, passes.)"""
+    site = request.headers.get("sec-fetch-site")
+    if site is not None:
+        return site in ("same-origin", "none")
     origin = request.headers.get("origin")
-    if origin is None:
+    if origin in (None, "null"):
         return True
-    own = f"{request.url.scheme}://{request.url.netloc}"
-    forwarded = request.headers.get("x-forwarded-proto")
-    return origin in (own, f"{forwarded}://{request.url.netloc}" if forwarded else own)
+    return origin == f"{request.url.scheme}://{request.url.netloc}"
 
 
 def _reply(status: int, detail: str) -> tuple[dict, dict]:

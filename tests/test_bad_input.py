@@ -142,6 +142,9 @@ def test_headers_origin_and_the_header_form_of_next(client, open_study):
     cross = client.post(f"/s/{slug}/start", data={"consent": "yes"}, headers={"Origin": "https://evil.example"},
                         follow_redirects=False)
     assert cross.status_code == 403
+    fetch_meta = client.post(f"/s/{slug}/start", data={"consent": "yes"}, headers={"Sec-Fetch-Site": "cross-site"},
+                             follow_redirects=False)
+    assert fetch_meta.status_code == 403
     own = client.post(f"/s/{slug}/start", data={"consent": "yes"}, headers={"Origin": "http://testserver"},
                       follow_redirects=False)
     assert own.status_code == 303
