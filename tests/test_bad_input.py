@@ -156,6 +156,17 @@ def test_headers_origin_and_the_header_form_of_next(client, open_study):
     assert answer(client, token, by_header.json()["trial"], 3).status_code == 200
 
 
+def test_serve_sends_no_server_header(monkeypatch):
+    import uvicorn
+
+    from app import cli
+
+    seen = {}
+    monkeypatch.setattr(uvicorn, "run", lambda *a, **kw: seen.update(kw))
+    cli._run_server("127.0.0.1", 8000, 2)
+    assert seen["server_header"] is False and seen["workers"] == 2
+
+
 def test_participant_tokens_are_redacted_from_access_logs():
     import logging
 
