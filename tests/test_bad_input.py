@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from urllib.parse import quote
 
 import pytest
@@ -177,3 +178,22 @@ def test_participant_tokens_are_redacted_from_access_logs():
                                ("1.2.3.4:5", "GET", f"/api/participants/{token}/next", "1.1", 200), None)
     assert redact_access_log(record)
     assert token not in record.getMessage() and "/api/participants/***/next" in record.getMessage()
+
+
+def test_manifest_text_and_numbers_the_database_cannot_take_are_refused(session, make_pair_set, tmp_path):
+    from sampler.manifest import ManifestError
+
+    from app.importer import import_pair_set
+
+    for field, value, says in (("prompt", "a cat\u0000", ":2: field 'prompt': text contains a NUL"),
+                               ("stratum", "\ud800", ":2: field 'stratum': text contains a NUL"),
+                               ("seed", 2**31, "record 2 ('p1:1001'): field 'seed': must fit in 32 bits")):
+        folder = make_pair_set(tmp_path / field, 3)
+        lines = (folder / "manifest.jsonl").read_text().splitlines()
+        rec = json.loads(lines[1])
+        rec[field] = value
+        lines[1] = json.dumps(rec)
+        (folder / "manifest.jsonl").write_text("\n".join(lines) + "\n")
+        with pytest.raises(ManifestError, match=re.escape(says)):
+            import_pair_set(session, folder)
+        session.rollback()
