@@ -15,7 +15,6 @@ import json
 import re
 from urllib.parse import unquote_to_bytes
 
-
 _BAD = re.compile("[\x00\ud800-\udfff]")
 _CONTROL = re.compile(rb"[\x00-\x1f\x7f]")
 

@@ -61,7 +61,7 @@ class RetryOnDisconnect:
             started = False
             queue = list(messages)
 
-            async def replay_receive():
+            async def replay_receive(queue=queue):
                 if queue:
                     return queue.pop(0)
                 return await receive()  # after the body: disconnect notices

@@ -35,7 +35,7 @@ import httpx
 import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from load import ROOT, ThrowawayPostgres, free_port, seed_study  # noqa: E402
+from load import ROOT, ThrowawayPostgres, free_port, seed_study
 
 HOLD_MINUTES = 0.1  # 6 s: "after expiry" comes quickly
 
@@ -194,7 +194,11 @@ def main() -> int:
 
         phase("steady", lambda: None)
         phase("worker kill -9", lambda: f"pid {server.kill_worker()}")
-        phase("server kill -9 + restart", lambda: (server.kill_all(), server.start()) and None)
+        def restart_server() -> None:
+            server.kill_all()
+            server.start()
+
+        phase("server kill -9 + restart", restart_server)
         phase("pg restart -m immediate", pg.restart_immediate)
         phase("after", lambda: None)
         run.stop.set()

@@ -8,11 +8,19 @@ import base64
 import json
 import logging
 
+import pytest
 from click.testing import CliRunner
 
 from app import cli
 from app.auth import ensure_admin
-from tests.test_admin import PASSWORD, USER, admin_client, csrf_of, login, token  # noqa: F401 (fixture)
+from tests.test_admin import PASSWORD, USER, csrf_of, login, token
+
+
+@pytest.fixture
+def admin_client(client, session):
+    ensure_admin(session, USER, PASSWORD)
+    assert login(client).status_code == 303
+    return client
 
 
 def _cookie_payload(client) -> dict:

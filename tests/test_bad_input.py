@@ -181,9 +181,8 @@ def test_participant_tokens_are_redacted_from_access_logs():
 
 
 def test_manifest_text_and_numbers_the_database_cannot_take_are_refused(session, make_pair_set, tmp_path):
-    from sampler.manifest import ManifestError
-
     from app.importer import import_pair_set
+    from sampler.manifest import ManifestError
 
     for field, value, says in (("prompt", "a cat\u0000", ":2: field 'prompt': text contains a NUL"),
                                ("stratum", "\ud800", ":2: field 'stratum': text contains a NUL"),
