@@ -2,22 +2,23 @@
 
 - Passwords are stored only as argon2id hashes (argon2-cffi defaults); hashes made with older
   parameters are upgraded at the next successful login.
-- The session is Starlette's `SessionMiddleware` (installed in `app.main.create_app`): a cookie
-  signed with `SFGEVAL_SECRET_KEY` (itsdangerous, so it cannot be forged or altered), `HttpOnly`,
-  `SameSite=Lax`, `Secure` with `SFGEVAL_SECURE_COOKIES=1`. It carries the admin id, a
-  fingerprint of the admin's password hash (so changing the password logs out every other
-  session) and the CSRF token.
+- The session is server-side (`app.admin_accounts`: revocable, ended by logout, a password
+  change and `sfgeval admin revoke`). Starlette's `SessionMiddleware` (installed in
+  `app.main.create_app`) keeps only its random id and the CSRF token in a cookie signed with
+  `SFGEVAL_SECRET_KEY`, `HttpOnly`, `SameSite=Lax`, `Secure` with `SFGEVAL_SECURE_COOKIES=1`.
 - CSRF: one random token per session, rendered into every admin form as the hidden field
   `csrf_token` (or sent as header `X-CSRF-Token` by scripts). Every unsafe admin request
-  (POST/PUT/PATCH/DELETE) must carry it, the login form included, checked in constant time.
+  (POST/PUT/PATCH/DELETE) must carry it, the login form included, checked in constant time. A
+  multipart upload must carry it in the header or the query string (`?csrf_token=`): it is
+  checked, and the admin's session too, before any of the body is read.
 - One role: an admin user can configure studies, watch progress and export. Researchers get
   admin logins (see the README); the study pages are read-only views plus explicit forms.
 """
 
 from __future__ import annotations
 
-import hashlib
 import hmac
+import logging
 import secrets
 from typing import Annotated, Any
 from urllib.parse import quote
@@ -29,8 +30,18 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from app.admin_accounts import (
+    PasswordPolicyError,
+    check_password,
+    end_session,
+    session_admin,
+    set_password,
+    start_session,
+)
 from app.api.deps import SessionDep
 from app.models import AdminUser
+
+log = logging.getLogger(__name__)
 
 CSRF_FIELD = "csrf_token"
 CSRF_HEADER = "X-CSRF-Token"
@@ -56,11 +67,6 @@ def verify_password(password_hash: str, password: str) -> bool:
         return _hasher.verify(password_hash, password)
     except (VerifyMismatchError, VerificationError, InvalidHashError):
         return False
-
-
-def password_fingerprint(password_hash: str) -> str:
-    """A short digest of the stored hash: sessions made before a password change stop working."""
-    return hashlib.sha256(password_hash.encode()).hexdigest()[:16]
 
 
 def authenticate(session: Session, username: str, password: str) -> AdminUser | None:
@@ -92,7 +98,7 @@ def ensure_admin(session: Session, username: str, password: str) -> AdminUser:
         session.add(user)
         session.commit()
     elif not verify_password(user.password_hash, password):
-        user.password_hash = hash_password(password)
+        set_password(session, user, password, check=False)  # ends the account's sessions
         session.commit()
     return user
 
@@ -106,6 +112,11 @@ def bootstrap_admin(session: Session, settings: Any) -> AdminUser | None:
     if not username or not password:
         return None
     try:
+        check_password(password, username)
+    except PasswordPolicyError as e:
+        log.error("SFGEVAL_ADMIN_PASSWORD refused, no admin bootstrapped: %s", e)
+        return None
+    try:
         return ensure_admin(session, username, password)
     except IntegrityError:
         # Another worker process created the same user at the same moment: use theirs.
@@ -115,15 +126,15 @@ def bootstrap_admin(session: Session, settings: Any) -> AdminUser | None:
 
 # --- session cookie ------------------------------------------------------------------------
 
-def login_session(request: Request, user: AdminUser) -> None:
+def login_session(request: Request, session: Session, user: AdminUser) -> None:
     """Start a fresh session for `user` (a new CSRF token: nothing from before login survives)."""
     request.session.clear()
-    request.session["admin_id"] = user.id
-    request.session["pw"] = password_fingerprint(user.password_hash)
+    request.session["sid"] = start_session(session, user)
     request.session[CSRF_FIELD] = secrets.token_urlsafe(32)
 
 
-def logout_session(request: Request) -> None:
+def logout_session(request: Request, session: Session) -> None:
+    end_session(session, request.session.get("sid"))
     request.session.clear()
 
 
@@ -152,10 +163,11 @@ async def verify_csrf(request: Request) -> None:
     if request.method not in UNSAFE_METHODS:
         return
     expected = request.session.get(CSRF_FIELD)
-    sent = request.headers.get(CSRF_HEADER)
+    sent = request.headers.get(CSRF_HEADER) or request.query_params.get(CSRF_FIELD)
     if not sent:
         content_type = request.headers.get("content-type", "")
-        if content_type.startswith(("application/x-www-form-urlencoded", "multipart/form-data")):
+        # Small url-encoded forms only: an upload (multipart) is never read before this check.
+        if content_type.startswith("application/x-www-form-urlencoded"):
             form = await request.form()  # cached by Starlette: the route reads the same form
             value = form.get(CSRF_FIELD)
             sent = value if isinstance(value, str) else None
@@ -188,14 +200,7 @@ def safe_next(path: str | None) -> str:
 
 def get_current_admin(request: Request, session: SessionDep) -> AdminUser:
     """The logged-in admin; otherwise 401 (JSON URLs) or a redirect to the login page (HTML)."""
-    user = None
-    admin_id = request.session.get("admin_id")
-    if admin_id is not None:
-        user = session.get(AdminUser, admin_id)
-        if user is not None and not hmac.compare_digest(
-            request.session.get("pw", ""), password_fingerprint(user.password_hash)
-        ):
-            user = None
+    user = session_admin(session, request.session.get("sid"))
     if user is None:
         if _wants_json(request):
             raise HTTPException(status_code=401, detail="log in at /admin/login first")

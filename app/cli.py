@@ -270,7 +270,7 @@ def _run_server(host: str, port: int, workers: int) -> None:
     import uvicorn
 
     uvicorn.run("app.main:create_app", factory=True, host=host, port=port, workers=workers,
-                proxy_headers=True, log_level="info")
+                proxy_headers=True, log_level="info", server_header=False)
 
 
 @main.command()
@@ -348,6 +348,14 @@ def demo(model_dir: Path | None, n_prompts: int, steps: int, data_dir: Path, hos
     if not no_serve:
         _prepare_environment(url)
         _run_server(host, port, 1)
+
+
+
+
+# ------------------------------------------------------------------ admin accounts
+from app.cli_admin import admin  # noqa: E402  (uses this module's options)
+
+main.add_command(admin)
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ deadlock-prone read-then-upgrade pattern; WAL keeps readers going meanwhile.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -48,8 +49,30 @@ def make_engine(url: str, *, pool_size: int = 10, max_overflow: int = 20) -> Eng
             conn.exec_driver_sql("BEGIN IMMEDIATE")
 
         return engine
-    # pool_recycle rather than pool_pre_ping: a ping would add a round trip to every request.
-    return create_engine(url, pool_recycle=1800, pool_size=pool_size, max_overflow=max_overflow)
+    # pool_pre_ping: a pooled connection that died with a database restart is replaced before use
+    # (one cheap round trip per checkout), and new connections are retried while the server comes
+    # back (`_connect_with_retry`), so a restart costs requests a short wait, not a 500.
+    engine = create_engine(url, pool_recycle=1800, pool_pre_ping=True, pool_size=pool_size,
+                           max_overflow=max_overflow)
+    event.listen(engine, "do_connect", _connect_with_retry)
+    return engine
+
+
+CONNECT_RETRY_S = 15.0
+
+
+def _connect_with_retry(dialect, _conn_rec, cargs, cparams):
+    """Open a DBAPI connection, retrying for up to CONNECT_RETRY_S while the server refuses."""
+    deadline = time.monotonic() + CONNECT_RETRY_S
+    delay = 0.05
+    while True:
+        try:
+            return dialect.connect(*cargs, **cparams)
+        except dialect.loaded_dbapi.OperationalError:
+            if time.monotonic() + delay > deadline:
+                raise
+            time.sleep(delay)
+            delay = min(delay * 2, 1.0)
 
 
 def engine_from_settings(settings: Settings) -> Engine:

@@ -37,6 +37,23 @@ def manifest_sha256(folder: Path) -> str:
     return sha256_file(path)
 
 
+# Columns of `pairs` with a bound the database enforces (PostgreSQL refuses what does not fit).
+_MAX_LEN = {"pair_key": 300, "prompt_id": 300, "stratum": 100}
+
+
+def _check_fits(folder: Path, records: list[PairRecord]) -> None:
+    """Refuse, naming the record, values the database cannot store (no half-done import, no 500)."""
+    for i, rec in enumerate(records, start=1):
+        where = f"{folder / MANIFEST_NAME}: record {i} ({rec.pair_key[:40]!r})"
+        if not -(2**31) <= rec.seed < 2**31:
+            raise ManifestError(f"{where}: field 'seed': must fit in 32 bits (-2**31 .. 2**31-1)")
+        for field, limit in _MAX_LEN.items():
+            if len(getattr(rec, field) or "") > limit:
+                raise ManifestError(f"{where}: field '{field}': at most {limit} characters")
+        if max(len(rec.baseline.arm), len(rec.treatment.arm)) > 100:
+            raise ManifestError(f"{where}: an arm name is longer than 100 characters")
+
+
 def _check_arms(folder: Path, records: list[PairRecord]) -> tuple[str, str]:
     """All records of one pair set compare the same two arms; return (baseline, treatment)."""
     first = records[0]
@@ -66,6 +83,7 @@ def import_pair_set(session: Session, folder: Path | str, *, name: str | None = 
     if existing is not None:
         return existing
     records = validate_folder(folder)
+    _check_fits(folder, records)
     baseline_arm, treatment_arm = _check_arms(folder, records)
     # Which image of each pair gets a degraded twin: seeded by the manifest, so re-imports of the
     # same data on another database make the same choice.

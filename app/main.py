@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+import json
 import logging
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from sqlalchemy.exc import DataError
 from fastapi.staticfiles import StaticFiles
 from starlette.middleware.sessions import SessionMiddleware
 
 from app.api.routes import admin, media, participants, statistics
 from app.db import engine_from_settings, session_factory
+from app.guard import FORM_BODY_MAX, RequestGuard, redact_access_log
+from app.resilience import RetryOnDisconnect
 from app.settings import INSECURE_DEV_SECRET, Settings, get_settings
 from app.templating import STATIC_DIR
 
@@ -18,9 +25,15 @@ log = logging.getLogger(__name__)
 
 class PrivacyHeaders:
     """Pure ASGI middleware: participants' pages must not leak their URLs (tokens) to other
-    sites, and nothing is content-sniffed. (BaseHTTPMiddleware would cost a task per request.)"""
+    sites, nothing is content-sniffed and no page may be framed (clickjacking). (BaseHTTPMiddleware
+    would cost a task per request.)"""
 
-    HEADERS = [(b"referrer-policy", b"no-referrer"), (b"x-content-type-options", b"nosniff")]
+    HEADERS = (
+        (b"referrer-policy", b"no-referrer"),
+        (b"x-content-type-options", b"nosniff"),
+        (b"x-frame-options", b"DENY"),
+        (b"content-security-policy", b"frame-ancestors 'none'"),
+    )
 
     def __init__(self, app):
         self.app = app
@@ -39,12 +52,26 @@ class PrivacyHeaders:
         await self.app(scope, receive, send_with_headers)
 
 
+async def _data_error(request: Request, exc: DataError) -> JSONResponse:
+    """The database refused a value (too long, out of range, NUL): the input was bad, not the server.
+    Validation catches these first; this is the net behind it."""
+    log.warning("database refused input on %s %s: %s", request.method, request.url.path, exc.orig)
+    return JSONResponse({"detail": "a value in this request cannot be stored (too long or out of range)"}, 400)
+
+
+async def _validation_error(request: Request, exc: RequestValidationError) -> Response:
+    """FastAPI's 422, but ASCII-escaped: the echoed input may hold lone surrogates, which UTF-8
+    cannot encode (the default handler then fails with a 500)."""
+    body = json.dumps({"detail": jsonable_encoder(exc.errors())}, ensure_ascii=True)
+    return Response(body, status_code=422, media_type="application/json")
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the app. The schema must already be migrated (`app.db.upgrade_database`)."""
     settings = settings or get_settings()
     if settings.secret_key == INSECURE_DEV_SECRET:
         log.warning("SFGEVAL_SECRET_KEY is not set: admin sessions use an insecure development key")
-    app = FastAPI(title="sfgeval", docs_url=None, redoc_url=None, openapi_url=None)
+    app = FastAPI(title="sfgeval", docs_url=None, redoc_url=None, openapi_url=None, max_body_size=FORM_BODY_MAX)
     app.state.settings = settings
     app.state.engine = engine_from_settings(settings)
     app.state.sessionmaker = session_factory(app.state.engine)
@@ -58,6 +85,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
 
     app.add_middleware(PrivacyHeaders)
+    app.add_middleware(RetryOnDisconnect)
+    app.add_middleware(RequestGuard)
+    app.add_exception_handler(DataError, _data_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    logging.getLogger("uvicorn.access").addFilter(redact_access_log)
 
     app.mount("/static", StaticFiles(directory=str(STATIC_DIR)), name="static")
     for module in (media, participants, admin, statistics):

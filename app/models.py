@@ -27,6 +27,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     text,
+    true,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, deferred, mapped_column, relationship
 from sqlalchemy.types import TypeDecorator
@@ -229,6 +230,9 @@ class Trial(Base):
     issued_at: Mapped[datetime] = mapped_column(default=utcnow)
     presented_at: Mapped[datetime | None] = mapped_column(nullable=True)
     expires_at: Mapped[datetime] = mapped_column()
+    # Issued after its participant's first answer: counts toward the pair's target while held
+    # (app.assignment.allocation.committed). False: a provisional hold of a new participant.
+    reserved: Mapped[bool] = mapped_column(default=True, server_default=true())
 
     participant: Mapped[Participant] = relationship()
     pair: Mapped[Pair] = relationship()
@@ -261,3 +265,27 @@ class AdminUser(Base):
     username: Mapped[str] = mapped_column(String(150), unique=True)
     password_hash: Mapped[str] = mapped_column(String(300))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class AdminSession(Base):
+    """A server-side admin login: the cookie carries only a random id, stored here as its SHA-256.
+    Logging out, changing the password and `sfgeval admin revoke` delete rows (app.auth)."""
+
+    __tablename__ = "admin_sessions"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    admin_id: Mapped[int] = mapped_column(ForeignKey("admin_users.id", ondelete="CASCADE"), index=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column()
+
+
+class LoginFailure(Base):
+    """One failed admin login, for the brute-force throttle (app.auth_throttle)."""
+
+    __tablename__ = "login_failures"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    username: Mapped[str] = mapped_column(String(150), index=True)
+    address: Mapped[str] = mapped_column(String(64), index=True)
+    at: Mapped[datetime] = mapped_column(default=utcnow, index=True)

@@ -36,6 +36,9 @@ class Settings(BaseSettings):
     base_url: str = Field(default="http://127.0.0.1:8000", description="public URL used in printed links")
     db_pool_size: int = Field(default=10, ge=1, description="PostgreSQL connection pool size per worker")
     db_max_overflow: int = Field(default=20, ge=0)
+    max_upload_bytes: int = Field(
+        default=2 << 30, ge=1, description="largest pair-set zip or config upload accepted (413 above)"
+    )
 
 
 @lru_cache(maxsize=1)

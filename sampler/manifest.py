@@ -96,6 +96,30 @@ def sha256_file(path: str | Path) -> str:
     return h.hexdigest()
 
 
+_BAD_CHARS = re.compile("[\x00\ud800-\udfff]")
+
+
+def _bad_text(value: Any, where: str = "") -> str | None:
+    """The dotted path of the first string (key or value) in `value` holding a NUL or a lone
+    surrogate, which no database text column takes; None when all text is clean."""
+    if isinstance(value, str):
+        return (where or "record") if _BAD_CHARS.search(value) else None
+    if isinstance(value, dict):
+        for k, v in value.items():
+            here = f"{where}.{k}" if where else str(k)
+            if _BAD_CHARS.search(str(k)):
+                return here
+            found = _bad_text(v, here)
+            if found is not None:
+                return found
+    if isinstance(value, list):
+        for i, v in enumerate(value):
+            found = _bad_text(v, f"{where}.{i}")
+            if found is not None:
+                return found
+    return None
+
+
 def iter_records(folder: Path) -> Iterator[tuple[int, PairRecord]]:
     """Yield (line number, record) for every line; raise ManifestError naming the first bad line.
 
@@ -115,6 +139,11 @@ def iter_records(folder: Path) -> Iterator[tuple[int, PairRecord]]:
                 raise ManifestError(f"{path}:{lineno}: not valid JSON ({e.msg} at column {e.colno})") from None
             if not isinstance(raw, dict):
                 raise ManifestError(f"{path}:{lineno}: a record must be a JSON object")
+            bad = _bad_text(raw)
+            if bad is not None:
+                raise ManifestError(
+                    f"{path}:{lineno}: field '{bad}': text contains a NUL character or an unpaired surrogate"
+                )
             try:
                 rec = PairRecord.model_validate(raw)
             except ValidationError as e:

@@ -36,7 +36,7 @@
 
   function next() {
     setEnabled(false); busy = true;
-    fetch("/api/participants/" + encodeURIComponent(token) + "/next", { cache: "no-store" })
+    fetch("/api/next", { cache: "no-store", headers: { "X-Participant": token } })
       .then(function (r) { return r.json().then(function (body) { return { status: r.status, body: body }; }); })
       .then(function (res) {
         if (res.status === 409) {

@@ -170,13 +170,14 @@ def test_crowd_ids_are_stored_and_a_returning_worker_resumes(client, session, st
 
 
 def test_closed_study_and_no_work_left_answer_409(client, session, study_factory):
-    study = study_factory(n_pairs=2, pairs_per_participant=2, ratings_per_pair=1)
+    study = study_factory(n_pairs=3, pairs_per_participant=3, ratings_per_pair=1)
     alice = join(client, study.slug)
-    t = next_(client, alice).json()
+    for _ in range(2):
+        assert answer(client, alice, next_(client, alice).json()["trial"], 3).status_code == 200
+    next_(client, alice)  # the last pair is held for Alice (reserved: she has answered before)
     bob = join(client, study.slug)
     r = next_(client, bob)
     assert r.status_code == 409 and "no work left" in r.json()["detail"] and r.json()["reason"] == "no_work"
-    answer(client, alice, t["trial"], 3)
     update_study(session, study, {"state": "closed"})
     session.commit()
     r = client.post(f"/api/studies/{study.slug}/participants")
@@ -305,7 +306,7 @@ def test_a_rating_costs_few_queries(client, app, study_factory):
     the INSERT; a warm image is served from memory; pair data comes from the per-process cache."""
     from sqlalchemy import event
 
-    study = study_factory(pairs_per_participant=3, ratings_per_pair=2)
+    study = study_factory(n_pairs=6, pairs_per_participant=5, ratings_per_pair=2)
     token = join(client, study.slug)
     statements: list[str] = []
 
@@ -316,6 +317,12 @@ def test_a_rating_costs_few_queries(client, app, study_factory):
     event.listen(app.state.engine, "before_cursor_execute", count)
     try:
         t = next_(client, token).json()
+        statements.clear()
+        assert answer(client, token, t["trial"], 3).status_code == 200
+        # A provisional trial (before the participant's first answer) also locks and recounts its pair.
+        assert len(statements) <= 6, statements
+        assert answer(client, token, next_(client, token).json()["trial"], 3).status_code == 200
+        t = next_(client, token).json()  # from now on the trials are reserved
         client.get(t["left"])
         statements.clear()
         assert client.get(t["left"]).status_code == 200

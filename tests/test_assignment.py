@@ -118,11 +118,16 @@ def test_gold_trials_show_an_intact_and_a_degraded_image(session, study_factory)
 
 
 def test_holds_expire_and_are_reissued(session, study_factory):
-    study = study_factory(n_pairs=1, pairs_per_participant=1, ratings_per_pair=1, hold_minutes=10)
+    """A reserved hold (issued after its participant's first answer) blocks its pair until it expires."""
+    study = study_factory(n_pairs=3, pairs_per_participant=3, ratings_per_pair=1, hold_minutes=10)
     t0 = utcnow()
     alice, _ = create_participant(session, study, None, t0)
     bob, _ = create_participant(session, study, None, t0)
+    for i in range(2):  # two answers: the third pair is then held for Alice, reserved
+        t = next_trial(session, alice, t0, HOLD).trial
+        submit_answer(session, alice, t.public_id, 3, f"a{i}", t0)
     held = next_trial(session, alice, t0, HOLD).trial
+    assert held.reserved
     with pytest.raises(FlowError, match="no work left"):
         next_trial(session, bob, t0 + timedelta(minutes=9), HOLD)
     later = t0 + timedelta(minutes=11)
@@ -131,9 +136,8 @@ def test_holds_expire_and_are_reissued(session, study_factory):
     with pytest.raises(FlowError, match="expired"):
         submit_answer(session, alice, held.public_id, 3, "late", later)
     submit_answer(session, bob, reissued.public_id, 3, "bob-1", later)
-    assert _main_counts(session, study) == {held.pair_id: 1}
-    with pytest.raises(FlowError, match="no work left"):
-        next_trial(session, alice, later, HOLD)
+    assert set(_main_counts(session, study).values()) == {1}
+    assert next_trial(session, alice, later, HOLD).trial is None  # nothing left for her: finished
 
 
 def test_returning_participant_resumes_where_they_left(session, study_factory):
@@ -143,7 +147,10 @@ def test_returning_participant_resumes_where_they_left(session, study_factory):
     first = next_trial(session, p, now, HOLD)
     submit_answer(session, p, first.trial.public_id, 4, "r1", now)
     current = next_trial(session, p, now, HOLD).trial
-    again, created = create_participant(session, study, {"workerId": "W9", "assignmentId": "A2"}, now)
+    with pytest.raises(FlowError, match="already started") as refused:  # a PID alone proves nothing
+        create_participant(session, study, {"workerId": "W9", "assignmentId": "A2"}, now)
+    assert refused.value.status == 409 and refused.value.reason == "crowd_id_in_use"
+    again, created = create_participant(session, study, {"workerId": "W9", "assignmentId": "A1"}, now)
     assert not created and again.id == p.id
     resumed = next_trial(session, again, now + timedelta(minutes=5), HOLD)
     assert resumed.trial.id == current.id and resumed.done == 1 and resumed.total == 3

@@ -33,17 +33,17 @@ def db_url(postgres_url):  # this module runs on PostgreSQL only
 
 def _participant(base: str, slug: str, k: int, barrier: threading.Barrier) -> dict:
     rng = random.Random(k)
-    stored, replays = [], 0
+    stored, refused, replays = [], [], 0
     with httpx.Client(base_url=base, timeout=60) as http:
         token = http.post(f"/api/studies/{slug}/participants", json={"external_ids": {"PROLIFIC_PID": f"p{k}"}}).json()["participant"]
         barrier.wait()
         while True:
             r = http.get(f"/api/participants/{token}/next")
             if r.status_code == 409:
-                return {"stored": stored, "replays": replays, "no_work": True}
+                return {"stored": stored, "refused": refused, "replays": replays, "no_work": True}
             body = r.json()
             if body.get("done"):
-                return {"stored": stored, "replays": replays, "no_work": False}
+                return {"stored": stored, "refused": refused, "replays": replays, "no_work": False}
             rid = str(uuid.uuid4())
             payload = {"choice": rng.randint(1, 5), "request_id": rid}
             headers = {"X-Participant": token}
@@ -52,6 +52,12 @@ def _participant(base: str, slug: str, k: int, barrier: threading.Barrier) -> di
             with ThreadPoolExecutor(2) as pool:
                 futures = [pool.submit(http.post, url, json=payload, headers=headers) for _ in range(2)]
                 results = [f.result() for f in futures]
+            if any(x.json().get("reason") == "pair_full" for x in results):
+                # A new participant's provisional trial whose pair filled up meanwhile: refused,
+                # for both clicks, and nothing is stored (checked below).
+                assert all(x.status_code == 409 for x in results), [x.text for x in results]
+                refused.append(rid)
+                continue
             assert all(x.status_code == 200 for x in results), [x.text for x in results]
             assert results[0].json() == results[1].json()
             replays += sum(x.headers.get("X-Idempotent-Replay") == "true" for x in results)

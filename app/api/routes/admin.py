@@ -35,7 +35,9 @@ from app.auth import (
     safe_next,
     verify_csrf,
 )
-from app.models import AdminUser, Pair, PairSet, Rating, Study, StudyVersion, Trial
+from app import login_throttle
+from app.guard import max_upload_bytes
+from app.models import AdminUser, Pair, PairSet, Rating, Study, StudyVersion, Trial, utcnow
 from app.progress import study_progress
 from app.statistics.exclusions import ExclusionRules
 from app.studies import (
@@ -69,9 +71,7 @@ def render(request: Request, name: str, admin: AdminUser | None, status_code: in
     ctx.update(admin=admin, csrf_token=csrf_token(request), flashes=pop_flashes(request))
     response = templates.TemplateResponse(request, name, ctx, status_code=status_code)
     response.headers["Cache-Control"] = "no-store"
-    # Admin pages are never framed (clickjacking on the state and edit buttons).
-    response.headers["X-Frame-Options"] = "DENY"
-    response.headers["Content-Security-Policy"] = "frame-ancestors 'none'"
+    # Never framed (clickjacking on the state and edit buttons): app.main.PrivacyHeaders, every page.
     return response
 
 
@@ -117,21 +117,31 @@ def login(request: Request, session: SessionDep, settings: SettingsDep, form: Fo
         # first login attempt on, whatever created the schema.
         bootstrap_admin(session, settings)
         request.app.state.admin_bootstrapped = True
-    username = str(form.get("username") or "")
-    user = authenticate(session, username, str(form.get("password") or ""))
+    username = str(form.get("username") or "")[:150]
     next_url = safe_next(str(form.get("next") or ""))
+    address = request.client.host if request.client else "unknown"
+    wait = login_throttle.retry_after(session, username, address, utcnow())
+    if wait:
+        login_throttle.log.warning("admin login for %r from %s throttled (%d s)", username, address, wait)
+        response = render(request, "admin/login.html", None, status_code=429, next=next_url, username=username,
+                          error=f"Too many failed attempts. Try again in {wait} seconds.")
+        response.headers["Retry-After"] = str(wait)
+        return response
+    user = authenticate(session, username, str(form.get("password") or ""))
     if user is None:
+        login_throttle.record_failure(session, username, address, utcnow())
         return render(
             request, "admin/login.html", None, status_code=401, next=next_url, username=username,
             error="Wrong user name or password.",
         )
-    login_session(request, user)
+    login_throttle.record_success(session, username)
+    login_session(request, session, user)
     return redirect(next_url)
 
 
 @router.post("/logout")
-def logout(request: Request) -> Response:
-    logout_session(request)
+def logout(request: Request, session: SessionDep) -> Response:
+    logout_session(request, session)
     return redirect("/admin/login")
 
 
@@ -490,7 +500,7 @@ def unpack_zip(archive: Path, dest: Path) -> Path:
     return manifests[0].parent
 
 
-@router.post("/pair-sets/import")
+@router.post("/pair-sets/import", max_body_size=max_upload_bytes())
 def import_pair_set_page(request: Request, admin: CurrentAdmin, session: SessionDep, form: FormDep) -> Response:
     from app.importer import import_pair_set
     from sampler.manifest import ManifestError

@@ -9,6 +9,7 @@ from fastapi import APIRouter, HTTPException, Request, Response
 from sqlalchemy import select
 from starlette.concurrency import run_in_threadpool
 
+from app.guard import PUBLIC_ID
 from app.media import IMAGE_HEADERS
 from app.models import Image
 
@@ -63,6 +64,8 @@ async def image(token: str, request: Request) -> Response:
     # async, and a session only on a miss: a cached image costs no thread hop and no database.
     data = IMAGE_CACHE.get(token)
     if data is None:
+        if not PUBLIC_ID.match(token):
+            raise HTTPException(404, "no such image")
         data = await run_in_threadpool(_load, request, token)
         if data is None:
             raise HTTPException(404, "no such image")

@@ -10,7 +10,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Form, Header, HTTPException, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
-from pydantic import BaseModel, Field
+from pydantic import AfterValidator, BaseModel, Field
 from sqlalchemy import bindparam, select
 
 from app.api.deps import SessionDep, SettingsDep
@@ -23,10 +23,12 @@ from app.assignment import (
     submit_answer,
     trial_image_tokens,
 )
+from app.guard import API_BODY_MAX, PARTICIPANT_TOKEN, PUBLIC_ID, bad_text, clean_text, same_origin
 from app.models import Participant, Study, utcnow
+from app.studies import SLUG_RE
 from app.templating import templates
 
-router = APIRouter()
+router = APIRouter(max_body_size=API_BODY_MAX)
 
 # Neutral name: even the product name would hint at the hypothesis under test.
 COOKIE = "participant"
@@ -40,7 +42,7 @@ def _error(e: FlowError) -> JSONResponse:
 
 
 def _study(session, slug: str) -> Study:
-    study = session.scalar(select(Study).where(Study.slug == slug))
+    study = session.scalar(select(Study).where(Study.slug == slug)) if SLUG_RE.match(slug) else None
     if study is None or study.state == "archived":
         raise HTTPException(404, "no such study")
     return study
@@ -57,7 +59,7 @@ _PARTICIPANT_AND_STUDY_BY_TOKEN = (
 def _participant(session, token: str | None) -> Participant:
     if not token:
         raise HTTPException(401, "missing participant token (X-Participant header)")
-    participant = session.scalar(_PARTICIPANT_BY_TOKEN, {"token": token})
+    participant = session.scalar(_PARTICIPANT_BY_TOKEN, {"token": token}) if PARTICIPANT_TOKEN.match(token) else None
     if participant is None:
         raise HTTPException(403, "unknown participant token")
     return participant
@@ -70,8 +72,8 @@ class NewParticipant(BaseModel):
 
 class Answer(BaseModel):
     choice: Any = Field(description="1..5 as shown; validated in app.assignment for a clear message")
-    request_id: str = Field(min_length=1, max_length=100)
-    response_ms: int | None = Field(default=None, ge=0, description="client-measured, optional")
+    request_id: Annotated[str, AfterValidator(clean_text)] = Field(min_length=1, max_length=100)
+    response_ms: int | None = Field(default=None, ge=0, lt=2**31, description="client-measured, optional")
 
 
 @router.post("/api/studies/{slug}/participants", status_code=201)
@@ -109,8 +111,23 @@ def trial_payload(session, result) -> dict[str, Any]:
 
 @router.get("/api/participants/{token}/next")
 def api_next(token: str, session: SessionDep, settings: SettingsDep) -> JSONResponse:
+    return _next(token, session, settings)
+
+
+@router.get("/api/next")
+def api_next_by_header(
+    session: SessionDep, settings: SettingsDep, x_participant: Annotated[str | None, Header()] = None
+) -> JSONResponse:
+    """`/next` with the token in the `X-Participant` header (what the pages use): no token in URLs."""
+    if not x_participant:
+        raise HTTPException(401, "missing participant token (X-Participant header)")
+    return _next(x_participant, session, settings)
+
+
+def _next(token: str, session, settings) -> JSONResponse:
     # The participant and their study in one round trip (fresh: a session lives for one request).
-    found = session.execute(_PARTICIPANT_AND_STUDY_BY_TOKEN, {"token": token}).first()
+    found = session.execute(_PARTICIPANT_AND_STUDY_BY_TOKEN, {"token": token}).first() if (
+        PARTICIPANT_TOKEN.match(token)) else None
     if found is None:
         raise HTTPException(403, "unknown participant token")
     participant, study = found
@@ -134,6 +151,8 @@ def api_answer(
     x_participant: Annotated[str | None, Header()] = None,
 ) -> JSONResponse:
     participant = _participant(session, x_participant)
+    if not PUBLIC_ID.match(trial_id):
+        return _error(FlowError(404, "unknown trial"))
     try:
         result = submit_answer(
             session, participant, trial_id, answer.choice, answer.request_id, utcnow(), answer.response_ms
@@ -156,7 +175,7 @@ def api_answer(
 # ------------------------------------------------------------------ HTML pages
 def _cookie_participant(request: Request, session, study: Study) -> Participant | None:
     token = request.cookies.get(COOKIE)
-    if not token:
+    if not token or not PARTICIPANT_TOKEN.match(token):
         return None
     p = session.scalar(select(Participant).where(Participant.token == token))
     return p if p is not None and p.study_id == study.id else None
@@ -182,15 +201,21 @@ def page_consent(slug: str, request: Request, session: SessionDep) -> Response:
 async def page_start(slug: str, request: Request, session: SessionDep, settings: SettingsDep,
                      consent: Annotated[str | None, Form()] = None) -> Response:
     study = _study(session, slug)
+    if not same_origin(request):
+        raise HTTPException(403, "this form must be sent from the study's own page")
     form = await request.form()
     crowd = {k: str(form[k]) for k in CROWD_ID_KEYS if form.get(k)}
     if consent != "yes":
         return _page(request, "consent.html", 400, study=study, crowd=crowd,
                      error="Please tick the consent box to take part.")
     try:
-        participant, _ = create_participant(session, study, crowd, utcnow())
-    except FlowError:
-        return _page(request, "closed.html", 409, study=study)
+        participant, _ = create_participant(session, study, crowd, utcnow(), request.cookies.get(COOKIE))
+    except FlowError as e:
+        if e.reason == "not_open":
+            return _page(request, "closed.html", 409, study=study)
+        # A crowd id that is too long or malformed, or already in use by someone else.
+        shown = {k: v for k, v in crowd.items() if len(v) <= 200 and not bad_text(v)}
+        return _page(request, "consent.html", e.status, study=study, crowd=shown, error=e.message)
     response = RedirectResponse(f"/s/{slug}/run", status_code=303)
     response.set_cookie(COOKIE, participant.token, max_age=60 * 60 * 24 * 30, path=f"/s/{slug}",
                         httponly=True, samesite="lax", secure=settings.secure_cookies)

@@ -1,0 +1,309 @@
+"""Allocation: filling a participant's plan slots with trials (`next_trial`), and progress.
+
+Concurrency: see `_Allocation`. The rules are summarised in the package docstring.
+"""
+
+from __future__ import annotations
+
+import random
+import secrets
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import and_, bindparam, func, or_, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+from sqlalchemy.sql.elements import BindParameter
+
+from app.assignment.errors import FlowError
+from app.assignment.pair_cache import study_pairs
+from app.models import Pair, Participant, Study, Trial
+from app.scoring import swap_side
+
+LOOKAHEAD = 2  # trials held at once: the current one and the preloaded next one
+
+
+def hold_for(study: Study, default_minutes: float) -> timedelta:
+    return timedelta(minutes=study.hold_minutes or default_minutes)
+
+
+def _live(now: datetime | BindParameter):
+    """Trials that load a pair: answered ones and holds that have not expired (at `now`, a value or a bind)."""
+    return or_(Trial.state == "answered", and_(Trial.state == "assigned", Trial.expires_at > now))
+
+
+def committed(now: datetime | BindParameter):
+    """Trials that count toward a pair's target: answered ones and live *reserved* holds.
+
+    A hold is reserved when its participant had answered a trial before it was issued
+    (`Trial.reserved`). Holds of a participant who has not answered anything yet are provisional:
+    they count for nobody, so sign-ups that never answer cannot lock anyone out, and their answer is
+    accepted only while the pair is still under target (`answers.submit_answer`). Invariant, for
+    every pair at every moment: answered + live reserved main trials <= ratings_per_pair.
+    """
+    return or_(Trial.state == "answered",
+               and_(Trial.state == "assigned", Trial.reserved.is_(True), Trial.expires_at > now))
+
+
+# The allocation's hot statements, built once and bound per call: on this path building a select()
+# costs the server more CPU than Postgres spends running it.
+_MAIN_COUNTS = (
+    select(Trial.pair_id, func.count(Trial.id).filter(committed(bindparam("now"))), func.count(Trial.id))
+    .where(Trial.study_id == bindparam("study_id"), Trial.kind == "main", _live(bindparam("now")))
+    .group_by(Trial.pair_id)
+)
+_OWN_TRIALS = (
+    select(Trial).where(Trial.participant_id == bindparam("participant_id"), Trial.state != "expired")
+    .order_by(Trial.position)
+)
+_LOCK_PAIR = select(Pair.id).where(Pair.id == bindparam("pair_id")).with_for_update(key_share=True, skip_locked=True)
+_STALE_OF_PAIR = select(Trial.id).where(
+    Trial.study_id == bindparam("study_id"), Trial.pair_id == bindparam("pair_id"), Trial.state == "assigned",
+    Trial.expires_at <= bindparam("now"),
+)
+_STALE_OF_PAIR_SKIP_LOCKED = _STALE_OF_PAIR.with_for_update(key_share=True, skip_locked=True)
+_COMMITTED_OF_PAIR = select(func.count(Trial.id)).where(
+    Trial.study_id == bindparam("study_id"), Trial.pair_id == bindparam("pair_id"), Trial.kind == "main",
+    or_(Trial.state == "answered", and_(Trial.state == "assigned", Trial.reserved.is_(True))),
+)
+
+
+def _main_counts(session: Session, study: Study, now: datetime) -> dict[int, list[int]]:
+    """pair id -> [committed main trials, all live main trials (committed + provisional holds)]."""
+    rows = session.execute(_MAIN_COUNTS, {"study_id": study.id, "now": now}).all()
+    return {pair_id: [n_committed, n_live] for pair_id, n_committed, n_live in rows}
+
+
+def _new_trial(study: Study, participant: Participant, position: int, kind: str, pair_id: int,
+               comparison_id: int, side: str, now: datetime, hold: timedelta,
+               repeat_of: int | None = None) -> Trial:
+    return Trial(
+        public_id=secrets.token_hex(16),
+        study_id=study.id,
+        participant_id=participant.id,
+        pair_id=pair_id,
+        comparison_id=comparison_id,
+        position=position,
+        kind=kind,
+        treatment_side=side,
+        repeat_of_trial_id=repeat_of,
+        state="assigned",
+        issued_at=now,
+        expires_at=now + hold,
+    )
+
+
+class _Allocation:
+    """One `next_trial` call's view of the participant: fills plan slots with new trials.
+
+    Concurrency (PostgreSQL): a main trial takes its pair's row lock (FOR NO KEY UPDATE SKIP
+    LOCKED: a pair another request is allocating right now is skipped, never waited for, so no
+    deadlock), expires that pair's stale holds with a conditional UPDATE (which serialises with a
+    late answer's conditional UPDATE on the same trial row: exactly one of them wins), recounts
+    and only then inserts. So a pair can never exceed its target, while different pairs are
+    allocated in parallel. On SQLite every transaction holds the database lock anyway.
+
+    Only a participant who has answered something gets reserved holds (see `committed`); a new
+    participant's holds are provisional, need no lock and take the least-loaded pair under target.
+    """
+
+    def __init__(self, session: Session, study: Study, participant: Participant, now: datetime, hold: timedelta):
+        self.session, self.study, self.participant, self.now, self.hold = session, study, participant, now, hold
+        self.postgres = session.get_bind().dialect.name == "postgresql"
+        self.trials = session.scalars(_OWN_TRIALS, {"participant_id": participant.id}).all()
+        self.proven = any(t.state == "answered" for t in self.trials)
+        self._counts: dict[int, list[int]] | None = None
+
+    @property
+    def counts(self) -> dict[int, list[int]]:
+        if self._counts is None:
+            self._counts = _main_counts(self.session, self.study, self.now)
+        return self._counts
+
+    def seen(self) -> set[int]:
+        """Pairs this participant has compared (main, repeat, practice). Gold checks do not
+        count: they show one image against its degraded twin, not the two methods."""
+        return {t.pair_id for t in self.trials if t.kind != "gold"}
+
+    def main_candidates(self) -> list[tuple[int, int]]:
+        """(pair id, comparison id) under target and unseen, least-rated first (snapshot counts)."""
+        seen, counts, target = self.seen(), self.counts, self.study.ratings_per_pair
+        return [(p, c) for p, c, _ in study_pairs(self.session, self.study)
+                if p not in seen and counts.get(p, (0, 0))[0] < target]
+
+    def _claim(self, pair_id: int) -> bool:
+        """Lock `pair_id` and check, against committed data, that it is still under target.
+
+        A provisional hold changes no count that the target checks, so it needs no claim."""
+        if not self.proven:
+            return True
+        if self.postgres and self.session.scalar(_LOCK_PAIR, {"pair_id": pair_id}) is None:
+            return False
+        # Expire this pair's stale holds. Rows another transaction holds right now (a late answer,
+        # a participant expiring their own hold) are skipped and so still count below: that errs
+        # on the safe side and means this transaction never waits on a row lock.
+        params = {"study_id": self.study.id, "pair_id": pair_id, "now": self.now}
+        stale = _STALE_OF_PAIR_SKIP_LOCKED if self.postgres else _STALE_OF_PAIR
+        stale_ids = self.session.scalars(stale, params).all()
+        if stale_ids:
+            self.session.execute(
+                update(Trial).where(Trial.id.in_(stale_ids), Trial.state == "assigned").values(state="expired")
+            )
+        n = self.session.scalar(_COMMITTED_OF_PAIR, {"study_id": self.study.id, "pair_id": pair_id})
+        return n < self.study.ratings_per_pair
+
+    def allocate(self, position: int) -> Trial | None:
+        """A trial for plan slot `position`, or None when the slot cannot be filled (skip it)."""
+        plan = self.participant.plan
+        kind, side = plan["kinds"][position], plan["sides"][position]
+        rng = random.Random(f"{kind}:{self.study.seed}:{self.participant.seed}:{position}")
+        trial = None
+        if kind == "main":
+            counts = self.counts
+            ranked = sorted(self.main_candidates(), key=lambda pc: (*counts.get(pc[0], (0, 0)), rng.random()))
+            for pair_id, comparison_id in ranked:
+                if self._claim(pair_id):
+                    n = counts.setdefault(pair_id, [0, 0])
+                    n[0] += self.proven
+                    n[1] += 1
+                    trial = _new_trial(self.study, self.participant, position, kind, pair_id, comparison_id,
+                                       side, self.now, self.hold)
+                    break
+        elif kind in ("practice", "gold"):
+            # Practice takes a pair this participant will not compare later. A gold check prefers
+            # a pair already compared (no new image exposure, and it takes nothing from the main
+            # trials' pool), and never repeats a gold pair.
+            seen = self.seen()
+            same_kind = {t.pair_id for t in self.trials if t.kind == kind}
+            usable = [(p, c) for p, c, gold in study_pairs(self.session, self.study)
+                      if (gold or kind == "practice") and p not in same_kind]
+            if kind == "practice":
+                pool = [(p, c) for p, c in usable if p not in seen]
+            else:
+                pool = [(p, c) for p, c in usable if p in seen] or usable
+            if pool:
+                pair_id, comparison_id = rng.choice(pool)
+                trial = _new_trial(self.study, self.participant, position, kind, pair_id, comparison_id,
+                                   side, self.now, self.hold)
+        else:  # repeat: an earlier main trial not repeated yet, sides swapped
+            repeated = {t.repeat_of_trial_id for t in self.trials if t.kind == "repeat"}
+            pool = [t for t in self.trials if t.kind == "main" and t.position < position and t.id not in repeated]
+            if pool:
+                orig = rng.choice(pool)
+                trial = _new_trial(self.study, self.participant, position, "repeat", orig.pair_id,
+                                   orig.comparison_id, swap_side(orig.treatment_side), self.now, self.hold,
+                                   repeat_of=orig.id)
+        if trial is not None:
+            trial.reserved = self.proven
+            self.session.add(trial)
+            self.session.flush()
+            self.trials.append(trial)
+        return trial
+
+
+@dataclass
+class NextResult:
+    """What `next_trial` hands the route: the current trial, the preloaded one, progress."""
+
+    trial: Trial | None
+    preload: Trial | None
+    done: int
+    total: int
+
+
+def _total(participant: Participant) -> int:
+    plan = participant.plan
+    return len(plan["kinds"]) - len(plan.get("skipped", []))
+
+
+def progress(session: Session, participant: Participant) -> tuple[int, int]:
+    """(answered trials, planned trials that will be shown) for the progress bar."""
+    done = session.scalar(
+        select(func.count(Trial.id)).where(Trial.participant_id == participant.id, Trial.state == "answered")
+    ) or 0
+    return done, _total(participant)
+
+
+NO_WORK = "no work left: every pair in this study has all the ratings it needs"
+
+
+def next_trial(session: Session, participant: Participant, now: datetime, default_hold_minutes: float,
+               study: Study | None = None) -> NextResult:
+    """The participant's current trial (allocating as needed), or trial=None when finished.
+
+    `study`: the participant's study, if the caller loaded it fresh in the current transaction
+    (saves a query); otherwise it is read here. Raises FlowError(409) when the study is not open
+    or has no work left for this participant. Commits. Two simultaneous calls for one participant
+    cannot fill a slot twice (unique live slot index); the loser retries.
+    """
+    for _attempt in range(3):
+        try:
+            return _next_trial(session, participant, now, default_hold_minutes, study)
+        except IntegrityError:
+            session.rollback()
+            study = None  # read again in the retry's transaction
+    raise FlowError(409, "too many simultaneous requests for this participant; try again")
+
+
+def _next_trial(session: Session, participant: Participant, now: datetime, default_hold_minutes: float,
+                study: Study | None) -> NextResult:
+    if participant.finished_at is not None:
+        session.rollback()
+        d, t = progress(session, participant)
+        return NextResult(None, None, d, t)
+    if study is None:
+        study = session.scalar(
+            select(Study).where(Study.id == participant.study_id).execution_options(populate_existing=True)
+        )
+    if study.state != "open":
+        raise FlowError(409, "this study is not open at the moment", "not_open")
+    hold = hold_for(study, default_hold_minutes)
+    alloc = _Allocation(session, study, participant, now, hold)
+    # This participant's own stale holds: their slots are filled again below. Conditional, so a
+    # late answer racing this either wins (answered) or loses (expired), never both.
+    stale = [t for t in alloc.trials if t.state == "assigned" and t.expires_at <= now]
+    if stale:
+        session.execute(
+            update(Trial).where(Trial.id.in_([t.id for t in stale]), Trial.state == "assigned").values(state="expired")
+        )
+        session.expire_all()
+        alloc = _Allocation(session, study, participant, now, hold)
+    first_call = not alloc.trials
+    if first_call and not alloc.main_candidates():
+        raise FlowError(409, NO_WORK, "no_work")
+    plan = dict(participant.plan)
+    skipped = list(plan.get("skipped", []))
+    taken = {t.position for t in alloc.trials}
+    held = [t for t in alloc.trials if t.state == "assigned"]
+    position = 0
+    while len(held) < LOOKAHEAD and position < len(plan["kinds"]):
+        if position not in taken and position not in skipped:
+            trial = alloc.allocate(position)
+            if (trial is None and first_call and plan["kinds"][position] == "main"
+                    and not any(t.kind == "main" for t in held)):
+                session.rollback()  # others took the last pairs meanwhile
+                raise FlowError(409, NO_WORK, "no_work")
+            if trial is None:
+                skipped.append(position)
+            else:
+                held.append(trial)
+        position += 1
+    if skipped != plan.get("skipped", []):
+        participant.plan = {**plan, "skipped": sorted(skipped)}
+    held.sort(key=lambda t: t.position)
+    if not held:
+        answered = [t for t in alloc.trials if t.state == "answered"]
+        if not any(t.kind == "main" for t in answered):
+            session.rollback()
+            raise FlowError(409, NO_WORK, "no_work")
+        participant.finished_at = now
+        session.commit()
+        return NextResult(None, None, len(answered), _total(participant))
+    current = held[0]
+    if current.presented_at is None:
+        # The hold runs from when the participant first sees the trial, not from the preload.
+        current.presented_at = now
+        current.expires_at = max(current.expires_at, now + hold)
+    done = sum(t.state == "answered" for t in alloc.trials)
+    session.commit()
+    return NextResult(current, held[1] if len(held) > 1 else None, done, _total(participant))

@@ -1,0 +1,181 @@
+"""Recording answers: one rating per trial, idempotent per `request_id`."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import bindparam, func, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, aliased
+
+from app.assignment.allocation import committed
+from app.assignment.errors import FlowError
+from app.models import Pair, Participant, Rating, Study, Trial
+from app.scoring import CHOICES, score_from_choice
+
+
+@dataclass
+class AnswerResult:
+    rating: Rating
+    created: bool
+    trial_public_id: str
+
+
+# submit_answer's single lookup (see there), built once like the allocation's statements.
+_earlier_trial = aliased(Trial)
+_ANSWER_LOOKUP = (
+    select(
+        Trial,
+        Study.version.label("study_version"),
+        Study.min_response_ms.label("min_response_ms"),
+        Study.ratings_per_pair.label("ratings_per_pair"),
+        select(func.count(_earlier_trial.id))
+        .where(_earlier_trial.participant_id == bindparam("participant_id"), _earlier_trial.state == "assigned",
+               _earlier_trial.position < Trial.position)
+        .scalar_subquery()
+        .label("unanswered_before"),
+        select(Rating.id).where(Rating.request_id == bindparam("request_id")).scalar_subquery()
+        .label("request_rating_id"),
+    )
+    .join(Study, Study.id == Trial.study_id)
+    .where(Trial.public_id == bindparam("public_id"))
+)
+
+ALREADY_ANSWERED = "this trial was already answered (with a different request_id)"
+EXPIRED = "this trial's hold expired and it may have gone to someone else; load the next trial"
+PAIR_FULL = "this pair got all the ratings it needs meanwhile; load the next trial"
+
+_LOCK_PAIR = select(Pair.id).where(Pair.id == bindparam("pair_id")).with_for_update(key_share=True)
+_COMMITTED_OF_PAIR = select(func.count(Trial.id)).where(
+    Trial.pair_id == bindparam("pair_id"), Trial.study_id == bindparam("study_id"), Trial.kind == "main",
+    committed(bindparam("now")),
+)
+
+
+def _room_for_provisional(session: Session, trial: Trial, now: datetime, target: int) -> bool:
+    """Whether a provisional main trial's answer keeps its pair within target (see
+    `allocation.committed`). Takes the pair's row lock (waiting: allocation only ever skips
+    locked pairs, so this cannot deadlock), so two such answers cannot both take the last slot."""
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(_LOCK_PAIR, {"pair_id": trial.pair_id})
+    n = session.scalar(_COMMITTED_OF_PAIR, {"pair_id": trial.pair_id, "study_id": trial.study_id, "now": now})
+    return n < target
+
+
+class _TryReplay(Exception):
+    """Raised inside `_store` where the request may be a replay: `submit_answer` then looks the
+    request id up (its one replay path) and, if it is not a replay, raises `otherwise()`."""
+
+    def __init__(self, otherwise: Callable[[], FlowError]):
+        super().__init__()
+        self.otherwise = otherwise
+
+
+def _replay(session: Session, participant_id: int, public_id: str, request_id: str) -> AnswerResult | None:
+    """The stored result for `request_id`, if this participant already sent it for this trial."""
+    found = session.execute(
+        select(Rating, Trial).join(Trial, Trial.id == Rating.trial_id).where(Rating.request_id == request_id)
+    ).first()
+    if found is None:
+        return None
+    rating, trial = found
+    if trial.public_id != public_id or trial.participant_id != participant_id:
+        raise FlowError(409, "this request_id was already used for a different trial; send a new one")
+    return AnswerResult(rating, False, trial.public_id)
+
+
+def submit_answer(
+    session: Session,
+    participant: Participant,
+    public_id: str,
+    choice: int,
+    request_id: str,
+    now: datetime,
+    client_response_ms: int | None = None,
+) -> AnswerResult:
+    """Store one rating, idempotently per `request_id`. Raises FlowError (4xx) for bad answers.
+
+    Commits. The trial moves from 'assigned' to 'answered' with a conditional UPDATE, so a
+    double click, a retry and a hold expiring at the same moment resolve to exactly one outcome.
+    """
+    if type(choice) is not int or choice not in CHOICES:
+        raise FlowError(422, "choice must be an integer from 1 (left much better) to 5 (right much better)")
+    if not request_id or len(request_id) > 100:
+        raise FlowError(422, "request_id must be a non-empty string of at most 100 characters")
+    participant_id = participant.id
+    try:
+        return _store(session, participant_id, public_id, choice, request_id, now, client_response_ms)
+    except _TryReplay as maybe:
+        session.rollback()
+        replay = _replay(session, participant_id, public_id, request_id)
+        if replay is not None:
+            return replay
+        raise maybe.otherwise() from None
+
+
+def _store(session: Session, participant_id: int, public_id: str, choice: int, request_id: str,
+           now: datetime, client_response_ms: int | None) -> AnswerResult:
+    # One round trip for the trial, the study fields the rating needs, the unanswered trials
+    # before it (answers must come in order) and whether `request_id` was seen before.
+    found = session.execute(
+        _ANSWER_LOOKUP, {"public_id": public_id, "participant_id": participant_id, "request_id": request_id}
+    ).first()
+    if found is None:
+        raise _TryReplay(lambda: FlowError(404, "unknown trial"))
+    if found.request_rating_id is not None:
+        raise _TryReplay(lambda: FlowError(409, "this request_id or trial was already used"))
+    trial = found.Trial
+    if trial.participant_id != participant_id:
+        raise FlowError(403, "this trial belongs to another participant")
+    if trial.state == "answered":
+        # Maybe by this very request, committed since the lookup above.
+        raise _TryReplay(lambda: FlowError(409, ALREADY_ANSWERED))
+    if trial.state == "expired" or trial.expires_at <= now:
+        raise FlowError(409, EXPIRED)
+    if found.unanswered_before or trial.presented_at is None:
+        raise FlowError(409, "answer the current trial first (this one has not been shown yet)")
+    trial_id = trial.id
+
+    def answered_or_expired() -> FlowError:
+        state = session.scalar(select(Trial.state).where(Trial.id == trial_id))
+        return FlowError(409, ALREADY_ANSWERED if state == "answered" else EXPIRED)
+
+    if trial.kind == "main" and not trial.reserved and not _room_for_provisional(
+        session, trial, now, found.ratings_per_pair
+    ):
+        refused = session.execute(
+            update(Trial).where(Trial.id == trial_id, Trial.state == "assigned").values(state="expired")
+        ).rowcount
+        if not refused:  # a concurrent request answered it (maybe this very request_id)
+            raise _TryReplay(answered_or_expired)
+        session.commit()
+        raise FlowError(409, PAIR_FULL, "pair_full")
+    won = session.execute(
+        update(Trial)
+        .where(Trial.id == trial_id, Trial.state == "assigned", Trial.expires_at > now)
+        .values(state="answered")
+    ).rowcount
+    if not won:
+        # A concurrent request answered it (maybe this very request_id) or it just expired.
+        raise _TryReplay(answered_or_expired)
+    response_ms = max(0, int((now - trial.presented_at).total_seconds() * 1000))
+    rating = Rating(
+        trial_id=trial.id,
+        request_id=request_id,
+        study_version=found.study_version,
+        choice=choice,
+        score=score_from_choice(choice, trial.treatment_side),
+        treatment_side=trial.treatment_side,
+        response_ms=response_ms,
+        client_response_ms=client_response_ms,
+        too_fast=response_ms < found.min_response_ms,
+        answered_at=now,
+    )
+    session.add(rating)
+    try:
+        session.commit()
+    except IntegrityError:
+        raise _TryReplay(lambda: FlowError(409, "this request_id or trial was already used")) from None
+    return AnswerResult(rating, True, trial.public_id)

@@ -1,0 +1,115 @@
+"""Process-wide caches of pair data, and what a trial shows (its left and right images).
+
+Invalidation rule: pairs and images are immutable once imported (nothing in the app updates or
+deletes a row of `pairs` or `images`), and a study's list of comparisons changes only together
+with its `version` (see `app.studies`). So
+- `study_pairs` is keyed by (database URL, study id, study version): a new version is a new key;
+- `pair_views` is keyed by (database URL, pair id): a pair's view never goes stale.
+Entries are never refreshed; each cache is simply emptied when it outgrows its bound. Code that
+ever rewrites pairs, images or a study's comparisons without bumping the version must call
+`clear()` (in every serving process).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session, aliased
+
+from app.models import Comparison, Image, Pair, Study, Trial
+
+_STUDY_PAIRS: dict[tuple[str, int, int], list[tuple[int, int, bool]]] = {}
+_STUDY_PAIRS_MAX = 256
+
+
+@dataclass(frozen=True)
+class PairView:
+    """What a trial shows of a pair: its prompt and images (ids and opaque tokens)."""
+
+    prompt: str
+    baseline_image_id: int
+    treatment_image_id: int
+    gold_image_id: int | None
+    gold_degraded_arm: str | None
+    tokens: dict[int, str]  # image id -> token, for this pair's images
+
+
+_PAIR_VIEWS: dict[tuple[str, int], PairView] = {}
+_PAIR_VIEWS_MAX = 200_000
+
+
+def clear() -> None:
+    """Empty both caches (this process only)."""
+    _STUDY_PAIRS.clear()
+    _PAIR_VIEWS.clear()
+
+
+def study_pairs(session: Session, study: Study) -> list[tuple[int, int, bool]]:
+    """(pair id, comparison id, has gold twin) for every pair of the study, in id order."""
+    key = (str(session.get_bind().url), study.id, study.version)
+    cached = _STUDY_PAIRS.get(key)
+    if cached is None:
+        rows = session.execute(
+            select(Pair.id, Comparison.id, Pair.gold_image_id.is_not(None))
+            .join(Comparison, Comparison.pair_set_id == Pair.pair_set_id)
+            .where(Comparison.study_id == study.id)
+            .order_by(Pair.id, Comparison.id)
+        ).all()
+        cached = [(r[0], r[1], bool(r[2])) for r in rows]
+        if len(_STUDY_PAIRS) >= _STUDY_PAIRS_MAX:
+            _STUDY_PAIRS.clear()
+        _STUDY_PAIRS[key] = cached
+    return cached
+
+
+def pair_views(session: Session, pair_ids: set[int]) -> dict[int, PairView]:
+    """PairView by pair id for `pair_ids`, in at most one query (none when all are cached)."""
+    db = str(session.get_bind().url)
+    out = {p: v for p in pair_ids if (v := _PAIR_VIEWS.get((db, p))) is not None}
+    missing = pair_ids - out.keys()
+    if missing:
+        base, treat, gold = aliased(Image), aliased(Image), aliased(Image)
+        rows = session.execute(
+            select(Pair.id, Pair.prompt, Pair.baseline_image_id, Pair.treatment_image_id, Pair.gold_image_id,
+                   Pair.gold_degraded_arm, base.token, treat.token, gold.token)
+            .join(base, base.id == Pair.baseline_image_id)
+            .join(treat, treat.id == Pair.treatment_image_id)
+            .outerjoin(gold, gold.id == Pair.gold_image_id)
+            .where(Pair.id.in_(missing))
+        ).all()
+        if len(_PAIR_VIEWS) + len(rows) > _PAIR_VIEWS_MAX:
+            _PAIR_VIEWS.clear()
+        for pid, prompt, b, t, g, arm, b_tok, t_tok, g_tok in rows:
+            tokens = {b: b_tok, t: t_tok}
+            if g is not None:
+                tokens[g] = g_tok
+            out[pid] = _PAIR_VIEWS[(db, pid)] = PairView(prompt, b, t, g, arm, tokens)
+    return out
+
+
+def _image_ids(pair: Pair | PairView, trial: Trial) -> tuple[int, int]:
+    """(left, right) image ids of a trial. For gold trials the intact image plays 'treatment'."""
+    if trial.kind == "gold":
+        treatment = pair.baseline_image_id if pair.gold_degraded_arm == "baseline" else pair.treatment_image_id
+        baseline = pair.gold_image_id
+    else:
+        treatment, baseline = pair.treatment_image_id, pair.baseline_image_id
+    return (treatment, baseline) if trial.treatment_side == "left" else (baseline, treatment)
+
+
+def trial_images(session: Session, trial: Trial) -> tuple[Image, Image]:
+    """(left, right) images of a trial (image bytes not loaded)."""
+    left, right = _image_ids(session.get(Pair, trial.pair_id), trial)
+    return session.get(Image, left), session.get(Image, right)
+
+
+def trial_image_tokens(session: Session, trials: list[Trial]) -> list[tuple[str, str]]:
+    """(left token, right token) for each trial, in at most one query whatever the number of trials."""
+    views = pair_views(session, {t.pair_id for t in trials})
+    out = []
+    for t in trials:
+        view = views[t.pair_id]
+        left, right = _image_ids(view, t)
+        out.append((view.tokens[left], view.tokens[right]))
+    return out
