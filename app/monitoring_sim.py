@@ -60,7 +60,7 @@ def run(sc: Scenario, sims: int, seed: int) -> dict[str, Any]:
     code, at = stops[:, 0], stops[:, 1]
     used = np.where(at >= 0, looks[np.maximum(at, 0)], sc.planned)
     # Stricter than the recommendation: the upper boundary crossed at any look, even after a stop.
-    with np.errstate(invalid="ignore"):
+    with np.errstate(invalid="ignore", divide="ignore"):
         ok = (sim["se"] > 0) & (np.minimum(sim["p"], sim["q"]) >= 5)
         ever_upper = (ok & (sim["w"] - bounds[None, :] * sim["se"] > 0.5)).any(axis=1)
         z = (sim["w"] - 0.5) / sim["se"]
@@ -78,7 +78,7 @@ def run(sc: Scenario, sims: int, seed: int) -> dict[str, Any]:
 
 def fixed_power_curve(z: np.ndarray, looks: np.ndarray, alpha: float = ALPHA_ONE_SIDED) -> np.ndarray:
     """Power of a fixed-size study of looks[k] ratings (one-sided alpha, same clustered z)."""
-    with np.errstate(invalid="ignore"):
+    with np.errstate(invalid="ignore", divide="ignore"):
         return np.mean(np.nan_to_num(z, nan=0.0) >= norm.isf(alpha), axis=0)
 
 
