@@ -46,6 +46,16 @@ def obf_spending(t: np.ndarray | float, alpha: float = ALPHA_ONE_SIDED) -> np.nd
     return 2.0 * norm.sf(norm.isf(alpha / 2.0) / np.sqrt(t))
 
 
+def _propagate(y: np.ndarray, dens: np.ndarray, x: np.ndarray, h: float) -> np.ndarray:
+    """sum_j dens_j phi((x - y_j) / h) / h at every x, summing only over |x - y_j| < 7 h (banded)."""
+    lo, hi = np.searchsorted(y, x - 7 * h), np.searchsorted(y, x + 7 * h)
+    j = lo[:, None] + np.arange(max(int((hi - lo).max()), 1))[None, :]
+    valid = j < hi[:, None]
+    j = np.minimum(j, y.size - 1)
+    u = (x[:, None] - y[j]) / h
+    return np.where(valid, np.exp(-0.5 * u * u) * dens[j], 0.0).sum(axis=1) / (h * math.sqrt(2 * math.pi))
+
+
 def _boundaries(fractions: tuple[float, ...], alpha: float, grid: int | None = None) -> np.ndarray:
     """Upper boundaries b_k for looks at information fractions t_k (one-sided, recursive integration).
 
@@ -82,9 +92,7 @@ def _boundaries(fractions: tuple[float, ...], alpha: float, grid: int | None = N
         if k == 0 or not np.isfinite(bounds[:k]).any():
             f = np.exp(-0.5 * new_z**2) / math.sqrt(2 * math.pi)  # no boundary yet: Z_k is N(0, 1)
         else:
-            sd, r, st = math.sqrt(t - prev_t), math.sqrt(prev_t), math.sqrt(t)
-            u = (new_z[:, None] * st - r * z[None, :]) / sd
-            f = (np.exp(-0.5 * u * u) @ dens) * st / (sd * math.sqrt(2 * math.pi))
+            f = _propagate(z * math.sqrt(prev_t / t), dens, new_z, math.sqrt((t - prev_t) / t))
         z, dens, prev_t = new_z, f * w, t
     return bounds
 

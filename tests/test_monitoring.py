@@ -106,7 +106,7 @@ def test_monitor_says_continue_early_and_counts_more_ratings():
 
 def test_monitor_says_no_difference_when_the_interval_is_tight_around_half():
     b = simulate_batch(SMALL, Effects(win_rate=0.5, tie_rate=0.2), 400, 1, np.random.default_rng(9))
-    out = monitor(b["participant"][0], b["prompt"][0], b["score"][0], planned=6000, margin=0.1)
+    out = monitor(b["participant"][0], b["prompt"][0], b["score"][0], planned=6000, look_every=100, margin=0.1)
     assert out["recommendation"] == "stop: no difference larger than 0.1"
     st = out["stop"]["statistic"]
     assert 0.4 < st["win_rate"] - st["boundary"] * st["se"] and st["win_rate"] + st["boundary"] * st["se"] < 0.6
