@@ -19,6 +19,8 @@ import click
 from sampler.cli import generate
 from sampler.cli import metrics, prompts
 
+from app.plan_cli import plan
+
 DEMO_PROMPTS = (
     "a red bicycle leaning against a brick wall",
     "a bowl of oranges on a wooden table",
@@ -83,6 +85,7 @@ def main() -> None:
 main.add_command(generate)
 main.add_command(prompts)
 main.add_command(metrics)
+main.add_command(plan)
 
 
 # ------------------------------------------------------------------ import
