@@ -24,6 +24,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
 from scipy.optimize import brentq
 from scipy.special import ndtr
 from scipy.stats import norm
@@ -38,6 +39,16 @@ TREATMENT, BASELINE, NO_DIFFERENCE = "stop: treatment preferred", "stop: baselin
 METHOD = ("Lan-DeMets O'Brien-Fleming alpha spending (one-sided 0.025 per direction) over looks every "
           "{look_every} ratings up to {planned} planned ratings; two-way clustered (participants x prompts) "
           "standard error; repeated confidence intervals")
+
+
+class MonitoringSettings(BaseModel):
+    """The `monitoring` field of a study config (all optional)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    auto_close: bool = Field(default=False, description="close the study when every comparison says stop")
+    look_every: int = Field(default=LOOK_EVERY, ge=5, le=10_000, description="preference ratings between looks")
+    margin: float = Field(default=MARGIN, gt=0, lt=0.5, description="D of 'no difference larger than D'")
 
 
 def obf_spending(t: np.ndarray | float, alpha: float = ALPHA_ONE_SIDED) -> np.ndarray:

@@ -1,4 +1,4 @@
-"""`sfgeval plan`: participants needed for a study, and the plan's plot and table.
+"""`sfgeval plan` (participants needed, with the plan's plot and table) and `sfgeval study monitor`.
 
 The plot (`plan_svg`) and the table (`plan_csv`) are shared with the admin plan page
 (`app.api.routes.planning`). Inputs are read into `app.planning.PlanRequest` by `build_request`,
@@ -180,3 +180,33 @@ def plan(win_rate, pilot_slug, tie_rate, sd_participant, sd_prompt, sd_pair, str
     click.echo(result["ratings"])
     if result["cost"] is not None:
         click.echo(f"{result['cost']:.2f}")
+
+
+@click.command("monitor")
+@click.argument("slug")
+@click.option("--database-url", default=None, metavar="URL", help="SQLAlchemy URL [default: DATABASE_URL]")
+def monitor_cmd(slug: str, database_url: str | None) -> None:
+    """Print a study's monitoring recommendation per comparison (and apply its auto-close rule).
+
+    One line per comparison on stdout: label, tab, recommendation. Safe to run from cron.
+    """
+    from app.cli import _migrated
+    from app.db import session_scope
+    from app.monitoring_study import apply_auto_close, study_monitoring
+    from app.report import study_statistics
+    from app.statistics import StatisticsInputError
+    from app.studies import StudyError, get_study
+
+    url = _migrated(database_url)
+    try:
+        with session_scope(url) as session:
+            study = get_study(session, slug)
+            mon = study_statistics(session, study, draws=1)["monitoring"]
+            note = apply_auto_close(session, study, mon)
+            version = study.version
+    except (StudyError, StatisticsInputError) as e:
+        raise click.ClickException(str(e)) from None
+    for label, m in mon["comparisons"].items():
+        click.echo(f"{label}\t{m['recommendation']}")
+    if note:
+        click.echo(f"auto-close: study {slug} closed (version {version})", err=True)

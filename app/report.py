@@ -108,6 +108,9 @@ def study_statistics(
         draws=draws,
         seed=study.seed if seed is None else seed,
     )
+    from app.monitoring_study import study_monitoring
+
+    stats["monitoring"] = study_monitoring(session, study, kept={str(p) for p in stats["exclusions"]["kept"]})
     stats["study"] = study_description(study)
     stats["study_versions_in_ratings"] = sorted({int(r["study_version"]) for r in rows})
     stats["generated_at"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
