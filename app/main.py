@@ -18,7 +18,7 @@ log = logging.getLogger(__name__)
 
 # Routers owned by later work (admin pages, statistics); included when their module exists so the
 # participant side can be built and tested on its own.
-OPTIONAL_ROUTERS = ("app.api.routes.admin", "app.api.routes.statistics")
+OPTIONAL_ROUTERS = ("app.api.routes.admin", "app.api.routes.statistics", "app.api.routes.planning")
 
 
 class PrivacyHeaders:

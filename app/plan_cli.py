@@ -40,14 +40,26 @@ def build_request(*, win_rate: float | None, tie_rate: float, sd_participant: fl
                           sd_pair=sd_pair)
     if half_width is not None and power is not None:
         raise ValueError("give either a target half-width or a target power, not both")
+    if half_width is None and power is None:
+        power = 0.8
     req = PlanRequest(
         design=Design(n_strata=strata, prompts_per_stratum=prompts_per_stratum, seeds_per_prompt=seeds_per_prompt,
                       ratings_per_participant=ratings_per_participant),
-        effects=effects, half_width=half_width, power=power if half_width is None else None, alpha=alpha,
+        effects=effects, half_width=half_width, power=power, alpha=alpha,
         price_per_rating=price_per_rating, sims=sims, seed=seed, estimator=estimator,
     )
     req.check()
     return req, pilot
+
+
+def run_plan(req: Any, pilot: dict[str, Any] | None, pilot_slug: str | None, progress: Any = None) -> dict[str, Any]:
+    """`app.planning.plan`, with the pilot estimate (if any) recorded in the result."""
+    from app.planning import plan as simulate_plan
+
+    result = simulate_plan(req, progress=progress)
+    if pilot is not None:
+        result["pilot"] = {k: v for k, v in pilot.items() if k != "effects"} | {"slug": pilot_slug}
+    return result
 
 
 def plan_svg(result: dict[str, Any]) -> str:
@@ -144,15 +156,13 @@ def plan(win_rate, pilot_slug, tie_rate, sd_participant, sd_prompt, sd_pair, str
     Prints the participants needed, the total ratings and (with --price-per-rating) the cost on
     stdout, one per line; the table of the simulated curve goes to stderr.
     """
-    from app.planning import plan as run_plan
-
     rows = _pilot_rows(pilot_slug, database_url) if pilot_slug else None
     try:
         req, pilot = build_request(
             win_rate=win_rate, tie_rate=tie_rate, sd_participant=sd_participant, sd_prompt=sd_prompt, sd_pair=sd_pair,
             strata=strata, prompts_per_stratum=prompts_per_stratum, seeds_per_prompt=seeds_per_prompt,
             ratings_per_participant=ratings_per_participant, half_width=half_width,
-            power=0.8 if power is None and half_width is None else power, alpha=alpha,
+            power=power, alpha=alpha,
             price_per_rating=price_per_rating, sims=sims, seed=seed, estimator=estimator, pilot_rows=rows)
     except ValueError as e:
         raise click.ClickException(str(e)) from None
@@ -164,9 +174,7 @@ def plan(win_rate, pilot_slug, tie_rate, sd_participant, sd_prompt, sd_pair, str
             bar.total, bar.n = total, done
             bar.refresh()
 
-        result = run_plan(req, progress=step)
-    if pilot is not None:
-        result["pilot"] = {k: v for k, v in pilot.items() if k != "effects"} | {"slug": pilot_slug}
+        result = run_plan(req, pilot, pilot_slug, progress=step)
     for line in summary_lines(result):
         click.echo(line, err=True)
     if out is not None:
