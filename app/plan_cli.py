@@ -200,7 +200,7 @@ def monitor_cmd(slug: str, database_url: str | None) -> None:
     """
     from app.cli import _migrated
     from app.db import session_scope
-    from app.monitoring_study import apply_auto_close, study_monitoring
+    from app.monitoring_study import apply_auto_close
     from app.report import study_statistics
     from app.statistics import StatisticsInputError
     from app.studies import StudyError, get_study

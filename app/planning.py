@@ -29,7 +29,13 @@ from scipy.optimize import brentq, minimize
 from scipy.special import log_ndtr, ndtri
 from scipy.stats import multivariate_normal, norm
 
-from app.clustered import Design, Effects, clustered_win_rate, report_interval, simulate_batch
+from app.clustered import (
+    Design,
+    Effects,
+    clustered_win_rate,
+    report_interval,
+    simulate_batch,
+)
 
 ESTIMATORS = ("fast", "report")
 
@@ -111,7 +117,7 @@ def simulate_grid(req: PlanRequest, progress: Callable[[int, int], None] | None 
     grid = req.grid or default_grid(req)
     for i, n in enumerate(grid):
         rng = np.random.default_rng([req.seed, n])  # common seeds: each point reproducible on its own
-        w, lo, hi, se = _intervals(simulate_batch(req.design, req.effects, n, req.sims, rng), z, req.estimator,
+        w, lo, hi, _ = _intervals(simulate_batch(req.design, req.effects, n, req.sims, rng), z, req.estimator,
                                    req.seed)
         ok = np.isfinite(lo) & np.isfinite(hi)
         hw = (hi - lo)[ok] / 2

@@ -63,7 +63,8 @@ def parse_form(form) -> dict[str, Any]:
 
 
 def plan_for_form(session, values: dict[str, Any]) -> dict[str, Any]:
-    from app.plan_cli import build_request, plan_csv, plan_svg, run_plan as simulate, summary_lines
+    from app.plan_cli import build_request, plan_csv, plan_svg, summary_lines
+    from app.plan_cli import run_plan as simulate
     from app.report import statistics_rows
     from app.studies import get_study as find_study
 
