@@ -174,7 +174,10 @@ def plan(win_rate, pilot_slug, tie_rate, sd_participant, sd_prompt, sd_pair, str
             bar.total, bar.n = total, done
             bar.refresh()
 
-        result = run_plan(req, pilot, pilot_slug, progress=step)
+        try:
+            result = run_plan(req, pilot, pilot_slug, progress=step)
+        except ValueError as e:
+            raise click.ClickException(str(e)) from None
     for line in summary_lines(result):
         click.echo(line, err=True)
     if out is not None:

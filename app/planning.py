@@ -38,6 +38,7 @@ from app.clustered import (
 )
 
 ESTIMATORS = ("fast", "report")
+MAX_VALUES = 20_000_000  # simulated votes (or pair slots) per grid point: keeps memory under ~1 GB
 
 
 @dataclass(frozen=True)
@@ -115,6 +116,13 @@ def simulate_grid(req: PlanRequest, progress: Callable[[int, int], None] | None 
     z = norm.isf(req.alpha / 2)
     out = []
     grid = req.grid or default_grid(req)
+    votes, slots = req.sims * max(grid) * req.design.ratings_per_participant, req.sims * req.design.n_pairs
+    if slots > MAX_VALUES:
+        raise ValueError(f"too many pairs to simulate ({req.design.n_pairs:,} pairs x {req.sims} studies; limit "
+                         f"{MAX_VALUES:,}): lower the simulations per point")
+    if votes > MAX_VALUES:
+        raise ValueError(f"this plan would simulate {votes:,} votes at once (limit {MAX_VALUES:,}): the answer lies "
+                         f"beyond {max(grid):,} participants; check the expected win rate, or lower the simulations")
     for i, n in enumerate(grid):
         rng = np.random.default_rng([req.seed, n])  # common seeds: each point reproducible on its own
         w, lo, hi, _ = _intervals(simulate_batch(req.design, req.effects, n, req.sims, rng), z, req.estimator,

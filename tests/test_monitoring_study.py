@@ -127,6 +127,7 @@ def test_plan_page(admin_client, app, study_factory):
     r = admin_client.post(f"/admin/studies/{study.slug}/plan", data={**form, "win_rate": "", "pilot": study.slug})
     assert r.status_code == 200 and f"Pilot {study.slug}: 30 ratings" in r.text
     for bad, message in (({"win_rate": "abc"}, "win rate"), ({"pilot": "nope"}, "no study"),
-                         ({"sims": "100000"}, "between 20"), ({"ratings_per_participant": "50"}, "exceed")):
+                         ({"sims": "100000"}, "between 20"), ({"ratings_per_participant": "50"}, "exceed"),
+                         ({"win_rate": "0.5001"}, "lies beyond"), ({"strata": "0"}, "at least 1")):
         r = admin_client.post(f"/admin/studies/{study.slug}/plan", data={**form, **bad})
         assert r.status_code == 422 and message in r.text

@@ -99,6 +99,8 @@ def test_cli_prints_participants_ratings_cost_and_writes_files(tmp_path):
     (["--half-width", "0.05", "--power", "0.9"], "either"),
     (["--ratings-per-participant", "100"], "exceed the number of pairs"),
     (["--win-rate", "0.4"], "above 0.5"),
+    (["--win-rate", "0.501"], "lies beyond"),
+    (["--prompts-per-stratum", "1000000"], "too many pairs"),
 ])
 def test_cli_rejects_bad_inputs(args, message):
     res = CliRunner().invoke(main, ["plan", *args])
