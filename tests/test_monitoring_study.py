@@ -131,3 +131,16 @@ def test_plan_page(admin_client, app, study_factory):
                          ({"win_rate": "0.5001"}, "lies beyond"), ({"strata": "0"}, "at least 1")):
         r = admin_client.post(f"/admin/studies/{study.slug}/plan", data={**form, **bad})
         assert r.status_code == 422 and message in r.text
+
+
+def test_cli_plan_from_a_pilot_study(admin_client, app, study_factory, db_url, tmp_path):
+    study = seed_study(admin_client, app, study_factory)
+    res = CliRunner().invoke(main, ["plan", "--pilot", study.slug, "--database-url", db_url, "--strata", "1",
+                                    "--prompts-per-stratum", "10", "--ratings-per-participant", "5", "--sims", "50",
+                                    "--out", str(tmp_path)])
+    assert res.exit_code == 0, res.output
+    assert f"pilot {study.slug}: 30 ratings, {N_PARTICIPANTS} participants, 10 prompts" in res.stderr
+    saved = json.loads((tmp_path / "plan.json").read_text())
+    # The pilot's treatment won 6 of every 7 decisive votes: its win rate drives the plan.
+    assert saved["request"]["effects"]["win_rate"] == pytest.approx(26 / 30, abs=0.01)
+    assert saved["pilot"]["slug"] == study.slug and int(res.stdout.split()[0]) == saved["participants"]
