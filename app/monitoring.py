@@ -120,17 +120,16 @@ def boundaries(look_every: int, planned: int, alpha: float = ALPHA_ONE_SIDED) ->
     return looks, b
 
 
-def _more_ratings(n: int, w: float, se: float, b_final: float, margin: float, look_every: int) -> int:
-    """Ratings still needed, if SE shrinks like 1/sqrt(n), before the interval decides either way."""
-    needs = []
-    for gap in (abs(w - 0.5), margin - abs(w - 0.5)):
-        if gap > 0 and se > 0:
-            needs.append(n * (b_final * se / gap) ** 2)
-    total = min(needs) if needs else math.inf
-    if not math.isfinite(total):
-        return -1
-    more = max(total - n, 1.0)
-    return int(math.ceil(more / look_every) * look_every)
+def _more_ratings(n: int, w: float, se: float, grid: np.ndarray, bounds: np.ndarray, margin: float) -> int:
+    """Ratings until the first planned look whose repeated interval would decide, if the estimate
+    stayed at w and the SE shrank like 1/sqrt(ratings); the rest of the plan when none would."""
+    later = grid > n
+    if not (math.isfinite(w) and math.isfinite(se) and se > 0) or not later.any():
+        return int(max(grid[-1] - n, 0))
+    half = bounds[later] * se * np.sqrt(n / grid[later])
+    gap = max(abs(w - 0.5), margin - abs(w - 0.5))
+    hits = np.flatnonzero(half < gap)
+    return int((grid[later][hits[0]] if hits.size else grid[-1]) - n)
 
 
 def decide(n: int, w: float, se: float, b: float, n_p: int, n_q: int, margin: float) -> tuple[str | None, str]:
@@ -210,9 +209,7 @@ def monitor(participant: np.ndarray, prompt: np.ndarray, score: np.ndarray, *, p
     elif done[-1] >= planned:
         out["recommendation"] = "stop: planned ratings reached without a clear preference"
     else:
-        more = _more_ratings(n, float(w[k]), float(se[k]), float(bounds[-1]), margin, look_every) \
-            if math.isfinite(se[k]) else -1
-        more = min(more, planned - n) if more > 0 else planned - n
+        more = _more_ratings(n, float(w[k]), float(se[k]), grid, bounds, margin)
         out["recommendation"] = f"continue: about {more} more ratings"
     return out
 

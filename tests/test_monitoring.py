@@ -99,7 +99,7 @@ def test_monitor_says_continue_early_and_counts_more_ratings():
     assert out["stop"] is None
     assert out["recommendation"].startswith("continue: about ")
     more = int(out["recommendation"].split()[2])
-    assert 0 < more <= 1200 - 90 and (more % 20 == 0 or more == 1200 - 90)  # capped at the plan
+    assert 0 < more <= 1200 - 90 and (90 + more) % 20 == 0  # up to a planned look
     # Look 4 of 60: O'Brien-Fleming spends nothing yet, the repeated interval is unbounded.
     assert out["current"]["look"] == 4 and out["current"]["boundary"] is None and out["current"]["interval_low"] is None
 
@@ -135,3 +135,19 @@ def test_monitoring_saves_ratings_at_equal_power_when_treatment_is_better():
     assert 0.6 < res["power_sequential"] < 1
     assert res["fixed_ratings_same_power"] <= 1200
     assert res["ratings_saved"] > 0.1 * res["fixed_ratings_same_power"]
+
+
+def test_more_ratings_estimate_is_the_right_size():
+    """At 400 ratings, "about N more" against the ratings actually needed until the stop."""
+    design, effects = Design(), Effects(win_rate=0.6, **CLUSTERED)
+    b = simulate_batch(design, effects, 80, 30, np.random.default_rng(5))
+    predicted, actual = [], []
+    for i in range(30):
+        args = (b["participant"][i], b["prompt"][i], b["score"][i])
+        full = monitor(*args, planned=1600)
+        early = monitor(*(a[:400] for a in args), planned=1600)
+        if full["stop"] and full["stop"]["recommendation"] == TREATMENT and early["stop"] is None:
+            predicted.append(int(early["recommendation"].split()[2]))
+            actual.append(full["stop"]["n_ratings"] - 400)
+    assert len(predicted) >= 15
+    assert 0.5 < np.median(predicted) / np.median(actual) < 2
