@@ -40,7 +40,8 @@ def test_random_effects_need_more_participants_and_defaults_are_fast():
 
 def test_a_prompt_floor_makes_a_tight_half_width_unreachable():
     few_prompts = Design(n_strata=1, prompts_per_stratum=8, ratings_per_participant=8)
-    result = plan(PlanRequest(design=few_prompts, effects=Effects(sd_prompt=1.5), power=None, half_width=0.02))
+    result = plan(PlanRequest(design=few_prompts, effects=Effects(sd_prompt=1.5), power=None, half_width=0.02,
+                         sims=50))
     assert result["participants"] is None and "prompts" in result["note"]
 
 
