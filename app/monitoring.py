@@ -203,6 +203,9 @@ def monitor(participant: np.ndarray, prompt: np.ndarray, score: np.ndarray, *, p
                "boundary": _f(b[k]), "alpha_spent": float(obf_spending(done[k] / planned)),
                "interval_low": _f(w[k] - b[k] * se[k]), "interval_high": _f(w[k] + b[k] * se[k]),
                "confidence": 1 - 2 * ALPHA_ONE_SIDED}
+    finite = np.isfinite(b) & np.isfinite(se)
+    out["history"] = {"n_ratings": done[finite].tolist(), "win_rate": w[finite].tolist(),
+                      "interval_low": (w - b * se)[finite].tolist(), "interval_high": (w + b * se)[finite].tolist()}
     out.update(stop=stop, current=current)
     if stop is not None:
         out["recommendation"] = stop["recommendation"]

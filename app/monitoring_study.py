@@ -88,3 +88,31 @@ def apply_auto_close(session: Session, study: Study, monitoring: dict[str, Any])
         for label, m in monitoring["comparisons"].items()}}
     set_state(session, study, "closed", note=note)
     return note
+
+
+def monitoring_svgs(monitoring: dict[str, Any] | None) -> dict[str, str]:
+    """Per comparison: the repeated 95% interval at every look against ratings (inline SVG)."""
+    from app.report import _pyplot, _svg
+
+    out = {}
+    for i, (label, m) in enumerate((monitoring or {}).get("comparisons", {}).items()):
+        h = m.get("history") or {}
+        if not h.get("n_ratings"):
+            continue
+        fig, ax = _pyplot().subplots(figsize=(7, 2.6))
+        ax.fill_between(h["n_ratings"], h["interval_low"], h["interval_high"], color="#67a9cf", alpha=0.4,
+                        step="post", label="repeated 95% interval (valid at every look)")
+        ax.plot(h["n_ratings"], h["win_rate"], color="#2166ac", drawstyle="steps-post", label="win rate")
+        ax.axhline(0.5, color="black", linewidth=0.8)
+        d = m["margin"]
+        ax.axhspan(0.5 - d, 0.5 + d, color="#d9d9d9", alpha=0.5, label=f"no difference larger than {d:g}")
+        if m.get("stop"):
+            ax.axvline(m["stop"]["n_ratings"], color="#b2182b", linewidth=0.8, label="stop")
+        ax.set_xlim(0, m["planned_ratings"])
+        ax.set_ylim(0, 1)
+        ax.set_xlabel("preference ratings (looks every %d)" % m["look_every"])
+        ax.set_ylabel("win rate")
+        ax.set_title(label, fontsize=9)
+        ax.legend(fontsize=7, frameon=False, loc="lower left")
+        out[label] = _svg(fig, f"monitoring-{i}")
+    return out

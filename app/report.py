@@ -242,14 +242,17 @@ def _environment():
 
 
 def report_figures(stats: dict[str, Any]) -> dict[str, dict[str, str]]:
-    """Inline SVGs per result set: {'after_exclusions': {'bars', 'win_rate'}, 'all': {...}}.
+    """Inline SVGs per result set: {'after_exclusions': {'bars', 'win_rate'}, 'all': {...}}, and
+    'monitoring': {comparison: repeated interval over looks}.
 
     'all' is left out when no participant was excluded (the two result sets are the same).
     """
     keys = [("after_exclusions", "after exclusions")]
     if stats["results"]["after_exclusions"] != stats["results"]["all"]:
         keys.append(("all", "all participants, no exclusions"))
-    figures = {}
+    from app.monitoring_study import monitoring_svgs
+
+    figures: dict[str, Any] = {"monitoring": monitoring_svgs(stats.get("monitoring"))}
     for key, title in keys:
         groups = _groups(stats["results"][key])
         if groups:

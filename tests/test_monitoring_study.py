@@ -73,6 +73,9 @@ def test_auto_close_records_the_stop_in_versions_statistics_and_report(admin_cli
     assert res.exit_code == 0, res.output
     html = (tmp_path / "report.html").read_text()
     assert 'id="monitoring"' in html and f"look {stop['look']}" in html
+    assert "repeated 95% interval (valid at every look)" in html  # the plot of the interval over looks
+    hist = stats["monitoring"]["comparisons"][label]["history"]
+    assert hist["n_ratings"][-1] == 30 and len(hist["win_rate"]) == len(hist["interval_low"])
     assert json.loads((tmp_path / "statistics.json").read_text())["monitoring"]["recorded_stops"][0]["version"] == version
     assert read(app, lambda s: s.get(Study, study.id).version) == version
 
