@@ -80,6 +80,9 @@ def plan_svg(result: dict[str, Any]) -> str:
         if result["participants"] is not None:
             ax.axvline(result["participants"], color="#b2182b", linewidth=0.8, label="needed")
         ax.set_xscale("log")
+        ticks = [r["participants"] for r in table]
+        ax.set_xticks(ticks, [str(t) for t in ticks], fontsize=8)
+        ax.minorticks_off()
         ax.set_xlabel("participants")
         ax.set_ylabel(label)
         ax.legend(fontsize=8, frameon=False)
