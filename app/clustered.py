@@ -34,6 +34,8 @@ from scipy.stats import norm
 
 @dataclass(frozen=True)
 class Design:
+    """Strata x prompts per stratum prompts, seeds per prompt pairs each, ratings per participant."""
+
     n_strata: int = 3
     prompts_per_stratum: int = 20
     seeds_per_prompt: int = 1
