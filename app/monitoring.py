@@ -35,6 +35,7 @@ ALPHA_ONE_SIDED = 0.025
 LOOK_EVERY = 20
 MARGIN = 0.05  # D: "no difference larger than D" on the win-rate scale
 MIN_CLUSTERS = 5
+MAX_LOOKS = 250  # a plan with more looks spaces them wider (planned / 250 ratings), to keep boundaries quick
 TREATMENT, BASELINE, NO_DIFFERENCE = "stop: treatment preferred", "stop: baseline preferred", "stop: no difference"
 METHOD = ("Lan-DeMets O'Brien-Fleming alpha spending (one-sided 0.025 per direction) over looks every "
           "{look_every} ratings up to {planned} planned ratings; two-way clustered (participants x prompts) "
@@ -172,6 +173,7 @@ def monitor(participant: np.ndarray, prompt: np.ndarray, score: np.ndarray, *, p
     score = np.asarray(score)
     n = int(score.size)
     planned = max(int(planned), 1)
+    look_every = max(int(look_every), math.ceil(planned / MAX_LOOKS))
     grid, bounds = boundaries(look_every, planned)
     done = grid[grid <= n]
     out: dict[str, Any] = {

@@ -151,3 +151,9 @@ def test_more_ratings_estimate_is_the_right_size():
             actual.append(full["stop"]["n_ratings"] - 400)
     assert len(predicted) >= 15
     assert 0.5 < np.median(predicted) / np.median(actual) < 2
+
+
+def test_very_large_plans_space_their_looks():
+    b = simulate_batch(SMALL, Effects(**CLUSTERED), 10, 1, np.random.default_rng(13))
+    out = monitor(b["participant"][0], b["prompt"][0], b["score"][0], planned=100_000)
+    assert out["look_every"] == 400 and out["recommendation"] == "continue: about 250 more ratings before the first look"
