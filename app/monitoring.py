@@ -150,7 +150,7 @@ def decide(n: int, w: float, se: float, b: float, n_p: int, n_q: int, margin: fl
     return None, "boundary not crossed"
 
 
-def first_stops(looks: np.ndarray, w: np.ndarray, se: np.ndarray, n_p: np.ndarray, n_q: np.ndarray,
+def first_stops(w: np.ndarray, se: np.ndarray, n_p: np.ndarray, n_q: np.ndarray,
                 b: np.ndarray, margin: float) -> np.ndarray:
     """Vectorised `decide` over (S, K) looks: code of the first stop per study, and its look index.
 
@@ -205,9 +205,9 @@ def monitor(participant: np.ndarray, prompt: np.ndarray, score: np.ndarray, *, p
                "boundary": _f(b[k]), "alpha_spent": float(obf_spending(done[k] / planned)),
                "interval_low": _f(w[k] - b[k] * se[k]), "interval_high": _f(w[k] + b[k] * se[k]),
                "confidence": 1 - 2 * ALPHA_ONE_SIDED}
-    finite = np.isfinite(b) & np.isfinite(se)
-    out["history"] = {"n_ratings": done[finite].tolist(), "win_rate": w[finite].tolist(),
-                      "interval_low": (w - b * se)[finite].tolist(), "interval_high": (w + b * se)[finite].tolist()}
+    f = np.isfinite(b) & np.isfinite(se) & np.isfinite(w)
+    out["history"] = {"n_ratings": done[f].tolist(), "win_rate": w[f].tolist(),
+                      "interval_low": (w[f] - b[f] * se[f]).tolist(), "interval_high": (w[f] + b[f] * se[f]).tolist()}
     out.update(stop=stop, current=current)
     if stop is not None:
         out["recommendation"] = stop["recommendation"]

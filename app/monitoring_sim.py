@@ -56,7 +56,7 @@ def run(sc: Scenario, sims: int, seed: int) -> dict[str, Any]:
     """Outcome shares of monitoring, with Monte Carlo errors, and the expected ratings used."""
     sim = simulate_looks(sc, sims, seed)
     looks, bounds = boundaries(sc.look_every, sc.planned)
-    stops = first_stops(looks, sim["w"], sim["se"], sim["p"], sim["q"], bounds, sc.margin)
+    stops = first_stops(sim["w"], sim["se"], sim["p"], sim["q"], bounds, sc.margin)
     code, at = stops[:, 0], stops[:, 1]
     used = np.where(at >= 0, looks[np.maximum(at, 0)], sc.planned)
     # Stricter than the recommendation: the upper boundary crossed at any look, even after a stop.

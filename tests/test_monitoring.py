@@ -89,7 +89,7 @@ def test_monitor_says_treatment_preferred_on_a_clear_study_and_records_the_first
     # The vectorised rule used by the simulation finds the same look.
     looks, bounds = boundaries(20, 600)
     est = clustered_win_rate(b["participant"], b["prompt"], b["score"], looks=looks.tolist())
-    code, at = first_stops(looks, est.win_rate, est.se, est.n_participants, est.n_prompts, bounds, 0.05)[0]
+    code, at = first_stops(est.win_rate, est.se, est.n_participants, est.n_prompts, bounds, 0.05)[0]
     assert (code, at + 1) == (1, stop["look"])
 
 
