@@ -62,6 +62,8 @@ def main() -> None:
     print(f"  upper boundary crossed at any look:    {ever['rate']:.4f} +- {ever['mc_error']:.4f}")
     print(f"  'baseline preferred': {h0['outcomes']['baseline preferred']['rate']:.4f}; "
           f"naive peeking (z >= 1.96 at any look): {naive:.4f}")
+    print(f"  'no difference larger than {null.margin:g}': {h0['outcomes']['no difference']['rate']:.4f}; average "
+          f"ratings used {h0['mean_ratings_used']:.0f} of {null.planned}")
     print("true win rate 0.6:")
     print(f"  power of monitoring: {h1['power_sequential']:.3f}; average ratings used "
           f"{h1['mean_ratings_used']:.0f} +- {h1['mean_ratings_used_mc_error']:.0f}")
