@@ -19,6 +19,8 @@ import click
 from sampler.cli import generate
 from sampler.cli import metrics, prompts
 
+from app.plan_cli import monitor_cmd, plan
+
 DEMO_PROMPTS = (
     "a red bicycle leaning against a brick wall",
     "a bowl of oranges on a wooden table",
@@ -93,6 +95,7 @@ def main() -> None:
 main.add_command(generate)
 main.add_command(prompts)
 main.add_command(metrics)
+main.add_command(plan)
 
 
 # ------------------------------------------------------------------ import
@@ -186,6 +189,8 @@ def _state_command(state: str, verb: str):
     return command
 
 
+study.add_command(monitor_cmd)
+
 for _state, _name, _verb in (("open", "open", "Open"), ("closed", "close", "Close"), ("archived", "archive", "Archive")):
     study.command(_name)(_state_command(_state, _verb))
 
@@ -231,6 +236,7 @@ def report_cmd(slug: str, out: Path, draws: int, seed: int | None, database_url:
     """Write a study's statistics: report.html (self-contained), statistics.json, ratings.csv."""
     from app.db import session_scope
     from app.export import rating_rows
+    from app.monitoring_study import apply_auto_close
     from app.report import study_statistics, write_report
     from app.statistics import StatisticsInputError
     from app.studies import StudyError, get_study
@@ -242,6 +248,9 @@ def report_cmd(slug: str, out: Path, draws: int, seed: int | None, database_url:
             rows = rating_rows(session, study)
             click.echo(f"{len(rows)} ratings; computing statistics ({draws} bootstrap draws)…", err=True)
             stats = study_statistics(session, study, draws=draws, seed=seed, rows=rows)
+            if apply_auto_close(session, study, stats["monitoring"]):
+                click.echo(f"monitoring says stop: study {slug} closed (version {study.version})", err=True)
+                stats = study_statistics(session, study, draws=draws, seed=seed, rows=rows)
     except (StudyError, StatisticsInputError) as e:
         raise click.ClickException(str(e)) from None
     try:

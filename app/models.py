@@ -85,6 +85,8 @@ class Study(Base):
     completion_code: Mapped[str] = mapped_column(String(100))
     redirect_url: Mapped[str | None] = mapped_column(String(2000), nullable=True)
     exclusion_rules: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    # Peeking-safe monitoring settings (app.monitoring_study): auto_close, look_every, margin.
+    monitoring: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     state: Mapped[str] = mapped_column(String(16), default="draft")
     version: Mapped[int] = mapped_column(Integer, default=1)
     seed: Mapped[int] = mapped_column(Integer)
@@ -106,6 +108,8 @@ class StudyVersion(Base):
     study_id: Mapped[int] = mapped_column(ForeignKey("studies.id", ondelete="CASCADE"))
     version: Mapped[int] = mapped_column(Integer)
     config: Mapped[dict[str, Any]] = mapped_column(JSON)
+    # Why this version exists when a rule rather than a person made it (e.g. a monitoring stop).
+    note: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 

@@ -82,6 +82,9 @@ def study_statistics(
         draws=draws,
         seed=study.seed if seed is None else seed,
     )
+    from app.monitoring_study import study_monitoring
+
+    stats["monitoring"] = study_monitoring(session, study, kept={str(p) for p in stats["exclusions"]["kept"]})
     stats["study"] = study_description(study)
     stats["study_versions_in_ratings"] = sorted({int(r["study_version"]) for r in rows})
     stats["generated_at"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
@@ -190,14 +193,17 @@ def win_rate_svg(groups: list[tuple[str, dict[str, Any]]], title: str, salt: str
 
 
 def report_figures(stats: dict[str, Any]) -> dict[str, dict[str, str]]:
-    """Inline SVGs per result set: {'after_exclusions': {'bars', 'win_rate'}, 'all': {...}}.
+    """Inline SVGs per result set: {'after_exclusions': {'bars', 'win_rate'}, 'all': {...}}, and
+    'monitoring': {comparison: repeated interval over looks}.
 
     'all' is left out when no participant was excluded (the two result sets are the same).
     """
     keys = [("after_exclusions", "after exclusions")]
     if stats["results"]["after_exclusions"] != stats["results"]["all"]:
         keys.append(("all", "all participants, no exclusions"))
-    figures = {}
+    from app.monitoring_study import monitoring_svgs
+
+    figures: dict[str, Any] = {"monitoring": monitoring_svgs(stats.get("monitoring"))}
     for key, title in keys:
         groups = _groups(stats["results"][key])
         if groups:

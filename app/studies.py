@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from app.monitoring import MonitoringSettings
 from app.models import STUDY_STATES, Comparison, PairSet, Rating, Study, StudyVersion, Trial
 from app.statistics import StatisticsInputError, normalise_rules
 
@@ -77,6 +78,7 @@ class StudyConfig(BaseModel):
     completion_code: str | None = Field(default=None, max_length=100)
     redirect_url: str | None = Field(default=None, max_length=2000)
     exclusion_rules: dict[str, Any] = Field(default_factory=lambda: dict(DEFAULT_EXCLUSION_RULES))
+    monitoring: MonitoringSettings = Field(default_factory=MonitoringSettings)
     state: Literal["draft", "open", "closed", "archived"] = "draft"
     seed: int | None = Field(default=None, ge=0, lt=2**31)
 
@@ -179,14 +181,15 @@ def study_config(study: Study) -> dict[str, Any]:
         "completion_code": study.completion_code,
         "redirect_url": study.redirect_url,
         "exclusion_rules": dict(study.exclusion_rules or {}),
+        "monitoring": MonitoringSettings.model_validate(study.monitoring or {}).model_dump(),
         "state": study.state,
         "seed": study.seed,
     }
 
 
-def _snapshot(session: Session, study: Study) -> None:
+def _snapshot(session: Session, study: Study, note: dict[str, Any] | None = None) -> None:
     session.flush()
-    session.add(StudyVersion(study_id=study.id, version=study.version, config=study_config(study)))
+    session.add(StudyVersion(study_id=study.id, version=study.version, config=study_config(study), note=note))
     session.flush()
 
 
@@ -208,6 +211,7 @@ def create_study(session: Session, config: StudyConfig | dict[str, Any]) -> Stud
         completion_code=cfg.completion_code or secrets.token_hex(4).upper(),
         seed=cfg.seed if cfg.seed is not None else secrets.randbelow(2**31),
         version=1,
+        monitoring=cfg.monitoring.model_dump(),
         **{f: getattr(cfg, f) for f in _PLAIN_FIELDS},
     )
     study.comparisons = [Comparison(pair_set_id=ps.id, label=comparison_label(ps)) for ps in pair_sets]
@@ -216,7 +220,7 @@ def create_study(session: Session, config: StudyConfig | dict[str, Any]) -> Stud
     return study
 
 
-def update_study(session: Session, study: Study, changes: dict[str, Any]) -> Study:
+def update_study(session: Session, study: Study, changes: dict[str, Any], note: dict[str, Any] | None = None) -> Study:
     """Apply config `changes` (any StudyConfig fields), bump the version, store a snapshot.
 
     Changes that equal the current config are no edit: the version stays. The same rules hold
@@ -235,6 +239,8 @@ def update_study(session: Session, study: Study, changes: dict[str, Any]) -> Stu
         raise StudyError("the exclusion rules cannot change once the study has ratings (set them before data comes in)")
     if cfg.slug != study.slug:
         raise StudyError("a study's slug cannot change (participant links use it)")
+    if cfg.monitoring.look_every != current["monitoring"]["look_every"] and has_ratings(session, study):
+        raise StudyError("monitoring.look_every cannot change once the study has ratings (the looks are planned)")
     if cfg.seed != study.seed and _has_trials(session, study):
         raise StudyError("the randomisation seed cannot change once participants have started")
     current = [c.pair_set_id for c in study.comparisons]
@@ -249,15 +255,18 @@ def update_study(session: Session, study: Study, changes: dict[str, Any]) -> Stu
         study.comparisons = keep
     for f in _PLAIN_FIELDS:
         setattr(study, f, getattr(cfg, f))
+    study.monitoring = cfg.monitoring.model_dump()
     study.completion_code = cfg.completion_code or study.completion_code
     study.seed = cfg.seed if cfg.seed is not None else study.seed
     study.version += 1
-    _snapshot(session, study)
+    _snapshot(session, study, note)
     return study
 
 
-def set_state(session: Session, study: Study, state: str) -> Study:
-    """Open, close or archive a study (an edit like any other: the version goes up)."""
+def set_state(session: Session, study: Study, state: str, note: dict[str, Any] | None = None) -> Study:
+    """Open, close or archive a study (an edit like any other: the version goes up).
+
+    `note` is stored with the new version (e.g. the monitoring stop that closed the study)."""
     if state not in STUDY_STATES:
         raise StudyError(f"unknown study state {state!r}; use one of {', '.join(STUDY_STATES)}")
     if state == study.state:
@@ -266,7 +275,7 @@ def set_state(session: Session, study: Study, state: str) -> Study:
         raise StudyError(f"a study that is {study.state} cannot be moved to {state}")
     if state == "open" and not study.comparisons:
         raise StudyError("a study needs at least one pair set before it can open")
-    return update_study(session, study, {"state": state})
+    return update_study(session, study, {"state": state}, note)
 
 
 def _has_trials(session: Session, study: Study) -> bool:

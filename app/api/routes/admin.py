@@ -350,7 +350,7 @@ def study_page(request: Request, slug: str, admin: CurrentAdmin, session: Sessio
         for c in study.comparisons
     ]
     versions = [
-        {"version": v.version, "created_at": v.created_at, "config_yaml": dump_config(v.config)}
+        {"version": v.version, "created_at": v.created_at, "config_yaml": dump_config(v.config), "note": v.note}
         for v in session.scalars(
             select(StudyVersion).where(StudyVersion.study_id == study.id).order_by(StudyVersion.version.desc())
         )

@@ -8,7 +8,8 @@
 Both need a logged-in admin. Statistics are cached per study keyed by
 `app.report.rating_fingerprint` (study version, rating count, last rating id): recomputed only
 when a rating arrives, and while ratings stream in at most once every `MIN_RECOMPUTE_SECONDS`
-(the page says how many ratings it covers).
+(the page says how many ratings it covers). Computing them also applies the study's monitoring
+auto-close rule (`app.monitoring_study.apply_auto_close`).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from fastapi.responses import HTMLResponse, JSONResponse
 
 from app.api.deps import SessionDep
 from app.auth import CurrentAdmin
+from app.monitoring_study import apply_auto_close
 from app.report import DEFAULT_DRAWS, rating_fingerprint, render_report, statistics_json, study_statistics
 from app.statistics import StatisticsInputError
 from app.studies import StudyError, get_study
@@ -73,6 +75,10 @@ class StatisticsCache:
             ):
                 return entry
             stats = study_statistics(session, study, draws=DEFAULT_DRAWS)
+            if apply_auto_close(session, study, stats["monitoring"]):
+                session.commit()  # closed by the monitoring rule: show the new version and its note
+                fp = rating_fingerprint(session, study)
+                stats = study_statistics(session, study, draws=DEFAULT_DRAWS)
             stats["cache"] = {"ratings_counted": fp[2], "last_rating_id": fp[3]}
             entry = _Entry(fp, time.monotonic(), stats, statistics_json(stats))
             with self._guard:

@@ -1,0 +1,149 @@
+"""Monitoring of a study in the database: statistics.json, the live page and the report, the
+monitoring settings form, auto-close with the stop recorded in the version history, the plan page
+(SQLite and PostgreSQL via `db_url`)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from sqlalchemy import select
+
+from app.api.routes import statistics as statistics_routes
+from app.cli import main
+from app.models import Rating, Study, StudyVersion, Trial
+from app.monitoring import TREATMENT, monitor
+from app.monitoring_study import monitoring_rows
+from app.studies import StudyError, create_study, study_config
+from tests.test_admin import admin_client, csrf_of  # noqa: F401  (fixture)
+from tests.test_report import rate, read
+
+N_PARTICIPANTS = 6
+
+
+def seed_study(client, app, study_factory, **monitoring):
+    """An open study (10 pairs x 3 ratings planned) rated by 6 participants; scores then set so
+    that the treatment wins 6 of every 7 votes."""
+    study = study_factory(n_pairs=10, pairs_per_participant=5, ratings_per_pair=3, exclusion_rules={},
+                          monitoring={"look_every": 5, **monitoring})
+    rng = np.random.default_rng(0)
+    for _ in range(N_PARTICIPANTS):
+        rate(client, study.slug, lambda: rng.integers(1, 6))
+    with app.state.sessionmaker() as s:
+        ratings = s.scalars(select(Rating).join(Trial).where(Trial.study_id == study.id).order_by(Rating.id)).all()
+        for i, r in enumerate(ratings):
+            r.score = -2 if i % 7 == 3 else 2
+        s.commit()
+    statistics_routes.cache._entries.clear()
+    return study
+
+
+def test_auto_close_records_the_stop_in_versions_statistics_and_report(admin_client, app, study_factory, db_url,
+                                                                        tmp_path):
+    study = seed_study(admin_client, app, study_factory, auto_close=True)
+    stats = admin_client.get(f"/admin/studies/{study.slug}/statistics.json").json()
+    (label, mon), = stats["monitoring"]["comparisons"].items()
+    assert mon["recommendation"] == TREATMENT and stats["monitoring"]["overall"] == "stop"
+    # The same decision as monitoring the rows directly, in arrival order.
+    rows = read(app, lambda s: monitoring_rows(s, s.get(Study, study.id)))
+    direct = monitor(np.array([r["participant"] for r in rows]), np.array([r["prompt_id"] for r in rows]),
+                     np.array([r["score"] for r in rows]), planned=30, look_every=5)
+    assert direct["stop"] == mon["stop"]
+    stop = mon["stop"]
+    assert stop["statistic"]["z"] >= stop["statistic"]["boundary"] and "boundary" in stop["rule"]
+    # Closed automatically: a new version whose note holds the look, the statistic and the rule.
+    state, version = read(app, lambda s: (s.get(Study, study.id).state, s.get(Study, study.id).version))
+    assert state == "closed" and version == study.version + 1
+    note = read(app, lambda s: s.scalar(select(StudyVersion.note).where(StudyVersion.study_id == study.id,
+                                                                        StudyVersion.version == version)))
+    assert note["action"] == "closed automatically"
+    assert note["comparisons"][label]["look"] == stop["look"]
+    assert note["comparisons"][label]["statistic"] == stop["statistic"]
+    assert note["comparisons"][label]["rule"] == stop["rule"]
+    assert stats["monitoring"]["recorded_stops"] == [{"version": version, **note}]
+    page = admin_client.get(f"/admin/studies/{study.slug}/statistics").text
+    assert "stop: treatment preferred" in page and "Stops recorded in the version history" in page
+    study_page = admin_client.get(f"/admin/studies/{study.slug}").text
+    assert "closed automatically" in study_page and f"at look {stop['look']}" in study_page
+    # The written report carries the same section; a closed study is not closed twice.
+    res = CliRunner().invoke(main, ["report", study.slug, "--out", str(tmp_path), "--database-url", db_url,
+                                    "--draws", "50"])
+    assert res.exit_code == 0, res.output
+    html = (tmp_path / "report.html").read_text()
+    assert 'id="monitoring"' in html and f"look {stop['look']}" in html
+    assert "repeated 95% interval (valid at every look)" in html  # the plot of the interval over looks
+    hist = stats["monitoring"]["comparisons"][label]["history"]
+    assert hist["n_ratings"][-1] == 30 and len(hist["win_rate"]) == len(hist["interval_low"])
+    assert json.loads((tmp_path / "statistics.json").read_text())["monitoring"]["recorded_stops"][0]["version"] == version
+    assert read(app, lambda s: s.get(Study, study.id).version) == version
+
+
+def test_auto_close_is_off_by_default(admin_client, app, study_factory, db_url):
+    study = seed_study(admin_client, app, study_factory)
+    stats = admin_client.get(f"/admin/studies/{study.slug}/statistics.json").json()
+    assert stats["monitoring"]["settings"]["auto_close"] is False
+    assert stats["monitoring"]["overall"] == "stop" and stats["monitoring"]["recorded_stops"] == []
+    assert read(app, lambda s: s.get(Study, study.id).state) == "open"
+    res = CliRunner().invoke(main, ["study", "monitor", study.slug, "--database-url", db_url])
+    assert res.exit_code == 0 and res.stdout.strip().endswith(TREATMENT)
+    assert read(app, lambda s: s.get(Study, study.id).state) == "open"
+
+
+def test_monitoring_settings_form(admin_client, app, study_factory):
+    study = study_factory(n_pairs=4)
+    token = csrf_of(admin_client.get(f"/admin/studies/{study.slug}").text)
+    r = admin_client.post(f"/admin/studies/{study.slug}/monitoring", follow_redirects=False,
+                          data={"csrf_token": token, "auto_close": "on", "margin": "0.1", "look_every": "40"})
+    assert r.status_code == 303
+    saved = read(app, lambda s: (s.get(Study, study.id).monitoring, s.get(Study, study.id).version))
+    assert saved == ({"auto_close": True, "margin": 0.1, "look_every": 40}, study.version + 1)
+    page = admin_client.get(f"/admin/studies/{study.slug}").text
+    assert 'name="auto_close" checked' in page
+    for bad in ({"margin": "2"}, {"margin": "abc"}, {"look_every": "1"}):
+        r = admin_client.post(f"/admin/studies/{study.slug}/monitoring", data={"csrf_token": token, **bad})
+        assert r.status_code == 200 and "Monitoring" in r.text  # flashed on the study page
+    assert read(app, lambda s: s.get(Study, study.id).version) == study.version + 1
+    r = admin_client.post(f"/admin/studies/{study.slug}/monitoring", data={"auto_close": "on"})
+    assert r.status_code == 403  # CSRF
+    assert admin_client.post("/admin/studies/nope/monitoring", data={"csrf_token": token}).status_code == 404
+
+
+def test_monitoring_config_round_trips_and_rejects_typos(session, study_factory):
+    study = study_factory(n_pairs=4, monitoring={"auto_close": True})
+    cfg = study_config(study)
+    assert cfg["monitoring"] == {"auto_close": True, "look_every": 20, "margin": 0.05}
+    with pytest.raises(StudyError, match="monitoring"):
+        create_study(session, {**cfg, "slug": "other", "monitoring": {"autoclose": True}})
+
+
+def test_plan_page(admin_client, app, study_factory):
+    study = seed_study(admin_client, app, study_factory)
+    page = admin_client.get(f"/admin/studies/{study.slug}/plan")
+    assert page.status_code == 200 and 'name="ratings_per_participant" min="1" value="5"' in page.text
+    token = csrf_of(page.text)
+    form = {"csrf_token": token, "win_rate": "0.65", "sims": "50", "strata": "1", "prompts_per_stratum": "10",
+            "ratings_per_participant": "5", "price_per_rating": "0.2"}
+    r = admin_client.post(f"/admin/studies/{study.slug}/plan", data=form)
+    assert r.status_code == 200 and "participants</strong>" in r.text and "<svg" in r.text and "cost" in r.text
+    r = admin_client.post(f"/admin/studies/{study.slug}/plan", data={**form, "win_rate": "", "pilot": study.slug})
+    assert r.status_code == 200 and f"Pilot {study.slug}: 30 ratings" in r.text
+    for bad, message in (({"win_rate": "abc"}, "win rate"), ({"pilot": "nope"}, "no study"),
+                         ({"sims": "100000"}, "between 20"), ({"ratings_per_participant": "50"}, "exceed"),
+                         ({"win_rate": "0.5001"}, "lies beyond"), ({"strata": "0"}, "at least 1")):
+        r = admin_client.post(f"/admin/studies/{study.slug}/plan", data={**form, **bad})
+        assert r.status_code == 422 and message in r.text
+
+
+def test_cli_plan_from_a_pilot_study(admin_client, app, study_factory, db_url, tmp_path):
+    study = seed_study(admin_client, app, study_factory)
+    res = CliRunner().invoke(main, ["plan", "--pilot", study.slug, "--database-url", db_url, "--strata", "1",
+                                    "--prompts-per-stratum", "10", "--ratings-per-participant", "5", "--sims", "50",
+                                    "--out", str(tmp_path)])
+    assert res.exit_code == 0, res.output
+    assert f"pilot {study.slug}: 30 ratings, {N_PARTICIPANTS} participants, 10 prompts" in res.stderr
+    saved = json.loads((tmp_path / "plan.json").read_text())
+    # The pilot's treatment won 6 of every 7 decisive votes: its win rate drives the plan.
+    assert saved["request"]["effects"]["win_rate"] == pytest.approx(26 / 30, abs=0.01)
+    assert saved["pilot"]["slug"] == study.slug and int(res.stdout.split()[0]) == saved["participants"]
