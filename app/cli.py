@@ -8,7 +8,6 @@ Results meant for scripts go to stdout (one value per line); progress and notes 
 
 from __future__ import annotations
 
-import json
 import os
 import secrets
 from pathlib import Path
@@ -60,19 +59,13 @@ def _migrated(url: str | None) -> str:
 
 
 def _load_config(path: Path) -> dict[str, Any]:
-    import yaml
+    from app.config_files import read_config_file
+    from app.studies import StudyError
 
     try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as e:
-        raise click.ClickException(f"cannot read {path}: {e.strerror}") from None
-    try:
-        data = json.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)
-    except (json.JSONDecodeError, yaml.YAMLError) as e:
-        raise click.ClickException(f"{path}: not valid {'JSON' if path.suffix.lower() == '.json' else 'YAML'}: {e}") from None
-    if not isinstance(data, dict):
-        raise click.ClickException(f"{path}: a study config must be a mapping of field names to values")
-    return data
+        return read_config_file(path)
+    except StudyError as e:
+        raise click.ClickException(str(e)) from None
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -139,8 +132,7 @@ def study_create(config: Path, database_url: str | None, base_url: str | None) -
 @database_url_option
 def study_export(slug: str, fmt: str, database_url: str | None) -> None:
     """Print a study's config (feed it back to `study create`)."""
-    import yaml
-
+    from app.config_files import dump_config
     from app.db import session_scope
     from app.studies import StudyError, get_study, study_config
 
@@ -150,10 +142,7 @@ def study_export(slug: str, fmt: str, database_url: str | None) -> None:
             cfg = study_config(get_study(session, slug))
     except StudyError as e:
         raise click.ClickException(str(e)) from None
-    if fmt == "json":
-        click.echo(json.dumps(cfg, indent=2, ensure_ascii=False))
-    else:
-        click.echo(yaml.safe_dump(cfg, sort_keys=False, allow_unicode=True), nl=False)
+    click.echo(dump_config(cfg, fmt), nl=False)
 
 
 def _state_command(state: str, verb: str):

@@ -1,0 +1,42 @@
+"""Admin log in and log out."""
+
+from __future__ import annotations
+
+from fastapi import Request
+from fastapi.responses import Response
+
+from app.api.deps import SessionDep, SettingsDep
+from app.api.pages import admin_router, FormDep, redirect, render
+from app.auth import authenticate, bootstrap_admin, login_session, logout_session, safe_next
+
+router = admin_router()
+
+
+@router.get("/login")
+def login_page(request: Request, next: str | None = None) -> Response:
+    return render(request, "admin/login.html", None, next=safe_next(next), username="", error=None)
+
+
+@router.post("/login")
+def login(request: Request, session: SessionDep, settings: SettingsDep, form: FormDep) -> Response:
+    if not getattr(request.app.state, "admin_bootstrapped", False):
+        # The settings/env admin (SFGEVAL_ADMIN_USER / SFGEVAL_ADMIN_PASSWORD) exists from the
+        # first login attempt on, whatever created the schema.
+        bootstrap_admin(session, settings)
+        request.app.state.admin_bootstrapped = True
+    username = str(form.get("username") or "")
+    user = authenticate(session, username, str(form.get("password") or ""))
+    next_url = safe_next(str(form.get("next") or ""))
+    if user is None:
+        return render(
+            request, "admin/login.html", None, status_code=401, next=next_url, username=username,
+            error="Wrong user name or password.",
+        )
+    login_session(request, user)
+    return redirect(next_url)
+
+
+@router.post("/logout")
+def logout(request: Request) -> Response:
+    logout_session(request)
+    return redirect("/admin/login")

@@ -1,0 +1,116 @@
+"""The admin study form <-> study config dict (what `app.studies` validates and stores).
+
+The form posts flat fields (`title`, `scale_label_1..5`, `pair_set` repeated, `ex_<rule>` for
+exclusion rules); `form_to_config` turns them into a config dict and `form_values` turns a
+config dict back into the values the template shows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from app.models import Study
+from app.studies import StudyError, parse_config
+
+
+class ExclusionRules(BaseModel):
+    """The exclusion-rule fields of the study form (shares in 0..1, times in ms; None = rule off)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    fail_gold: bool = True
+    min_response_ms: int | None = Field(None, ge=0)
+    max_fast_share: float | None = Field(None, ge=0, le=1)
+    straight_lining: bool = True
+    min_consistency: float | None = Field(None, ge=0, le=1)
+    max_side_bias: float | None = Field(None, ge=0.5, le=1)
+
+
+def config_error(e: ValidationError, prefix: str) -> str:
+    return "; ".join(f"{prefix}{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in e.errors())
+
+
+def form_values(config: dict[str, Any]) -> dict[str, Any]:
+    """Template values for the study form from a config dict (as exported or as submitted)."""
+    rules = config.get("exclusion_rules")
+    return {
+        **config,
+        "selected": {int(i) for i in config.get("pair_sets") or []},
+        "exclusion_rules": rules if isinstance(rules, dict) else {},
+    }
+
+
+def blank_form() -> dict[str, Any]:
+    config = parse_config({"title": "x", "pair_sets": [1]}).model_dump()
+    config.update(title="", pair_sets=[], seed=None)
+    return form_values(config)
+
+
+def _opt(value: Any) -> Any:
+    """Blank form field -> None ("not set"); anything else goes to validation as is."""
+    value = value.strip() if isinstance(value, str) else value
+    return None if value in (None, "") else value
+
+
+def form_to_config(form: Mapping[str, Any], study: Study | None, locked: bool = False) -> dict[str, Any]:
+    """The submitted study form (a Starlette `FormData`) as a config dict for `app.studies`.
+
+    `locked`: the study has ratings, so its exclusion rules stay as they were set before data
+    came in (the form shows them disabled; disabled inputs are not submitted) and the seed stays.
+    Raises StudyError for a malformed exclusion rule.
+    """
+    pair_sets = []
+    for raw in form.getlist("pair_set"):  # type: ignore[attr-defined]
+        try:
+            pair_sets.append(int(raw))
+        except (TypeError, ValueError):
+            continue
+    if study is not None:
+        # Keep the study's own order of comparisons, so re-saving the form is not a change.
+        order = {c.pair_set_id: i for i, c in enumerate(study.comparisons)}
+        pair_sets.sort(key=lambda i: (order.get(i, len(order)), i))
+    if study is not None and locked:
+        exclusion = dict(study.exclusion_rules or {})
+    else:
+        try:
+            exclusion = ExclusionRules.model_validate(
+                {
+                    **(study.exclusion_rules if study is not None else {}),
+                    "fail_gold": "ex_fail_gold" in form,
+                    "straight_lining": "ex_straight_lining" in form,
+                    "min_response_ms": _opt(form.get("ex_min_response_ms")),
+                    "max_fast_share": _opt(form.get("ex_max_fast_share")),
+                    "min_consistency": _opt(form.get("ex_min_consistency")),
+                    "max_side_bias": _opt(form.get("ex_max_side_bias")),
+                }
+            ).model_dump()
+        except ValidationError as e:
+            raise StudyError(config_error(e, "exclusion_rules.")) from None
+    config: dict[str, Any] = {
+        "title": str(form.get("title") or "").strip(),
+        "instructions": str(form.get("instructions") or "").strip(),
+        "question": str(form.get("question") or "").strip(),
+        "scale_labels": [str(form.get(f"scale_label_{i}") or "").strip() for i in range(1, 6)],
+        "pair_sets": pair_sets,
+        "pairs_per_participant": _opt(form.get("pairs_per_participant")),
+        "ratings_per_pair": _opt(form.get("ratings_per_pair")),
+        "practice_trials": _opt(form.get("practice_trials")) or 0,
+        "gold_rate": _opt(form.get("gold_rate")) or 0,
+        "repeats": _opt(form.get("repeats")) or 0,
+        "min_response_ms": _opt(form.get("min_response_ms")) or 0,
+        "hold_minutes": _opt(form.get("hold_minutes")),
+        "completion_code": _opt(form.get("completion_code")),
+        "redirect_url": _opt(form.get("redirect_url")),
+        "exclusion_rules": exclusion,
+    }
+    if study is None:
+        config["slug"] = _opt(form.get("slug"))
+        config["seed"] = _opt(form.get("seed"))
+    elif not locked and _opt(form.get("seed")) is not None:
+        config["seed"] = _opt(form.get("seed"))
+    if not config["pair_sets"]:
+        raise StudyError("choose at least one pair set (comparison)")
+    return config
