@@ -70,13 +70,11 @@ def twin(router: APIRouter, path: str, template: str, model: type[BaseModel]) ->
     """
 
     def decorate(data_fn: F) -> F:
-        Data = Annotated[model, Depends(data_fn)]  # type: ignore[valid-type]
-
-        def as_json(response: Response, data: Data) -> Any:
+        def as_json(response: Response, data: Any = Depends(data_fn)) -> Any:
             response.headers["Cache-Control"] = "no-store"
             return data
 
-        def as_html(request: Request, admin: CurrentAdmin, data: Data) -> Response:
+        def as_html(request: Request, admin: CurrentAdmin, data: Any = Depends(data_fn)) -> Response:
             obj = data if isinstance(data, BaseModel) else model.model_validate(data)
             fields = {name: getattr(obj, name) for name in type(obj).model_fields}
             return render(request, template, admin, data=obj, **fields)

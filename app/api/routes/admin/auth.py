@@ -6,7 +6,7 @@ from fastapi import Request
 from fastapi.responses import Response
 
 from app.api.deps import SessionDep, SettingsDep
-from app.api.pages import admin_router, FormDep, redirect, render
+from app.api.pages import FormDep, admin_router, redirect, render
 from app.auth import authenticate, bootstrap_admin, login_session, logout_session, safe_next
 
 router = admin_router()

@@ -12,7 +12,8 @@ from sqlalchemy.orm import Session
 from starlette.datastructures import UploadFile
 
 from app.api.deps import SessionDep
-from app.api.pages import admin_router, FormDep, redirect, render
+from app.api.pages import FormDep, admin_router, redirect, render, twin
+from app.api.schemas import PairSetsList
 from app.auth import CurrentAdmin, flash
 from app.models import Pair, PairSet
 
@@ -31,17 +32,9 @@ def pair_set_rows(session: Session) -> list[dict[str, Any]]:
     ]
 
 
-@router.get("/pair-sets")
-def pair_sets_page(request: Request, admin: CurrentAdmin, session: SessionDep) -> Response:
-    return render(request, "admin/pair_sets.html", admin, pair_sets=pair_set_rows(session), error=None)
-
-
-@router.get("/pair-sets.json")
-def pair_sets_json(admin: CurrentAdmin, session: SessionDep) -> dict[str, Any]:
-    rows = pair_set_rows(session)
-    for r in rows:
-        r["imported_at"] = r["imported_at"].isoformat() if r["imported_at"] else None
-    return {"pair_sets": rows}
+@twin(router, "/pair-sets", "admin/pair_sets.html", PairSetsList)
+def pair_sets_data(admin: CurrentAdmin, session: SessionDep) -> PairSetsList:
+    return PairSetsList(pair_sets=pair_set_rows(session))
 
 
 @router.post("/pair-sets/import")

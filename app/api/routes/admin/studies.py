@@ -7,17 +7,18 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import HTTPException, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import Response
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 from starlette.datastructures import UploadFile
 
 from app.api.deps import SessionDep
-from app.api.pages import admin_router, FormDep, get_study, redirect, render
+from app.api.pages import FormDep, admin_router, get_study, redirect, render, twin
 from app.api.routes.admin.pair_sets import pair_set_rows
+from app.api.schemas import Progress, StudiesList
 from app.auth import CurrentAdmin, flash
 from app.config_files import dump_config, parse_config_text
-from app.models import AdminUser, Pair, Rating, Study, StudyVersion, Trial
+from app.models import AdminUser, Comparison, Pair, Rating, Study, StudyVersion, Trial
 from app.progress import study_progress
 from app.studies import TRANSITIONS, StudyError, create_study, has_ratings, set_state, study_config, update_study
 from app.study_form import blank_form, form_to_config, form_values
@@ -28,28 +29,36 @@ ACTION_NAMES = {"open": "Open", "closed": "Close", "archived": "Archive"}
 
 
 def study_rows(session: Session) -> list[dict[str, Any]]:
-    counts = dict(
+    """One row per study, newest first: state, version, ratings (all but practice), main ratings
+    against the target (pairs x ratings per pair)."""
+    counts: dict[int, dict[str, int]] = {}
+    for study_id, kind, n in session.execute(
+        select(Trial.study_id, Trial.kind, func.count(Rating.id))
+        .join(Rating, Rating.trial_id == Trial.id)
+        .where(Trial.kind != "practice")
+        .group_by(Trial.study_id, Trial.kind)
+    ):
+        counts.setdefault(study_id, {})[kind] = int(n)
+    pairs = dict(
         session.execute(
-            select(Trial.study_id, func.count(Rating.id))
-            .join(Rating, Rating.trial_id == Trial.id)
-            .where(Trial.kind != "practice")
-            .group_by(Trial.study_id)
+            select(Comparison.study_id, func.count(Pair.id))
+            .join(Pair, Pair.pair_set_id == Comparison.pair_set_id)
+            .group_by(Comparison.study_id)
         ).all()
     )
     return [
-        {"slug": s.slug, "title": s.title, "state": s.state, "version": s.version, "ratings": int(counts.get(s.id, 0))}
+        {
+            "slug": s.slug, "title": s.title, "state": s.state, "version": s.version,
+            "ratings": sum(counts.get(s.id, {}).values()), "main_ratings": counts.get(s.id, {}).get("main", 0),
+            "target_ratings": int(pairs.get(s.id, 0)) * s.ratings_per_pair,
+        }
         for s in session.scalars(select(Study).order_by(Study.created_at.desc(), Study.id.desc()))
     ]
 
 
-@router.get("/studies")
-def studies_page(request: Request, admin: CurrentAdmin, session: SessionDep) -> Response:
-    return render(request, "admin/studies.html", admin, studies=study_rows(session))
-
-
-@router.get("/studies.json")
-def studies_json(admin: CurrentAdmin, session: SessionDep) -> dict[str, Any]:
-    return {"studies": study_rows(session)}
+@twin(router, "/studies", "admin/studies.html", StudiesList)
+def studies_data(admin: CurrentAdmin, session: SessionDep) -> StudiesList:
+    return StudiesList(studies=study_rows(session))
 
 
 def _render_form(
@@ -193,16 +202,9 @@ def study_config_file(slug: str, fmt: str, admin: CurrentAdmin, session: Session
 
 # --- progress and export -------------------------------------------------------------------
 
-@router.get("/studies/{slug}/progress")
-def progress_page(request: Request, slug: str, admin: CurrentAdmin, session: SessionDep) -> Response:
-    study = get_study(session, slug)
-    return render(request, "admin/progress.html", admin, study=study, p=study_progress(session, study))
-
-
-@router.get("/studies/{slug}/progress.json")
-def progress_json(slug: str, admin: CurrentAdmin, session: SessionDep) -> JSONResponse:
-    study = get_study(session, slug)
-    return JSONResponse(study_progress(session, study), headers={"Cache-Control": "no-store"})
+@twin(router, "/studies/{slug}/progress", "admin/progress.html", Progress)
+def progress_data(slug: str, admin: CurrentAdmin, session: SessionDep) -> Progress:
+    return Progress.model_validate(study_progress(session, get_study(session, slug)))
 
 
 @router.get("/studies/{slug}/export.{fmt}")

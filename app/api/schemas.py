@@ -1,0 +1,82 @@
+"""Response models of the admin JSON twins (`app.api.pages.twin`): what `.json` URLs return."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from pydantic import BaseModel
+
+
+class StudyRow(BaseModel):
+    slug: str
+    title: str
+    state: str
+    version: int
+    ratings: int
+    main_ratings: int
+    target_ratings: int
+
+
+class StudiesList(BaseModel):
+    studies: list[StudyRow]
+
+
+class PairSetRow(BaseModel):
+    id: int
+    name: str
+    source: str | None
+    manifest_sha256: str
+    baseline_arm: str
+    treatment_arm: str
+    n_pairs: int
+    imported_at: datetime | None
+
+
+class PairSetsList(BaseModel):
+    pair_sets: list[PairSetRow]
+
+
+class ResponseTimes(BaseModel):
+    median: int | None
+    p10: int | None
+    p90: int | None
+    mean: int | None
+    too_fast: int
+
+
+class ComparisonProgress(BaseModel):
+    pairs: int
+    ratings: int
+    pairs_complete: int
+
+
+class PairProgress(BaseModel):
+    pair_id: int
+    pair: str
+    pair_set: int
+    comparison: str
+    prompt_id: str | None
+    prompt: str
+    stratum: str | None
+    ratings: int
+    target: int
+
+
+class Progress(BaseModel):
+    study: str
+    title: str
+    state: str
+    version: int
+    participants_started: int
+    participants_finished: int
+    ratings: int
+    ratings_by_kind: dict[str, int]
+    pairs: int
+    pairs_complete: int
+    target_ratings: int
+    ratings_per_pair: int
+    open_holds: int
+    response_ms: ResponseTimes
+    per_comparison: dict[str, ComparisonProgress]
+    per_pair: list[PairProgress]
+    generated_at: str
