@@ -84,6 +84,8 @@ class Study(Base):
     completion_code: Mapped[str] = mapped_column(String(100))
     redirect_url: Mapped[str | None] = mapped_column(String(2000), nullable=True)
     exclusion_rules: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    # Close the study by itself once every main pair has ratings_per_pair ratings.
+    auto_close: Mapped[bool] = mapped_column(default=False)
     state: Mapped[str] = mapped_column(String(16), default="draft")
     version: Mapped[int] = mapped_column(Integer, default=1)
     seed: Mapped[int] = mapped_column(Integer)
@@ -171,6 +173,9 @@ class Pair(Base):
     treatment_image_id: Mapped[int] = mapped_column(ForeignKey("images.id"))
     gold_image_id: Mapped[int | None] = mapped_column(ForeignKey("images.id"), nullable=True)
     gold_degraded_arm: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    # Researcher-only SFG token map ({grid, legend}, see sampler.token_maps); never served to
+    # participants.
+    token_map: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
 
     pair_set: Mapped[PairSet] = relationship(back_populates="pairs")
     baseline_image: Mapped[Image] = relationship(foreign_keys=[baseline_image_id])

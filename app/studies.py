@@ -77,6 +77,7 @@ class StudyConfig(BaseModel):
     completion_code: str | None = Field(default=None, max_length=100)
     redirect_url: str | None = Field(default=None, max_length=2000)
     exclusion_rules: dict[str, Any] = Field(default_factory=lambda: dict(DEFAULT_EXCLUSION_RULES))
+    auto_close: bool = Field(default=False, description="close once every main pair has ratings_per_pair ratings")
     state: Literal["draft", "open", "closed", "archived"] = "draft"
     seed: int | None = Field(default=None, ge=0, lt=2**31)
 
@@ -168,6 +169,7 @@ def study_config(study: Study) -> dict[str, Any]:
         "completion_code": study.completion_code,
         "redirect_url": study.redirect_url,
         "exclusion_rules": dict(study.exclusion_rules or {}),
+        "auto_close": bool(study.auto_close),
         "state": study.state,
         "seed": study.seed,
     }
@@ -182,7 +184,7 @@ def _snapshot(session: Session, study: Study) -> None:
 _PLAIN_FIELDS = (
     "title", "instructions", "question", "scale_labels", "pairs_per_participant", "ratings_per_pair",
     "gold_rate", "repeats", "min_response_ms", "practice_trials", "hold_minutes", "redirect_url",
-    "exclusion_rules", "state",
+    "exclusion_rules", "auto_close", "state",
 )
 
 

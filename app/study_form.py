@@ -17,16 +17,49 @@ from app.studies import StudyError, parse_config
 
 
 class ExclusionRules(BaseModel):
-    """The exclusion-rule fields of the study form (shares in 0..1, times in ms; None = rule off)."""
+    """The exclusion-rule fields of the study form (shares in 0..1, times in ms; None = rule off).
+
+    The form's inputs and the study page's list of rules are built from these fields (their
+    descriptions are the labels), so a rule added here appears in both.
+    """
 
     model_config = ConfigDict(extra="allow")
 
-    fail_gold: bool = True
-    min_response_ms: int | None = Field(None, ge=0)
-    max_fast_share: float | None = Field(None, ge=0, le=1)
-    straight_lining: bool = True
-    min_consistency: float | None = Field(None, ge=0, le=1)
-    max_side_bias: float | None = Field(None, ge=0.5, le=1)
+    fail_gold: bool = Field(True, description="Exclude participants who fail a gold pair")
+    straight_lining: bool = Field(True, description="Exclude straight-lining (always the same answer)")
+    min_response_ms: int | None = Field(None, ge=0, description="Too fast below (ms; blank: the minimum response time)")
+    max_fast_share: float | None = Field(None, ge=0, le=1, description="Max share of too-fast answers (0 to 1; blank: off)")
+    min_consistency: float | None = Field(None, ge=0, le=1, description="Min consistency on repeats (0 to 1; blank: off)")
+    max_side_bias: float | None = Field(None, ge=0.5, le=1, description="Max share of one side (0.5 to 1; blank: off)")
+
+
+def rule_fields(rules: dict[str, Any]) -> list[dict[str, Any]]:
+    """One entry per exclusion rule for the form and the study page: input name, label, kind
+    ('check' or 'number'), bounds, step and the current value."""
+    fields = []
+    for name, info in ExclusionRules.model_fields.items():
+        bounds = {k: getattr(m, k) for m in info.metadata for k in ("ge", "le") if getattr(m, k, None) is not None}
+        is_bool = info.annotation is bool
+        is_int = "int" in str(info.annotation)
+        fields.append({
+            "name": name, "input": f"ex_{name}", "label": info.description or name,
+            "kind": "check" if is_bool else "number", "min": bounds.get("ge"), "max": bounds.get("le"),
+            "step": None if is_bool or is_int else "0.01", "value": rules.get(name, info.default),
+        })
+    return fields
+
+
+def rules_from_form(form: Mapping[str, Any], current: dict[str, Any]) -> dict[str, Any]:
+    """The exclusion rules the form submitted (unknown rules already in `current` are kept).
+    Raises StudyError naming a malformed rule."""
+    submitted = {
+        f["name"]: (f["input"] in form) if f["kind"] == "check" else _opt(form.get(f["input"]))
+        for f in rule_fields({})
+    }
+    try:
+        return ExclusionRules.model_validate({**current, **submitted}).model_dump()
+    except ValidationError as e:
+        raise StudyError(config_error(e, "exclusion_rules.")) from None
 
 
 def config_error(e: ValidationError, prefix: str) -> str:
@@ -75,20 +108,7 @@ def form_to_config(form: Mapping[str, Any], study: Study | None, locked: bool = 
     if study is not None and locked:
         exclusion = dict(study.exclusion_rules or {})
     else:
-        try:
-            exclusion = ExclusionRules.model_validate(
-                {
-                    **(study.exclusion_rules if study is not None else {}),
-                    "fail_gold": "ex_fail_gold" in form,
-                    "straight_lining": "ex_straight_lining" in form,
-                    "min_response_ms": _opt(form.get("ex_min_response_ms")),
-                    "max_fast_share": _opt(form.get("ex_max_fast_share")),
-                    "min_consistency": _opt(form.get("ex_min_consistency")),
-                    "max_side_bias": _opt(form.get("ex_max_side_bias")),
-                }
-            ).model_dump()
-        except ValidationError as e:
-            raise StudyError(config_error(e, "exclusion_rules.")) from None
+        exclusion = rules_from_form(form, study.exclusion_rules if study is not None else {})
     config: dict[str, Any] = {
         "title": str(form.get("title") or "").strip(),
         "instructions": str(form.get("instructions") or "").strip(),
@@ -105,6 +125,7 @@ def form_to_config(form: Mapping[str, Any], study: Study | None, locked: bool = 
         "completion_code": _opt(form.get("completion_code")),
         "redirect_url": _opt(form.get("redirect_url")),
         "exclusion_rules": exclusion,
+        "auto_close": "auto_close" in form,
     }
     if study is None:
         config["slug"] = _opt(form.get("slug"))

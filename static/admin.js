@@ -43,3 +43,15 @@ function pollProgress() {
 }
 
 document.addEventListener("DOMContentLoaded", pollProgress);
+
+// Copy buttons: <button class="copy" data-copy="ID"> copies the value of the input with that id.
+document.addEventListener("click", async (event) => {
+  const button = event.target.closest("button.copy");
+  if (!button) return;
+  const source = document.getElementById(button.dataset.copy);
+  if (!source) return;
+  source.select();
+  try { await navigator.clipboard.writeText(source.value); } catch (e) { document.execCommand("copy"); }
+  button.textContent = "Copied";
+  setTimeout(() => { button.textContent = "Copy"; }, 1500);
+});

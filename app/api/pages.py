@@ -22,7 +22,10 @@ from starlette.datastructures import FormData
 
 from app.auth import CurrentAdmin, csrf_token, pop_flashes, verify_csrf
 from app.models import AdminUser, Study
+from app.study_form import rule_fields
 from app.templating import templates
+
+templates.env.globals["rule_fields"] = rule_fields
 
 F = TypeVar("F", bound=Callable[..., Any])
 

@@ -14,6 +14,7 @@ from pydantic import BaseModel, Field
 from sqlalchemy import bindparam, select
 
 from app.api.deps import SessionDep, SettingsDep
+from app.lifecycle import close_if_complete
 from app.assignment import (
     CROWD_ID_KEYS,
     FlowError,
@@ -148,7 +149,9 @@ def api_answer(
         "answered_at": result.rating.answered_at.isoformat(),
     }
     headers = {"Cache-Control": "no-store"}
-    if not result.created:
+    if result.created:
+        close_if_complete(session, participant.study_id)
+    else:
         headers["X-Idempotent-Replay"] = "true"
     return JSONResponse(body, headers=headers)
 

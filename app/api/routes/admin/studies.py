@@ -18,6 +18,7 @@ from app.api.routes.admin.pair_sets import pair_set_rows
 from app.api.schemas import Progress, StudiesList
 from app.auth import CurrentAdmin, flash
 from app.config_files import dump_config, parse_config_text
+from app.lifecycle import participant_links
 from app.models import AdminUser, Comparison, Pair, Rating, Study, StudyVersion, Trial
 from app.progress import study_progress
 from app.studies import TRANSITIONS, StudyError, create_study, has_ratings, set_state, study_config, update_study
@@ -136,7 +137,7 @@ def study_page(request: Request, slug: str, admin: CurrentAdmin, session: Sessio
     return render(
         request, "admin/study.html", admin, study=study, comparisons=comparisons, versions=versions,
         transitions=TRANSITIONS.get(study.state, ()), action_names=ACTION_NAMES,
-        participant_link=str(request.base_url).rstrip("/") + f"/s/{study.slug}",
+        links=participant_links(str(request.base_url), study.slug),
     )
 
 
