@@ -18,16 +18,19 @@ import click
 from sampler.cli import generate
 from sampler.cli import metrics, prompts
 
+# (prompt, stratum). The first six, made with the tiny model (`sfgeval demo --generate
+# --no-serve --data-dir D`, which writes D/pairs), are the pair set shipped in app/demo_pairs/.
 DEMO_PROMPTS = (
-    "a red bicycle leaning against a brick wall",
-    "a bowl of oranges on a wooden table",
-    "a small boat on a calm lake at sunset",
-    "a cat sleeping on a blue sofa",
-    "a lighthouse on a rocky coast",
-    "two giraffes standing in tall grass",
-    "a plate of pasta with basil",
-    "a snowy mountain under a clear sky",
+    ("a red bicycle leaning against a brick wall", "objects"),
+    ("a bowl of oranges on a wooden table", "objects"),
+    ("a small boat on a calm lake at sunset", "scenes"),
+    ("a cat sleeping on a blue sofa", "animals"),
+    ("a lighthouse on a rocky coast", "scenes"),
+    ("two giraffes standing in tall grass", "animals"),
+    ("a plate of pasta with basil", "objects"),
+    ("a snowy mountain under a clear sky", "scenes"),
 )
+SHIPPED_DEMO_PAIRS = Path(__file__).resolve().parent / "demo_pairs"
 
 
 def _database_url(url: str | None) -> str:
@@ -266,42 +269,56 @@ def serve(host: str, port: int, workers: int, database_url: str | None) -> None:
 
 # ------------------------------------------------------------------ demo
 def generate_demo_pairs(out_dir: Path, model_dir: Path | None, n_prompts: int, steps: int = 10) -> Path:
-    """A small pair set made by the sampler (tiny random-weight model unless `model_dir`)."""
+    """A small pair set made by the sampler (tiny random-weight model unless `model_dir`), with
+    SFG token maps. Needs the [sampler] extra."""
     from sampler.generate import GenerationSettings, generate_pairs
+    from sampler.prompts import PromptRecord
     from sampler.tiny import ensure_tiny_model
 
     if model_dir is None:
         click.echo("building the tiny random-weight model (once)…", err=True)
         model_dir = ensure_tiny_model(Path(".tiny-model"))
-    prompts = out_dir.parent / "demo-prompts.txt"
-    prompts.parent.mkdir(parents=True, exist_ok=True)
-    prompts.write_text("\n".join(DEMO_PROMPTS[:n_prompts]) + "\n", encoding="utf-8")
-    generate_pairs(prompts, out_dir, model_dir=model_dir, settings=GenerationSettings(num_inference_steps=steps))
+    records = [PromptRecord(str(i), p, s) for i, (p, s) in enumerate(DEMO_PROMPTS[:n_prompts], 1)]
+    generate_pairs(records, out_dir, model_dir=model_dir, settings=GenerationSettings(num_inference_steps=steps),
+                   save_maps=True)
+    (out_dir / ".manifest.lock").unlink(missing_ok=True)
     return out_dir
 
 
 @main.command()
+@click.option("--generate", "generate_pairs", is_flag=True,
+              help="make a fresh pair set with the sampler (needs the [sampler] extra) instead of the shipped one")
 @click.option("--model", "model_dir", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
-              help="a Stable Diffusion 1.x folder [default: the tiny random-weight model]")
-@click.option("--prompts", "n_prompts", default=6, show_default=True, type=click.IntRange(2, len(DEMO_PROMPTS)))
-@click.option("--steps", default=10, show_default=True, type=click.IntRange(1, 200), help="denoising steps")
+              help="with --generate: a Stable Diffusion 1.x folder [default: the tiny random-weight model]")
+@click.option("--prompts", "n_prompts", default=6, show_default=True, type=click.IntRange(2, len(DEMO_PROMPTS)),
+              help="with --generate: how many prompts")
+@click.option("--steps", default=10, show_default=True, type=click.IntRange(1, 200),
+              help="with --generate: denoising steps")
 @click.option("--data-dir", type=click.Path(path_type=Path), default=Path("demo-data"), show_default=True)
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8000, show_default=True, type=int)
 @click.option("--admin-user", default="admin", show_default=True)
 @click.option("--no-serve", is_flag=True, help="set everything up, print the links, do not serve")
 @database_url_option
-def demo(model_dir: Path | None, n_prompts: int, steps: int, data_dir: Path, host: str, port: int, admin_user: str,
-         no_serve: bool, database_url: str | None) -> None:
-    """Generate a small pair set, create an open study and an admin login, and serve it locally."""
+def demo(generate_pairs: bool, model_dir: Path | None, n_prompts: int, steps: int, data_dir: Path, host: str,
+         port: int, admin_user: str, no_serve: bool, database_url: str | None) -> None:
+    """Import a small pair set, create an open study and an admin login, and serve it locally.
+
+    The pair set is the one shipped in the package (six prompts made once with the tiny model;
+    no torch needed), or with --generate a fresh one made by the sampler.
+    """
     from app.auth import ensure_admin
     from app.db import session_scope
     from app.importer import import_pair_set
     from app.studies import StudyError, create_study, get_study
 
+    if generate_pairs:
+        pairs_dir = generate_demo_pairs(data_dir / "pairs", model_dir, n_prompts, steps)
+    elif model_dir is not None:
+        raise click.UsageError("--model needs --generate")
+    else:
+        pairs_dir = SHIPPED_DEMO_PAIRS
     url = _migrated(database_url)
-    pairs_dir = data_dir / "pairs"
-    generate_demo_pairs(pairs_dir, model_dir, n_prompts, steps)
     password = secrets.token_urlsafe(12)
     with session_scope(url) as session:
         pair_set = import_pair_set(session, pairs_dir, name="demo", progress=True)
@@ -312,11 +329,10 @@ def demo(model_dir: Path | None, n_prompts: int, steps: int, data_dir: Path, hos
                 "title": "Which image is better?",
                 "slug": "demo",
                 "pair_sets": [pair_set.id],
-                "pairs_per_participant": min(5, n_prompts),
+                "pairs_per_participant": min(5, len(pair_set.pairs)),
                 "ratings_per_pair": 3,
                 "gold_rate": 0.2,
                 "repeats": 1,
-                "min_response_ms": 500,
                 "state": "open",
             }).slug
         ensure_admin(session, admin_user, password)
