@@ -212,8 +212,7 @@ def export_cmd(slug: str, fmt: str, out: Path | None, include_practice: bool, da
 def report_cmd(slug: str, out: Path, draws: int, seed: int | None, database_url: str | None) -> None:
     """Write a study's statistics: report.html (self-contained), statistics.json, ratings.csv."""
     from app.db import session_scope
-    from app.export import rating_rows
-    from app.report import study_statistics, write_report
+    from app.report import write_study_report
     from app.statistics import StatisticsInputError
     from app.studies import StudyError, get_study
 
@@ -221,13 +220,11 @@ def report_cmd(slug: str, out: Path, draws: int, seed: int | None, database_url:
     try:
         with session_scope(url) as session:
             study = get_study(session, slug)
-            rows = rating_rows(session, study)
-            click.echo(f"{len(rows)} ratings; computing statistics ({draws} bootstrap draws)…", err=True)
-            stats = study_statistics(session, study, draws=draws, seed=seed, rows=rows)
+            click.echo(f"computing statistics ({draws} bootstrap draws)…", err=True)
+            paths, n = write_study_report(session, study, out, draws=draws, seed=seed)
+            click.echo(f"{n} ratings", err=True)
     except (StudyError, StatisticsInputError) as e:
         raise click.ClickException(str(e)) from None
-    try:
-        paths = write_report(out, stats, rows)
     except OSError as e:
         raise click.ClickException(f"cannot write to {out}: {e.strerror or e}") from None
     for path in paths.values():

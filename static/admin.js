@@ -55,3 +55,10 @@ document.addEventListener("click", async (event) => {
   button.textContent = "Copied";
   setTimeout(() => { button.textContent = "Copy"; }, 1500);
 });
+
+// Pair page: lay the token map over the treatment image.
+document.addEventListener("change", (event) => {
+  if (event.target.id !== "toggle-overlay") return;
+  const overlay = document.getElementById("map-overlay");
+  if (overlay) overlay.hidden = !event.target.checked;
+});

@@ -80,3 +80,77 @@ class Progress(BaseModel):
     per_comparison: dict[str, ComparisonProgress]
     per_pair: list[PairProgress]
     generated_at: str
+
+
+class PairSummary(BaseModel):
+    pair_id: int
+    pair_key: str
+    pair_set: int
+    comparison: str
+    prompt_id: str
+    prompt: str
+    stratum: str | None
+    seed: int
+    baseline_arm: str
+    treatment_arm: str
+    params: dict
+    has_token_map: bool
+    n_ratings: int
+    distribution: dict[str, int]
+    mean_score: float | None
+    agreement: float | None
+    disagreement: float | None
+
+
+class PairList(BaseModel):
+    study: str
+    title: str
+    sort: str
+    stratum: str | None
+    comparison: str | None
+    strata: list[str]
+    comparisons: list[str]
+    pairs: list[PairSummary]
+
+
+class LegendEntry(BaseModel):
+    index: int
+    word: str
+    colour: str
+
+
+class PairDetail(BaseModel):
+    study: str
+    title: str
+    pair: PairSummary
+    legend: list[LegendEntry]
+
+
+class ParticipantRow(BaseModel):
+    participant: int
+    PROLIFIC_PID: str | None
+    STUDY_ID: str | None
+    SESSION_ID: str | None
+    workerId: str | None
+    assignmentId: str | None
+    hitId: str | None
+    started_at: str
+    finished_at: str | None
+    seconds: int | None
+    n_ratings: int
+    fast_share: float | None
+    gold_n: int
+    gold_pass_rate: float | None
+    repeats_n: int
+    consistency: float | None
+    excluded: bool
+    exclusion_reasons: list[str]
+    decision: str
+    reason: str
+    completion_code: str | None
+
+
+class ParticipantsPage(BaseModel):
+    study: str
+    title: str
+    participants: list[ParticipantRow]

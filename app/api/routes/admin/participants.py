@@ -1,0 +1,37 @@
+"""The participants page: one row per participant with crowd ids, timing, quality checks and
+exclusions, a suggested approve/reject decision, and the CSV files for the crowd platform."""
+
+from __future__ import annotations
+
+from fastapi.responses import Response
+
+from app.api.deps import SessionDep
+from app.api.pages import admin_router, get_study, twin
+from app.api.schemas import ParticipantsPage
+from app.auth import CurrentAdmin
+from app.participant_review import completion_codes_csv, decisions_csv, participant_rows
+
+router = admin_router()
+
+
+@twin(router, "/studies/{slug}/participants", "admin/participants.html", ParticipantsPage)
+def participants_data(slug: str, admin: CurrentAdmin, session: SessionDep) -> ParticipantsPage:
+    study = get_study(session, slug)
+    return ParticipantsPage(study=study.slug, title=study.title, participants=participant_rows(session, study))
+
+
+def _csv_download(body: str, filename: str) -> Response:
+    return Response(body, media_type="text/csv; charset=utf-8", headers={
+        "Content-Disposition": f'attachment; filename="{filename}"', "Cache-Control": "no-store"})
+
+
+@router.get("/studies/{slug}/participants/decisions.csv")
+def decisions_file(slug: str, admin: CurrentAdmin, session: SessionDep) -> Response:
+    study = get_study(session, slug)
+    return _csv_download(decisions_csv(participant_rows(session, study)), f"{slug}-decisions.csv")
+
+
+@router.get("/studies/{slug}/participants/completion-codes.csv")
+def completion_codes_file(slug: str, admin: CurrentAdmin, session: SessionDep) -> Response:
+    study = get_study(session, slug)
+    return _csv_download(completion_codes_csv(participant_rows(session, study)), f"{slug}-completion-codes.csv")
