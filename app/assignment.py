@@ -498,6 +498,7 @@ class AnswerResult:
     rating: Rating
     created: bool
     trial_public_id: str
+    auto_close: bool = False  # the study closes itself at target (checked after a new rating)
 
 
 def _replay(session: Session, participant: Participant, public_id: str, request_id: str) -> AnswerResult | None:
@@ -525,6 +526,7 @@ _ANSWER_LOOKUP = (
                _earlier_trial.position < Trial.position)
         .scalar_subquery(),
         select(Rating.id).where(Rating.request_id == bindparam("request_id")).scalar_subquery(),
+        Study.auto_close,
     )
     .join(Study, Study.id == Trial.study_id)
     .where(Trial.public_id == bindparam("public_id"))
@@ -561,7 +563,7 @@ def submit_answer(
             return replay
     if found is None:
         raise FlowError(404, "unknown trial")
-    trial, study_version, min_response_ms, earlier, _ = found
+    trial, study_version, min_response_ms, earlier, _, auto_close = found
     if trial.participant_id != participant.id:
         raise FlowError(403, "this trial belongs to another participant")
     if trial.state == "answered":
@@ -611,4 +613,4 @@ def submit_answer(
         if replay is not None:
             return replay
         raise FlowError(409, "this request_id or trial was already used") from None
-    return AnswerResult(rating, True, trial.public_id)
+    return AnswerResult(rating, True, trial.public_id, bool(auto_close))

@@ -149,9 +149,9 @@ def api_answer(
         "answered_at": result.rating.answered_at.isoformat(),
     }
     headers = {"Cache-Control": "no-store"}
-    if result.created:
+    if result.created and result.auto_close:
         close_if_complete(session, participant.study_id)
-    else:
+    if not result.created:
         headers["X-Idempotent-Replay"] = "true"
     return JSONResponse(body, headers=headers)
 
