@@ -198,6 +198,9 @@ class Participant(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     consented_at: Mapped[datetime | None] = mapped_column(nullable=True)
     finished_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    # The researcher's own decision, overriding the suggested one: {"decision": "APPROVE" |
+    # "REJECT", "reason": str}; None = follow the suggestion (app.participant_review).
+    review: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
 
     study: Mapped[Study] = relationship()
 

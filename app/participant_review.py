@@ -4,7 +4,8 @@ Quality figures come from the statistics' own per-participant checks (`app.stati
 gold pass rate, too-fast share, consistency on repeats, side bias, straight-lining) and the
 study's exclusion rules, applied in the same order as the report. The suggested decision:
 finished and kept -> APPROVE; finished but excluded -> REJECT with the rules as the reason;
-not finished -> no decision (returned or timed out on the platform's side).
+not finished -> no decision (returned or timed out on the platform's side). A decision the
+researcher sets on the page (`set_review`) overrides the suggestion.
 """
 
 from __future__ import annotations
@@ -55,7 +56,9 @@ def participant_rows(session: Session, study: Study) -> list[dict[str, Any]]:
         q = by_id.get(str(p.id), {})
         why = reasons.get(str(p.id), [])
         finished = p.finished_at is not None
-        decision = ("REJECT" if why else "APPROVE") if finished else ""
+        suggested = ("REJECT" if why else "APPROVE") if finished else ""
+        review = p.review or {}
+        decision = review.get("decision", suggested)
         out.append({
             "participant": p.id,
             **{k: (p.external_ids or {}).get(k) for k in CROWD_COLUMNS},
@@ -70,8 +73,10 @@ def participant_rows(session: Session, study: Study) -> list[dict[str, Any]]:
             "consistency": q.get("consistency"),
             "excluded": bool(why),
             "exclusion_reasons": why,
+            "suggested": suggested,
             "decision": decision,
-            "reason": "; ".join(why) if decision == "REJECT" else "",
+            "reason": review["reason"] if review else ("; ".join(why) if decision == "REJECT" else ""),
+            "overridden": bool(review),
             "completion_code": study.completion_code if finished else None,
         })
     return out
@@ -101,3 +106,23 @@ def completion_codes_csv(rows: list[dict[str, Any]]) -> str:
     out = [[r["PROLIFIC_PID"] or r["workerId"] or "", r["participant"], r["completion_code"], r["finished_at"]]
            for r in rows if r["finished_at"]]
     return _csv(["crowd_id", "participant", "completion_code", "finished_at"], out)
+
+
+DECISIONS = ("APPROVE", "REJECT")
+
+
+def set_review(session: Session, study: Study, participant_id: int, decision: str, reason: str) -> None:
+    """The researcher's decision for one participant ('' = back to the suggestion). ValueError
+    for an unknown participant or decision, or a rejection without a reason."""
+    p = session.get(Participant, participant_id)
+    if p is None or p.study_id != study.id:
+        raise ValueError(f"no participant {participant_id} in this study")
+    reason = reason.strip()[:500]
+    if decision == "":
+        p.review = None
+    elif decision not in DECISIONS:
+        raise ValueError(f"decision must be one of {', '.join(DECISIONS)} or empty")
+    elif decision == "REJECT" and not reason:
+        raise ValueError("a rejection needs a reason (the platform shows it to the participant)")
+    else:
+        p.review = {"decision": decision, "reason": reason}

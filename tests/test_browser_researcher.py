@@ -69,6 +69,14 @@ def test_participants_page_lists_people_with_decisions(page, live_server):
     with page.expect_download() as download:
         page.get_by_role("link", name="Decisions CSV").click()
     assert download.value.suggested_filename == "lab-decisions.csv"
+    # The researcher's own decision, with a reason, replaces the suggestion.
+    first = rows.first.get_attribute("data-participant")
+    page.get_by_label(f"decision for participant {first}").select_option("REJECT")
+    page.get_by_label(f"reason for participant {first}").fill("copied answers")
+    page.locator(f"#p{first} button").click()
+    page.get_by_text("decision saved").wait_for()
+    cell = page.locator(f"#p{first} td.decision").inner_text()
+    assert "REJECT" in cell and "copied answers" in cell and "suggested APPROVE" in cell
 
 
 def test_study_page_copies_the_prolific_link_and_downloads_report_and_figure(page, live_server):

@@ -121,6 +121,24 @@ def test_participants_page_decisions_and_completion_codes(admin_client, session,
         admin_client.get(f"/admin/studies/people/participants/completion-codes.csv").text)))
     assert [(c["crowd_id"], c["completion_code"]) for c in codes] == [("P-ok", "CODE-7"), ("P-bad", "CODE-7")]
 
+    # The researcher overrides a suggestion; a rejection needs a reason; '' goes back.
+    url = f"/admin/studies/people/participants/{ok['participant']}/decision"
+    csrf = csrf_of(html)
+    assert admin_client.post(url, data={"decision": "REJECT", "reason": "", "csrf_token": csrf}).status_code == 422
+    assert admin_client.post(url, data={"decision": "MAYBE", "csrf_token": csrf}).status_code == 422
+    assert admin_client.post("/admin/studies/people/participants/999999/decision",
+                             data={"decision": "APPROVE", "csrf_token": csrf}).status_code == 422
+    r = admin_client.post(url, data={"decision": "REJECT", "reason": "answered at random", "csrf_token": csrf},
+                          follow_redirects=False)
+    assert r.status_code == 303
+    first = admin_client.get("/admin/studies/people/participants.json").json()["participants"][0]
+    assert (first["decision"], first["reason"], first["suggested"], first["overridden"]) == (
+        "REJECT", "answered at random", "APPROVE", True)
+    decisions = admin_client.get("/admin/studies/people/participants/decisions.csv").text
+    assert "P-ok,S-P-ok,REJECT,answered at random" in decisions
+    admin_client.post(url, data={"decision": "", "csrf_token": csrf})
+    assert admin_client.get("/admin/studies/people/participants.json").json()["participants"][0]["decision"] == "APPROVE"
+
 
 def test_figure_export_png_and_pdf(admin_client, session, demo_study):
     pairs = [p.id for p in add_answers(session, demo_study, [(0, i, "main", 1 + i % 5, 900) for i in range(6)])]

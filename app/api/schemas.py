@@ -145,8 +145,10 @@ class ParticipantRow(BaseModel):
     consistency: float | None
     excluded: bool
     exclusion_reasons: list[str]
+    suggested: str
     decision: str
     reason: str
+    overridden: bool
     completion_code: str | None
 
 
