@@ -268,9 +268,13 @@ def serve(host: str, port: int, workers: int, database_url: str | None) -> None:
 def generate_demo_pairs(out_dir: Path, model_dir: Path | None, n_prompts: int, steps: int = 10) -> Path:
     """A small pair set made by the sampler (tiny random-weight model unless `model_dir`), with
     SFG token maps. Needs the [sampler] extra."""
-    from sampler.generate import GenerationSettings, generate_pairs
-    from sampler.prompts import PromptRecord
-    from sampler.tiny import ensure_tiny_model
+    try:
+        from sampler.generate import GenerationSettings, generate_pairs
+        from sampler.prompts import PromptRecord
+        from sampler.tiny import ensure_tiny_model
+    except ImportError as e:
+        raise click.ClickException(
+            f"demo --generate needs the sampler extra (pip install -e '.[sampler]'): {e}") from None
 
     if model_dir is None:
         click.echo("building the tiny random-weight model (once)…", err=True)

@@ -20,7 +20,12 @@ from sqlalchemy.orm import Session
 
 from app.models import Participant, Rating, Study, Trial
 from app.report import statistics_rows
-from app.statistics import apply_exclusions, normalise_rules, participant_quality, ratings_from_rows
+from app.statistics import (
+    apply_exclusions,
+    normalise_rules,
+    participant_quality,
+    ratings_from_rows,
+)
 
 CROWD_COLUMNS = ("PROLIFIC_PID", "STUDY_ID", "SESSION_ID", "workerId", "assignmentId", "hitId")
 

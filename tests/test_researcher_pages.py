@@ -10,14 +10,21 @@ from typing import NamedTuple
 import pytest
 from PIL import Image as PILImage
 
+from app.auth import ensure_admin
 from app.cli import SHIPPED_DEMO_PAIRS
 from app.importer import import_pair_set
 from app.models import Image, Participant, Study
-from tests.test_admin import add_answers, admin_client, csrf_of, study_by_slug  # noqa: F401 (fixture)
+from tests.test_admin import PASSWORD, USER, add_answers, csrf_of, login, study_by_slug
 from tests.test_api import answer, join, next_
 
-
 DEMO = "demo-study"
+
+
+@pytest.fixture
+def admin_client(client, session):
+    ensure_admin(session, USER, PASSWORD)
+    assert login(client).status_code == 303
+    return client
 
 
 class PairInfo(NamedTuple):
@@ -104,21 +111,21 @@ def test_participants_page_decisions_and_completion_codes(admin_client, session,
     session.commit()
     session.rollback()
 
-    rows = admin_client.get(f"/admin/studies/people/participants.json").json()["participants"]
+    rows = admin_client.get("/admin/studies/people/participants.json").json()["participants"]
     assert [r["PROLIFIC_PID"] for r in rows] == ["P-ok", "P-bad", "P-left"]  # turned away: not listed
     ok, bad, left = rows
     assert ok["decision"] == "APPROVE" and ok["gold_pass_rate"] == 1 and not ok["excluded"]
     assert bad["decision"] == "REJECT" and bad["excluded"] and "gold" in bad["reason"]
     assert left["decision"] == "" and left["finished_at"] is None and left["completion_code"] is None
-    html = admin_client.get(f"/admin/studies/people/participants").text
+    html = admin_client.get("/admin/studies/people/participants").text
     assert "P-bad" in html and html.count('class="excluded"') == 1
     decisions = list(csv.DictReader(io.StringIO(
-        admin_client.get(f"/admin/studies/people/participants/decisions.csv").text)))
+        admin_client.get("/admin/studies/people/participants/decisions.csv").text)))
     assert [(d["participant_id"], d["submission_id"], d["decision"]) for d in decisions] == [
         ("P-ok", "S-P-ok", "APPROVE"), ("P-bad", "S-P-bad", "REJECT")]
     assert decisions[1]["reason"] and not decisions[0]["reason"]
     codes = list(csv.DictReader(io.StringIO(
-        admin_client.get(f"/admin/studies/people/participants/completion-codes.csv").text)))
+        admin_client.get("/admin/studies/people/participants/completion-codes.csv").text)))
     assert [(c["crowd_id"], c["completion_code"]) for c in codes] == [("P-ok", "CODE-7"), ("P-bad", "CODE-7")]
 
     # The researcher overrides a suggestion; a rejection needs a reason; '' goes back.

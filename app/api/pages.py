@@ -8,8 +8,6 @@ two routes, `GET .../progress` (the template gets the model's fields) and
 cannot drift apart (datasette's "one data function, two renderings").
 """
 
-from __future__ import annotations
-
 from collections.abc import Callable
 from typing import Annotated, Any, TypeVar
 
@@ -73,11 +71,15 @@ def twin(router: APIRouter, path: str, template: str, model: type[BaseModel]) ->
     """
 
     def decorate(data_fn: F) -> F:
-        def as_json(response: Response, data: Any = Depends(data_fn)) -> Any:
+        # Annotations evaluated here (no `from __future__ import annotations` in this module),
+        # so FastAPI sees the dependency on this very data function.
+        Data = Annotated[Any, Depends(data_fn)]
+
+        def as_json(response: Response, data: Data) -> Any:
             response.headers["Cache-Control"] = "no-store"
             return data
 
-        def as_html(request: Request, admin: CurrentAdmin, data: Any = Depends(data_fn)) -> Response:
+        def as_html(request: Request, admin: CurrentAdmin, data: Data) -> Response:
             obj = data if isinstance(data, BaseModel) else model.model_validate(data)
             fields = {name: getattr(obj, name) for name in type(obj).model_fields}
             return render(request, template, admin, data=obj, **fields)

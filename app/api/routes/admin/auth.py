@@ -7,7 +7,13 @@ from fastapi.responses import Response
 
 from app.api.deps import SessionDep, SettingsDep
 from app.api.pages import FormDep, admin_router, redirect, render
-from app.auth import authenticate, bootstrap_admin, login_session, logout_session, safe_next
+from app.auth import (
+    authenticate,
+    bootstrap_admin,
+    login_session,
+    logout_session,
+    safe_next,
+)
 
 router = admin_router()
 

@@ -8,7 +8,6 @@ from typing import Literal
 
 from fastapi import HTTPException
 from fastapi.responses import Response
-from sqlalchemy.orm import Session
 
 from app.api.deps import SessionDep
 from app.api.pages import admin_router, get_study, twin
@@ -36,18 +35,13 @@ def pairs_data(slug: str, admin: CurrentAdmin, session: SessionDep, sort: SortKe
     )
 
 
-def _study_pair(session: Session, slug: str, pair_id: int) -> tuple[Pair, dict]:
-    study = get_study(session, slug)
-    found = next((p for p in study_pairs(session, study) if p["pair_id"] == pair_id), None)
-    if found is None:
-        raise HTTPException(status_code=404, detail=f"pair {pair_id} is not in study {slug!r}")
-    return session.get(Pair, pair_id), found
-
-
 @twin(router, "/studies/{slug}/pairs/{pair_id}", "admin/pair.html", PairDetail)
 def pair_data(slug: str, pair_id: int, admin: CurrentAdmin, session: SessionDep) -> PairDetail:
-    pair, summary = _study_pair(session, slug, pair_id)
     study = get_study(session, slug)
+    summary = next((p for p in study_pairs(session, study) if p["pair_id"] == pair_id), None)
+    if summary is None:
+        raise HTTPException(status_code=404, detail=f"pair {pair_id} is not in study {slug!r}")
+    pair = session.get(Pair, pair_id)
     legend = (pair.token_map or {}).get("legend", [])
     return PairDetail(study=study.slug, title=study.title, pair=summary, legend=legend)
 

@@ -10,7 +10,12 @@ from app.api.deps import SessionDep
 from app.api.pages import FormDep, admin_router, get_study, redirect, twin
 from app.api.schemas import ParticipantsPage
 from app.auth import CurrentAdmin, flash
-from app.participant_review import completion_codes_csv, decisions_csv, participant_rows, set_review
+from app.participant_review import (
+    completion_codes_csv,
+    decisions_csv,
+    participant_rows,
+    set_review,
+)
 
 router = admin_router()
 

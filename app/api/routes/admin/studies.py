@@ -21,7 +21,15 @@ from app.config_files import dump_config, parse_config_text
 from app.lifecycle import participant_links
 from app.models import AdminUser, Comparison, Pair, Rating, Study, StudyVersion, Trial
 from app.progress import study_progress
-from app.studies import TRANSITIONS, StudyError, create_study, has_ratings, set_state, study_config, update_study
+from app.studies import (
+    TRANSITIONS,
+    StudyError,
+    create_study,
+    has_ratings,
+    set_state,
+    study_config,
+    update_study,
+)
 from app.study_form import blank_form, form_to_config, form_values
 
 router = admin_router()
