@@ -19,18 +19,33 @@ from app.studies import StudyError, parse_config
 class ExclusionRules(BaseModel):
     """The exclusion-rule fields of the study form (shares in 0..1, times in ms; None = rule off).
 
-    The form's inputs and the study page's list of rules are built from these fields (their
-    descriptions are the labels), so a rule added here appears in both.
+    The form's inputs and the study page's list of rules are built from this model's fields
+    (`rule_fields`), so a rule added to the schema appears in both; swap in the project's one
+    exclusion-rules schema here when it exists.
     """
 
     model_config = ConfigDict(extra="allow")
 
-    fail_gold: bool = Field(True, description="Exclude participants who fail a gold pair")
-    straight_lining: bool = Field(True, description="Exclude straight-lining (always the same answer)")
-    min_response_ms: int | None = Field(None, ge=0, description="Too fast below (ms; blank: the minimum response time)")
-    max_fast_share: float | None = Field(None, ge=0, le=1, description="Max share of too-fast answers (0 to 1; blank: off)")
-    min_consistency: float | None = Field(None, ge=0, le=1, description="Min consistency on repeats (0 to 1; blank: off)")
-    max_side_bias: float | None = Field(None, ge=0.5, le=1, description="Max share of one side (0.5 to 1; blank: off)")
+    fail_gold: bool = True
+    straight_lining: bool = True
+    min_response_ms: int | None = Field(None, ge=0)
+    max_fast_share: float | None = Field(None, ge=0, le=1)
+    min_consistency: float | None = Field(None, ge=0, le=1)
+    max_side_bias: float | None = Field(None, ge=0.5, le=1)
+
+
+# Form labels of the rules (a field without one shows its name).
+RULE_LABELS = {
+    "fail_gold": "Exclude participants who fail a gold pair",
+    "straight_lining": "Exclude straight-lining (always the same answer)",
+    "min_response_ms": "Too fast below (ms; blank: the minimum response time)",
+    "max_fast_share": "Max share of too-fast answers (0 to 1; blank: off)",
+    "min_consistency": "Min consistency on repeats (0 to 1; blank: off)",
+    "max_side_bias": "Max share of one side (0.5 to 1; blank: off)",
+    "min_gold_pass_rate": "Min gold pass rate (0 to 1)",
+    "straight_lining_min_trials": "Straight-lining: at least this many trials",
+    "side_bias_min_votes": "Side bias: at least this many decisive answers",
+}
 
 
 def rule_fields(rules: dict[str, Any]) -> list[dict[str, Any]]:
@@ -42,7 +57,7 @@ def rule_fields(rules: dict[str, Any]) -> list[dict[str, Any]]:
         is_bool = info.annotation is bool
         is_int = "int" in str(info.annotation)
         fields.append({
-            "name": name, "input": f"ex_{name}", "label": info.description or name,
+            "name": name, "input": f"ex_{name}", "label": RULE_LABELS.get(name) or info.description or name,
             "kind": "check" if is_bool else "number", "min": bounds.get("ge"), "max": bounds.get("le"),
             "step": None if is_bool or is_int else "0.01", "value": rules.get(name, info.default),
         })
