@@ -57,7 +57,7 @@ def figure_bytes(session: Session, pairs: list[dict[str, Any]], fmt: str = "png"
     maps = maps and any(p["has_token_map"] for p in pairs)
     cols = 3 if maps else 2
     cell = width_in / cols
-    fig, axes = plt.subplots(len(pairs), cols, figsize=(width_in, len(pairs) * (cell + 0.35)), squeeze=False)
+    fig, axes = plt.subplots(len(pairs), cols, figsize=(width_in, len(pairs) * (cell + 0.3) + 0.25), squeeze=False)
     for row, p in enumerate(pairs):
         base, treat, token_map = _images(session, p["pair_id"])
         panels = [(base, p["baseline_arm"].upper()), (treat, p["treatment_arm"].upper())]
@@ -72,7 +72,10 @@ def figure_bytes(session: Session, pairs: list[dict[str, Any]], fmt: str = "png"
                 ax.set_title(label, fontsize=9)
         prompt = p["prompt"] if len(p["prompt"]) <= 90 else p["prompt"][:87] + "..."
         axes[row][0].text(0, -0.04, prompt, transform=axes[row][0].transAxes, fontsize=7, va="top", ha="left")
-    fig.tight_layout(pad=0.3, h_pad=1.2, w_pad=0.3)
+    # Fixed margins in inches (titles above, each prompt under its row), so the width is exact.
+    height = fig.get_figheight()
+    fig.subplots_adjust(left=0.01, right=0.99, top=1 - 0.3 / height, bottom=0.25 / height, wspace=0.03,
+                        hspace=0.3 / cell + 0.02)
     buf = io.BytesIO()
     metadata = {"Software": None} if fmt == "png" else {"Creator": None, "Producer": None}
     fig.savefig(buf, format=fmt, dpi=dpi, metadata=metadata)
