@@ -8,7 +8,6 @@ Results meant for scripts go to stdout (one value per line); progress and notes 
 
 from __future__ import annotations
 
-import json
 import os
 import secrets
 from pathlib import Path
@@ -21,16 +20,19 @@ from sampler.cli import metrics, prompts
 
 from app.plan_cli import monitor_cmd, plan
 
+# (prompt, stratum). The first six, made with the tiny model (`sfgeval demo --generate
+# --no-serve --data-dir D`, which writes D/pairs), are the pair set shipped in app/demo_pairs/.
 DEMO_PROMPTS = (
-    "a red bicycle leaning against a brick wall",
-    "a bowl of oranges on a wooden table",
-    "a small boat on a calm lake at sunset",
-    "a cat sleeping on a blue sofa",
-    "a lighthouse on a rocky coast",
-    "two giraffes standing in tall grass",
-    "a plate of pasta with basil",
-    "a snowy mountain under a clear sky",
+    ("a red bicycle leaning against a brick wall", "objects"),
+    ("a bowl of oranges on a wooden table", "objects"),
+    ("a small boat on a calm lake at sunset", "scenes"),
+    ("a cat sleeping on a blue sofa", "animals"),
+    ("a lighthouse on a rocky coast", "scenes"),
+    ("two giraffes standing in tall grass", "animals"),
+    ("a plate of pasta with basil", "objects"),
+    ("a snowy mountain under a clear sky", "scenes"),
 )
+SHIPPED_DEMO_PAIRS = Path(__file__).resolve().parent / "demo_pairs"
 
 
 def _database_url(url: str | None) -> str:
@@ -72,19 +74,13 @@ def _migrated(url: str | None) -> str:
 
 
 def _load_config(path: Path) -> dict[str, Any]:
-    import yaml
+    from app.config_files import read_config_file
+    from app.studies import StudyError
 
     try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as e:
-        raise click.ClickException(f"cannot read {path}: {e.strerror}") from None
-    try:
-        data = json.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)
-    except (json.JSONDecodeError, yaml.YAMLError) as e:
-        raise click.ClickException(f"{path}: not valid {'JSON' if path.suffix.lower() == '.json' else 'YAML'}: {e}") from None
-    if not isinstance(data, dict):
-        raise click.ClickException(f"{path}: a study config must be a mapping of field names to values")
-    return data
+        return read_config_file(path)
+    except StudyError as e:
+        raise click.ClickException(str(e)) from None
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -152,8 +148,7 @@ def study_create(config: Path, database_url: str | None, base_url: str | None) -
 @database_url_option
 def study_export(slug: str, fmt: str, database_url: str | None) -> None:
     """Print a study's config (feed it back to `study create`)."""
-    import yaml
-
+    from app.config_files import dump_config
     from app.db import session_scope
     from app.studies import StudyError, get_study, study_config
 
@@ -163,10 +158,7 @@ def study_export(slug: str, fmt: str, database_url: str | None) -> None:
             cfg = study_config(get_study(session, slug))
     except StudyError as e:
         raise click.ClickException(str(e)) from None
-    if fmt == "json":
-        click.echo(json.dumps(cfg, indent=2, ensure_ascii=False))
-    else:
-        click.echo(yaml.safe_dump(cfg, sort_keys=False, allow_unicode=True), nl=False)
+    click.echo(dump_config(cfg, fmt), nl=False)
 
 
 def _state_command(state: str, verb: str):
@@ -235,9 +227,7 @@ def export_cmd(slug: str, fmt: str, out: Path | None, include_practice: bool, da
 def report_cmd(slug: str, out: Path, draws: int, seed: int | None, database_url: str | None) -> None:
     """Write a study's statistics: report.html (self-contained), statistics.json, ratings.csv."""
     from app.db import session_scope
-    from app.export import rating_rows
-    from app.monitoring_study import apply_auto_close
-    from app.report import study_statistics, write_report
+    from app.report import write_study_report
     from app.statistics import StatisticsInputError
     from app.studies import StudyError, get_study
 
@@ -245,16 +235,13 @@ def report_cmd(slug: str, out: Path, draws: int, seed: int | None, database_url:
     try:
         with session_scope(url) as session:
             study = get_study(session, slug)
-            rows = rating_rows(session, study)
-            click.echo(f"{len(rows)} ratings; computing statistics ({draws} bootstrap draws)…", err=True)
-            stats = study_statistics(session, study, draws=draws, seed=seed, rows=rows)
-            if apply_auto_close(session, study, stats["monitoring"]):
-                click.echo(f"monitoring says stop: study {slug} closed (version {study.version})", err=True)
-                stats = study_statistics(session, study, draws=draws, seed=seed, rows=rows)
+            click.echo(f"computing statistics ({draws} bootstrap draws)…", err=True)
+            paths, n = write_study_report(session, study, out, draws=draws, seed=seed)
+            click.echo(f"{n} ratings", err=True)
+            if study.state == "closed" and (study.monitoring or {}).get("auto_close"):
+                click.echo(f"study {slug} is closed (version {study.version})", err=True)
     except (StudyError, StatisticsInputError) as e:
         raise click.ClickException(str(e)) from None
-    try:
-        paths = write_report(out, stats, rows)
     except OSError as e:
         raise click.ClickException(f"cannot write to {out}: {e.strerror or e}") from None
     for path in paths.values():
@@ -296,42 +283,60 @@ def serve(host: str, port: int, workers: int, database_url: str | None) -> None:
 
 # ------------------------------------------------------------------ demo
 def generate_demo_pairs(out_dir: Path, model_dir: Path | None, n_prompts: int, steps: int = 10) -> Path:
-    """A small pair set made by the sampler (tiny random-weight model unless `model_dir`)."""
-    from sampler.generate import GenerationSettings, generate_pairs
-    from sampler.tiny import ensure_tiny_model
+    """A small pair set made by the sampler (tiny random-weight model unless `model_dir`), with
+    SFG token maps. Needs the [sampler] extra."""
+    try:
+        from sampler.generate import GenerationSettings, generate_pairs
+        from sampler.prompts import PromptRecord
+        from sampler.tiny import ensure_tiny_model
+    except ImportError as e:
+        raise click.ClickException(
+            f"demo --generate needs the sampler extra (pip install -e '.[sampler]'): {e}") from None
 
     if model_dir is None:
         click.echo("building the tiny random-weight model (once)…", err=True)
         model_dir = ensure_tiny_model(Path(".tiny-model"))
-    prompts = out_dir.parent / "demo-prompts.txt"
-    prompts.parent.mkdir(parents=True, exist_ok=True)
-    prompts.write_text("\n".join(DEMO_PROMPTS[:n_prompts]) + "\n", encoding="utf-8")
-    generate_pairs(prompts, out_dir, model_dir=model_dir, settings=GenerationSettings(num_inference_steps=steps))
+    records = [PromptRecord(str(i), p, s) for i, (p, s) in enumerate(DEMO_PROMPTS[:n_prompts], 1)]
+    generate_pairs(records, out_dir, model_dir=model_dir, settings=GenerationSettings(num_inference_steps=steps),
+                   save_maps=True)
+    (out_dir / ".manifest.lock").unlink(missing_ok=True)
     return out_dir
 
 
 @main.command()
+@click.option("--generate", "generate_pairs", is_flag=True,
+              help="make a fresh pair set with the sampler (needs the [sampler] extra) instead of the shipped one")
 @click.option("--model", "model_dir", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
-              help="a Stable Diffusion 1.x folder [default: the tiny random-weight model]")
-@click.option("--prompts", "n_prompts", default=6, show_default=True, type=click.IntRange(2, len(DEMO_PROMPTS)))
-@click.option("--steps", default=10, show_default=True, type=click.IntRange(1, 200), help="denoising steps")
+              help="with --generate: a Stable Diffusion 1.x folder [default: the tiny random-weight model]")
+@click.option("--prompts", "n_prompts", default=6, show_default=True, type=click.IntRange(2, len(DEMO_PROMPTS)),
+              help="with --generate: how many prompts")
+@click.option("--steps", default=10, show_default=True, type=click.IntRange(1, 200),
+              help="with --generate: denoising steps")
 @click.option("--data-dir", type=click.Path(path_type=Path), default=Path("demo-data"), show_default=True)
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8000, show_default=True, type=int)
 @click.option("--admin-user", default="admin", show_default=True)
 @click.option("--no-serve", is_flag=True, help="set everything up, print the links, do not serve")
 @database_url_option
-def demo(model_dir: Path | None, n_prompts: int, steps: int, data_dir: Path, host: str, port: int, admin_user: str,
-         no_serve: bool, database_url: str | None) -> None:
-    """Generate a small pair set, create an open study and an admin login, and serve it locally."""
+def demo(generate_pairs: bool, model_dir: Path | None, n_prompts: int, steps: int, data_dir: Path, host: str,
+         port: int, admin_user: str, no_serve: bool, database_url: str | None) -> None:
+    """Import a small pair set, create an open study and an admin login, and serve it locally.
+
+    The pair set is the one shipped in the package (six prompts made once with the tiny model;
+    no torch needed), or with --generate a fresh one made by the sampler.
+    """
     from app.auth import ensure_admin
     from app.db import session_scope
     from app.importer import import_pair_set
     from app.studies import StudyError, create_study, get_study
 
+    if generate_pairs:
+        pairs_dir = generate_demo_pairs(data_dir / "pairs", model_dir, n_prompts, steps)
+    elif model_dir is not None:
+        raise click.UsageError("--model needs --generate")
+    else:
+        pairs_dir = SHIPPED_DEMO_PAIRS
     url = _migrated(database_url)
-    pairs_dir = data_dir / "pairs"
-    generate_demo_pairs(pairs_dir, model_dir, n_prompts, steps)
     password = secrets.token_urlsafe(12)
     with session_scope(url) as session:
         pair_set = import_pair_set(session, pairs_dir, name="demo", progress=True)
@@ -342,11 +347,10 @@ def demo(model_dir: Path | None, n_prompts: int, steps: int, data_dir: Path, hos
                 "title": "Which image is better?",
                 "slug": "demo",
                 "pair_sets": [pair_set.id],
-                "pairs_per_participant": min(5, n_prompts),
+                "pairs_per_participant": min(5, len(pair_set.pairs)),
                 "ratings_per_pair": 3,
                 "gold_rate": 0.2,
                 "repeats": 1,
-                "min_response_ms": 500,
                 "state": "open",
             }).slug
         ensure_admin(session, admin_user, password)

@@ -19,8 +19,9 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from app.settings import Settings
 
-ROOT = Path(__file__).resolve().parent.parent
-MIGRATIONS_DIR = ROOT / "migrations"
+from app.resources import resource_dir
+
+MIGRATIONS_DIR = resource_dir("migrations")
 
 
 def is_sqlite(url: str) -> bool:
@@ -102,7 +103,8 @@ def session_scope(url: str) -> Iterator[Session]:
 
 
 def alembic_config(url: str):
-    """A programmatic Alembic config (no alembic.ini needed) pointing at `migrations/`."""
+    """A programmatic Alembic config (no alembic.ini needed) pointing at `migrations/` (the
+    repository's folder, or the copy an installed wheel ships)."""
     from alembic.config import Config
 
     cfg = Config()

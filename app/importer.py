@@ -20,7 +20,7 @@ from tqdm import tqdm
 
 from app.media import blind_png, encoded_length, load_rgb, new_token, padded_size, sha256_bytes
 from app.models import Image, Pair, PairSet
-from sampler.manifest import MANIFEST_NAME, ManifestError, PairRecord, sha256_file, validate_folder
+from sampler.manifest import MANIFEST_NAME, ManifestError, PairRecord, read_token_map, sha256_file, validate_folder
 
 
 def degrade(img: PILImage.Image) -> PILImage.Image:
@@ -141,6 +141,7 @@ def import_pair_set(session: Session, folder: Path | str, *, name: str | None = 
             treatment_image_id=rows[1].id,
             gold_image_id=rows[2].id,
             gold_degraded_arm=degraded_arm[i],
+            token_map=read_token_map(folder / rec.map_file) if rec.map_file else None,
         ))
         # Image bytes are not needed again in this session; keep memory flat on big pair sets.
         for row in rows:

@@ -87,6 +87,8 @@ class Study(Base):
     exclusion_rules: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     # Peeking-safe monitoring settings (app.monitoring_study): auto_close, look_every, margin.
     monitoring: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    # Close the study by itself once every main pair has ratings_per_pair ratings.
+    auto_close: Mapped[bool] = mapped_column(default=False)
     state: Mapped[str] = mapped_column(String(16), default="draft")
     version: Mapped[int] = mapped_column(Integer, default=1)
     seed: Mapped[int] = mapped_column(Integer)
@@ -176,6 +178,9 @@ class Pair(Base):
     treatment_image_id: Mapped[int] = mapped_column(ForeignKey("images.id"))
     gold_image_id: Mapped[int | None] = mapped_column(ForeignKey("images.id"), nullable=True)
     gold_degraded_arm: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    # Researcher-only SFG token map ({grid, legend}, see sampler.token_maps); never served to
+    # participants.
+    token_map: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
 
     pair_set: Mapped[PairSet] = relationship(back_populates="pairs")
     baseline_image: Mapped[Image] = relationship(foreign_keys=[baseline_image_id])
@@ -198,6 +203,9 @@ class Participant(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     consented_at: Mapped[datetime | None] = mapped_column(nullable=True)
     finished_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    # The researcher's own decision, overriding the suggested one: {"decision": "APPROVE" |
+    # "REJECT", "reason": str}; None = follow the suggestion (app.participant_review).
+    review: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
 
     study: Mapped[Study] = relationship()
 

@@ -19,15 +19,19 @@ from app.models import Comparison, Pair, Participant, Rating, Study, Trial
 def study_progress(session: Session, study: Study, now: datetime | None = None) -> dict[str, Any]:
     """Counts for `study`. Times in milliseconds; `per_pair` counts main ratings only.
 
-    Keys: state, version, participants_started (participants created), participants_finished,
+    Keys: study (slug), title, state, version, participants_started (participants given a trial;
+    visitors turned away as the study is full are not counted), participants_finished,
     ratings (all kinds except practice), ratings_by_kind, pairs, pairs_complete (main ratings
-    >= target), target_ratings (pairs x target), open_holds (assigned, unexpired trials),
+    >= target), target_ratings (pairs x target), ratings_per_pair, open_holds (assigned, unexpired trials),
     response_ms {median, p10, p90, mean, too_fast}, per_comparison, per_pair
     [{pair_id, pair, pair_set, comparison, prompt_id, prompt, stratum, ratings, target}],
     generated_at (ISO 8601 UTC).
     """
     now = now or datetime.now(timezone.utc)
-    started = session.scalar(select(func.count(Participant.id)).where(Participant.study_id == study.id)) or 0
+    # Started = given at least one trial: visitors turned away (study full) are not counted.
+    started = session.scalar(
+        select(func.count(func.distinct(Trial.participant_id))).where(Trial.study_id == study.id)
+    ) or 0
     finished = session.scalar(
         select(func.count(Participant.id)).where(
             Participant.study_id == study.id, Participant.finished_at.is_not(None)
@@ -92,6 +96,7 @@ def study_progress(session: Session, study: Study, now: datetime | None = None) 
 
     return {
         "study": study.slug,
+        "title": study.title,
         "state": study.state,
         "version": study.version,
         "participants_started": int(started),
@@ -101,6 +106,7 @@ def study_progress(session: Session, study: Study, now: datetime | None = None) 
         "pairs": len(per_pair),
         "pairs_complete": sum(p["ratings"] >= target for p in per_pair),
         "target_ratings": len(per_pair) * target,
+        "ratings_per_pair": target,
         "open_holds": int(holds),
         "response_ms": {
             "median": pct(50),

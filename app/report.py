@@ -215,14 +215,15 @@ def report_figures(stats: dict[str, Any]) -> dict[str, dict[str, str]]:
 
 
 def render_report(stats: dict[str, Any], *, live: bool = False, refresh_seconds: int = 30,
-                  json_url: str | None = None) -> str:
-    """The report as one self-contained HTML page. `live` adds an auto-refresh (statistics page)."""
+                  json_url: str | None = None, gallery: list[dict[str, Any]] | None = None) -> str:
+    """The report as one self-contained HTML page. `live` adds an auto-refresh (statistics page);
+    `gallery` (`app.figures.gallery`: pairs with data-URI images) adds a section of pairs."""
     same = stats["results"]["after_exclusions"] == stats["results"]["all"]
     return templates.get_template("report.html").render(
         stats=stats, study=stats.get("study"), figures=report_figures(stats), same_results=same,
         groups={k: _groups(v) for k, v in stats["results"].items()}, live=live,
         refresh_seconds=refresh_seconds, json_url=json_url, score_names=SCORE_NAMES, scores=SCORES,
-        colours=SCORE_COLOURS,
+        colours=SCORE_COLOURS, gallery=gallery,
     )
 
 
@@ -231,12 +232,41 @@ def statistics_json(stats: dict[str, Any]) -> str:
     return json.dumps(stats, indent=1, ensure_ascii=False, allow_nan=False)
 
 
-def write_report(out_dir: Path, stats: dict[str, Any], rows: list[dict[str, Any]]) -> dict[str, Path]:
+def write_report(out_dir: Path, stats: dict[str, Any], rows: list[dict[str, Any]],
+                 gallery: list[dict[str, Any]] | None = None) -> dict[str, Path]:
     """Write report.html, statistics.json and ratings.csv into out_dir (created if needed)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {"report": out_dir / "report.html", "statistics": out_dir / "statistics.json",
              "ratings": out_dir / "ratings.csv"}
     paths["statistics"].write_text(statistics_json(stats) + "\n", encoding="utf-8")
     paths["ratings"].write_text(rows_to_csv(rows), encoding="utf-8")
-    paths["report"].write_text(render_report(stats), encoding="utf-8")
+    paths["report"].write_text(render_report(stats, gallery=gallery), encoding="utf-8")
     return paths
+
+
+GALLERY_PER_STRATUM = 2
+
+
+def report_gallery(session: Session, study: Study, k: int = GALLERY_PER_STRATUM) -> list[dict[str, Any]]:
+    """The report's gallery: the k top wins and k top losses of the treatment per stratum."""
+    from app.explorer import study_pairs, top_pairs
+    from app.figures import gallery
+
+    pairs = study_pairs(session, study)
+    chosen = top_pairs(pairs, k, "wins")
+    chosen += [p for p in top_pairs(pairs, k, "losses") if p not in chosen]
+    return gallery(session, chosen)
+
+
+def write_study_report(session: Session, study: Study, out_dir: Path, *, draws: int = DEFAULT_DRAWS,
+                       seed: int | None = None) -> tuple[dict[str, Path], int]:
+    """`sfgeval report`'s bundle for `study` in out_dir: (paths, number of ratings)."""
+    from app.export import rating_rows
+
+    from app.monitoring_study import apply_auto_close
+
+    rows = rating_rows(session, study)
+    stats = study_statistics(session, study, draws=draws, seed=seed, rows=rows)
+    if apply_auto_close(session, study, stats["monitoring"]):  # the stop is recorded, then reported
+        stats = study_statistics(session, study, draws=draws, seed=seed, rows=rows)
+    return write_report(out_dir, stats, rows, report_gallery(session, study)), len(rows)

@@ -79,6 +79,7 @@ class StudyConfig(BaseModel):
     redirect_url: str | None = Field(default=None, max_length=2000)
     exclusion_rules: dict[str, Any] = Field(default_factory=lambda: dict(DEFAULT_EXCLUSION_RULES))
     monitoring: MonitoringSettings = Field(default_factory=MonitoringSettings)
+    auto_close: bool = Field(default=False, description="close once every main pair has ratings_per_pair ratings")
     state: Literal["draft", "open", "closed", "archived"] = "draft"
     seed: int | None = Field(default=None, ge=0, lt=2**31)
 
@@ -182,6 +183,7 @@ def study_config(study: Study) -> dict[str, Any]:
         "redirect_url": study.redirect_url,
         "exclusion_rules": dict(study.exclusion_rules or {}),
         "monitoring": MonitoringSettings.model_validate(study.monitoring or {}).model_dump(),
+        "auto_close": bool(study.auto_close),
         "state": study.state,
         "seed": study.seed,
     }
@@ -196,7 +198,7 @@ def _snapshot(session: Session, study: Study, note: dict[str, Any] | None = None
 _PLAIN_FIELDS = (
     "title", "instructions", "question", "scale_labels", "pairs_per_participant", "ratings_per_pair",
     "gold_rate", "repeats", "min_response_ms", "practice_trials", "hold_minutes", "redirect_url",
-    "exclusion_rules", "state",
+    "exclusion_rules", "auto_close", "state",
 )
 
 

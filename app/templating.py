@@ -1,4 +1,4 @@
-"""The one Jinja2 environment: server-rendered pages and the report (top-level `templates/` folder).
+"""The one Jinja2 environment: server-rendered pages and the report (top-level `templates/` folder, or its copy in a wheel).
 
 Filters for figures: `pct` (share as a percentage), `fmt` (fixed decimals), `p` (p-value),
 `tojson_pretty` (indented, sorted JSON); all show a missing value as "–".
@@ -11,10 +11,10 @@ from typing import Any
 
 from fastapi.templating import Jinja2Templates
 
-from app.db import ROOT
+from app.resources import resource_dir
 
-TEMPLATES_DIR = ROOT / "templates"
-STATIC_DIR = ROOT / "static"
+TEMPLATES_DIR = resource_dir("templates")
+STATIC_DIR = resource_dir("static")
 
 templates = Jinja2Templates(directory=str(TEMPLATES_DIR))
 

@@ -27,7 +27,22 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 SCHEMA = "sfgeval.pair/1"
 MANIFEST_NAME = "manifest.jsonl"
+# The text chunk of a map PNG (maps/<hex>.png) holding the map as JSON: {"grid": token index per
+# patch or -1, "legend": [{"index", "word", "colour"}]} (written by sampler.token_maps).
+TOKEN_MAP_KEY = "sfgeval.token_map"
 OPAQUE_NAME = re.compile(r"^[0-9a-f]{32}\.png$")
+
+
+def read_token_map(path: Path) -> dict[str, Any] | None:
+    """The map data a map PNG carries in its TOKEN_MAP_KEY text chunk (None if it has none)."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            text = im.text.get(TOKEN_MAP_KEY)  # type: ignore[attr-defined]
+    except OSError:
+        return None
+    return json.loads(text) if text else None
 
 
 class ManifestError(ValueError):

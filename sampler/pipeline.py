@@ -86,6 +86,15 @@ class SFGOutput:
     nsfw: dict[str, list[bool] | None] = field(default_factory=dict)
 
 
+def _dtype_argument() -> str:
+    """`from_pretrained`'s dtype keyword in the installed diffusers."""
+    try:
+        from diffusers.utils.deprecation_utils import _resolve_dtype  # noqa: F401  (diffusers with `dtype`)
+    except ImportError:
+        return "torch_dtype"
+    return "dtype"
+
+
 def default_start_step(num_inference_steps: int) -> int:
     """The spec's default t_s = T // 2 (`SamplerParams.start_step`)."""
     return SamplerParams(num_inference_steps=num_inference_steps).start_step()
@@ -141,11 +150,11 @@ class SFGPipeline:
     def from_pretrained(cls, model_dir: str | Path, device: str | torch.device = "cpu", torch_dtype=torch.float32):
         from diffusers import StableDiffusionPipeline
 
-        # Cast after loading: diffusers renamed from_pretrained's torch_dtype to dtype, and
-        # .to() means the same on every release.
-        pipe = StableDiffusionPipeline.from_pretrained(str(model_dir))
+        # Load in the wanted dtype (casting afterwards with .to(dtype) makes diffusers warn once
+        # per model). Newer diffusers call the argument `dtype`, older ones `torch_dtype`.
+        pipe = StableDiffusionPipeline.from_pretrained(str(model_dir), **{_dtype_argument(): torch_dtype})
         pipe.set_progress_bar_config(disable=True)
-        return cls(pipe.to(device, torch_dtype))
+        return cls(pipe.to(device))
 
     @property
     def device(self) -> torch.device:

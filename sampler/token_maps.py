@@ -4,16 +4,32 @@ For each patch, the prompt token SFG suppressed most often (k*, counted over the
 layers at one resolution and over the SFG steps) is drawn as a colour, with a legend of the prompt
 words, beside the CFG and SFG images. These pictures name the arms: never serve them to
 participants.
+
+The PNG also carries the map itself as a text chunk (`TOKEN_MAP_KEY`: JSON with `grid`, the token
+index per patch or -1, and `legend`, [{index, word, colour}]) so a viewer can draw its own
+overlay and legend without torch (`sampler.manifest.read_token_map`).
 """
 
 from __future__ import annotations
 
 import io
+import json
 
 import numpy as np
 from PIL import Image
 
+from sampler.manifest import TOKEN_MAP_KEY
 from sampler.pipeline import TokenMap
+
+
+def token_map_data(token_map: TokenMap, colours: list[str]) -> dict:
+    """The JSON the map PNG carries: the chosen token per patch and a legend in drawing colours."""
+    chosen = token_map.chosen()
+    used = [int(k) for k in np.unique(chosen) if k >= 0]
+    return {
+        "grid": chosen.astype(int).tolist(),
+        "legend": [{"index": k, "word": token_map.tokens[k], "colour": colours[j]} for j, k in enumerate(used)],
+    }
 
 
 def render_token_map(token_map: TokenMap, cfg_image: Image.Image, sfg_image: Image.Image) -> bytes:
@@ -27,6 +43,7 @@ def render_token_map(token_map: TokenMap, cfg_image: Image.Image, sfg_image: Ima
     chosen = token_map.chosen()  # [h, w], -1 = no record
     used = [int(k) for k in np.unique(chosen) if k >= 0]
     palette = plt.get_cmap("tab20").colors
+    colours = [matplotlib.colors.to_hex(palette[j % len(palette)]) for j in range(len(used))]
     rgb = np.full(chosen.shape + (3,), 0.5)
     for j, k in enumerate(used):
         rgb[chosen == k] = palette[j % len(palette)]
@@ -50,6 +67,7 @@ def render_token_map(token_map: TokenMap, cfg_image: Image.Image, sfg_image: Ima
     fig.suptitle(prompt, fontsize=10)
     fig.tight_layout()
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", metadata={"Software": None})
+    data = json.dumps(token_map_data(token_map, colours), separators=(",", ":"))
+    fig.savefig(buf, format="png", metadata={"Software": None, TOKEN_MAP_KEY: data})
     plt.close(fig)
     return buf.getvalue()

@@ -43,3 +43,22 @@ function pollProgress() {
 }
 
 document.addEventListener("DOMContentLoaded", pollProgress);
+
+// Copy buttons: <button class="copy" data-copy="ID"> copies the value of the input with that id.
+document.addEventListener("click", async (event) => {
+  const button = event.target.closest("button.copy");
+  if (!button) return;
+  const source = document.getElementById(button.dataset.copy);
+  if (!source) return;
+  source.select();
+  try { await navigator.clipboard.writeText(source.value); } catch (e) { document.execCommand("copy"); }
+  button.textContent = "Copied";
+  setTimeout(() => { button.textContent = "Copy"; }, 1500);
+});
+
+// Pair page: lay the token map over the treatment image.
+document.addEventListener("change", (event) => {
+  if (event.target.id !== "toggle-overlay") return;
+  const overlay = document.getElementById("map-overlay");
+  if (overlay) overlay.hidden = !event.target.checked;
+});

@@ -6,6 +6,7 @@ import csv
 import io
 import json
 import os
+from pathlib import Path
 
 import pytest
 import yaml
@@ -146,7 +147,7 @@ def test_demo_sets_up_a_study_and_admin_without_serving(runner, tmp_path, monkey
     monkeypatch.setattr(cli, "generate_demo_pairs", fake_generator)
     monkeypatch.setattr(cli, "_run_server", lambda *a: pytest.fail("--no-serve must not serve"))
     url = f"sqlite:///{tmp_path / 'demo.sqlite3'}"
-    args = ["demo", "--no-serve", "--data-dir", tmp_path / "demo", "--database-url", url, "--port", "8765"]
+    args = ["demo", "--generate", "--no-serve", "--data-dir", tmp_path / "demo", "--database-url", url, "--port", "8765"]
     r = _invoke(runner, *args)
     assert r.exit_code == 0, r.output
     assert made == [(tmp_path / "demo" / "pairs", None, 6, 10)]
@@ -166,6 +167,37 @@ def test_demo_with_the_real_tiny_model(runner, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(cli, "_run_server", lambda *a: None)
     url = f"sqlite:///{tmp_path / 'demo.sqlite3'}"
-    r = _invoke(runner, "demo", "--no-serve", "--prompts", "2", "--steps", "2", "--database-url", url)
+    r = _invoke(runner, "demo", "--generate", "--no-serve", "--prompts", "2", "--steps", "2", "--database-url", url)
     assert r.exit_code == 0, r.output
     assert "/s/demo" in r.stdout
+
+
+def test_demo_serves_the_shipped_pair_set_without_torch(tmp_path):
+    """`sfgeval demo` (no --generate) needs no torch: `import torch` fails in this run."""
+    import subprocess
+    import sys
+
+    from app.db import session_scope
+    from app.models import Pair, PairSet, Study
+
+    blocker = tmp_path / "blocked" / "torch"
+    blocker.mkdir(parents=True)
+    (blocker / "__init__.py").write_text("raise ImportError('torch is blocked in this test')\n")
+    url = f"sqlite:///{tmp_path / 'demo.sqlite3'}"
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": f"{blocker.parent}{os.pathsep}{root}"}
+    r = subprocess.run([sys.executable, "-m", "app.cli", "demo", "--no-serve", "--database-url", url],
+                       cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert "participant link: http://127.0.0.1:8000/s/demo" in r.stdout
+    with session_scope(url) as session:
+        pair_set = session.query(PairSet).one()
+        pairs = session.query(Pair).filter_by(pair_set_id=pair_set.id).all()
+        study = session.query(Study).filter_by(slug="demo").one()
+        assert len(pairs) == 6 and {p.stratum for p in pairs} == {"objects", "scenes", "animals"}
+        # Every pair keeps its SFG token map (researcher-only), with a legend of prompt words.
+        for p in pairs:
+            words = {e["word"] for e in p.token_map["legend"]}
+            assert words and all(w in p.prompt for w in words), (p.prompt, words)  # (sub)words
+        # One minimum response time: the study's and the too-fast exclusion rule's agree.
+        assert study.min_response_ms == study.exclusion_rules["min_response_ms"]

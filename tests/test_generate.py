@@ -222,3 +222,16 @@ def test_process_share_from_a_plain_torchrun_environment(monkeypatch):
     assert gen_mod.process_share() == (3, 2)
     monkeypatch.setenv("WORLD_SIZE", "1")
     assert gen_mod.process_share() == (1, 0)
+
+
+def test_loading_in_a_dtype_does_not_warn_about_casting(tiny_model_dir, capfd):
+    """diffusers warns once per model when a loaded pipeline is cast with .to(dtype); the
+    pipeline is loaded in the wanted dtype instead, so `generate` and `demo --generate` stay quiet."""
+    import torch
+
+    from sampler.pipeline import SFGPipeline
+
+    sfg = SFGPipeline.from_pretrained(tiny_model_dir, device="cpu", torch_dtype=torch.bfloat16)
+    assert sfg.pipe.unet.dtype == torch.bfloat16 and sfg.pipe.vae.dtype == torch.bfloat16
+    err = capfd.readouterr().err
+    assert "should be kept in float32" not in err and "torch_dtype" not in err, err

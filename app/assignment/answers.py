@@ -21,6 +21,7 @@ class AnswerResult:
     rating: Rating
     created: bool
     trial_public_id: str
+    auto_close: bool = False  # the study closes itself at target (checked after a new rating)
 
 
 # submit_answer's single lookup (see there), built once like the allocation's statements.
@@ -38,6 +39,7 @@ _ANSWER_LOOKUP = (
         .label("unanswered_before"),
         select(Rating.id).where(Rating.request_id == bindparam("request_id")).scalar_subquery()
         .label("request_rating_id"),
+        Study.auto_close.label("auto_close"),
     )
     .join(Study, Study.id == Trial.study_id)
     .where(Trial.public_id == bindparam("public_id"))
@@ -178,4 +180,4 @@ def _store(session: Session, participant_id: int, public_id: str, choice: int, r
         session.commit()
     except IntegrityError:
         raise _TryReplay(lambda: FlowError(409, "this request_id or trial was already used")) from None
-    return AnswerResult(rating, True, trial.public_id)
+    return AnswerResult(rating, True, trial.public_id, bool(found.auto_close))

@@ -14,6 +14,7 @@ from pydantic import AfterValidator, BaseModel, Field
 from sqlalchemy import bindparam, select
 
 from app.api.deps import SessionDep, SettingsDep
+from app.lifecycle import close_if_complete
 from app.assignment import (
     CROWD_ID_KEYS,
     FlowError,
@@ -167,6 +168,8 @@ def api_answer(
         "answered_at": result.rating.answered_at.isoformat(),
     }
     headers = {"Cache-Control": "no-store"}
+    if result.created and result.auto_close:
+        close_if_complete(session, participant.study_id)
     if not result.created:
         headers["X-Idempotent-Replay"] = "true"
     return JSONResponse(body, headers=headers)

@@ -16,7 +16,7 @@ from fastapi.responses import Response
 from pydantic import ValidationError
 
 from app.api.deps import SessionDep
-from app.api.routes.admin import FormDep, get_study, redirect, render
+from app.api.pages import FormDep, get_study, redirect, render
 from app.auth import CurrentAdmin, flash, verify_csrf
 from app.models import Study
 from app.monitoring import MonitoringSettings
