@@ -57,7 +57,8 @@ def hold_for(study: Study, default_minutes: float) -> timedelta:
 def make_plan(study: Study, participant_seed: int) -> dict[str, Any]:
     """The trial kinds and treatment sides for one participant, from the seeded RNG.
 
-    Returns {"kinds": [...], "sides": [...], "skipped": []}; index = trial position.
+    Returns {"kinds": [...], "sides": [...], "skipped": [], "repeat_gap": G}; index = trial
+    position. A repeat comes at least G = `repeat_gap(n)` trials after its original.
     """
     rng = random.Random(f"plan:{study.seed}:{participant_seed}")
     n_main = study.pairs_per_participant
@@ -69,16 +70,33 @@ def make_plan(study: Study, participant_seed: int) -> dict[str, Any]:
     # does checks first only to find that the study has no work left.
     first_main = body.index("main")
     body[0], body[first_main] = body[first_main], body[0]
-    if n_repeat:
-        # Repeats go after the n_repeat-th main trial, so each has an earlier pair to repeat.
-        mains = [i for i, k in enumerate(body) if k == "main"]
-        after = mains[n_repeat - 1] + 1
-        for _ in range(n_repeat):
-            body.insert(rng.randint(after, len(body)), "repeat")
+    gap = repeat_gap(n_main + n_gold + n_repeat)
+    for _ in range(n_repeat):
+        places = repeat_places(body, gap)
+        if places:
+            body.insert(rng.choice(places), "repeat")
     kinds = ["practice"] * study.practice_trials + body
     sides = (["left", "right"] * (len(kinds) // 2 + 1))[: len(kinds)]
     rng.shuffle(sides)
-    return {"kinds": kinds, "sides": sides, "skipped": []}
+    return {"kinds": kinds, "sides": sides, "skipped": [], "repeat_gap": gap}
+
+
+def repeat_gap(n: int) -> int:
+    """Trials between a repeat and its original, at least: min(5, n/2) for n trials (at least 1)."""
+    return max(1, min(5, -(-n // 2)))
+
+
+def repeat_places(body: list[str], gap: int) -> list[int]:
+    """Where a new repeat may be inserted into `body` so that every repeat, in order, still has an
+    unrepeated main trial at least `gap` places before it (so allocation in order always finds one)."""
+    out = []
+    for i in range(1, len(body) + 1):
+        trial = body[:i] + ["repeat"] + body[i:]
+        mains = [j for j, k in enumerate(trial) if k == "main"]
+        repeats = [j for j, k in enumerate(trial) if k == "repeat"]
+        if all(sum(m <= r - gap for m in mains) >= n for n, r in enumerate(repeats, start=1)):
+            out.append(i)
+    return out
 
 
 def _rng(study: Study, participant: Participant, position: int, what: str) -> random.Random:
@@ -302,7 +320,9 @@ class _Allocation:
                                    side, self.now, self.hold)
         else:  # repeat: an earlier main trial not repeated yet, sides swapped
             repeated = {t.repeat_of_trial_id for t in self.trials if t.kind == "repeat"}
-            pool = [t for t in self.trials if t.kind == "main" and t.position < position and t.id not in repeated]
+            gap = plan.get("repeat_gap", 1)
+            pool = [t for t in self.trials
+                    if t.kind == "main" and t.position <= position - gap and t.id not in repeated]
             if pool:
                 orig = rng.choice(pool)
                 trial = _new_trial(self.study, self.participant, position, "repeat", orig.pair_id,
@@ -520,6 +540,7 @@ _ANSWER_LOOKUP = (
         Trial,
         Study.version,
         Study.min_response_ms,
+        Study.fast_answers,
         select(func.count(_earlier_trial.id))
         .where(_earlier_trial.participant_id == bindparam("participant_id"), _earlier_trial.state == "assigned",
                _earlier_trial.position < Trial.position)
@@ -539,6 +560,7 @@ def submit_answer(
     request_id: str,
     now: datetime,
     client_response_ms: int | None = None,
+    compared: dict[str, Any] | None = None,
 ) -> AnswerResult:
     """Store one rating, idempotently per `request_id`. Raises FlowError (4xx) for bad answers.
 
@@ -555,13 +577,13 @@ def submit_answer(
     found = session.execute(
         _ANSWER_LOOKUP, {"public_id": public_id, "participant_id": participant.id, "request_id": request_id}
     ).first()
-    if found is None or found[4] is not None:
+    if found is None or found[5] is not None:
         replay = _replay(session, participant, public_id, request_id)
         if replay is not None:
             return replay
     if found is None:
         raise FlowError(404, "unknown trial")
-    trial, study_version, min_response_ms, earlier, _ = found
+    trial, study_version, min_response_ms, fast_answers, earlier, _ = found
     if trial.participant_id != participant.id:
         raise FlowError(403, "this trial belongs to another participant")
     if trial.state == "answered":
@@ -574,6 +596,10 @@ def submit_answer(
         raise FlowError(409, "this trial's hold expired and it may have gone to someone else; load the next trial")
     if earlier or trial.presented_at is None:
         raise FlowError(409, "answer the current trial first (this one has not been shown yet)")
+    response_ms = max(0, int((now - trial.presented_at).total_seconds() * 1000))
+    if fast_answers == "block" and response_ms < min_response_ms:
+        raise FlowError(425, f"answered too soon: take at least {min_response_ms} ms to look at both images",
+                        "too_fast")
     won = session.execute(
         update(Trial)
         .where(Trial.id == trial.id, Trial.state == "assigned", Trial.expires_at > now)
@@ -589,7 +615,6 @@ def submit_answer(
         if trial.state == "answered":
             raise FlowError(409, "this trial was already answered (with a different request_id)")
         raise FlowError(409, "this trial's hold expired and it may have gone to someone else; load the next trial")
-    response_ms = max(0, int((now - trial.presented_at).total_seconds() * 1000))
     rating = Rating(
         trial_id=trial.id,
         request_id=request_id,
@@ -601,6 +626,7 @@ def submit_answer(
         client_response_ms=client_response_ms,
         too_fast=response_ms < min_response_ms,
         answered_at=now,
+        **(compared or {}),
     )
     session.add(rating)
     try:

@@ -22,6 +22,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from app.comparing import COMPARE_COLUMNS, compare_summary
 from app.export import rows_to_csv
 from app.models import Comparison, Pair, Rating, Study, Trial
 from app.statistics import SCORES, compute_statistics
@@ -57,7 +58,7 @@ def statistics_rows(session: Session, study: Study) -> list[dict[str, Any]]:
     stmt = (
         select(Trial.participant_id, Trial.pair_id, Pair.prompt_id, Pair.stratum, Comparison.label,
                Rating.treatment_side, Rating.choice, Rating.score, Trial.kind, Rating.response_ms,
-               Rating.study_version)
+               Rating.study_version, *(getattr(Rating, c) for c in COMPARE_COLUMNS))
         .join(Trial, Trial.id == Rating.trial_id)
         .join(Pair, Pair.id == Trial.pair_id)
         .join(Comparison, Comparison.id == Trial.comparison_id)
@@ -67,9 +68,9 @@ def statistics_rows(session: Session, study: Study) -> list[dict[str, Any]]:
         {"participant": participant, "pair": pair, "prompt_id": prompt_id, "stratum": stratum,
          "comparison": comparison, "treatment_side": side, "choice": choice, "score": score,
          "is_gold": kind == "gold", "is_repeat": kind == "repeat", "response_ms": response_ms,
-         "study_version": version}
-        for participant, pair, prompt_id, stratum, comparison, side, choice, score, kind, response_ms, version
-        in session.execute(stmt)
+         "study_version": version, **dict(zip(COMPARE_COLUMNS, compared))}
+        for participant, pair, prompt_id, stratum, comparison, side, choice, score, kind, response_ms, version,
+        *compared in session.execute(stmt)
     ]
 
 
@@ -108,6 +109,7 @@ def study_statistics(
         draws=draws,
         seed=study.seed if seed is None else seed,
     )
+    stats["comparing"] = compare_summary(rows)
     stats["study"] = study_description(study)
     stats["study_versions_in_ratings"] = sorted({int(r["study_version"]) for r in rows})
     stats["generated_at"] = datetime.now(timezone.utc).isoformat(timespec="seconds")

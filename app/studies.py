@@ -77,6 +77,14 @@ class StudyConfig(BaseModel):
     completion_code: str | None = Field(default=None, max_length=100)
     redirect_url: str | None = Field(default=None, max_length=2000)
     exclusion_rules: dict[str, Any] = Field(default_factory=lambda: dict(DEFAULT_EXCLUSION_RULES))
+    # The participant's view (see README, "The participant's view").
+    compare_tools: bool = Field(default=True, description="compare view: zoom, pan, flicker")
+    max_upscale: float = Field(default=4.0, ge=1, le=64, description="largest display size / natural size")
+    fast_answers: Literal["block", "warn", "flag"] = "warn"
+    fast_share_limit: float | None = Field(default=0.5, ge=0, le=1,
+                                           description="too-fast share past which the code is withheld")
+    returned_message: str | None = Field(default=None, max_length=5000)
+    gold_instruction: str | None = Field(default=None, max_length=1000)
     state: Literal["draft", "open", "closed", "archived"] = "draft"
     seed: int | None = Field(default=None, ge=0, lt=2**31)
 
@@ -111,6 +119,11 @@ class StudyConfig(BaseModel):
         if v and not re.match(r"^https?://", v):
             raise ValueError("redirect_url must start with http:// or https://")
         return v or None
+
+    @field_validator("returned_message", "gold_instruction")
+    @classmethod
+    def _blank_is_none(cls, v: str | None) -> str | None:
+        return v.strip() or None if isinstance(v, str) else v
 
 
 def parse_config(data: dict[str, Any]) -> StudyConfig:
@@ -168,6 +181,12 @@ def study_config(study: Study) -> dict[str, Any]:
         "completion_code": study.completion_code,
         "redirect_url": study.redirect_url,
         "exclusion_rules": dict(study.exclusion_rules or {}),
+        "compare_tools": study.compare_tools,
+        "max_upscale": study.max_upscale,
+        "fast_answers": study.fast_answers,
+        "fast_share_limit": study.fast_share_limit,
+        "returned_message": study.returned_message,
+        "gold_instruction": study.gold_instruction,
         "state": study.state,
         "seed": study.seed,
     }
@@ -182,7 +201,8 @@ def _snapshot(session: Session, study: Study) -> None:
 _PLAIN_FIELDS = (
     "title", "instructions", "question", "scale_labels", "pairs_per_participant", "ratings_per_pair",
     "gold_rate", "repeats", "min_response_ms", "practice_trials", "hold_minutes", "redirect_url",
-    "exclusion_rules", "state",
+    "exclusion_rules", "state", "compare_tools", "max_upscale", "fast_answers", "fast_share_limit",
+    "returned_message", "gold_instruction",
 )
 
 
