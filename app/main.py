@@ -9,7 +9,7 @@ from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 from starlette.middleware.sessions import SessionMiddleware
 
-from app.api.routes import media, participants
+from app.api.routes import media, participants, site
 from app.db import engine_from_settings, session_factory
 from app.settings import INSECURE_DEV_SECRET, Settings, get_settings
 from app.templating import STATIC_DIR
@@ -67,6 +67,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.mount("/static", StaticFiles(directory=str(STATIC_DIR)), name="static")
     app.include_router(media.router)
     app.include_router(participants.router)
+    app.include_router(site.router)
     for name in OPTIONAL_ROUTERS:
         try:
             module = importlib.import_module(name)
