@@ -146,7 +146,12 @@
     if (why === "answer-key") note("The compare view is closed. Press the key again to answer.");
   }
 
-  buttons.forEach(function (b) { b.addEventListener("click", function () { answer(parseInt(b.dataset.choice, 10)); }); });
+  buttons.forEach(function (b) {
+    b.addEventListener("click", function (e) {
+      if (e.detail > 0) b.blur();  // a tap or click leaves no highlight on the next pair
+      answer(parseInt(b.dataset.choice, 10));
+    });
+  });
   document.addEventListener("keydown", function (e) {
     if (viewer && viewer.isOpen()) { viewer.onKey(e); return; }
     if (e.ctrlKey || e.metaKey || e.altKey) return;
