@@ -197,7 +197,7 @@
       else if (k === "[") { setRate(rate() - 1); }
       else if (k === "]") { setRate(rate() + 1); }
       else if (k === " " && !/^(BUTTON|INPUT|SELECT)$/.test(e.target.tagName)) {
-        if (!e.repeat && !flicker) { held = true; setFlicker(true); }
+        if (!held && !flicker) { held = true; setFlicker(true); }
       }
       else if (k.indexOf("Arrow") === 0 && e.target.tagName !== "INPUT") {
         var d = 40;
