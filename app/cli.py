@@ -328,6 +328,8 @@ def demo(model_dir: Path | None, n_prompts: int, steps: int, data_dir: Path, hos
                 "gold_rate": 0.2,
                 "repeats": 1,
                 "min_response_ms": 500,
+                "max_upscale": 8,  # the demo's images are small: let them fill the screen, pixels crisp
+                "gold_instruction": "Attention check: one of these images is damaged; pick the other one.",
                 "state": "open",
             }).slug
         ensure_admin(session, admin_user, password)

@@ -54,6 +54,8 @@ def test_back_after_a_consent_error_shows_a_clean_form(chromium, live_server, st
     assert axe_violations(page) == []
     page.check("#consent")
     page.goto(f"{live_server}/")
+    assert "link you were given" in page.text_content("#front")  # the neutral front page
+    assert page.evaluate("fetch('/favicon.ico').then(r => r.status)") == 200
     page.go_back()
     assert not page.is_checked("#consent") and page.locator("#consent-error").count() == 0
     page.check("#consent")

@@ -18,7 +18,7 @@ def db_url(sqlite_url):
 
 def test_participant_completes_a_study_with_the_keyboard(chromium, live_server, session, study_factory):
     study = study_factory(n_pairs=4, pairs_per_participant=3, gold_rate=0.34, repeats=1, practice_trials=1,
-                          completion_code="KB-DONE-9")
+                          completion_code="KB-DONE-9", gold_instruction="Check: pick the sharper image.")
     page = chromium.new_page()
     page.set_default_timeout(15_000)
     page.goto(f"{live_server}/s/{study.slug}?PROLIFIC_PID=browser-1&STUDY_ID=st&SESSION_ID=se")
@@ -30,6 +30,7 @@ def test_participant_completes_a_study_with_the_keyboard(chromium, live_server, 
     page.wait_for_url("**/run")
     total = 6  # practice + 3 main + 1 gold + 1 repeat
     # The practice trial is labelled as such and not counted in the main progress.
+    instructed = []
     shown = ["Practice 1 of 1"] + [f"Pair {n} of 5" for n in range(1, 6)]
     for i in range(total):
         page.wait_for_function(
@@ -38,6 +39,8 @@ def test_participant_completes_a_study_with_the_keyboard(chromium, live_server, 
             arg=shown[i],
         )
         assert page.is_visible("#practice") == (i == 0)
+        if page.is_visible("#instruction"):
+            instructed.append(page.text_content("#instruction"))
         if i == 1:
             # Keyboard only: Tab reaches the left image, Enter opens the compare view, + zooms,
             # Escape closes it and gives the focus back.
@@ -48,8 +51,11 @@ def test_participant_completes_a_study_with_the_keyboard(chromium, live_server, 
             page.keyboard.press("Escape")
             assert not page.is_visible("#viewer")
             assert page.evaluate("document.activeElement.id") == "left-open"
+            # Focus is visible: a thick outline on the focused control.
+            assert page.evaluate("getComputedStyle(document.activeElement).outlineWidth") == "3px"
         page.keyboard.press(str(1 + i % 5))
     page.wait_for_url("**/done")
+    assert instructed == ["Check: pick the sharper image."]  # on the one gold trial only
     assert page.text_content("#completion-code").strip() == "KB-DONE-9"
     session.expire_all()
     participant = session.scalar(select(Participant))
