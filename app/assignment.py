@@ -30,6 +30,7 @@ from sqlalchemy.orm import Session, aliased
 from sqlalchemy.sql.elements import BindParameter
 
 from app.models import Comparison, Image, Pair, Participant, Rating, Study, Trial
+from app.repeats import repeat_gap, repeat_places
 from app.scoring import score_from_choice, swap_side
 
 LOOKAHEAD = 2  # trials held at once: the current one and the preloaded next one
@@ -79,24 +80,6 @@ def make_plan(study: Study, participant_seed: int) -> dict[str, Any]:
     sides = (["left", "right"] * (len(kinds) // 2 + 1))[: len(kinds)]
     rng.shuffle(sides)
     return {"kinds": kinds, "sides": sides, "skipped": [], "repeat_gap": gap}
-
-
-def repeat_gap(n: int) -> int:
-    """Trials between a repeat and its original, at least: min(5, n/2) for n trials (at least 1)."""
-    return max(1, min(5, -(-n // 2)))
-
-
-def repeat_places(body: list[str], gap: int) -> list[int]:
-    """Where a new repeat may be inserted into `body` so that every repeat, in order, still has an
-    unrepeated main trial at least `gap` places before it (so allocation in order always finds one)."""
-    out = []
-    for i in range(1, len(body) + 1):
-        trial = body[:i] + ["repeat"] + body[i:]
-        mains = [j for j, k in enumerate(trial) if k == "main"]
-        repeats = [j for j, k in enumerate(trial) if k == "repeat"]
-        if all(sum(m <= r - gap for m in mains) >= n for n, r in enumerate(repeats, start=1)):
-            out.append(i)
-    return out
 
 
 def _rng(study: Study, participant: Participant, position: int, what: str) -> random.Random:

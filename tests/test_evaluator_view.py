@@ -15,10 +15,11 @@ import pytest
 import yaml
 from sqlalchemy import select
 
-from app.assignment import create_participant, make_plan, next_trial, repeat_gap, submit_answer
+from app.assignment import create_participant, make_plan, next_trial, submit_answer
 from app.comparing import COMPARE_COLUMNS, compare_summary
 from app.export import COLUMNS, EXPORT_COLUMNS, rating_rows, rows_to_csv
 from app.models import Rating, Study, Trial, utcnow
+from app.repeats import repeat_gap
 from app.studies import parse_config, study_config
 from tests.test_admin import admin_client, create_via_form, csrf_of, pair_set_id, study_form  # noqa: F401
 from tests.test_api import answer, join, next_
