@@ -58,11 +58,14 @@
         clearInterval(countdown); countdown = null;
         lock.textContent = ""; lock.hidden = true;
         unlocked = true; unlockedAt = performance.now(); setEnabled(true);
+        if (minMs) el("sr-status").textContent = "You can answer now.";
         return;
       }
       lock.hidden = false;
       lock.textContent = "Answers open in " + (Math.ceil(left / 100) / 10).toFixed(1) + " s: look at both images";
     }
+    // Screen readers hear the wait once, not every tenth of a second.
+    el("sr-status").textContent = minMs ? "Answers open in " + (minMs / 1000).toFixed(1) + " seconds." : "";
     tick();
     if (!unlocked) countdown = setInterval(tick, 100);
   }

@@ -81,9 +81,10 @@
     }
     function restartTimer() {
       clearInterval(timer); timer = null;
-      if (flicker) timer = setInterval(function () { showSide(1 - shownSide); }, 1000 / (2 * rate()));
+      if (flicker) timer = setInterval(function () { showSide(1 - shownSide); }, 1000 / rate());
     }
-    function rate() { return clamp(parseFloat(rateInput.value) || 3, 1, 10); }
+    // Swaps per second; at most 6, so that even two very different images never flash fast.
+    function rate() { return clamp(parseFloat(rateInput.value) || 2, 1, 6); }
     function setFlicker(on) {
       if (on === flicker) return;
       settleTime();
@@ -96,7 +97,7 @@
       showSide(0); restartTimer(); apply();
     }
     function setRate(v) {
-      rateInput.value = clamp(v, 1, 10);
+      rateInput.value = clamp(v, 1, 6);
       el("v-rate-out").textContent = rateInput.value + " per second";
       rateInput.setAttribute("aria-valuetext", rateInput.value + " per second");
       restartTimer();

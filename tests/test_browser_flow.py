@@ -52,6 +52,7 @@ def test_back_after_a_consent_error_shows_a_clean_form(chromium, live_server, st
     assert page.is_visible("#consent-error")
     assert "error=" not in page.url and "PROLIFIC_PID=b1" in page.url
     assert axe_violations(page) == []
+    screenshot(page, "participant-desktop-consent-error")
     page.check("#consent")
     page.goto(f"{live_server}/")
     assert "link you were given" in page.text_content("#front")  # the neutral front page
@@ -87,6 +88,7 @@ def test_a_full_study_says_so_before_consent(chromium, live_server, client, stud
     page.goto(f"{live_server}/s/{study.slug}")
     assert page.is_visible("#no-work") and page.locator("#consent").count() == 0
     assert axe_violations(page) == []
+    screenshot(page, "participant-phone-full-before-consent")
     context.close()
 
 
