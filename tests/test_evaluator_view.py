@@ -246,3 +246,20 @@ def test_seeded_random_plans_never_put_a_repeat_first():
                                 gold_rate=rng.choice([0, 0.2, 0.5]), repeats=rng.randint(0, 3), practice_trials=0)
         kinds = make_plan(study, rng.randrange(10**6))["kinds"]
         assert kinds[0] == "main"
+
+
+def test_a_too_fast_share_at_the_limit_still_gets_the_code(client, session, study_factory):
+    from datetime import timedelta
+
+    study = study_factory(n_pairs=3, pairs_per_participant=2, min_response_ms=60_000, fast_answers="warn",
+                          fast_share_limit=0.5, completion_code="PAID-3")
+    token = join(client, study.slug)
+    for slow in (True, False):
+        t = next_(client, token).json()
+        if slow:  # shown two minutes ago: a deliberate answer
+            trial = session.scalar(select(Trial).where(Trial.public_id == t["trial"]))
+            trial.presented_at -= timedelta(minutes=2)
+            session.commit()
+        assert answer(client, token, t["trial"], 3).json()["too_fast"] is (not slow)
+    done = next_(client, token).json()
+    assert done["returned"] is False and done["completion_code"] == "PAID-3"  # 1 of 2 is not past 0.5
