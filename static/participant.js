@@ -56,12 +56,12 @@
       var left = until - performance.now();
       if (left <= 0) {
         clearInterval(countdown); countdown = null;
-        lock.textContent = ""; lock.hidden = true;
+        lock.style.visibility = "hidden";  // keeps its line: the answers never jump
         unlocked = true; unlockedAt = performance.now(); setEnabled(true);
         if (minMs) el("sr-status").textContent = "You can answer now.";
         return;
       }
-      lock.hidden = false;
+      lock.style.visibility = "visible";
       lock.textContent = "Answers open in " + (Math.ceil(left / 100) / 10).toFixed(1) + " s: look at both images";
     }
     // Screen readers hear the wait once, not every tenth of a second.

@@ -20,7 +20,8 @@ def db_url(sqlite_url):
 
 
 def test_answers_unlock_after_the_minimum_time_with_a_countdown(chromium, live_server, session, study_factory):
-    study = study_factory(n_pairs=3, pairs_per_participant=2, min_response_ms=1500, fast_answers="block")
+    study = study_factory(n_pairs=3, pairs_per_participant=2, min_response_ms=1500, fast_answers="block",
+                          max_upscale=16)
     context, page = open_page(chromium, "desktop")
     page.goto(f"{live_server}/s/{study.slug}")
     page.check("#consent")
@@ -28,10 +29,14 @@ def test_answers_unlock_after_the_minimum_time_with_a_countdown(chromium, live_s
     page.wait_for_function("document.getElementById('lock').textContent.startsWith('Answers open in')")
     t0 = time.monotonic()
     assert page.is_disabled(".answer[data-choice='1']")
+    # Images as large as the screen allows, the countdown and the answers all on one screen.
+    answers = page.locator("#answers").bounding_box()
+    assert answers["y"] + answers["height"] <= 768 - 4 and page.locator("#left").bounding_box()["height"] > 380
     screenshot(page, "participant-desktop-countdown")
     page.keyboard.press("1")  # too early: nothing happens
     page.wait_for_function("!document.querySelector('.answer').disabled")
     assert time.monotonic() - t0 > 0.9 and not page.is_visible("#lock")
+    assert page.locator("#answers").bounding_box() == answers  # nothing moved when the wait ended
     session.expire_all()
     assert session.scalars(select(Rating)).all() == []
     session.rollback()
