@@ -351,6 +351,8 @@ def demo(generate_pairs: bool, model_dir: Path | None, n_prompts: int, steps: in
                 "ratings_per_pair": 3,
                 "gold_rate": 0.2,
                 "repeats": 1,
+                "max_upscale": 8,  # the demo's images are small: let them fill the screen, pixels crisp
+                "gold_instruction": "Attention check: one of these images is damaged; pick the other one.",
                 "state": "open",
             }).slug
         ensure_admin(session, admin_user, password)

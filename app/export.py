@@ -17,6 +17,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session, aliased
 
+from app.comparing import COMPARE_COLUMNS
 from app.models import Comparison, Pair, PairSet, Participant, Rating, Study, Trial
 
 EXPORT_COLUMNS = (
@@ -27,6 +28,7 @@ EXPORT_COLUMNS = (
 EXTRA_COLUMNS = (
     "comparison", "baseline_arm", "treatment_arm", "pair_key", "trial", "position", "kind",
     "is_practice", "repeat_of_trial", "too_fast", "client_response_ms", "min_response_ms",
+    *COMPARE_COLUMNS,
 )
 COLUMNS = EXPORT_COLUMNS + EXTRA_COLUMNS
 
@@ -49,6 +51,7 @@ def rating_rows(session: Session, study: Study, *, include_practice: bool = Fals
             Rating.score, Trial.kind, Trial.presented_at, Rating.answered_at, Rating.response_ms,
             Comparison.label, PairSet.baseline_arm, PairSet.treatment_arm, Pair.pair_key, Trial.public_id,
             Trial.position, original.public_id, Rating.too_fast, Rating.client_response_ms,
+            *(getattr(Rating, c) for c in COMPARE_COLUMNS),
         )
         .join(Trial, Trial.id == Rating.trial_id)
         .join(Participant, Participant.id == Trial.participant_id)
@@ -65,7 +68,7 @@ def rating_rows(session: Session, study: Study, *, include_practice: bool = Fals
     for (
         version, participant, external_ids, pair, pair_set, prompt_id, prompt, stratum, seed, side,
         choice, score, kind, presented_at, answered_at, response_ms, comparison, baseline_arm,
-        treatment_arm, pair_key, trial, position, repeat_of, too_fast, client_response_ms,
+        treatment_arm, pair_key, trial, position, repeat_of, too_fast, client_response_ms, *compared,
     ) in session.execute(stmt):
         rows.append({
             "study": study.slug,
@@ -98,6 +101,7 @@ def rating_rows(session: Session, study: Study, *, include_practice: bool = Fals
             "too_fast": too_fast,
             "client_response_ms": client_response_ms,
             "min_response_ms": study.min_response_ms,
+            **dict(zip(COMPARE_COLUMNS, compared)),
         })
     return rows
 

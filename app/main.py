@@ -13,7 +13,7 @@ from sqlalchemy.exc import DataError
 from fastapi.staticfiles import StaticFiles
 from starlette.middleware.sessions import SessionMiddleware
 
-from app.api.routes import admin, media, participants, planning, statistics
+from app.api.routes import admin, media, participants, planning, site, statistics
 from app.db import engine_from_settings, session_factory
 from app.guard import FORM_BODY_MAX, RequestGuard, redact_access_log
 from app.resilience import RetryOnDisconnect
@@ -92,7 +92,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     logging.getLogger("uvicorn.access").addFilter(redact_access_log)
 
     app.mount("/static", StaticFiles(directory=str(STATIC_DIR)), name="static")
-    for module in (media, participants, admin, statistics, planning):
+    for module in (media, participants, site, admin, statistics, planning):
         app.include_router(module.router)
 
     @app.get("/healthz", include_in_schema=False)

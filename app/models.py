@@ -89,6 +89,16 @@ class Study(Base):
     monitoring: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     # Close the study by itself once every main pair has ratings_per_pair ratings.
     auto_close: Mapped[bool] = mapped_column(default=False)
+    # The participant's view (issue 10): compare view on/off, how far images may be enlarged
+    # past their natural size, what happens to answers faster than `min_response_ms`
+    # ('block' | 'warn' | 'flag'), the too-fast share past which a participant gets the
+    # "returned" page instead of the code (None: never), and the text shown on gold trials.
+    compare_tools: Mapped[bool] = mapped_column(default=True)
+    max_upscale: Mapped[float] = mapped_column(Float, default=4.0)
+    fast_answers: Mapped[str] = mapped_column(String(8), default="warn")
+    fast_share_limit: Mapped[float | None] = mapped_column(Float, nullable=True)
+    returned_message: Mapped[str | None] = mapped_column(Text, nullable=True)
+    gold_instruction: Mapped[str | None] = mapped_column(Text, nullable=True)
     state: Mapped[str] = mapped_column(String(16), default="draft")
     version: Mapped[int] = mapped_column(Integer, default=1)
     seed: Mapped[int] = mapped_column(Integer)
@@ -265,6 +275,13 @@ class Rating(Base):
     response_ms: Mapped[int] = mapped_column(Integer)
     client_response_ms: Mapped[int | None] = mapped_column(Integer, nullable=True)
     too_fast: Mapped[bool] = mapped_column(default=False)
+    # How the participant compared (client-reported, None when not sent): see app.comparing.
+    used_zoom: Mapped[bool | None] = mapped_column(nullable=True)
+    used_flicker: Mapped[bool | None] = mapped_column(nullable=True)
+    max_zoom: Mapped[float | None] = mapped_column(Float, nullable=True)
+    compare_view_ms: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    flicker_ms: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    unlock_ms: Mapped[int | None] = mapped_column(Integer, nullable=True)
     answered_at: Mapped[datetime] = mapped_column(default=utcnow)
 
     trial: Mapped[Trial] = relationship(back_populates="rating")

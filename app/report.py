@@ -22,6 +22,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from app.comparing import compare_summary
 from app.export import rating_rows, rows_to_csv
 from app.models import Rating, Study, Trial
 from app.scoring import SCORE_NAMES, SCORES
@@ -85,6 +86,7 @@ def study_statistics(
     from app.monitoring_study import study_monitoring
 
     stats["monitoring"] = study_monitoring(session, study, kept={str(p) for p in stats["exclusions"]["kept"]})
+    stats["comparing"] = compare_summary(rows)
     stats["study"] = study_description(study)
     stats["study_versions_in_ratings"] = sorted({int(r["study_version"]) for r in rows})
     stats["generated_at"] = datetime.now(timezone.utc).isoformat(timespec="seconds")

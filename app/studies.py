@@ -80,6 +80,14 @@ class StudyConfig(BaseModel):
     exclusion_rules: dict[str, Any] = Field(default_factory=lambda: dict(DEFAULT_EXCLUSION_RULES))
     monitoring: MonitoringSettings = Field(default_factory=MonitoringSettings)
     auto_close: bool = Field(default=False, description="close once every main pair has ratings_per_pair ratings")
+    # The participant's view (see README, "The participant's view").
+    compare_tools: bool = Field(default=True, description="compare view: zoom, pan, flicker")
+    max_upscale: float = Field(default=4.0, ge=1, le=64, description="largest display size / natural size")
+    fast_answers: Literal["block", "warn", "flag"] = "warn"
+    fast_share_limit: float | None = Field(default=0.5, ge=0, le=1,
+                                           description="too-fast share past which the code is withheld")
+    returned_message: str | None = Field(default=None, max_length=5000)
+    gold_instruction: str | None = Field(default=None, max_length=1000)
     state: Literal["draft", "open", "closed", "archived"] = "draft"
     seed: int | None = Field(default=None, ge=0, lt=2**31)
 
@@ -125,6 +133,11 @@ class StudyConfig(BaseModel):
         if v and not re.match(r"^https?://", v):
             raise ValueError("redirect_url must start with http:// or https://")
         return v or None
+
+    @field_validator("returned_message", "gold_instruction")
+    @classmethod
+    def _blank_is_none(cls, v: str | None) -> str | None:
+        return v.strip() or None if isinstance(v, str) else v
 
 
 def parse_config(data: dict[str, Any]) -> StudyConfig:
@@ -184,6 +197,12 @@ def study_config(study: Study) -> dict[str, Any]:
         "exclusion_rules": dict(study.exclusion_rules or {}),
         "monitoring": MonitoringSettings.model_validate(study.monitoring or {}).model_dump(),
         "auto_close": bool(study.auto_close),
+        "compare_tools": study.compare_tools,
+        "max_upscale": study.max_upscale,
+        "fast_answers": study.fast_answers,
+        "fast_share_limit": study.fast_share_limit,
+        "returned_message": study.returned_message,
+        "gold_instruction": study.gold_instruction,
         "state": study.state,
         "seed": study.seed,
     }
@@ -198,7 +217,8 @@ def _snapshot(session: Session, study: Study, note: dict[str, Any] | None = None
 _PLAIN_FIELDS = (
     "title", "instructions", "question", "scale_labels", "pairs_per_participant", "ratings_per_pair",
     "gold_rate", "repeats", "min_response_ms", "practice_trials", "hold_minutes", "redirect_url",
-    "exclusion_rules", "auto_close", "state",
+    "exclusion_rules", "auto_close", "state", "compare_tools", "max_upscale", "fast_answers", "fast_share_limit",
+    "returned_message", "gold_instruction",
 )
 
 

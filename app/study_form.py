@@ -89,6 +89,20 @@ def _opt(value: Any) -> Any:
     return None if value in (None, "") else value
 
 
+def view_fields(form: Mapping[str, Any]) -> dict[str, Any]:
+    """The "participant's view" fields of the study form (blank: the config default)."""
+    fields = {
+        "compare_tools": "compare_tools" in form,
+        "fast_share_limit": _opt(form.get("fast_share_limit")),
+        "returned_message": _opt(form.get("returned_message")),
+        "gold_instruction": _opt(form.get("gold_instruction")),
+    }
+    for name in ("max_upscale", "fast_answers"):
+        if _opt(form.get(name)) is not None:
+            fields[name] = _opt(form.get(name))
+    return fields
+
+
 def form_to_config(form: Mapping[str, Any], study: Study | None, locked: bool = False) -> dict[str, Any]:
     """The submitted study form (a Starlette `FormData`) as a config dict for `app.studies`.
 
@@ -126,6 +140,7 @@ def form_to_config(form: Mapping[str, Any], study: Study | None, locked: bool = 
         "completion_code": _opt(form.get("completion_code")),
         "redirect_url": _opt(form.get("redirect_url")),
         "exclusion_rules": exclusion,
+        **view_fields(form),
         "auto_close": "auto_close" in form,
     }
     if study is None:

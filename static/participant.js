@@ -1,12 +1,17 @@
-// Participant trial page: fetch the next trial, show it, send the answer (idempotent retries),
-// preload the following pair. Keys 1-5 answer; clicking an image shows it large.
+// Participant trial page: fetch the next trial, show it as large as the screen allows, unlock the
+// answers after the study's minimum time (countdown), send the answer with the compare view's log
+// (idempotent retries), preload the following pair. Keys: 1-5 answer, C compare view, F flicker.
+// While the compare view is open every key goes to it: 1-5 close it and answer nothing.
 (function () {
   "use strict";
   var root = document.getElementById("study");
-  var token = root.dataset.token, slug = root.dataset.slug;
+  var d = root.dataset, token = d.token, slug = d.slug;
+  var minMs = parseInt(d.minMs, 10) || 0, maxUpscale = parseFloat(d.maxUpscale) || 1;
+  var tools = d.tools === "1";
   var buttons = Array.prototype.slice.call(document.querySelectorAll(".answer"));
   var el = function (id) { return document.getElementById(id); };
-  var current = null, busy = false, shownAt = 0;
+  var current = null, busy = true, unlocked = false, arrivedAt = 0, unlockedAt = 0, countdown = null;
+  var viewer = tools ? window.CompareView({ maxUpscale: maxUpscale, onClose: viewerClosed }) : null;
 
   function uuid() {
     if (window.crypto && crypto.randomUUID) return crypto.randomUUID();
@@ -15,17 +20,76 @@
   }
   function setEnabled(on) { buttons.forEach(function (b) { b.disabled = !on; }); }
   function showError(msg) { var e = el("error"); e.textContent = msg; e.hidden = !msg; }
+  function note(msg) { var n = el("note"); n.textContent = msg || ""; n.hidden = !msg; }
   function preload(urls) { if (urls) [urls.left, urls.right].forEach(function (u) { new Image().src = u; }); }
 
+  // ---- layout: images as large as the screen allows, never past maxUpscale x natural size
+  function layout() {
+    var left = el("left"), w = left.naturalWidth, h = left.naturalHeight;
+    if (!w || !h) return;
+    var pair = el("pair"), stacked = getComputedStyle(pair).flexDirection === "column";
+    var gap = parseFloat(getComputedStyle(pair).columnGap) || 12;
+    var boxW = stacked ? pair.clientWidth : (pair.clientWidth - gap) / 2;
+    var boxH = boxW * h / w;
+    if (!stacked) {
+      // Side by side: the whole trial fits on one screen (answers included).
+      var below = el("below").getBoundingClientRect().height + 16;
+      var top = pair.getBoundingClientRect().top + window.scrollY;
+      var caption = left.closest("figure").querySelector("figcaption").getBoundingClientRect().height;
+      boxH = Math.max(120, window.innerHeight - top - below - caption - 8);
+    }
+    var scale = window.CompareView.fitScale(w, h, boxW, boxH, maxUpscale);
+    ["left", "right"].forEach(function (side) {
+      var img = el(side);
+      img.style.width = Math.floor(w * scale) + "px";
+      img.style.height = Math.floor(h * scale) + "px";
+      img.style.imageRendering = window.CompareView.rendering(scale);
+    });
+  }
+  window.addEventListener("resize", layout);
+
+  // ---- unlocking the answers after the minimum time, with a visible countdown
+  function startCountdown() {
+    var until = performance.now() + minMs, lock = el("lock");
+    clearInterval(countdown);
+    function tick() {
+      var left = until - performance.now();
+      if (left <= 0) {
+        clearInterval(countdown); countdown = null;
+        lock.style.visibility = "hidden";  // keeps its line: the answers never jump
+        unlocked = true; unlockedAt = performance.now(); setEnabled(true);
+        if (minMs) el("sr-status").textContent = "You can answer now.";
+        return;
+      }
+      lock.style.visibility = "visible";
+      lock.textContent = "Answers open in " + (Math.ceil(left / 100) / 10).toFixed(1) + " s: look at both images";
+    }
+    // Screen readers hear the wait once, not every tenth of a second.
+    el("sr-status").textContent = minMs ? "Answers open in " + (minMs / 1000).toFixed(1) + " seconds." : "";
+    tick();
+    if (!unlocked) countdown = setInterval(tick, 100);
+  }
+
   function render(t) {
-    current = t;
+    if (viewer) viewer.close();
+    current = t; unlocked = false; arrivedAt = performance.now();
+    note(""); el("warning").hidden = true;
     el("prompt").textContent = t.prompt;
+    el("instruction").textContent = t.instruction || "";
+    el("instruction").hidden = !t.instruction;
+    var p = t.progress;
     el("practice").hidden = !t.practice;
-    var p = t.progress, pct = p.total ? Math.round(100 * p.done / p.total) : 0;
+    var done = t.practice ? p.practice_done : p.done, total = t.practice ? p.practice_total : p.total;
+    var pct = total ? Math.round(100 * done / total) : 0;
     el("progress-bar").style.width = pct + "%";
-    el("progress-text").textContent = "Pair " + Math.min(p.done + 1, p.total) + " of " + p.total;
+    el("progress").setAttribute("aria-valuenow", String(pct));
+    el("progress-text").textContent = (t.practice ? "Practice " : "Pair ") + Math.min(done + 1, total) + " of " + total;
     var loaded = 0;
-    function ready() { if (++loaded === 2) { setEnabled(true); shownAt = performance.now(); busy = false; } }
+    function ready() {
+      if (++loaded !== 2) return;
+      layout(); busy = false;
+      startCountdown();
+    }
     ["left", "right"].forEach(function (side) {
       var img = el(side);
       img.onload = ready; img.onerror = ready;
@@ -52,16 +116,24 @@
   }
 
   function answer(choice) {
-    if (busy || !current) return;
+    if (busy || !current || !unlocked) return;
     busy = true; setEnabled(false);
-    var body = JSON.stringify({ choice: choice, request_id: uuid(), response_ms: Math.round(performance.now() - shownAt) });
+    var compared = viewer ? viewer.takeLog() : { used_zoom: false, used_flicker: false, max_zoom: 1, compare_view_ms: 0, flicker_ms: 0 };
+    compared.unlock_ms = Math.round(unlockedAt - arrivedAt);
+    var body = JSON.stringify({ choice: choice, request_id: uuid(), response_ms: Math.round(performance.now() - arrivedAt),
+                                compared: compared });
     var trial = current.trial, tries = 0;
     (function send() {
       fetch("/api/trials/" + encodeURIComponent(trial) + "/answer", {
         method: "POST", headers: { "Content-Type": "application/json", "X-Participant": token }, body: body
       }).then(function (r) {
-        if (r.ok || r.status === 409) { next(); return; }  // 409: expired or already answered; move on
-        return r.json().then(function (b) { showError(b.detail || "Could not save the answer."); busy = false; setEnabled(true); });
+        return r.json().then(function (b) {
+          if (r.ok || r.status === 409) {  // 409: expired or already answered; move on
+            if (b.too_fast) { el("warning").hidden = false; }
+            next(); return;
+          }
+          showError(b.detail || "Could not save the answer."); busy = false; setEnabled(true);
+        });
       }).catch(function () {
         // Network error: resend the same request_id, so the server stores the answer once.
         if (++tries < 5) { setTimeout(send, 1000 * tries); } else { showError("Connection lost; please reload."); busy = false; setEnabled(true); }
@@ -69,19 +141,35 @@
     })();
   }
 
-  buttons.forEach(function (b) { b.addEventListener("click", function () { answer(parseInt(b.dataset.choice, 10)); }); });
+  function openViewer(flicker, from) {
+    if (!viewer || !current) return;
+    viewer.open([el("left").src, el("right").src], flicker, from);
+  }
+  function viewerClosed(why) {
+    if (why === "answer-key") note("The compare view is closed. Press the key again to answer.");
+  }
+
+  buttons.forEach(function (b) {
+    b.addEventListener("click", function (e) {
+      if (e.detail > 0) b.blur();  // a tap or click leaves no highlight on the next pair
+      answer(parseInt(b.dataset.choice, 10));
+    });
+  });
   document.addEventListener("keydown", function (e) {
-    var box = el("lightbox");
-    if (e.key === "Escape" && !box.hidden) { box.hidden = true; return; }
+    if (viewer && viewer.isOpen()) { viewer.onKey(e); return; }
     if (e.ctrlKey || e.metaKey || e.altKey) return;
     if (e.key >= "1" && e.key <= "5") { e.preventDefault(); answer(parseInt(e.key, 10)); }
+    else if (viewer && (e.key === "c" || e.key === "C")) { e.preventDefault(); openViewer(false); }
+    else if (viewer && (e.key === "f" || e.key === "F")) { e.preventDefault(); openViewer(true); }
   });
-  ["left", "right"].forEach(function (side) {
-    var img = el(side);
-    function enlarge() { el("lightbox-img").src = img.src; el("lightbox").hidden = false; }
-    img.addEventListener("click", enlarge);
-    img.addEventListener("keydown", function (e) { if (e.key === "Enter") enlarge(); });
-  });
-  el("lightbox").addEventListener("click", function () { el("lightbox").hidden = true; });
+  document.addEventListener("keyup", function (e) { if (viewer && viewer.isOpen()) viewer.onKeyUp(e); });
+  if (viewer) {
+    ["left", "right"].forEach(function (side) {
+      var b = el(side + "-open");
+      b.addEventListener("click", function () { openViewer(false, b); });
+    });
+    el("open-compare").addEventListener("click", function (e) { openViewer(false, e.currentTarget); });
+    el("open-flicker").addEventListener("click", function (e) { openViewer(true, e.currentTarget); });
+  }
   next();
 })();

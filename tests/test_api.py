@@ -38,14 +38,14 @@ def test_full_flow_records_scores_and_completion(client, session, study_factory)
         r = next_(client, token)
         assert r.status_code == 200, r.text
         body = r.json()
-        assert body["progress"] == {"done": i, "total": 3}
+        assert body["progress"] == {"done": i, "total": 3, "practice_done": 0, "practice_total": 0}
         assert body["left"].startswith("/i/") and body["right"].startswith("/i/")
         assert client.get(body["left"]).status_code == 200
         seen.append(body["trial"])
         assert answer(client, token, body["trial"], 1 + i).status_code == 200
     done = next_(client, token).json()
     assert done["done"] is True and done["completion_code"] == "DONE42"
-    assert done["progress"] == {"done": 3, "total": 3}
+    assert done["progress"] == {"done": 3, "total": 3, "practice_done": 0, "practice_total": 0}
     # Finished participants keep getting the completion code.
     assert next_(client, token).json()["completion_code"] == "DONE42"
     session.expire_all()
@@ -212,8 +212,12 @@ def test_html_pages_consent_run_done(client, study_factory):
     assert page.status_code == 200
     assert 'name="PROLIFIC_PID" value="w1"' in page.text and "evil" not in page.text
     assert "Consent" in page.text and study.question in page.text
-    refused = client.post(f"/s/{study.slug}/start", data={"PROLIFIC_PID": "w1"})
-    assert refused.status_code == 400 and "consent" in refused.text.lower()
+    refused = client.post(f"/s/{study.slug}/start", data={"PROLIFIC_PID": "w1"}, follow_redirects=False)
+    # Post/redirect/get: the form comes back as a plain GET with the message and the crowd ids.
+    assert refused.status_code == 303 and refused.headers["location"] == f"/s/{study.slug}?PROLIFIC_PID=w1&error=consent"
+    form_again = client.get(refused.headers["location"])
+    assert "Please tick the consent box" in form_again.text and 'name="PROLIFIC_PID" value="w1"' in form_again.text
+    assert form_again.headers["cache-control"] == "no-store"
     started = client.post(f"/s/{study.slug}/start", data={"PROLIFIC_PID": "w1", "consent": "yes"},
                           follow_redirects=False)
     assert started.status_code == 303 and started.headers["location"] == f"/s/{study.slug}/run"

@@ -30,7 +30,8 @@ def test_nothing_a_participant_receives_reveals_the_arm(client, session, study_f
     session.commit()
     study = study_factory([ps.id], pairs_per_participant=4, gold_rate=0.5, repeats=1, practice_trials=1,
                           title="Image study", instructions="Compare the two images.",
-                          completion_code="THANKS1", ratings_per_pair=1)
+                          completion_code="THANKS1", ratings_per_pair=1,
+                          gold_instruction="Attention: choose the sharper image.")
     manifest = [json.loads(x) for x in (folder / "manifest.jsonl").read_text().splitlines()]
     secrets = {r["baseline"]["file"][:-4] for r in manifest} | {r["treatment"]["file"][:-4] for r in manifest}
     secrets |= {r["baseline"]["sha256"] for r in manifest} | {r["treatment"]["sha256"] for r in manifest}
@@ -47,13 +48,16 @@ def test_nothing_a_participant_receives_reveals_the_arm(client, session, study_f
         seen.append((str(r.url), dict(r.headers), r.content))
         return r
 
+    get("/")
+    get("/favicon.ico")
     get(f"/s/{study.slug}?PROLIFIC_PID=p1&STUDY_ID=s1&SESSION_ID=x1")
+    post(f"/s/{study.slug}/start", data={"PROLIFIC_PID": "p1"})  # no consent: the form again
     run = post(f"/s/{study.slug}/start", data={"PROLIFIC_PID": "p1", "STUDY_ID": "s1", "SESSION_ID": "x1",
                                               "consent": "yes"})
     token = run.text.split('data-token="')[1].split('"')[0]
-    get("/static/participant.js")
-    get("/static/style.css")
-    payload_keys, images = set(), {}
+    for static in ("participant.js", "viewer.js", "style.css", "favicon.svg"):
+        get(f"/static/{static}")
+    payload_keys, answer_keys, images = set(), set(), {}
     while True:
         body = get(f"/api/participants/{token}/next").json()
         if body.get("done"):
@@ -62,16 +66,21 @@ def test_nothing_a_participant_receives_reveals_the_arm(client, session, study_f
         for url in (body["left"], body["right"], *(body["preload"] or {}).values()):
             r = get(url)
             images[url] = (r.content, tuple(sorted(r.headers.items())))
-        post(f"/api/trials/{body['trial']}/answer", json={"choice": 2, "request_id": str(uuid.uuid4())},
-             headers={"X-Participant": token})
+        compared = {"used_zoom": True, "used_flicker": True, "max_zoom": 2.5, "compare_view_ms": 900,
+                    "flicker_ms": 700, "unlock_ms": 300}
+        answered = post(f"/api/trials/{body['trial']}/answer", headers={"X-Participant": token},
+                        json={"choice": 2, "request_id": str(uuid.uuid4()), "compared": compared})
+        answer_keys.add(tuple(sorted(answered.json())))
     get(f"/s/{study.slug}/done")
     # A second participant finds no work left (ratings_per_pair=1), via the API and the page.
     other = post(f"/api/studies/{study.slug}/participants", json={"external_ids": {"workerId": "w2"}}).json()["participant"]
     get(f"/api/participants/{other}/next")
     get(f"/s/{study.slug}/full")
 
-    # Every trial payload has the same keys, whatever the trial's role (main, gold, repeat...).
-    assert len(payload_keys) == 1
+    # Every trial payload and answer response has the same keys, whatever the trial's role (main,
+    # gold, repeat...); the gold check's instruction key is there (empty) on every trial.
+    assert len(payload_keys) == 1 and "instruction" in next(iter(payload_keys))
+    assert len(answer_keys) == 1
     # Text, URLs and headers: no method names, arms, QC roles, parameters or source file names.
     for url, headers, content in seen:
         text = "\n".join([url, json.dumps(headers), content.decode("utf-8", "replace")])

@@ -18,7 +18,7 @@ def db_url(sqlite_url):
 
 def test_participant_completes_a_study_with_the_keyboard(chromium, live_server, session, study_factory):
     study = study_factory(n_pairs=4, pairs_per_participant=3, gold_rate=0.34, repeats=1, practice_trials=1,
-                          completion_code="KB-DONE-9")
+                          completion_code="KB-DONE-9", gold_instruction="Check: pick the sharper image.")
     page = chromium.new_page()
     page.set_default_timeout(15_000)
     page.goto(f"{live_server}/s/{study.slug}?PROLIFIC_PID=browser-1&STUDY_ID=st&SESSION_ID=se")
@@ -29,15 +29,33 @@ def test_participant_completes_a_study_with_the_keyboard(chromium, live_server, 
     page.keyboard.press("Enter")
     page.wait_for_url("**/run")
     total = 6  # practice + 3 main + 1 gold + 1 repeat
+    # The practice trial is labelled as such and not counted in the main progress.
+    instructed = []
+    shown = ["Practice 1 of 1"] + [f"Pair {n} of 5" for n in range(1, 6)]
     for i in range(total):
         page.wait_for_function(
-            "([n, total]) => document.getElementById('progress-text').textContent === `Pair ${n} of ${total}`"
+            "text => document.getElementById('progress-text').textContent === text"
             " && !document.querySelector('.answer').disabled",
-            arg=[i + 1, total],
+            arg=shown[i],
         )
         assert page.is_visible("#practice") == (i == 0)
+        if page.is_visible("#instruction"):
+            instructed.append(page.text_content("#instruction"))
+        if i == 1:
+            # Keyboard only: Tab reaches the left image, Enter opens the compare view, + zooms,
+            # Escape closes it and gives the focus back.
+            page.focus("#left-open")
+            page.keyboard.press("Enter")
+            assert page.is_visible("#viewer")
+            page.keyboard.press("+")
+            page.keyboard.press("Escape")
+            assert not page.is_visible("#viewer")
+            assert page.evaluate("document.activeElement.id") == "left-open"
+            # Focus is visible: a thick outline on the focused control.
+            assert page.evaluate("getComputedStyle(document.activeElement).outlineWidth") == "3px"
         page.keyboard.press(str(1 + i % 5))
     page.wait_for_url("**/done")
+    assert instructed == ["Check: pick the sharper image."]  # on the one gold trial only
     assert page.text_content("#completion-code").strip() == "KB-DONE-9"
     session.expire_all()
     participant = session.scalar(select(Participant))
@@ -47,6 +65,8 @@ def test_participant_completes_a_study_with_the_keyboard(chromium, live_server, 
 
 
 def test_trial_page_works_on_a_phone_and_images_open_large(chromium, live_server, study_factory):
+    """The phone layout stacks the images at full width; a tap opens both large; the next pair
+    is preloaded."""
     study = study_factory(n_pairs=3, pairs_per_participant=2)
     context = chromium.new_context(viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True)
     page = context.new_page()
@@ -57,10 +77,10 @@ def test_trial_page_works_on_a_phone_and_images_open_large(chromium, live_server
     page.check("#consent")
     page.click("#start")
     page.wait_for_function("!document.querySelector('.answer').disabled")
-    # Nothing wider than the screen; the two images side by side.
+    # Nothing wider than the screen; the two images stacked, each as wide as the limit allows.
     assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
     left, right = page.locator("#left").bounding_box(), page.locator("#right").bounding_box()
-    assert left["x"] + left["width"] <= right["x"] and abs(left["y"] - right["y"]) < 2 and left["width"] > 100
+    assert left["y"] + left["height"] <= right["y"] and left["width"] == right["width"] == 256  # 64 px x 4
     # The next pair is preloaded while the first is shown: four images requested, two on screen.
     shown = set(page.evaluate("[document.getElementById('left').src, document.getElementById('right').src]"))
     for _ in range(100):
@@ -69,11 +89,11 @@ def test_trial_page_works_on_a_phone_and_images_open_large(chromium, live_server
         page.wait_for_timeout(50)
     preloaded = set(image_requests) - shown
     assert len(preloaded) == 2
-    page.tap("#left")
-    assert page.is_visible("#lightbox")
-    assert page.evaluate("document.getElementById('lightbox-img').src === document.getElementById('left').src")
-    page.tap("#lightbox")
-    assert not page.is_visible("#lightbox")
+    page.tap("#left-open")
+    assert page.is_visible("#viewer")
+    assert page.evaluate("document.getElementById('v-left').src === document.getElementById('left').src")
+    page.tap("#v-close")
+    assert not page.is_visible("#viewer")
     page.tap(".answer[data-choice='4']")
     page.wait_for_function("document.getElementById('progress-text').textContent === 'Pair 2 of 2'")
     now_shown = set(page.evaluate("[document.getElementById('left').src, document.getElementById('right').src]"))

@@ -187,7 +187,9 @@ class _Allocation:
                                    side, self.now, self.hold)
         else:  # repeat: an earlier main trial not repeated yet, sides swapped
             repeated = {t.repeat_of_trial_id for t in self.trials if t.kind == "repeat"}
-            pool = [t for t in self.trials if t.kind == "main" and t.position < position and t.id not in repeated]
+            gap = plan.get("repeat_gap", 1)
+            pool = [t for t in self.trials
+                    if t.kind == "main" and t.position <= position - gap and t.id not in repeated]
             if pool:
                 orig = rng.choice(pool)
                 trial = _new_trial(self.study, self.participant, position, "repeat", orig.pair_id,

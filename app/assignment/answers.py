@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.exc import IntegrityError
@@ -40,6 +41,7 @@ _ANSWER_LOOKUP = (
         select(Rating.id).where(Rating.request_id == bindparam("request_id")).scalar_subquery()
         .label("request_rating_id"),
         Study.auto_close.label("auto_close"),
+        Study.fast_answers.label("fast_answers"),
     )
     .join(Study, Study.id == Trial.study_id)
     .where(Trial.public_id == bindparam("public_id"))
@@ -96,6 +98,7 @@ def submit_answer(
     request_id: str,
     now: datetime,
     client_response_ms: int | None = None,
+    compared: dict[str, Any] | None = None,
 ) -> AnswerResult:
     """Store one rating, idempotently per `request_id`. Raises FlowError (4xx) for bad answers.
 
@@ -108,7 +111,7 @@ def submit_answer(
         raise FlowError(422, "request_id must be a non-empty string of at most 100 characters")
     participant_id = participant.id
     try:
-        return _store(session, participant_id, public_id, choice, request_id, now, client_response_ms)
+        return _store(session, participant_id, public_id, choice, request_id, now, client_response_ms, compared)
     except _TryReplay as maybe:
         session.rollback()
         replay = _replay(session, participant_id, public_id, request_id)
@@ -118,7 +121,7 @@ def submit_answer(
 
 
 def _store(session: Session, participant_id: int, public_id: str, choice: int, request_id: str,
-           now: datetime, client_response_ms: int | None) -> AnswerResult:
+           now: datetime, client_response_ms: int | None, compared: dict[str, Any] | None) -> AnswerResult:
     # One round trip for the trial, the study fields the rating needs, the unanswered trials
     # before it (answers must come in order) and whether `request_id` was seen before.
     found = session.execute(
@@ -139,6 +142,10 @@ def _store(session: Session, participant_id: int, public_id: str, choice: int, r
     if found.unanswered_before or trial.presented_at is None:
         raise FlowError(409, "answer the current trial first (this one has not been shown yet)")
     trial_id = trial.id
+    response_ms = max(0, int((now - trial.presented_at).total_seconds() * 1000))
+    if found.fast_answers == "block" and response_ms < found.min_response_ms:
+        raise FlowError(425, f"answered too soon: take at least {found.min_response_ms} ms to look at both images",
+                        "too_fast")
 
     def answered_or_expired() -> FlowError:
         state = session.scalar(select(Trial.state).where(Trial.id == trial_id))
@@ -162,7 +169,6 @@ def _store(session: Session, participant_id: int, public_id: str, choice: int, r
     if not won:
         # A concurrent request answered it (maybe this very request_id) or it just expired.
         raise _TryReplay(answered_or_expired)
-    response_ms = max(0, int((now - trial.presented_at).total_seconds() * 1000))
     rating = Rating(
         trial_id=trial.id,
         request_id=request_id,
@@ -174,6 +180,7 @@ def _store(session: Session, participant_id: int, public_id: str, choice: int, r
         client_response_ms=client_response_ms,
         too_fast=response_ms < found.min_response_ms,
         answered_at=now,
+        **(compared or {}),
     )
     session.add(rating)
     try:

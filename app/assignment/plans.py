@@ -6,12 +6,14 @@ import random
 from typing import Any
 
 from app.models import Study
+from app.repeats import repeat_gap, repeat_places
 
 
 def make_plan(study: Study, participant_seed: int) -> dict[str, Any]:
     """The trial kinds and treatment sides for one participant, from the seeded RNG.
 
-    Returns {"kinds": [...], "sides": [...], "skipped": []}; index = trial position.
+    Returns {"kinds": [...], "sides": [...], "skipped": [], "repeat_gap": G}; index = trial
+    position. A repeat comes at least G = `repeat_gap(n)` trials after its original.
     """
     rng = random.Random(f"plan:{study.seed}:{participant_seed}")
     n_main = study.pairs_per_participant
@@ -23,13 +25,12 @@ def make_plan(study: Study, participant_seed: int) -> dict[str, Any]:
     # does checks first only to find that the study has no work left.
     first_main = body.index("main")
     body[0], body[first_main] = body[first_main], body[0]
-    if n_repeat:
-        # Repeats go after the n_repeat-th main trial, so each has an earlier pair to repeat.
-        mains = [i for i, k in enumerate(body) if k == "main"]
-        after = mains[n_repeat - 1] + 1
-        for _ in range(n_repeat):
-            body.insert(rng.randint(after, len(body)), "repeat")
+    gap = repeat_gap(n_main + n_gold + n_repeat)
+    for _ in range(n_repeat):
+        places = repeat_places(body, gap)
+        if places:
+            body.insert(rng.choice(places), "repeat")
     kinds = ["practice"] * study.practice_trials + body
     sides = (["left", "right"] * (len(kinds) // 2 + 1))[: len(kinds)]
     rng.shuffle(sides)
-    return {"kinds": kinds, "sides": sides, "skipped": []}
+    return {"kinds": kinds, "sides": sides, "skipped": [], "repeat_gap": gap}

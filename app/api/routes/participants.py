@@ -7,6 +7,7 @@ trial ids and image tokens only (see tests/test_blinding.py).
 from __future__ import annotations
 
 from typing import Annotated, Any
+from urllib.parse import urlencode
 
 from fastapi import APIRouter, Body, Form, Header, HTTPException, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
@@ -27,12 +28,16 @@ from app.assignment import (
 from app.guard import API_BODY_MAX, PARTICIPANT_TOKEN, PUBLIC_ID, bad_text, clean_text, same_origin
 from app.models import Participant, Study, utcnow
 from app.studies import SLUG_RE
+from app.comparing import Compared
+from app.pacing import locks_answers, returned_message, withholds_code
+from app.study_flow import has_capacity, split_progress, trial_instruction
 from app.templating import templates
 
 router = APIRouter(max_body_size=API_BODY_MAX)
 
 # Neutral name: even the product name would hint at the hypothesis under test.
 COOKIE = "participant"
+CONSENT_ERROR = "Please tick the consent box to take part."
 
 
 def _error(e: FlowError) -> JSONResponse:
@@ -75,6 +80,7 @@ class Answer(BaseModel):
     choice: Any = Field(description="1..5 as shown; validated in app.assignment for a clear message")
     request_id: Annotated[str, AfterValidator(clean_text)] = Field(min_length=1, max_length=100)
     response_ms: int | None = Field(default=None, ge=0, lt=2**31, description="client-measured, optional")
+    compared: Compared | None = Field(default=None, description="how the images were compared (app.comparing)")
 
 
 @router.post("/api/studies/{slug}/participants", status_code=201)
@@ -89,9 +95,10 @@ def api_new_participant(
     return JSONResponse({"participant": participant.token}, status_code=201 if created else 200)
 
 
-def trial_payload(session, result) -> dict[str, Any]:
+def trial_payload(session, result, participant: Participant, study: Study) -> dict[str, Any]:
     """The /next body: a trial (random id, prompt, two opaque image URLs) or the end."""
-    progress = {"done": result.done, "total": result.total}
+    position = result.trial.position if result.trial is not None else None
+    progress = split_progress(participant.plan, position, result.done, result.total)
     if result.trial is None:
         return {"done": True, "progress": progress}
     shown = [result.trial] + ([result.preload] if result.preload is not None else [])
@@ -103,6 +110,7 @@ def trial_payload(session, result) -> dict[str, Any]:
         "right": f"/i/{tokens[0][1]}",
         "progress": progress,
         "practice": result.trial.kind == "practice",
+        "instruction": trial_instruction(study, result.trial.kind),
         "preload": None,
     }
     if result.preload is not None:
@@ -136,11 +144,13 @@ def _next(token: str, session, settings) -> JSONResponse:
         result = next_trial(session, participant, utcnow(), settings.hold_minutes, study)
     except FlowError as e:
         return _error(e)
-    payload = trial_payload(session, result)
+    payload = trial_payload(session, result, participant, study)
     if result.trial is None:
         study = session.get(Study, participant.study_id)
-        payload["completion_code"] = study.completion_code
-        payload["redirect_url"] = study.redirect_url
+        payload["returned"] = withholds_code(session, study, participant)
+        if not payload["returned"]:
+            payload["completion_code"] = study.completion_code
+            payload["redirect_url"] = study.redirect_url
     return JSONResponse(payload, headers={"Cache-Control": "no-store"})
 
 
@@ -156,7 +166,8 @@ def api_answer(
         return _error(FlowError(404, "unknown trial"))
     try:
         result = submit_answer(
-            session, participant, trial_id, answer.choice, answer.request_id, utcnow(), answer.response_ms
+            session, participant, trial_id, answer.choice, answer.request_id, utcnow(), answer.response_ms,
+            answer.compared.model_dump() if answer.compared else None,
         )
     except FlowError as e:
         return _error(e)
@@ -166,6 +177,7 @@ def api_answer(
         "choice": result.rating.choice,
         "request_id": result.rating.request_id,
         "answered_at": result.rating.answered_at.isoformat(),
+        "too_fast": result.rating.too_fast,
     }
     headers = {"Cache-Control": "no-store"}
     if result.created and result.auto_close:
@@ -196,8 +208,14 @@ def page_consent(slug: str, request: Request, session: SessionDep) -> Response:
         return RedirectResponse(f"/s/{slug}/run", status_code=303)
     if study.state != "open":
         return _page(request, "closed.html", 409, study=study)
+    if not has_capacity(session, study, utcnow()):
+        return _page(request, "full.html", 409, study=study)
     crowd = {k: request.query_params[k] for k in CROWD_ID_KEYS if request.query_params.get(k)}
-    return _page(request, "consent.html", study=study, crowd=crowd, error=None)
+    error = CONSENT_ERROR if request.query_params.get("error") == "consent" else None
+    # Never from the cache: Back/Forward shows a fresh form, not a stale error or a ticked box.
+    response = _page(request, "consent.html", study=study, crowd=crowd, error=error)
+    response.headers["Cache-Control"] = "no-store"
+    return response
 
 
 @router.post("/s/{slug}/start", include_in_schema=False)
@@ -209,8 +227,11 @@ async def page_start(slug: str, request: Request, session: SessionDep, settings:
     form = await request.form()
     crowd = {k: str(form[k]) for k in CROWD_ID_KEYS if form.get(k)}
     if consent != "yes":
-        return _page(request, "consent.html", 400, study=study, crowd=crowd,
-                     error="Please tick the consent box to take part.")
+        # Post/redirect/get: the error page is a plain GET, so Back never resubmits the form.
+        query = urlencode({**crowd, "error": "consent"})
+        return RedirectResponse(f"/s/{slug}?{query}", status_code=303)
+    if study.state == "open" and not has_capacity(session, study, utcnow()):
+        return _page(request, "full.html", 409, study=study)
     try:
         participant, _ = create_participant(session, study, crowd, utcnow(), request.cookies.get(COOKIE))
     except FlowError as e:
@@ -235,7 +256,7 @@ def page_run(slug: str, request: Request, session: SessionDep) -> Response:
         return RedirectResponse(f"/s/{slug}/done", status_code=303)
     if study.state != "open":
         return _page(request, "closed.html", 409, study=study)
-    return _page(request, "trial.html", study=study, token=participant.token)
+    return _page(request, "trial.html", study=study, token=participant.token, locks=locks_answers(study))
 
 
 @router.get("/s/{slug}/done", response_class=HTMLResponse, include_in_schema=False)
@@ -246,6 +267,8 @@ def page_done(slug: str, request: Request, session: SessionDep) -> Response:
         return RedirectResponse(f"/s/{slug}", status_code=303)
     if participant.finished_at is None:
         return RedirectResponse(f"/s/{slug}/run", status_code=303)
+    if withholds_code(session, study, participant):
+        return _page(request, "returned.html", study=study, message=returned_message(study))
     return _page(request, "done.html", study=study)
 
 
