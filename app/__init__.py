@@ -7,7 +7,7 @@ How `app` and `sampler` meet (`sampler` never imports `app`):
   which `app.importer` validates and imports.
 - `app.cli` is the one declared meeting point of the two command sets: it mounts the sampler's
   commands (`sampler.cli`: generate, prompts, metrics) in the `sfgeval` group and `demo` calls
-  `sampler.generate`. `sampler.cli` imports torch only inside its command functions, so torch is
+  `sampler.generate` (with `sampler.prompts` for its prompt records). `sampler.cli` imports torch only inside its command functions, so torch is
   loaded by a command that needs it, never by the server. No other `app` module imports `sampler`
   beyond `sampler.manifest`.
 
