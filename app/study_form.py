@@ -13,12 +13,8 @@ from typing import Any
 from pydantic import ValidationError
 
 from app.models import Study
+from app.statistics.exclusions import ExclusionRules
 from app.studies import StudyError, parse_config
-
-
-# The one exclusion-rules schema; the form's inputs and the study page's rule list are built from it.
-from app.statistics.exclusions import ExclusionRules  # noqa: E402
-
 
 # Form labels of the rules (a field without one shows its name).
 RULE_LABELS = {
@@ -35,7 +31,7 @@ RULE_LABELS = {
 
 
 def rule_fields(rules: dict[str, Any]) -> list[dict[str, Any]]:
-    """One entry per exclusion rule for the form and the study page: input name, label, kind
+    """One entry per field of the one rules schema (`ExclusionRules`) for the form and the study page: input name, label, kind
     ('check' or 'number'), bounds, step and the current value."""
     fields = []
     for name, info in ExclusionRules.model_fields.items():
