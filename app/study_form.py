@@ -31,8 +31,8 @@ RULE_LABELS = {
 
 
 def rule_fields(rules: dict[str, Any]) -> list[dict[str, Any]]:
-    """One entry per field of the one rules schema (`ExclusionRules`) for the form and the study page: input name, label, kind
-    ('check' or 'number'), bounds, step and the current value."""
+    """One entry per field of the one rules schema (`ExclusionRules`) for the form and the study
+    page: input name, label, kind ('check' or 'number'), bounds, step and the current value."""
     fields = []
     for name, info in ExclusionRules.model_fields.items():
         bounds = {k: getattr(m, k) for m in info.metadata for k in ("ge", "le") if getattr(m, k, None) is not None}
