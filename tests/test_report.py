@@ -181,3 +181,35 @@ def test_statistics_url_matches_the_cli_and_caches(seeded, client, app, db_url, 
     second = read(app, lambda s: slow.get(s, s.get(type(study), study.id)))
     assert second is first and slow.computations == 1
     assert first.stats["cache"]["ratings_counted"] == first.stats["design"]["n_ratings_total"]
+
+
+def test_statistics_twin_sends_the_cached_json_as_declared(seeded, client, app, monkeypatch):
+    """Both renderings come from one data function (`app.api.pages.twin`): the .json twin is the
+    cached statistics.json text, byte for byte, and has the declared shape (StatisticsReport)."""
+    from app.api.schemas import StatisticsReport
+
+    study, _ = seeded
+    read(app, lambda s: login(client, s))
+    monkeypatch.setattr(statistics_routes, "cache", statistics_routes.StatisticsCache())
+    r = client.get(f"/admin/studies/{study.slug}/statistics.json")
+    assert r.status_code == 200 and r.headers["cache-control"] == "no-store"
+    entry = read(app, lambda s: statistics_routes.cache.get(s, s.get(type(study), study.id)))
+    assert r.text == entry.json_text and statistics_routes.cache.computations == 1
+    report = StatisticsReport.model_validate(r.json())
+    assert report.schema_ == "sfgeval.statistics/1" and report.study["slug"] == study.slug
+    route, = (rt for rt in statistics_routes.router.routes if rt.path == "/admin/studies/{slug}/statistics.json")
+    assert route.response_model is StatisticsReport
+    page = client.get(f"/admin/studies/{study.slug}/statistics")
+    assert page.status_code == 200 and page.text == entry.html
+    assert f'/admin/studies/{study.slug}/statistics.json' in page.text
+
+    # Statistics that cannot be computed (a rule stored before it was checked): the same 422 on both.
+    def break_rules(s):
+        s.get(type(study), study.id).exclusion_rules = {"min_consistncy": 0.5}
+        s.commit()
+
+    read(app, break_rules)
+    monkeypatch.setattr(statistics_routes, "cache", statistics_routes.StatisticsCache())
+    bad = client.get(f"/admin/studies/{study.slug}/statistics.json")
+    assert bad.status_code == 422 and bad.json()["detail"].startswith("cannot compute statistics: unknown exclusion rule")
+    assert client.get(f"/admin/studies/{study.slug}/statistics").status_code == 422

@@ -5,7 +5,10 @@ the study from the URL, and `twin`: one data function served as an HTML page and
 function (a FastAPI dependency: it may take the path parameters, the session, the admin) adds
 two routes, `GET .../progress` (the template gets the model's fields) and
 `GET .../progress.json` (the model itself, `response_model` declared), so a page and its twin
-cannot drift apart (datasette's "one data function, two renderings").
+cannot drift apart (datasette's "one data function, two renderings"). A page that is not an
+admin-chrome template (the statistics report, rendered once and cached) passes a function in
+place of the template name, and data whose JSON text is already made (cached) comes as a
+`Serialised`, sent as it is.
 """
 
 from collections.abc import Callable
@@ -61,11 +64,25 @@ def get_study(session: Session, slug: str) -> Study:
     return study
 
 
-def twin(router: APIRouter, path: str, template: str, model: type[BaseModel]) -> Callable[[F], F]:
+class Serialised:
+    """Data whose JSON text is already made (e.g. cached): the `.json` twin sends `json_text` as
+    it is instead of serialising the data again."""
+
+    json_text: str
+
+
+PageRenderer = Callable[[Request, AdminUser, Any], Response]
+
+
+def twin(
+    router: APIRouter, path: str, template: str | PageRenderer, model: type[BaseModel],
+) -> Callable[[F], F]:
     """Serve the decorated data function at `path` (HTML via `template`) and `path.json` (JSON).
 
-    The data function returns an instance of `model` (or a dict that validates as one); the
-    template receives each field of the model by name, plus `data` (the whole model).
+    The data function returns an instance of `model` (or a dict that validates as one, or a
+    `Serialised`); the template receives each field of the model by name, plus `data` (the whole
+    model). `template` may instead be a function `(request, admin, data) -> Response` that renders
+    the page itself. Errors are the data function's (HTTPException), the same for both renderings.
     """
 
     def decorate(data_fn: F) -> F:
@@ -74,10 +91,14 @@ def twin(router: APIRouter, path: str, template: str, model: type[BaseModel]) ->
         Data = Annotated[Any, Depends(data_fn)]
 
         def as_json(response: Response, data: Data) -> Any:
+            if isinstance(data, Serialised):
+                return Response(data.json_text, media_type="application/json", headers={"Cache-Control": "no-store"})
             response.headers["Cache-Control"] = "no-store"
             return data
 
         def as_html(request: Request, admin: CurrentAdmin, data: Data) -> Response:
+            if callable(template):
+                return template(request, admin, data)
             obj = data if isinstance(data, BaseModel) else model.model_validate(data)
             fields = {name: getattr(obj, name) for name in type(obj).model_fields}
             return render(request, template, admin, data=obj, **fields)

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict, Field
 
 
 class StudyRow(BaseModel):
@@ -156,3 +157,28 @@ class ParticipantsPage(BaseModel):
     study: str
     title: str
     participants: list[ParticipantRow]
+
+
+class StatisticsReport(BaseModel):
+    """statistics.json (`app.report.study_statistics`, `sfgeval report`): its top-level sections.
+
+    The sections' contents are documented in docs/statistics.md; the twin sends the cached JSON
+    text as it is (`app.api.pages.Serialised`), so this model declares the shape, it does not
+    re-validate the numbers."""
+
+    model_config = ConfigDict(extra="allow")
+
+    schema_: str = Field(alias="schema")
+    conventions: dict[str, Any]
+    interval: dict[str, Any]
+    bootstrap: dict[str, Any]
+    design: dict[str, Any]
+    exclusions: dict[str, Any]
+    participants: list[dict[str, Any]]
+    results: dict[str, Any]
+    monitoring: dict[str, Any]
+    comparing: Any
+    study: dict[str, Any]
+    study_versions_in_ratings: list[int]
+    generated_at: str
+    cache: dict[str, int]

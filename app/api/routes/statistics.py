@@ -1,4 +1,5 @@
-"""Statistics of a study for researchers and admins: an HTML page and its JSON twin.
+"""Statistics of a study for researchers and admins: an HTML page and its JSON twin, served by
+`app.api.pages.twin` from one data function (`statistics_data`, the cached statistics).
 
 - `GET /admin/studies/{slug}/statistics`: the report (`templates/report.html`), reloading itself
   while the study runs.
@@ -14,17 +15,19 @@ auto-close rule (`app.monitoring_study.apply_auto_close`).
 
 from __future__ import annotations
 
-import html as html_lib
 import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from fastapi import APIRouter, HTTPException, Response
-from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi import APIRouter, HTTPException, Request
+from fastapi.responses import HTMLResponse
 
 from app.api.deps import SessionDep
+from app.api.pages import Serialised, twin
+from app.api.schemas import StatisticsReport
 from app.auth import CurrentAdmin
+from app.models import AdminUser
 from app.monitoring_study import apply_auto_close
 from app.report import DEFAULT_DRAWS, rating_fingerprint, render_report, statistics_json, study_statistics
 from app.statistics import StatisticsInputError
@@ -37,13 +40,21 @@ REFRESH_SECONDS = 30
 
 
 @dataclass
-class _Entry:
+class _Entry(Serialised):
     fingerprint: tuple[int, ...]
     computed_at: float
     stats: dict[str, Any]
     json_text: str
     html: str | None = None
     lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def page(self) -> str:
+        """The live report page, rendered once per entry."""
+        with self.lock:
+            if self.html is None:
+                json_url = f"/admin/studies/{self.stats['study']['slug']}/statistics.json"
+                self.html = render_report(self.stats, live=True, refresh_seconds=REFRESH_SECONDS, json_url=json_url)
+            return self.html
 
 
 class StatisticsCache:
@@ -88,39 +99,22 @@ class StatisticsCache:
             self.computations += 1
             return entry
 
-    def html(self, session, study, json_url: str) -> str:
-        entry = self.get(session, study)
-        with entry.lock:
-            if entry.html is None:
-                entry.html = render_report(entry.stats, live=True, refresh_seconds=REFRESH_SECONDS, json_url=json_url)
-            return entry.html
-
 
 cache = StatisticsCache()
 
 
-def _study(session, slug: str):
+def _report_page(request: Request, admin: AdminUser, entry: _Entry) -> HTMLResponse:
+    return HTMLResponse(entry.page())
+
+
+@twin(router, "/{slug}/statistics", _report_page, StatisticsReport)
+def statistics_data(slug: str, admin: CurrentAdmin, session: SessionDep) -> _Entry:
+    """The study's statistics from the cache (computed when a rating arrived since)."""
     try:
-        return get_study(session, slug)
+        study = get_study(session, slug)
     except StudyError as e:
         raise HTTPException(status_code=404, detail=str(e)) from None
-
-
-@router.get("/{slug}/statistics.json")
-def statistics_json_view(slug: str, admin: CurrentAdmin, session: SessionDep) -> Response:
-    study = _study(session, slug)
     try:
-        entry = cache.get(session, study)
+        return cache.get(session, study)
     except StatisticsInputError as e:
-        return JSONResponse({"detail": f"cannot compute statistics: {e}"}, status_code=422)
-    return Response(entry.json_text, media_type="application/json")
-
-
-@router.get("/{slug}/statistics")
-def statistics_page(slug: str, admin: CurrentAdmin, session: SessionDep) -> Response:
-    study = _study(session, slug)
-    try:
-        html = cache.html(session, study, json_url=f"/admin/studies/{study.slug}/statistics.json")
-    except StatisticsInputError as e:
-        return HTMLResponse(f"<p>Cannot compute statistics: {html_lib.escape(str(e))}</p>", status_code=422)
-    return HTMLResponse(html)
+        raise HTTPException(status_code=422, detail=f"cannot compute statistics: {e}") from None
