@@ -227,6 +227,7 @@ def export_cmd(slug: str, fmt: str, out: Path | None, include_practice: bool, da
 def report_cmd(slug: str, out: Path, draws: int, seed: int | None, database_url: str | None) -> None:
     """Write a study's statistics: report.html (self-contained), statistics.json, ratings.csv."""
     from app.db import session_scope
+    from app.monitoring_study import auto_close_line
     from app.report import write_study_report
     from app.statistics import StatisticsInputError
     from app.studies import StudyError, get_study
@@ -236,15 +237,15 @@ def report_cmd(slug: str, out: Path, draws: int, seed: int | None, database_url:
         with session_scope(url) as session:
             study = get_study(session, slug)
             click.echo(f"computing statistics ({draws} bootstrap draws)…", err=True)
-            paths, n = write_study_report(session, study, out, draws=draws, seed=seed)
-            click.echo(f"{n} ratings", err=True)
-            if study.state == "closed" and (study.monitoring or {}).get("auto_close"):
-                click.echo(f"study {slug} is closed (version {study.version})", err=True)
+            report = write_study_report(session, study, out, draws=draws, seed=seed)
+            click.echo(f"{report.n_ratings} ratings", err=True)
+            if report.closed_note:
+                click.echo(auto_close_line(slug, study.version, report.closed_note), err=True)
     except (StudyError, StatisticsInputError) as e:
         raise click.ClickException(str(e)) from None
     except OSError as e:
         raise click.ClickException(f"cannot write to {out}: {e.strerror or e}") from None
-    for path in paths.values():
+    for path in report.paths.values():
         click.echo(path)
 
 

@@ -9,6 +9,7 @@
   comparison, the look, the statistic and the rule. Called where statistics are computed (live
   statistics page, statistics.json, `sfgeval report`, `sfgeval study monitor`), never on a
   participant's request (that would make answer timing depend on the data).
+- `auto_close_line(slug, version, note)`: the line the CLI prints when it closed a study.
 """
 
 from __future__ import annotations
@@ -88,6 +89,14 @@ def apply_auto_close(session: Session, study: Study, monitoring: dict[str, Any])
         for label, m in monitoring["comparisons"].items()}}
     set_state(session, study, "closed", note=note)
     return note
+
+
+def auto_close_line(slug: str, version: int, note: dict[str, Any]) -> str:
+    """What a command prints when it closed `slug` by the auto-close rule (`apply_auto_close`'s
+    note): the new version and, per comparison, the recommendation, the look and the rule."""
+    why = "; ".join(f"{label}: {c['recommendation']} at look {c['look']} ({c['rule']})"
+                    for label, c in note["comparisons"].items())
+    return f"auto-close: study {slug} closed by its monitoring rule (version {version}): {why}"
 
 
 def monitoring_svgs(monitoring: dict[str, Any] | None) -> dict[str, str]:

@@ -206,7 +206,7 @@ def monitor_cmd(slug: str, database_url: str | None) -> None:
     """
     from app.cli import _migrated
     from app.db import session_scope
-    from app.monitoring_study import apply_auto_close
+    from app.monitoring_study import apply_auto_close, auto_close_line
     from app.report import study_statistics
     from app.statistics import StatisticsInputError
     from app.studies import StudyError, get_study
@@ -223,4 +223,4 @@ def monitor_cmd(slug: str, database_url: str | None) -> None:
     for label, m in mon["comparisons"].items():
         click.echo(f"{label}\t{m['recommendation']}")
     if note:
-        click.echo(f"auto-close: study {slug} closed (version {version})", err=True)
+        click.echo(auto_close_line(slug, version, note), err=True)

@@ -17,7 +17,7 @@ import json
 import re
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -260,15 +260,23 @@ def report_gallery(session: Session, study: Study, k: int = GALLERY_PER_STRATUM)
     return gallery(session, chosen)
 
 
-def write_study_report(session: Session, study: Study, out_dir: Path, *, draws: int = DEFAULT_DRAWS,
-                       seed: int | None = None) -> tuple[dict[str, Path], int]:
-    """`sfgeval report`'s bundle for `study` in out_dir: (paths, number of ratings)."""
-    from app.export import rating_rows
+class StudyReport(NamedTuple):
+    """What `write_study_report` did: the files written, the number of ratings, and the
+    monitoring note (`app.monitoring_study.apply_auto_close`) when it closed the study, else None."""
 
+    paths: dict[str, Path]
+    n_ratings: int
+    closed_note: dict[str, Any] | None
+
+
+def write_study_report(session: Session, study: Study, out_dir: Path, *, draws: int = DEFAULT_DRAWS,
+                       seed: int | None = None) -> StudyReport:
+    """`sfgeval report`'s bundle for `study` in out_dir (applies the auto-close rule first)."""
     from app.monitoring_study import apply_auto_close
 
     rows = rating_rows(session, study)
     stats = study_statistics(session, study, draws=draws, seed=seed, rows=rows)
-    if apply_auto_close(session, study, stats["monitoring"]):  # the stop is recorded, then reported
+    note = apply_auto_close(session, study, stats["monitoring"])
+    if note:  # the stop is recorded, then reported
         stats = study_statistics(session, study, draws=draws, seed=seed, rows=rows)
-    return write_report(out_dir, stats, rows, report_gallery(session, study)), len(rows)
+    return StudyReport(write_report(out_dir, stats, rows, report_gallery(session, study)), len(rows), note)

@@ -16,7 +16,7 @@ from app.cli import main
 from app.models import Rating, Study, StudyVersion, Trial
 from app.monitoring import TREATMENT, monitor
 from app.monitoring_study import monitoring_rows
-from app.studies import StudyError, create_study, study_config
+from app.studies import StudyError, create_study, set_state, study_config
 from tests.test_admin import admin_client, csrf_of  # noqa: F401  (fixture)
 from tests.test_report import rate, read
 
@@ -78,6 +78,35 @@ def test_auto_close_records_the_stop_in_versions_statistics_and_report(admin_cli
     assert hist["n_ratings"][-1] == 30 and len(hist["win_rate"]) == len(hist["interval_low"])
     assert json.loads((tmp_path / "statistics.json").read_text())["monitoring"]["recorded_stops"][0]["version"] == version
     assert read(app, lambda s: s.get(Study, study.id).version) == version
+
+
+def test_cli_report_says_when_it_closed_the_study_and_why(admin_client, app, study_factory, db_url, tmp_path):
+    """`sfgeval report` applies the auto-close rule; it prints the closing line only when this run
+    closed the study, with the new version and, per comparison, the recommendation, look and rule."""
+    study = seed_study(admin_client, app, study_factory, auto_close=True)
+    assert read(app, lambda s: s.get(Study, study.id).state) == "open"  # nothing computed statistics yet
+    args = ["report", study.slug, "--out", str(tmp_path), "--database-url", db_url, "--draws", "50"]
+    res = CliRunner().invoke(main, args)
+    assert res.exit_code == 0, res.output
+    state, version = read(app, lambda s: (s.get(Study, study.id).state, s.get(Study, study.id).version))
+    assert state == "closed" and version == study.version + 1
+    (label, stop), = json.loads((tmp_path / "statistics.json").read_text())["monitoring"]["recorded_stops"][0][
+        "comparisons"].items()
+    line, = [x for x in res.stderr.splitlines() if x.startswith("auto-close")]
+    assert line == (f"auto-close: study {study.slug} closed by its monitoring rule (version {version}): "
+                    f"{label}: {TREATMENT} at look {stop['look']} ({stop['rule']})")
+    assert "boundary" in stop["rule"]
+    # Run again: the study was already closed, by the previous run; nothing is closed now, nothing said.
+    res = CliRunner().invoke(main, args)
+    assert res.exit_code == 0 and "auto-close" not in res.output and "closed" not in res.stderr
+    assert read(app, lambda s: s.get(Study, study.id).version) == version
+    # A study closed by hand with auto-close on is not reported as closed by the rule.
+    other = seed_study(admin_client, app, study_factory, auto_close=True)
+    with app.state.sessionmaker() as s:
+        set_state(s, s.get(Study, other.id), "closed")
+        s.commit()
+    res = CliRunner().invoke(main, [*args[:1], other.slug, *args[2:]])
+    assert res.exit_code == 0 and "closed" not in res.stderr
 
 
 def test_auto_close_is_off_by_default(admin_client, app, study_factory, db_url):

@@ -67,7 +67,7 @@ def report_zip(slug: str, admin: CurrentAdmin, session: SessionDep) -> Response:
     study = get_study(session, slug)
     with tempfile.TemporaryDirectory(prefix="sfgeval-report-") as tmp:
         try:
-            paths, _ = write_study_report(session, study, Path(tmp))
+            paths = write_study_report(session, study, Path(tmp)).paths
         except StatisticsInputError as e:
             raise HTTPException(status_code=422, detail=f"cannot compute statistics: {e}") from None
         buf = io.BytesIO()
