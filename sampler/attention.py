@@ -184,13 +184,7 @@ class SegmentationFreeAttnProcessor:
         processor); rows before `start` take stock SDPA, the perturbed rows the explicit SFG
         weights."""
         b = hidden_states.shape[0]
-        query = attn.to_q(hidden_states)
-        key = attn.to_k(encoder_hidden_states)
-        value = attn.to_v(encoder_hidden_states)
-        head_dim = key.shape[-1] // attn.heads
-        query = query.view(b, -1, attn.heads, head_dim).transpose(1, 2)  # [b, H, N, d]
-        key = key.view(b, -1, attn.heads, head_dim).transpose(1, 2)  # [b, H, K, d]
-        value = value.view(b, -1, attn.heads, head_dim).transpose(1, 2)  # [b, H, K, d]
+        query, key, value, head_dim = _heads(attn, attn.to_q(hidden_states), encoder_hidden_states, b)
         parts = []
         if start > 0:
             parts.append(F.scaled_dot_product_attention(query[:start], key[:start], value[:start]))
@@ -224,19 +218,14 @@ class SegmentationFreeAttnProcessor:
         if input_ndim == 4:
             b, ch, height, width = hidden_states.shape
             hidden_states = hidden_states.view(b, ch, height * width).transpose(1, 2)
-        b, n, _ = hidden_states.shape
+        b = hidden_states.shape[0]
         k_len = encoder_hidden_states.shape[1]
         if attn.group_norm is not None:
             hidden_states = attn.group_norm(hidden_states.transpose(1, 2)).transpose(1, 2)
         query = attn.to_q(hidden_states)
         if attn.norm_cross:
             encoder_hidden_states = attn.norm_encoder_hidden_states(encoder_hidden_states)
-        key = attn.to_k(encoder_hidden_states)
-        value = attn.to_v(encoder_hidden_states)
-        head_dim = key.shape[-1] // attn.heads
-        query = query.view(b, -1, attn.heads, head_dim).transpose(1, 2)  # [b, H, N, d]
-        key = key.view(b, -1, attn.heads, head_dim).transpose(1, 2)  # [b, H, K, d]
-        value = value.view(b, -1, attn.heads, head_dim).transpose(1, 2)  # [b, H, K, d]
+        query, key, value, head_dim = _heads(attn, query, encoder_hidden_states, b)
         if attn.norm_q is not None:
             query = attn.norm_q(query)
         if attn.norm_k is not None:
@@ -253,6 +242,22 @@ class SegmentationFreeAttnProcessor:
         if attn.residual_connection:
             hidden_states = hidden_states + residual
         return hidden_states / attn.rescale_output_factor
+
+
+def _heads(attn, query, encoder_hidden_states, b: int):
+    """Keys and values projected from the text tokens, and query, key and value split into heads.
+
+    query [b, N, H*d] (already projected), encoder_hidden_states [b, K, C] ->
+    (query [b, H, N, d], key [b, H, K, d], value [b, H, K, d], d).
+    """
+    key = attn.to_k(encoder_hidden_states)
+    value = attn.to_v(encoder_hidden_states)
+    head_dim = key.shape[-1] // attn.heads
+
+    def split(t):
+        return t.view(b, -1, attn.heads, head_dim).transpose(1, 2)
+
+    return split(query), split(key), split(value), head_dim
 
 
 def cross_attention_names(unet) -> list[str]:
