@@ -15,9 +15,10 @@ from typing import Any
 
 import click
 
-from sampler.cli import generate
-from sampler.cli import metrics, prompts
+from sampler.cli import generate, metrics, prompts
 
+from app.cli_admin import admin
+from app.cli_options import base_url_option, database_url_option, migrated, public_base_url
 from app.plan_cli import monitor_cmd, plan
 
 # (prompt, stratum). The first six, made with the tiny model (`sfgeval demo --generate
@@ -33,44 +34,6 @@ DEMO_PROMPTS = (
     ("a snowy mountain under a clear sky", "scenes"),
 )
 SHIPPED_DEMO_PAIRS = Path(__file__).resolve().parent / "demo_pairs"
-
-
-def _database_url(url: str | None) -> str:
-    from app.settings import get_settings
-
-    return url or get_settings().database_url
-
-
-def _base_url(url: str | None) -> str:
-    """--base-url, else SFGEVAL_BASE_URL; when neither is set, say so (on stderr) and use the default."""
-    from app.settings import get_settings
-
-    if url:
-        return url.rstrip("/")
-    settings = get_settings()
-    if "base_url" not in settings.model_fields_set:
-        click.echo(
-            f"note: SFGEVAL_BASE_URL is not set; the link assumes `sfgeval serve` on its default {settings.base_url}. "
-            "Set SFGEVAL_BASE_URL (or --base-url) to the address participants will open.",
-            err=True,
-        )
-    return settings.base_url.rstrip("/")
-
-
-database_url_option = click.option(
-    "--database-url", default=None, metavar="URL", help="SQLAlchemy URL [default: DATABASE_URL, else ./sfgeval.sqlite3]"
-)
-base_url_option = click.option(
-    "--base-url", default=None, metavar="URL", help="public URL for printed links [default: SFGEVAL_BASE_URL]"
-)
-
-
-def _migrated(url: str | None) -> str:
-    from app.db import upgrade_database
-
-    url = _database_url(url)
-    upgrade_database(url)
-    return url
 
 
 def _load_config(path: Path) -> dict[str, Any]:
@@ -92,6 +55,7 @@ main.add_command(generate)
 main.add_command(prompts)
 main.add_command(metrics)
 main.add_command(plan)
+main.add_command(admin)
 
 
 # ------------------------------------------------------------------ import
@@ -105,7 +69,7 @@ def import_cmd(folder: Path, name: str | None, database_url: str | None) -> None
     from app.importer import import_pair_set
     from sampler.manifest import ManifestError
 
-    url = _migrated(database_url)
+    url = migrated(database_url)
     try:
         with session_scope(url) as session:
             pair_set = import_pair_set(session, folder, name=name, progress=True)
@@ -132,14 +96,14 @@ def study_create(config: Path, database_url: str | None, base_url: str | None) -
     from app.studies import StudyError, create_study
 
     data = _load_config(config)
-    url = _migrated(database_url)
+    url = migrated(database_url)
     try:
         with session_scope(url) as session:
             slug = create_study(session, data).slug
     except StudyError as e:
         raise click.ClickException(f"{config}: {e}") from None
     click.echo(slug)
-    click.echo(f"{_base_url(base_url)}/s/{slug}")
+    click.echo(f"{public_base_url(base_url)}/s/{slug}")
 
 
 @study.command("export")
@@ -152,7 +116,7 @@ def study_export(slug: str, fmt: str, database_url: str | None) -> None:
     from app.db import session_scope
     from app.studies import StudyError, get_study, study_config
 
-    url = _migrated(database_url)
+    url = migrated(database_url)
     try:
         with session_scope(url) as session:
             cfg = study_config(get_study(session, slug))
@@ -168,7 +132,7 @@ def _state_command(state: str, verb: str):
         from app.db import session_scope
         from app.studies import StudyError, get_study, set_state
 
-        url = _migrated(database_url)
+        url = migrated(database_url)
         try:
             with session_scope(url) as session:
                 s = set_state(session, get_study(session, slug), state)
@@ -200,7 +164,7 @@ def export_cmd(slug: str, fmt: str, out: Path | None, include_practice: bool, da
     from app.export import rating_rows, rows_to_csv, rows_to_json
     from app.studies import StudyError, get_study
 
-    url = _migrated(database_url)
+    url = migrated(database_url)
     try:
         with session_scope(url) as session:
             rows = rating_rows(session, get_study(session, slug), include_practice=include_practice)
@@ -232,7 +196,7 @@ def report_cmd(slug: str, out: Path, draws: int, seed: int | None, database_url:
     from app.statistics import StatisticsInputError
     from app.studies import StudyError, get_study
 
-    url = _migrated(database_url)
+    url = migrated(database_url)
     try:
         with session_scope(url) as session:
             study = get_study(session, slug)
@@ -277,7 +241,7 @@ def _run_server(host: str, port: int, workers: int) -> None:
 @database_url_option
 def serve(host: str, port: int, workers: int, database_url: str | None) -> None:
     """Run the web app with uvicorn (migrates the database first)."""
-    url = _migrated(database_url)
+    url = migrated(database_url)
     _prepare_environment(url)
     _run_server(host, port, workers)
 
@@ -337,7 +301,7 @@ def demo(generate_pairs: bool, model_dir: Path | None, n_prompts: int, steps: in
         raise click.UsageError("--model needs --generate")
     else:
         pairs_dir = SHIPPED_DEMO_PAIRS
-    url = _migrated(database_url)
+    url = migrated(database_url)
     password = secrets.token_urlsafe(12)
     with session_scope(url) as session:
         pair_set = import_pair_set(session, pairs_dir, name="demo", progress=True)
@@ -365,13 +329,6 @@ def demo(generate_pairs: bool, model_dir: Path | None, n_prompts: int, steps: in
         _prepare_environment(url)
         _run_server(host, port, 1)
 
-
-
-
-# ------------------------------------------------------------------ admin accounts
-from app.cli_admin import admin  # noqa: E402  (uses this module's options)
-
-main.add_command(admin)
 
 
 if __name__ == "__main__":

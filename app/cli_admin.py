@@ -10,15 +10,7 @@ import sys
 
 import click
 
-database_url_option = click.option(
-    "--database-url", default=None, metavar="URL", help="SQLAlchemy URL [default: DATABASE_URL, else ./sfgeval.sqlite3]"
-)
-
-
-def _migrated(url: str | None) -> str:
-    from app import cli  # at call time: app.cli imports this module while it loads
-
-    return cli._migrated(url)
+from app.cli_options import database_url_option, migrated
 
 
 def _password(from_stdin: bool) -> str:
@@ -50,7 +42,7 @@ def _with_password(database_url: str | None, from_stdin: bool, action) -> None:
     """Run `action(session, password)`; policy and name errors become a clean CLI error."""
     from app.db import session_scope
 
-    url = _migrated(database_url)
+    url = migrated(database_url)
     password = _password(from_stdin)
     with session_scope(url) as session:
         try:
@@ -93,7 +85,7 @@ def admin_list(database_url: str | None) -> None:
     from app.db import session_scope
     from app.models import AdminSession, AdminUser, utcnow
 
-    url = _migrated(database_url)
+    url = migrated(database_url)
     with session_scope(url) as session:
         live = dict(session.execute(
             select(AdminSession.admin_id, func.count(AdminSession.id))
@@ -114,7 +106,7 @@ def admin_revoke(username: str | None, revoke_all: bool, database_url: str | Non
 
     if bool(username) == revoke_all:
         raise click.UsageError("give a USERNAME or --all (one of the two)")
-    url = _migrated(database_url)
+    url = migrated(database_url)
     with session_scope(url) as session:
         n = revoke_sessions(session, None if revoke_all else _user(session, username))
     click.echo(f"{n} sessions ended", err=True)

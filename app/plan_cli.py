@@ -17,6 +17,8 @@ from typing import Any
 import click
 from tqdm import tqdm
 
+from app.cli_options import database_url_option, migrated
+
 TABLE_COLUMNS = ("participants", "ratings", "half_width", "power", "sims")
 
 
@@ -115,12 +117,11 @@ def summary_lines(result: dict[str, Any]) -> list[str]:
 
 
 def _pilot_rows(slug: str, database_url: str | None) -> list[dict[str, Any]]:
-    from app.cli import _migrated
     from app.db import session_scope
     from app.export import rating_rows
     from app.studies import StudyError, get_study
 
-    url = _migrated(database_url)
+    url = migrated(database_url)
     try:
         with session_scope(url) as session:
             return rating_rows(session, get_study(session, slug))
@@ -198,20 +199,19 @@ def plan(win_rate, pilot_slug, tie_rate, sd_participant, sd_prompt, sd_pair, str
 
 @click.command("monitor")
 @click.argument("slug")
-@click.option("--database-url", default=None, metavar="URL", help="SQLAlchemy URL [default: DATABASE_URL]")
+@database_url_option
 def monitor_cmd(slug: str, database_url: str | None) -> None:
     """Print a study's monitoring recommendation per comparison (and apply its auto-close rule).
 
     One line per comparison on stdout: label, tab, recommendation. Safe to run from cron.
     """
-    from app.cli import _migrated
     from app.db import session_scope
     from app.monitoring_study import apply_auto_close, auto_close_line
     from app.report import study_statistics
     from app.statistics import StatisticsInputError
     from app.studies import StudyError, get_study
 
-    url = _migrated(database_url)
+    url = migrated(database_url)
     try:
         with session_scope(url) as session:
             study = get_study(session, slug)
