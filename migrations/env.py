@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from alembic import context
+from sqlalchemy import text
 
 from app.db import make_engine
 from app.models import Base
@@ -10,6 +11,7 @@ from app.settings import get_settings
 
 config = context.config
 target_metadata = Base.metadata
+MIGRATION_LOCK_KEY = 0x5F6E7661  # any fixed 64-bit number, the same for every sfgeval process
 
 
 def _url() -> str:
@@ -30,6 +32,10 @@ def run_migrations_online() -> None:
         with engine.connect() as connection:
             context.configure(connection=connection, target_metadata=target_metadata, render_as_batch=True)
             with context.begin_transaction():
+                if connection.dialect.name == "postgresql":
+                    # Several servers may start at once on one database (behind a load balancer):
+                    # one migrates, the others wait here and then find nothing left to do.
+                    connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK_KEY})
                 context.run_migrations()
     finally:
         engine.dispose()

@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import create_engine, inspect
+from sqlalchemy import create_engine, inspect, text
 
 from app.db import alembic_config, upgrade_database
 from app.models import Base
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_migrations_match_the_models_and_downgrade_cleanly(db_url):
@@ -21,5 +28,24 @@ def test_migrations_match_the_models_and_downgrade_cleanly(db_url):
         assert set(inspect(engine).get_table_names()) <= {"alembic_version"}
         upgrade_database(db_url)
         assert {"studies", "pairs", "trials", "ratings", "admin_users"} <= set(inspect(engine).get_table_names())
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.postgres
+def test_servers_starting_together_migrate_once(postgres_url):
+    # Several `sfgeval serve` processes on one database each migrate at start-up: on PostgreSQL an
+    # advisory lock lets one run the migrations while the others wait and then find nothing to do.
+    command.downgrade(alembic_config(postgres_url), "base")
+    script = "import sys; from app.db import upgrade_database; upgrade_database(sys.argv[1])"
+    procs = [subprocess.Popen([sys.executable, "-c", script, postgres_url], cwd=ROOT, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True) for _ in range(3)]
+    outputs = [p.communicate(timeout=180)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0, 0], outputs
+    engine = create_engine(postgres_url)
+    try:
+        with engine.connect() as conn:
+            assert conn.scalar(text("SELECT count(*) FROM alembic_version")) == 1
+            assert compare_metadata(MigrationContext.configure(conn), Base.metadata) == []
     finally:
         engine.dispose()
