@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+
+import anyio.to_thread
 
 from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
@@ -52,6 +55,28 @@ class PrivacyHeaders:
         await self.app(scope, receive, send_with_headers)
 
 
+class AdminSessions:
+    """Pure ASGI: the signed-cookie session (admin login, CSRF, flash messages) only under /admin.
+    Participants' requests, the hot path, skip its cookie parsing and signing entirely."""
+
+    def __init__(self, app, **session_options):
+        self.app = app
+        self.with_session = SessionMiddleware(app, **session_options)
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] in ("http", "websocket") and scope["path"].startswith("/admin"):
+            return await self.with_session(scope, receive, send)
+        return await self.app(scope, receive, send)
+
+
+@contextlib.asynccontextmanager
+async def _lifespan(app: FastAPI):
+    # Each handler that touches the database runs in one of these threads; more threads than the
+    # connection pool can serve only queue for connections and contend for the GIL.
+    anyio.to_thread.current_default_thread_limiter().total_tokens = app.state.settings.threads
+    yield
+
+
 async def _data_error(request: Request, exc: DataError) -> JSONResponse:
     """The database refused a value (too long, out of range, NUL): the input was bad, not the server.
     Validation catches these first; this is the net behind it."""
@@ -71,12 +96,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
     if settings.secret_key == INSECURE_DEV_SECRET:
         log.warning("SFGEVAL_SECRET_KEY is not set: admin sessions use an insecure development key")
-    app = FastAPI(title="sfgeval", docs_url=None, redoc_url=None, openapi_url=None, max_body_size=FORM_BODY_MAX)
+    app = FastAPI(title="sfgeval", docs_url=None, redoc_url=None, openapi_url=None, max_body_size=FORM_BODY_MAX,
+                  lifespan=_lifespan)
     app.state.settings = settings
     app.state.engine = engine_from_settings(settings)
     app.state.sessionmaker = session_factory(app.state.engine)
     app.add_middleware(
-        SessionMiddleware,
+        AdminSessions,
         secret_key=settings.secret_key,
         session_cookie="admin_session",
         max_age=8 * 3600,  # an admin login lasts a working day

@@ -36,6 +36,11 @@ class Settings(BaseSettings):
     base_url: str = Field(default="http://127.0.0.1:8000", description="public URL used in printed links")
     db_pool_size: int = Field(default=10, ge=1, description="PostgreSQL connection pool size per worker")
     db_max_overflow: int = Field(default=20, ge=0)
+    threads: int = Field(
+        # Measured on 2 cores (benchmarks/load.py): 4 instead of anyio's 40 cuts CPU per rating (less
+        # GIL contention, no pool overflow connections opened and closed). A long admin export holds one.
+        default=4, ge=1, description="threads per worker process running request handlers"
+    )
     max_upload_bytes: int = Field(
         default=2 << 30, ge=1, description="largest pair-set zip or config upload accepted (413 above)"
     )

@@ -2,7 +2,7 @@
 
 Starts its own throwaway PostgreSQL cluster (or uses --database-url), migrates it, seeds a study
 with a synthetic pair set, serves the app with `uvicorn --workers W`, and runs N participants
-(asyncio + httpx) through the whole participant flow of spec/api.md for a fixed time:
+(asyncio + aiohttp on uvloop: a cheap client, as it shares the machine) through the whole participant flow of spec/api.md for a fixed time:
 
     POST /api/studies/{slug}/participants → loop { GET /next → GET both images → POST answer }
 
@@ -40,8 +40,9 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import httpx
+import aiohttp
 import numpy as np
+import uvloop
 from loadsetup import (
     DEFAULT_ANCHOR,
     ThrowawayPostgres,
@@ -81,10 +82,27 @@ class Stats:
     warm: defaultdict = field(default_factory=lambda: defaultdict(list))
 
 
-async def timed(client: httpx.AsyncClient, stats: Stats, what: str, method: str, url: str, **kw) -> httpx.Response:
+@dataclass
+class Reply:
+    status_code: int
+    body: bytes
+
+    def json(self):
+        return json.loads(self.body)
+
+
+ClientError = (aiohttp.ClientError, asyncio.TimeoutError)
+
+
+async def request(client: aiohttp.ClientSession, method: str, url: str, **kw) -> Reply:
+    async with client.request(method, url, **kw) as r:
+        return Reply(r.status, await r.read())
+
+
+async def timed(client: aiohttp.ClientSession, stats: Stats, what: str, method: str, url: str, **kw) -> Reply:
     """The request, its latency recorded under `what` (and under stats.warm[what] after the warm-up)."""
     t0 = time.perf_counter()
-    r = await client.request(method, url, **kw)
+    r = await request(client, method, url, **kw)
     ms = (time.perf_counter() - t0) * 1000
     getattr(stats, f"{what}_ms").append(ms)
     if stats.warm_from is not None and time.monotonic() >= stats.warm_from:
@@ -92,14 +110,14 @@ async def timed(client: httpx.AsyncClient, stats: Stats, what: str, method: str,
     return r
 
 
-async def submit(client, stats: Stats, trial: str, token: str, choice: int, request_id: str) -> httpx.Response | None:
+async def submit(client, stats: Stats, trial: str, token: str, choice: int, request_id: str) -> Reply | None:
     """POST an answer; retry up to 3 times with the same request_id on a network error or 5xx."""
     body = {"choice": choice, "request_id": request_id, "response_ms": random.randint(800, 4000)}
     for attempt in range(4):
         try:
             r = await timed(client, stats, "submit", "POST", f"/api/trials/{trial}/answer",
                             json=body, headers={"X-Participant": token})
-        except httpx.HTTPError as e:
+        except ClientError as e:
             stats.errors[f"submit {type(e).__name__}"] += 1
             stats.retries += 1
             continue
@@ -111,7 +129,7 @@ async def submit(client, stats: Stats, trial: str, token: str, choice: int, requ
     return None
 
 
-async def participant_loop(client: httpx.AsyncClient, slug: str, deadline: float, stats: Stats,
+async def participant_loop(client: aiohttp.ClientSession, slug: str, deadline: float, stats: Stats,
                            args: argparse.Namespace, rng: random.Random, start_delay: float = 0.0) -> None:
     await asyncio.sleep(start_delay)
     first = True  # the time to a first trial is recorded for each task's first sign-up
@@ -119,8 +137,8 @@ async def participant_loop(client: httpx.AsyncClient, slug: str, deadline: float
         signed_up = time.perf_counter()
         ext = {"PROLIFIC_PID": uuid.uuid4().hex[:24], "STUDY_ID": "load", "SESSION_ID": uuid.uuid4().hex[:12]}
         try:
-            r = await client.post(f"/api/studies/{slug}/participants", json={"external_ids": ext})
-        except httpx.HTTPError as e:
+            r = await request(client, "POST", f"/api/studies/{slug}/participants", json={"external_ids": ext})
+        except ClientError as e:
             stats.errors[f"create {type(e).__name__}"] += 1
             continue
         stats.statuses[f"create {r.status_code}"] += 1
@@ -132,7 +150,7 @@ async def participant_loop(client: httpx.AsyncClient, slug: str, deadline: float
         while time.monotonic() < deadline:
             try:
                 r = await timed(client, stats, "next", "GET", f"/api/participants/{token}/next")
-            except httpx.HTTPError as e:
+            except ClientError as e:
                 stats.errors[f"next {type(e).__name__}"] += 1
                 continue
             stats.statuses[f"next {r.status_code}"] += 1
@@ -154,7 +172,7 @@ async def participant_loop(client: httpx.AsyncClient, slug: str, deadline: float
                     try:
                         img = await timed(client, stats, "image", "GET", data[side])
                         stats.statuses[f"image {img.status_code}"] += 1
-                    except httpx.HTTPError as e:
+                    except ClientError as e:
                         stats.errors[f"image {type(e).__name__}"] += 1
             if args.think_ms:
                 await asyncio.sleep(rng.uniform(0.5, 1.5) * args.think_ms / 1000)
@@ -177,8 +195,9 @@ async def run_load(base_url: str, slug: str, args: argparse.Namespace, on_warm=N
     stats = Stats()
     if args.warmup:
         stats.warm_from = time.monotonic() + args.warmup
-    limits = httpx.Limits(max_connections=args.participants + 10, max_keepalive_connections=args.participants + 10)
-    async with httpx.AsyncClient(base_url=base_url, limits=limits, timeout=httpx.Timeout(60.0)) as client:
+    connector = aiohttp.TCPConnector(limit=args.participants + 10)
+    async with aiohttp.ClientSession(base_url=base_url, connector=connector,
+                                     timeout=aiohttp.ClientTimeout(total=60)) as client:
         t0 = time.monotonic()
         deadline = t0 + args.duration
         # A burst: the participants' sign-ups spread evenly over the first `burst_s` seconds.
@@ -232,7 +251,7 @@ def measure(name: str, server, pg_pid: int | None, base_url: str, slug: str, arg
 
     warm: dict = {}
     cpu0 = snapshot()
-    stats, elapsed, t0 = asyncio.run(run_load(
+    stats, elapsed, t0 = uvloop.run(run_load(
         base_url, slug, args, (lambda st: warm.update(cpu=snapshot(), acked=len(st.acked))) if args.warmup else None))
     cpu1 = snapshot()
     cpu = delta(cpu0, cpu1)

@@ -75,7 +75,9 @@ class ThrowawayPostgres:
 
 
 def tree_cpu_s(pid: int | None) -> float | None:
-    """CPU seconds (user + system) used so far by process `pid` and its children; None if unknown."""
+    """CPU seconds (user + system) used so far by process `pid` and its descendants, the exited ones
+    included (a parent that reaps a child adds its times to its own children_user/children_system:
+    PostgreSQL backends of closed connections count too); None if unknown."""
     if pid is None:
         return None
     try:
@@ -91,7 +93,7 @@ def tree_cpu_s(pid: int | None) -> float | None:
     for p in procs:
         try:
             t = p.cpu_times()
-            total += t.user + t.system
+            total += t.user + t.system + t.children_user + t.children_system
         except psutil.Error:
             pass
     return total

@@ -17,7 +17,8 @@ def get_session(request: Request) -> Iterator[Session]:
         yield session
 
 
-def get_app_settings(request: Request) -> Settings:
+async def get_app_settings(request: Request) -> Settings:
+    # async: FastAPI would run a plain function in a worker thread, a hop per request for an attribute.
     return request.app.state.settings
 
 

@@ -4,7 +4,9 @@ Invalidation rule: pairs and images are immutable once imported (nothing in the 
 deletes a row of `pairs` or `images`), and a study's list of comparisons changes only together
 with its `version` (see `app.studies`). So
 - `study_pairs` is keyed by (database URL, study id, study version): a new version is a new key;
-- `pair_views` is keyed by (database URL, pair id): a pair's view never goes stale.
+- `pair_views` is keyed by (database URL, pair id): a pair's view never goes stale. A miss loads
+  the views of every pair of the missing pairs' pair sets at once (one query per pair set and
+  process), so a process warms up after its first trial of each pair set.
 Entries are never refreshed; each cache is simply emptied when it outgrows its bound. Code that
 ever rewrites pairs, images or a study's comparisons without bumping the version must call
 `clear()` (in every serving process).
@@ -12,9 +14,10 @@ ever rewrites pairs, images or a study's comparisons without bumping the version
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session, aliased
 
 from app.models import Comparison, Image, Pair, Study, Trial
@@ -39,6 +42,28 @@ _PAIR_VIEWS: dict[tuple[str, int], PairView] = {}
 _PAIR_VIEWS_MAX = 200_000
 
 
+_base, _treatment, _gold = aliased(Image), aliased(Image), aliased(Image)
+# Built once and bound per call: compiling this three-way aliased join costs more than running it.
+_PAIR_VIEW_ROWS = (
+    select(Pair.id, Pair.prompt, Pair.baseline_image_id, Pair.treatment_image_id, Pair.gold_image_id,
+           Pair.gold_degraded_arm, _base.token, _treatment.token, _gold.token)
+    .join(_base, _base.id == Pair.baseline_image_id)
+    .join(_treatment, _treatment.id == Pair.treatment_image_id)
+    .outerjoin(_gold, _gold.id == Pair.gold_image_id)
+    .where(Pair.pair_set_id.in_(select(Pair.pair_set_id).where(Pair.id.in_(bindparam("ids", expanding=True)))))
+)
+_DB_KEYS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def database_key(session: Session) -> str:
+    """The database a session talks to, as a cache key (str(url), rendered once per engine)."""
+    bind = session.get_bind()
+    key = _DB_KEYS.get(bind)
+    if key is None:
+        key = _DB_KEYS[bind] = str(bind.url)
+    return key
+
+
 def clear() -> None:
     """Empty both caches (this process only)."""
     _STUDY_PAIRS.clear()
@@ -47,7 +72,7 @@ def clear() -> None:
 
 def study_pairs(session: Session, study: Study) -> list[tuple[int, int, bool]]:
     """(pair id, comparison id, has gold twin) for every pair of the study, in id order."""
-    key = (str(session.get_bind().url), study.id, study.version)
+    key = (database_key(session), study.id, study.version)
     cached = _STUDY_PAIRS.get(key)
     if cached is None:
         rows = session.execute(
@@ -65,26 +90,20 @@ def study_pairs(session: Session, study: Study) -> list[tuple[int, int, bool]]:
 
 def pair_views(session: Session, pair_ids: set[int]) -> dict[int, PairView]:
     """PairView by pair id for `pair_ids`, in at most one query (none when all are cached)."""
-    db = str(session.get_bind().url)
+    db = database_key(session)
     out = {p: v for p in pair_ids if (v := _PAIR_VIEWS.get((db, p))) is not None}
     missing = pair_ids - out.keys()
     if missing:
-        base, treat, gold = aliased(Image), aliased(Image), aliased(Image)
-        rows = session.execute(
-            select(Pair.id, Pair.prompt, Pair.baseline_image_id, Pair.treatment_image_id, Pair.gold_image_id,
-                   Pair.gold_degraded_arm, base.token, treat.token, gold.token)
-            .join(base, base.id == Pair.baseline_image_id)
-            .join(treat, treat.id == Pair.treatment_image_id)
-            .outerjoin(gold, gold.id == Pair.gold_image_id)
-            .where(Pair.id.in_(missing))
-        ).all()
+        rows = session.execute(_PAIR_VIEW_ROWS, {"ids": sorted(missing)}).all()
         if len(_PAIR_VIEWS) + len(rows) > _PAIR_VIEWS_MAX:
             _PAIR_VIEWS.clear()
         for pid, prompt, b, t, g, arm, b_tok, t_tok, g_tok in rows:
             tokens = {b: b_tok, t: t_tok}
             if g is not None:
                 tokens[g] = g_tok
-            out[pid] = _PAIR_VIEWS[(db, pid)] = PairView(prompt, b, t, g, arm, tokens)
+            _PAIR_VIEWS[(db, pid)] = view = PairView(prompt, b, t, g, arm, tokens)
+            if pid in missing:
+                out[pid] = view
     return out
 
 

@@ -13,8 +13,10 @@ from fastapi import APIRouter, Body, Form, Header, HTTPException, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from pydantic import AfterValidator, BaseModel, Field
 from sqlalchemy import bindparam, select
+from sqlalchemy.orm import Session
 
 from app.api.deps import SessionDep, SettingsDep
+from app.api.routes.media import prefetch
 from app.lifecycle import close_if_complete
 from app.assignment import (
     CROWD_ID_KEYS,
@@ -83,16 +85,35 @@ class Answer(BaseModel):
     compared: Compared | None = Field(default=None, description="how the images were compared (app.comparing)")
 
 
+# The JSON routes a participant calls on every trial open their session in the endpoint's own
+# worker thread instead of taking SessionDep/SettingsDep: FastAPI runs each sync dependency (and
+# both halves of a yield dependency) in a thread of its own, so that saves three thread hops per
+# request.
+def _session(request: Request) -> Session:
+    return request.app.state.sessionmaker()
+
+
+def _end_read_only(session: Session) -> None:
+    """End a transaction that only read with COMMIT, not the ROLLBACK that closing would send: on
+    ROLLBACK psycopg drops every statement it has prepared on that connection (DEALLOCATE ALL),
+    so all statements would be parsed and planned afresh. Call only once all writes are
+    committed (nothing is left to write; a COMMIT of reads changes nothing)."""
+    if session.in_transaction():
+        session.commit()
+
+
 @router.post("/api/studies/{slug}/participants", status_code=201)
 def api_new_participant(
-    slug: str, session: SessionDep, body: Annotated[NewParticipant | None, Body()] = None
+    slug: str, request: Request, body: Annotated[NewParticipant | None, Body()] = None
 ) -> JSONResponse:
-    study = _study(session, slug)
-    try:
-        participant, created = create_participant(session, study, body.external_ids if body else None, utcnow())
-    except FlowError as e:
-        return _error(e)
-    return JSONResponse({"participant": participant.token}, status_code=201 if created else 200)
+    with _session(request) as session:
+        study = _study(session, slug)
+        try:
+            participant, created = create_participant(session, study, body.external_ids if body else None, utcnow())
+        except FlowError as e:
+            return _error(e)
+        _end_read_only(session)  # a returning participant only read
+        return JSONResponse({"participant": participant.token}, status_code=201 if created else 200)
 
 
 def trial_payload(session, result, participant: Participant, study: Study) -> dict[str, Any]:
@@ -119,18 +140,23 @@ def trial_payload(session, result, participant: Participant, study: Study) -> di
 
 
 @router.get("/api/participants/{token}/next")
-def api_next(token: str, session: SessionDep, settings: SettingsDep) -> JSONResponse:
-    return _next(token, session, settings)
+def api_next(token: str, request: Request) -> JSONResponse:
+    with _session(request) as session:
+        return _next(token, session, request.app.state.settings)
 
 
 @router.get("/api/next")
-def api_next_by_header(
-    session: SessionDep, settings: SettingsDep, x_participant: Annotated[str | None, Header()] = None
-) -> JSONResponse:
+def api_next_by_header(request: Request, x_participant: Annotated[str | None, Header()] = None) -> JSONResponse:
     """`/next` with the token in the `X-Participant` header (what the pages use): no token in URLs."""
     if not x_participant:
         raise HTTPException(401, "missing participant token (X-Participant header)")
-    return _next(x_participant, session, settings)
+    with _session(request) as session:
+        return _next(x_participant, session, request.app.state.settings)
+
+
+def _image_tokens(payload: dict[str, Any]) -> list[str]:
+    shown = [payload, *([payload["preload"]] if payload["preload"] else [])]
+    return [view[side].removeprefix("/i/") for view in shown for side in ("left", "right")]
 
 
 def _next(token: str, session, settings) -> JSONResponse:
@@ -145,12 +171,15 @@ def _next(token: str, session, settings) -> JSONResponse:
     except FlowError as e:
         return _error(e)
     payload = trial_payload(session, result, participant, study)
-    if result.trial is None:
+    if result.trial is not None:
+        prefetch(session, _image_tokens(payload))
+    else:
         study = session.get(Study, participant.study_id)
         payload["returned"] = withholds_code(session, study, participant)
         if not payload["returned"]:
             payload["completion_code"] = study.completion_code
             payload["redirect_url"] = study.redirect_url
+    _end_read_only(session)
     return JSONResponse(payload, headers={"Cache-Control": "no-store"})
 
 
@@ -158,9 +187,14 @@ def _next(token: str, session, settings) -> JSONResponse:
 def api_answer(
     trial_id: str,
     answer: Answer,
-    session: SessionDep,
+    request: Request,
     x_participant: Annotated[str | None, Header()] = None,
 ) -> JSONResponse:
+    with _session(request) as session:
+        return _answer(session, trial_id, answer, x_participant)
+
+
+def _answer(session: Session, trial_id: str, answer: Answer, x_participant: str | None) -> JSONResponse:
     participant = _participant(session, x_participant)
     if not PUBLIC_ID.match(trial_id):
         return _error(FlowError(404, "unknown trial"))
@@ -184,6 +218,7 @@ def api_answer(
         close_if_complete(session, participant.study_id)
     if not result.created:
         headers["X-Idempotent-Replay"] = "true"
+    _end_read_only(session)  # a replay only read
     return JSONResponse(body, headers=headers)
 
 
