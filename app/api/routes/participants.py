@@ -58,16 +58,19 @@ def _study(session, slug: str) -> Study:
 
 # The per-request lookups, built once and bound per call (building a select() costs more CPU than
 # Postgres spends running these).
-_PARTICIPANT_BY_TOKEN = select(Participant).where(Participant.token == bindparam("token"))
+# An answer needs only the participant's ids: plain columns, no ORM object.
+_PARTICIPANT_BY_TOKEN = select(Participant.id, Participant.study_id).where(Participant.token == bindparam("token"))
 _PARTICIPANT_AND_STUDY_BY_TOKEN = (
     select(Participant, Study).join(Study, Study.id == Participant.study_id).where(Participant.token == bindparam("token"))
 )
 
 
-def _participant(session, token: str | None) -> Participant:
+def _participant(session, token: str | None):
+    """The (id, study_id) row of the participant with `token`; 401 without one, 403 if unknown."""
     if not token:
         raise HTTPException(401, "missing participant token (X-Participant header)")
-    participant = session.scalar(_PARTICIPANT_BY_TOKEN, {"token": token}) if PARTICIPANT_TOKEN.match(token) else None
+    participant = session.connection().execute(_PARTICIPANT_BY_TOKEN, {"token": token}).first() if (
+        PARTICIPANT_TOKEN.match(token)) else None
     if participant is None:
         raise HTTPException(403, "unknown participant token")
     return participant
