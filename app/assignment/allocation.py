@@ -10,14 +10,14 @@ import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import and_, bindparam, func, or_, select, update
+from sqlalchemy import BigInteger, and_, bindparam, cast, func, literal_column, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import BindParameter
 
 from app.assignment.errors import FlowError
 from app.assignment.pair_cache import study_pairs
-from app.models import Pair, Participant, Study, Trial
+from app.models import Comparison, Pair, Participant, Study, Trial
 from app.scoring import swap_side
 
 LOOKAHEAD = 2  # trials held at once: the current one and the preloaded next one
@@ -48,10 +48,30 @@ def committed(now: datetime | BindParameter):
 # The allocation's hot statements, built once and bound per call: on this path building a select()
 # costs the server more CPU than Postgres spends running it.
 _MAIN_COUNTS = (
-    select(Trial.pair_id, func.count(Trial.id).filter(committed(bindparam("now"))), func.count(Trial.id))
+    select(Trial.pair_id, func.count(Trial.id).filter(committed(bindparam("now"))).label("n_committed"),
+           func.count(Trial.id).label("n_live"))
     .where(Trial.study_id == bindparam("study_id"), Trial.kind == "main", _live(bindparam("now")))
     .group_by(Trial.pair_id)
+    .subquery()
 )
+_n_committed = func.coalesce(_MAIN_COUNTS.c.n_committed, 0)
+_n_live = func.coalesce(_MAIN_COUNTS.c.n_live, 0)
+# The main-trial candidates, best first: (pair id, comparison id) of the study's pairs that this
+# participant has not seen and that are under target, least committed then least live first, ties
+# in an order seeded per participant and slot ((id * K + salt) mod a prime: a permutation of the
+# ids, the same on PostgreSQL and SQLite). The database ranks; only the first few rows come back.
+_TIE = ((cast(Pair.id, BigInteger) * literal_column("2654435761") + bindparam("salt", type_=BigInteger))
+        % literal_column("4294967291"))
+_RANKED = (
+    select(Pair.id, Comparison.id)
+    .join(Comparison, Comparison.pair_set_id == Pair.pair_set_id)
+    .outerjoin(_MAIN_COUNTS, _MAIN_COUNTS.c.pair_id == Pair.id)
+    .where(Comparison.study_id == bindparam("study_id"), _n_committed < bindparam("target"),
+           Pair.id.not_in(bindparam("seen", expanding=True)))
+    .order_by(_n_committed, _n_live, _TIE, Comparison.id)
+)
+_RANKED_FIRST = _RANKED.limit(bindparam("limit"))
+RANKED_BATCH = 8  # candidates fetched at once; all of them are tried before the full list is read
 _OWN_TRIALS = (
     select(Trial).where(Trial.participant_id == bindparam("participant_id"), Trial.state != "expired")
     .order_by(Trial.position)
@@ -66,12 +86,6 @@ _COMMITTED_OF_PAIR = select(func.count(Trial.id)).where(
     Trial.study_id == bindparam("study_id"), Trial.pair_id == bindparam("pair_id"), Trial.kind == "main",
     or_(Trial.state == "answered", and_(Trial.state == "assigned", Trial.reserved.is_(True))),
 )
-
-
-def _main_counts(session: Session, study: Study, now: datetime) -> dict[int, list[int]]:
-    """pair id -> [committed main trials, all live main trials (committed + provisional holds)]."""
-    rows = session.execute(_MAIN_COUNTS, {"study_id": study.id, "now": now}).all()
-    return {pair_id: [n_committed, n_live] for pair_id, n_committed, n_live in rows}
 
 
 def _new_trial(study: Study, participant: Participant, position: int, kind: str, pair_id: int,
@@ -112,24 +126,29 @@ class _Allocation:
         self.postgres = session.get_bind().dialect.name == "postgresql"
         self.trials = session.scalars(_OWN_TRIALS, {"participant_id": participant.id}).all()
         self.proven = any(t.state == "answered" for t in self.trials)
-        self._counts: dict[int, list[int]] | None = None
-
-    @property
-    def counts(self) -> dict[int, list[int]]:
-        if self._counts is None:
-            self._counts = _main_counts(self.session, self.study, self.now)
-        return self._counts
 
     def seen(self) -> set[int]:
         """Pairs this participant has compared (main, repeat, practice). Gold checks do not
         count: they show one image against its degraded twin, not the two methods."""
         return {t.pair_id for t in self.trials if t.kind != "gold"}
 
-    def main_candidates(self) -> list[tuple[int, int]]:
-        """(pair id, comparison id) under target and unseen, least-rated first (snapshot counts)."""
-        seen, counts, target = self.seen(), self.counts, self.study.ratings_per_pair
-        return [(p, c) for p, c, _ in study_pairs(self.session, self.study)
-                if p not in seen and counts.get(p, (0, 0))[0] < target]
+    def main_candidates(self, salt: int = 0, limit: int | None = None) -> list[tuple[int, int]]:
+        """(pair id, comparison id) under target and unseen, best first (see `_RANKED`): the
+        first `limit` of them, or all. Counts are those of this transaction, own new trials included."""
+        params = {"study_id": self.study.id, "now": self.now, "target": self.study.ratings_per_pair,
+                  "seen": sorted(self.seen()), "salt": salt}
+        if limit is None:
+            return [tuple(r) for r in self.session.execute(_RANKED, params)]
+        return [tuple(r) for r in self.session.execute(_RANKED_FIRST, {**params, "limit": limit})]
+
+    def _ranked(self, salt: int):
+        """The candidates in order: the first batch, then (only if all of those were locked or
+        full) the rest."""
+        first = self.main_candidates(salt, RANKED_BATCH)
+        yield from first
+        if len(first) == RANKED_BATCH:
+            tried = {p for p, _ in first}
+            yield from (pc for pc in self.main_candidates(salt) if pc[0] not in tried)
 
     def _claim(self, pair_id: int) -> bool:
         """Lock `pair_id` and check, against committed data, that it is still under target.
@@ -159,13 +178,8 @@ class _Allocation:
         rng = random.Random(f"{kind}:{self.study.seed}:{self.participant.seed}:{position}")
         trial = None
         if kind == "main":
-            counts = self.counts
-            ranked = sorted(self.main_candidates(), key=lambda pc: (*counts.get(pc[0], (0, 0)), rng.random()))
-            for pair_id, comparison_id in ranked:
+            for pair_id, comparison_id in self._ranked(rng.randrange(2**31)):
                 if self._claim(pair_id):
-                    n = counts.setdefault(pair_id, [0, 0])
-                    n[0] += self.proven
-                    n[1] += 1
                     trial = _new_trial(self.study, self.participant, position, kind, pair_id, comparison_id,
                                        side, self.now, self.hold)
                     break
@@ -271,7 +285,7 @@ def _next_trial(session: Session, participant: Participant, now: datetime, defau
         session.expire_all()
         alloc = _Allocation(session, study, participant, now, hold)
     first_call = not alloc.trials
-    if first_call and not alloc.main_candidates():
+    if first_call and not alloc.main_candidates(limit=1):
         raise FlowError(409, NO_WORK, "no_work")
     plan = dict(participant.plan)
     skipped = list(plan.get("skipped", []))
