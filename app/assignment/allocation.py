@@ -47,27 +47,23 @@ def committed(now: datetime | BindParameter):
 
 # The allocation's hot statements, built once and bound per call: on this path building a select()
 # costs the server more CPU than Postgres spends running it.
-_MAIN_COUNTS = (
-    select(Trial.pair_id, func.count(Trial.id).filter(committed(bindparam("now"))).label("n_committed"),
-           func.count(Trial.id).label("n_live"))
-    .where(Trial.study_id == bindparam("study_id"), Trial.kind == "main", _live(bindparam("now")))
-    .group_by(Trial.pair_id)
-    .subquery()
-)
-_n_committed = func.coalesce(_MAIN_COUNTS.c.n_committed, 0)
-_n_live = func.coalesce(_MAIN_COUNTS.c.n_live, 0)
 # The main-trial candidates, best first: (pair id, comparison id) of the study's pairs that this
-# participant has not seen and that are under target, least committed then least live first, ties
-# in an order seeded per participant and slot ((id * K + salt) mod a prime: a permutation of the
-# ids, the same on PostgreSQL and SQLite). The database ranks; only the first few rows come back.
+# participant has not seen and that are under target, least committed then least live main trials
+# first, ties in an order seeded per participant and slot ((id * K + salt) mod a prime: a
+# permutation of the ids, the same on PostgreSQL and SQLite). The database counts (each pair's
+# live trials through the (study, pair) index) and ranks; only the first few rows come back.
+_n_committed = func.count(Trial.id).filter(committed(bindparam("now")))
+_n_live = func.count(Trial.id)
 _TIE = ((cast(Pair.id, BigInteger) * literal_column("2654435761") + bindparam("salt", type_=BigInteger))
         % literal_column("4294967291"))
 _RANKED = (
     select(Pair.id, Comparison.id)
     .join(Comparison, Comparison.pair_set_id == Pair.pair_set_id)
-    .outerjoin(_MAIN_COUNTS, _MAIN_COUNTS.c.pair_id == Pair.id)
-    .where(Comparison.study_id == bindparam("study_id"), _n_committed < bindparam("target"),
-           Pair.id.not_in(bindparam("seen", expanding=True)))
+    .outerjoin(Trial, and_(Trial.study_id == bindparam("study_id"), Trial.pair_id == Pair.id, Trial.kind == "main",
+                           _live(bindparam("now"))))
+    .where(Comparison.study_id == bindparam("study_id"), Pair.id.not_in(bindparam("seen", expanding=True)))
+    .group_by(Pair.id, Comparison.id)
+    .having(_n_committed < bindparam("target"))
     .order_by(_n_committed, _n_live, _TIE, Comparison.id)
 )
 _RANKED_FIRST = _RANKED.limit(bindparam("limit"))
