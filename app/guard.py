@@ -17,6 +17,7 @@ from urllib.parse import unquote_to_bytes
 
 _BAD = re.compile("[\x00\ud800-\udfff]")
 _CONTROL = re.compile(rb"[\x00-\x1f\x7f]")
+_BAD_PATH = re.compile("[\x00-\x1f\x7f\ud800-\udfff]")  # a control character or a lone surrogate
 
 # The shapes of the random ids in participant URLs: anything else is unknown without a query.
 PARTICIPANT_TOKEN = re.compile(r"^[0-9a-f]{64}$")
@@ -66,10 +67,12 @@ def _reply(status: int, detail: str) -> tuple[dict, dict]:
 
 
 def _url_problem(scope) -> str | None:
-    path = scope.get("path", "")
-    if any(ord(c) < 0x20 or c == "\x7f" for c in path) or bad_text(path):
+    if _BAD_PATH.search(scope.get("path", "")):  # one regex scan: this runs on every request
         return "the URL path contains a control character"
-    raw = unquote_to_bytes(scope.get("query_string", b"").replace(b"+", b" "))
+    query = scope.get("query_string", b"")
+    if not query:
+        return None
+    raw = unquote_to_bytes(query.replace(b"+", b" "))
     if _CONTROL.search(raw.replace(b"\t", b" ")):
         return "the query string contains a control character"
     try:

@@ -10,9 +10,11 @@ import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import BigInteger, and_, bindparam, cast, func, literal_column, or_, select, update
+from sqlalchemy import BigInteger, and_, bindparam, cast, func, insert, literal_column, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import set_committed_value
+from sqlalchemy.orm.session import make_transient_to_detached
 from sqlalchemy.sql.elements import BindParameter
 
 from app.assignment.errors import FlowError
@@ -84,10 +86,35 @@ _COMMITTED_OF_PAIR = select(func.count(Trial.id)).where(
 )
 
 
+# New trials are written with Core statements on the session's connection, not through the unit
+# of work (which costs more CPU than the INSERT itself), then attached to the session as persistent.
+_trials = Trial.__table__
+_INSERT_TRIAL = insert(_trials).returning(_trials.c.id)
+_PRESENT = (update(_trials).where(_trials.c.id == bindparam("trial_id"))
+            .values(presented_at=bindparam("presented_at"), expires_at=bindparam("expires_at")))
+
+
+def _insert_trial(session: Session, values: dict) -> Trial:
+    """INSERT a trial (all columns but the id given) and return it as a persistent, loaded object."""
+    trial = Trial(id=session.connection().execute(_INSERT_TRIAL, values).scalar_one(), **values)
+    make_transient_to_detached(trial)
+    session.add(trial)
+    return trial
+
+
+def _present(session: Session, trial: Trial, now: datetime, hold: timedelta) -> None:
+    """Mark `trial` as shown now; its hold runs from now (UPDATE, and the object kept in step)."""
+    expires_at = max(trial.expires_at, now + hold)
+    session.connection().execute(_PRESENT, {"trial_id": trial.id, "presented_at": now, "expires_at": expires_at})
+    set_committed_value(trial, "presented_at", now)
+    set_committed_value(trial, "expires_at", expires_at)
+
+
 def _new_trial(study: Study, participant: Participant, position: int, kind: str, pair_id: int,
                comparison_id: int, side: str, now: datetime, hold: timedelta,
-               repeat_of: int | None = None) -> Trial:
-    return Trial(
+               repeat_of: int | None = None) -> dict:
+    """The column values of a new trial (`reserved` is set by the caller)."""
+    return dict(
         public_id=secrets.token_hex(16),
         study_id=study.id,
         participant_id=participant.id,
@@ -99,6 +126,7 @@ def _new_trial(study: Study, participant: Participant, position: int, kind: str,
         repeat_of_trial_id=repeat_of,
         state="assigned",
         issued_at=now,
+        presented_at=None,
         expires_at=now + hold,
     )
 
@@ -206,9 +234,7 @@ class _Allocation:
                                    orig.comparison_id, swap_side(orig.treatment_side), self.now, self.hold,
                                    repeat_of=orig.id)
         if trial is not None:
-            trial.reserved = self.proven
-            self.session.add(trial)
-            self.session.flush()
+            trial = _insert_trial(self.session, {**trial, "reserved": self.proven})
             self.trials.append(trial)
         return trial
 
@@ -314,8 +340,7 @@ def _next_trial(session: Session, participant: Participant, now: datetime, defau
     current = held[0]
     if current.presented_at is None:
         # The hold runs from when the participant first sees the trial, not from the preload.
-        current.presented_at = now
-        current.expires_at = max(current.expires_at, now + hold)
+        _present(session, current, now, hold)
     done = sum(t.state == "answered" for t in alloc.trials)
     session.commit()
     return NextResult(current, held[1] if len(held) > 1 else None, done, _total(participant))
