@@ -12,7 +12,7 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import BigInteger, and_, bindparam, cast, func, insert, literal_column, or_, select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, aliased
 from sqlalchemy.orm.attributes import set_committed_value
 from sqlalchemy.orm.session import make_transient_to_detached
 from sqlalchemy.sql.elements import BindParameter
@@ -52,20 +52,32 @@ def committed(now: datetime | BindParameter):
 # The main-trial candidates, best first: (pair id, comparison id) of the study's pairs that this
 # participant has not seen and that are under target, least committed then least live main trials
 # first, ties in an order seeded per participant and slot ((id * K + salt) mod a prime: a
-# permutation of the ids, the same on PostgreSQL and SQLite). The database counts (each pair's
-# live trials through the (study, pair) index) and ranks; only the first few rows come back.
-_n_committed = func.count(Trial.id).filter(committed(bindparam("now")))
-_n_live = func.count(Trial.id)
+# permutation of the ids, the same on PostgreSQL and SQLite). The database counts and ranks; only
+# the first few rows come back. The counts are one grouped pass over the study's live main trials,
+# MATERIALIZED (PostgreSQL 12+, SQLite 3.35+) so that no planner re-aggregates them once per pair.
+# The pairs seen are a subquery on the participant's own trials (the same set as
+# `_Allocation.seen`), not a list of values, so the statement text never changes.
+_seen = aliased(Trial)
+_SEEN = select(_seen.pair_id).where(_seen.participant_id == bindparam("participant_id"), _seen.state != "expired",
+                                    _seen.kind != "gold")
+_COUNTS = (
+    select(Trial.pair_id, func.count(Trial.id).filter(committed(bindparam("now"))).label("n_committed"),
+           func.count(Trial.id).label("n_live"))
+    .where(Trial.study_id == bindparam("study_id"), Trial.kind == "main", _live(bindparam("now")))
+    .group_by(Trial.pair_id)
+    .cte("main_counts")
+    .prefix_with("MATERIALIZED")
+)
+_n_committed = func.coalesce(_COUNTS.c.n_committed, 0)
+_n_live = func.coalesce(_COUNTS.c.n_live, 0)
 _TIE = ((cast(Pair.id, BigInteger) * literal_column("2654435761") + bindparam("salt", type_=BigInteger))
         % literal_column("4294967291"))
 _RANKED = (
     select(Pair.id, Comparison.id)
     .join(Comparison, Comparison.pair_set_id == Pair.pair_set_id)
-    .outerjoin(Trial, and_(Trial.study_id == bindparam("study_id"), Trial.pair_id == Pair.id, Trial.kind == "main",
-                           _live(bindparam("now"))))
-    .where(Comparison.study_id == bindparam("study_id"), Pair.id.not_in(bindparam("seen", expanding=True)))
-    .group_by(Pair.id, Comparison.id)
-    .having(_n_committed < bindparam("target"))
+    .outerjoin(_COUNTS, _COUNTS.c.pair_id == Pair.id)
+    .where(Comparison.study_id == bindparam("study_id"), _n_committed < bindparam("target"),
+           Pair.id.not_in(_SEEN))
     .order_by(_n_committed, _n_live, _TIE, Comparison.id)
 )
 _RANKED_FIRST = _RANKED.limit(bindparam("limit"))
@@ -84,6 +96,13 @@ _COMMITTED_OF_PAIR = select(func.count(Trial.id)).where(
     Trial.study_id == bindparam("study_id"), Trial.pair_id == bindparam("pair_id"), Trial.kind == "main",
     or_(Trial.state == "answered", and_(Trial.state == "assigned", Trial.reserved.is_(True))),
 )
+# Both in one statement: the count above, and how many of the pair's holds are stale. Usually
+# none are, and then that count is the answer (no stale holds to expire, nothing to recount).
+_CLAIM_COUNTS = select(
+    func.count(Trial.id).filter(Trial.kind == "main", or_(
+        Trial.state == "answered", and_(Trial.state == "assigned", Trial.reserved.is_(True)))),
+    func.count(Trial.id).filter(Trial.state == "assigned", Trial.expires_at <= bindparam("now")),
+).where(Trial.study_id == bindparam("study_id"), Trial.pair_id == bindparam("pair_id"))
 
 
 # New trials are written with Core statements on the session's connection, not through the unit
@@ -160,7 +179,7 @@ class _Allocation:
         """(pair id, comparison id) under target and unseen, best first (see `_RANKED`): the
         first `limit` of them, or all. Counts are those of this transaction, own new trials included."""
         params = {"study_id": self.study.id, "now": self.now, "target": self.study.ratings_per_pair,
-                  "seen": sorted(self.seen()), "salt": salt}
+                  "participant_id": self.participant.id, "salt": salt}
         if limit is None:
             return [tuple(r) for r in self.session.execute(_RANKED, params)]
         return [tuple(r) for r in self.session.execute(_RANKED_FIRST, {**params, "limit": limit})]
@@ -180,19 +199,22 @@ class _Allocation:
         A provisional hold changes no count that the target checks, so it needs no claim."""
         if not self.proven:
             return True
-        if self.postgres and self.session.scalar(_LOCK_PAIR, {"pair_id": pair_id}) is None:
+        conn = self.session.connection()
+        if self.postgres and conn.scalar(_LOCK_PAIR, {"pair_id": pair_id}) is None:
             return False
-        # Expire this pair's stale holds. Rows another transaction holds right now (a late answer,
-        # a participant expiring their own hold) are skipped and so still count below: that errs
-        # on the safe side and means this transaction never waits on a row lock.
         params = {"study_id": self.study.id, "pair_id": pair_id, "now": self.now}
-        stale = _STALE_OF_PAIR_SKIP_LOCKED if self.postgres else _STALE_OF_PAIR
-        stale_ids = self.session.scalars(stale, params).all()
-        if stale_ids:
-            self.session.execute(
-                update(Trial).where(Trial.id.in_(stale_ids), Trial.state == "assigned").values(state="expired")
-            )
-        n = self.session.scalar(_COMMITTED_OF_PAIR, {"study_id": self.study.id, "pair_id": pair_id})
+        n, n_stale = conn.execute(_CLAIM_COUNTS, params).one()
+        if n_stale:
+            # Expire this pair's stale holds. Rows another transaction holds right now (a late
+            # answer, a participant expiring their own hold) are skipped and so still count below:
+            # that errs on the safe side and means this transaction never waits on a row lock.
+            stale = _STALE_OF_PAIR_SKIP_LOCKED if self.postgres else _STALE_OF_PAIR
+            stale_ids = conn.scalars(stale, params).all()
+            if stale_ids:
+                self.session.execute(
+                    update(Trial).where(Trial.id.in_(stale_ids), Trial.state == "assigned").values(state="expired")
+                )
+            n = conn.scalar(_COMMITTED_OF_PAIR, params)
         return n < self.study.ratings_per_pair
 
     def allocate(self, position: int) -> Trial | None:
