@@ -52,32 +52,25 @@ def committed(now: datetime | BindParameter):
 # The main-trial candidates, best first: (pair id, comparison id) of the study's pairs that this
 # participant has not seen and that are under target, least committed then least live main trials
 # first, ties in an order seeded per participant and slot ((id * K + salt) mod a prime: a
-# permutation of the ids, the same on PostgreSQL and SQLite). The database counts and ranks; only
-# the first few rows come back. The counts are one grouped pass over the study's live main trials,
-# MATERIALIZED (PostgreSQL 12+, SQLite 3.35+) so that no planner re-aggregates them once per pair.
-# The pairs seen are a subquery on the participant's own trials (the same set as
-# `_Allocation.seen`), not a list of values, so the statement text never changes.
+# permutation of the ids, the same on PostgreSQL and SQLite). The database counts (each pair's
+# live trials through the (study, pair) index) and ranks; only the first few rows come back. The
+# pairs seen are a subquery on the participant's own trials (the same set as `_Allocation.seen`),
+# not a list of values, so the statement text never changes and is prepared once per connection.
 _seen = aliased(Trial)
 _SEEN = select(_seen.pair_id).where(_seen.participant_id == bindparam("participant_id"), _seen.state != "expired",
                                     _seen.kind != "gold")
-_COUNTS = (
-    select(Trial.pair_id, func.count(Trial.id).filter(committed(bindparam("now"))).label("n_committed"),
-           func.count(Trial.id).label("n_live"))
-    .where(Trial.study_id == bindparam("study_id"), Trial.kind == "main", _live(bindparam("now")))
-    .group_by(Trial.pair_id)
-    .cte("main_counts")
-    .prefix_with("MATERIALIZED")
-)
-_n_committed = func.coalesce(_COUNTS.c.n_committed, 0)
-_n_live = func.coalesce(_COUNTS.c.n_live, 0)
+_n_committed = func.count(Trial.id).filter(committed(bindparam("now")))
+_n_live = func.count(Trial.id)
 _TIE = ((cast(Pair.id, BigInteger) * literal_column("2654435761") + bindparam("salt", type_=BigInteger))
         % literal_column("4294967291"))
 _RANKED = (
     select(Pair.id, Comparison.id)
     .join(Comparison, Comparison.pair_set_id == Pair.pair_set_id)
-    .outerjoin(_COUNTS, _COUNTS.c.pair_id == Pair.id)
-    .where(Comparison.study_id == bindparam("study_id"), _n_committed < bindparam("target"),
-           Pair.id.not_in(_SEEN))
+    .outerjoin(Trial, and_(Trial.study_id == bindparam("study_id"), Trial.pair_id == Pair.id, Trial.kind == "main",
+                           _live(bindparam("now"))))
+    .where(Comparison.study_id == bindparam("study_id"), Pair.id.not_in(_SEEN))
+    .group_by(Pair.id, Comparison.id)
+    .having(_n_committed < bindparam("target"))
     .order_by(_n_committed, _n_live, _TIE, Comparison.id)
 )
 _RANKED_FIRST = _RANKED.limit(bindparam("limit"))
