@@ -195,7 +195,9 @@ async def run_load(base_url: str, slug: str, args: argparse.Namespace, on_warm=N
     stats = Stats()
     if args.warmup:
         stats.warm_from = time.monotonic() + args.warmup
-    connector = aiohttp.TCPConnector(limit=args.participants + 10)
+    # Idle connections are dropped after 4 s, before uvicorn's 5 s keep-alive timeout closes them on
+    # its side (a browser does the same; reusing a connection the server just closed fails).
+    connector = aiohttp.TCPConnector(limit=args.participants + 10, keepalive_timeout=4)
     async with aiohttp.ClientSession(base_url=base_url, connector=connector,
                                      timeout=aiohttp.ClientTimeout(total=60)) as client:
         t0 = time.monotonic()
