@@ -236,6 +236,10 @@ class Trial(Base):
         # Per-pair claims and counts in app.assignment; a participant's own trials.
         Index("ix_trials_study_pair", "study_id", "pair_id"),
         Index("ix_trials_participant", "participant_id"),
+        # The holds (few at any time, however many ratings there are): allocation ranks pairs by
+        # their tally plus their live holds, found through this index.
+        Index("ix_trials_holds", "study_id", "pair_id", sqlite_where=text("state = 'assigned'"),
+              postgresql_where=text("state = 'assigned'")),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -260,6 +264,19 @@ class Trial(Base):
     pair: Mapped[Pair] = relationship()
     comparison: Mapped[Comparison] = relationship()
     rating: Mapped[Rating | None] = relationship(back_populates="trial", uselist=False)
+
+
+class PairTally(Base):
+    """How many main trials of a pair a study has answered: the same number as counting answered
+    main trials (`tests/test_concurrency.py` checks it), kept so that allocation can rank pairs
+    without counting every rating of the study on every request. Written only by
+    `app.assignment.answers`, in the transaction that answers the trial."""
+
+    __tablename__ = "pair_tallies"
+
+    study_id: Mapped[int] = mapped_column(ForeignKey("studies.id", ondelete="CASCADE"), primary_key=True)
+    pair_id: Mapped[int] = mapped_column(ForeignKey("pairs.id"), primary_key=True)
+    answered: Mapped[int] = mapped_column(Integer, default=0)
 
 
 class Rating(Base):

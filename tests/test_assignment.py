@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy import select
 
 from app.assignment import FlowError, create_participant, make_plan, next_trial, submit_answer
-from app.models import Rating, Trial, utcnow
+from app.models import PairTally, Rating, Trial, utcnow
 from app.scoring import score_from_choice
 
 HOLD = 30.0
@@ -82,6 +82,9 @@ def test_least_rated_first_and_target_never_exceeded(session, study_factory):
         assert max(values) <= 2
     counts = _main_counts(session, study)
     assert sum(counts.values()) == 10 and set(counts.values()) == {2}
+    tallies = dict(session.execute(select(PairTally.pair_id, PairTally.answered)
+                                   .where(PairTally.study_id == study.id)).all())
+    assert tallies == counts
     assert finished == 5 and refused == 3
 
 

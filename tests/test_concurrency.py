@@ -22,7 +22,7 @@ import httpx
 import pytest
 from sqlalchemy import func, select
 
-from app.models import Rating, Trial
+from app.models import PairTally, Rating, Trial
 from tests.conftest import _free_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -95,6 +95,10 @@ def _run_and_check(bases: list[str], session, study_factory) -> None:
     assert sum(o["replays"] for o in outcomes) == len(stored)
     main = Counter(pair for _, pair, kind in rows if kind == "main")
     assert max(main.values()) <= TARGET
+    # The tallies allocation ranks by moved exactly with the answers, under racing double clicks.
+    tallies = dict(session.execute(select(PairTally.pair_id, PairTally.answered)
+                                   .where(PairTally.study_id == study.id)).all())
+    assert tallies == dict(main)
     # Capacity was the limit: every pair reached its target and some participants found no work.
     assert sum(main.values()) == N_PAIRS * TARGET
     assert any(o["no_work"] for o in outcomes)

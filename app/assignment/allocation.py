@@ -19,7 +19,7 @@ from sqlalchemy.sql.elements import BindParameter
 
 from app.assignment.errors import FlowError
 from app.assignment.pair_cache import study_pairs
-from app.models import Comparison, Pair, Participant, Study, Trial
+from app.models import Comparison, Pair, PairTally, Participant, Study, Trial
 from app.scoring import swap_side
 
 LOOKAHEAD = 2  # trials held at once: the current one and the preloaded next one
@@ -51,25 +51,31 @@ def committed(now: datetime | BindParameter):
 # costs the server more CPU than Postgres spends running it.
 # The main-trial candidates, best first: (pair id, comparison id) of the study's pairs that this
 # participant has not seen and that are under target, least committed then least live main trials
-# first, ties in an order seeded per participant and slot ((id * K + salt) mod a prime: a
-# permutation of the ids, the same on PostgreSQL and SQLite). The database counts (each pair's
-# live trials through the (study, pair) index) and ranks; only the first few rows come back. The
-# pairs seen are a subquery on the participant's own trials (the same set as `_Allocation.seen`),
-# not a list of values, so the statement text never changes and is prepared once per connection.
+# first (see `committed`), ties in an order seeded per participant and slot ((id * K + salt) mod a
+# prime: a permutation of the ids, the same on PostgreSQL and SQLite). Answered trials come from
+# the pairs' tallies (`PairTally`) and live holds through the holds index, so the cost does not grow
+# with the number of ratings; the database ranks and only the first few rows come back. The pairs
+# seen are a subquery on the participant's own trials (the same set as `_Allocation.seen`), not a
+# list of values, so the statement text never changes and is prepared once per connection.
 _seen = aliased(Trial)
 _SEEN = select(_seen.pair_id).where(_seen.participant_id == bindparam("participant_id"), _seen.state != "expired",
                                     _seen.kind != "gold")
-_n_committed = func.count(Trial.id).filter(committed(bindparam("now")))
-_n_live = func.count(Trial.id)
+_answered = func.coalesce(PairTally.answered, 0)
+# The literal 'assigned' (not a bound value) lets the planner use the partial index ix_trials_holds.
+_holds_join = and_(Trial.study_id == bindparam("study_id"), Trial.pair_id == Pair.id,
+                   Trial.state == literal_column("'assigned'"), Trial.kind == "main",
+                   Trial.expires_at > bindparam("now"))
+_n_committed = _answered + func.count(Trial.id).filter(Trial.reserved.is_(True))
+_n_live = _answered + func.count(Trial.id)
 _TIE = ((cast(Pair.id, BigInteger) * literal_column("2654435761") + bindparam("salt", type_=BigInteger))
         % literal_column("4294967291"))
 _RANKED = (
     select(Pair.id, Comparison.id)
     .join(Comparison, Comparison.pair_set_id == Pair.pair_set_id)
-    .outerjoin(Trial, and_(Trial.study_id == bindparam("study_id"), Trial.pair_id == Pair.id, Trial.kind == "main",
-                           _live(bindparam("now"))))
+    .outerjoin(PairTally, and_(PairTally.study_id == bindparam("study_id"), PairTally.pair_id == Pair.id))
+    .outerjoin(Trial, _holds_join)
     .where(Comparison.study_id == bindparam("study_id"), Pair.id.not_in(_SEEN))
-    .group_by(Pair.id, Comparison.id)
+    .group_by(Pair.id, Comparison.id, PairTally.answered)
     .having(_n_committed < bindparam("target"))
     .order_by(_n_committed, _n_live, _TIE, Comparison.id)
 )

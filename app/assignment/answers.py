@@ -8,12 +8,14 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import bindparam, func, insert, select, update
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, aliased
 
 from app.assignment.allocation import committed
 from app.assignment.errors import FlowError
-from app.models import Pair, Participant, Rating, Study, Trial
+from app.models import Pair, PairTally, Participant, Rating, Study, Trial
 from app.scoring import CHOICES, score_from_choice
 
 
@@ -68,6 +70,18 @@ _ANSWER = (update(_trials)
                   _trials.c.expires_at > bindparam("now"))
            .values(state="answered"))
 _INSERT_RATING = insert(Rating.__table__)
+_tallies = PairTally.__table__
+
+
+def _count_answer(dialect_insert):
+    """+1 on the (study, pair) tally, creating it at 1 (an upsert: concurrent first answers are safe)."""
+    return (dialect_insert(_tallies)
+            .values(study_id=bindparam("study_id"), pair_id=bindparam("pair_id"), answered=1)
+            .on_conflict_do_update(index_elements=[_tallies.c.study_id, _tallies.c.pair_id],
+                                   set_={"answered": _tallies.c.answered + 1}))
+
+
+_COUNT_ANSWER = {"postgresql": _count_answer(postgresql_insert), "sqlite": _count_answer(sqlite_insert)}
 
 
 def _forget(session: Session, trial_id: int) -> None:
@@ -186,6 +200,8 @@ def _store(session: Session, participant_id: int, public_id: str, choice: int, r
     if not won:
         # A concurrent request answered it (maybe this very request_id) or it just expired.
         raise _TryReplay(answered_or_expired)
+    if trial.kind == "main":  # in this transaction, so the tally moves exactly when the trial does
+        conn.execute(_COUNT_ANSWER[conn.dialect.name], {"study_id": trial.study_id, "pair_id": trial.pair_id})
     values = dict(
         trial_id=trial.id,
         request_id=request_id,
