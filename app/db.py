@@ -56,7 +56,20 @@ def make_engine(url: str, *, pool_size: int = 10, max_overflow: int = 20) -> Eng
     engine = create_engine(url, pool_recycle=1800, pool_pre_ping=True, pool_size=pool_size,
                            max_overflow=max_overflow)
     event.listen(engine, "do_connect", _connect_with_retry)
+    event.listen(engine, "connect", _generic_plans)
     return engine
+
+
+def _generic_plans(dbapi_conn, _conn_rec) -> None:
+    """Plan each prepared statement once per connection. psycopg prepares the statements a
+    connection runs often; PostgreSQL would still re-plan some of them on every execution (its
+    "auto" mode keeps custom plans when their estimate looks cheaper), and planning the allocation's
+    ranking costs more than running it. The statements on the participant path are all shaped
+    alike whatever their parameters (one study, one participant, one pair), so one plan fits all.
+    A plain SET on connect, not a startup option, so that PgBouncer passes it through."""
+    with dbapi_conn.cursor() as cur:
+        cur.execute("SET plan_cache_mode = force_generic_plan")
+    dbapi_conn.commit()  # SET is transactional: keep it
 
 
 CONNECT_RETRY_S = 15.0
