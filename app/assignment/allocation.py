@@ -328,9 +328,11 @@ def _next_trial(session: Session, participant: Participant, now: datetime, defau
         session.expire_all()
         alloc = _Allocation(session, study, participant, now, hold)
     first_call = not alloc.trials
-    if first_call and not alloc.main_candidates(limit=1):
-        raise FlowError(409, NO_WORK, "no_work")
     plan = dict(participant.plan)
+    # No work left for a newcomer: say so before handing out practice. When a main slot is among
+    # the first LOOKAHEAD, the loop below finds out anyway (and rolls back), without this query.
+    if first_call and "main" not in plan["kinds"][:LOOKAHEAD] and not alloc.main_candidates(limit=1):
+        raise FlowError(409, NO_WORK, "no_work")
     skipped = list(plan.get("skipped", []))
     taken = {t.position for t in alloc.trials}
     held = [t for t in alloc.trials if t.state == "assigned"]
