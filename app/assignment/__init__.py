@@ -11,6 +11,9 @@ Rules (evaluation protocol, section 3):
 - A trial is held for `hold_minutes`; an expired hold no longer counts and its slot is reissued.
 - A participant holds at most two trials: the current one and the next (so the page can preload
   its images). Answers must come in order.
+- "Least-rated" reads each pair's tally of answered main trials (`PairTally`, +1 in the same
+  transaction that answers a main trial) plus its live holds, so ranking costs the same whatever
+  the number of ratings; the target check itself counts the pair's trials under its row lock.
 - Race-free without a study-wide lock: see `allocation._Allocation` (per-pair row locks that skip,
   never wait) and `answers.submit_answer` (conditional state change). On SQLite every transaction
   is BEGIN IMMEDIATE (see `app.db`), which serialises writers.
