@@ -29,11 +29,6 @@ def hold_for(study: Study, default_minutes: float) -> timedelta:
     return timedelta(minutes=study.hold_minutes or default_minutes)
 
 
-def _live(now: datetime | BindParameter):
-    """Trials that load a pair: answered ones and holds that have not expired (at `now`, a value or a bind)."""
-    return or_(Trial.state == "answered", and_(Trial.state == "assigned", Trial.expires_at > now))
-
-
 def committed(now: datetime | BindParameter):
     """Trials that count toward a pair's target: answered ones and live *reserved* holds.
 
