@@ -86,15 +86,16 @@ _STALE_OF_PAIR = select(Trial.id).where(
     Trial.expires_at <= bindparam("now"),
 )
 _STALE_OF_PAIR_SKIP_LOCKED = _STALE_OF_PAIR.with_for_update(key_share=True, skip_locked=True)
+# Answered or reserved, expired or not: the claim counts these after expiring the pair's stale holds.
+_ANSWERED_OR_RESERVED = or_(Trial.state == "answered", and_(Trial.state == "assigned", Trial.reserved.is_(True)))
 _COMMITTED_OF_PAIR = select(func.count(Trial.id)).where(
     Trial.study_id == bindparam("study_id"), Trial.pair_id == bindparam("pair_id"), Trial.kind == "main",
-    or_(Trial.state == "answered", and_(Trial.state == "assigned", Trial.reserved.is_(True))),
+    _ANSWERED_OR_RESERVED,
 )
 # Both in one statement: the count above, and how many of the pair's holds are stale. Usually
 # none are, and then that count is the answer (no stale holds to expire, nothing to recount).
 _CLAIM_COUNTS = select(
-    func.count(Trial.id).filter(Trial.kind == "main", or_(
-        Trial.state == "answered", and_(Trial.state == "assigned", Trial.reserved.is_(True)))),
+    func.count(Trial.id).filter(Trial.kind == "main", _ANSWERED_OR_RESERVED),
     func.count(Trial.id).filter(Trial.state == "assigned", Trial.expires_at <= bindparam("now")),
 ).where(Trial.study_id == bindparam("study_id"), Trial.pair_id == bindparam("pair_id"))
 

@@ -127,6 +127,7 @@ def trial_payload(session, result, participant: Participant, study: Study) -> di
         return {"done": True, "progress": progress}
     shown = [result.trial] + ([result.preload] if result.preload is not None else [])
     tokens = trial_image_tokens(session, shown)
+    prefetch(session, [token for pair in tokens for token in pair])  # the browser asks for them next
     payload: dict[str, Any] = {
         "trial": result.trial.public_id,
         "prompt": pair_views(session, {result.trial.pair_id})[result.trial.pair_id].prompt,
@@ -157,11 +158,6 @@ def api_next_by_header(request: Request, x_participant: Annotated[str | None, He
         return _next(x_participant, session, request.app.state.settings)
 
 
-def _image_tokens(payload: dict[str, Any]) -> list[str]:
-    shown = [payload, *([payload["preload"]] if payload["preload"] else [])]
-    return [view[side].removeprefix("/i/") for view in shown for side in ("left", "right")]
-
-
 def _next(token: str, session, settings) -> JSONResponse:
     # The participant and their study in one round trip (fresh: a session lives for one request).
     found = session.execute(_PARTICIPANT_AND_STUDY_BY_TOKEN, {"token": token}).first() if (
@@ -174,9 +170,7 @@ def _next(token: str, session, settings) -> JSONResponse:
     except FlowError as e:
         return _error(e)
     payload = trial_payload(session, result, participant, study)
-    if result.trial is not None:
-        prefetch(session, _image_tokens(payload))
-    else:
+    if result.trial is None:
         study = session.get(Study, participant.study_id)
         payload["returned"] = withholds_code(session, study, participant)
         if not payload["returned"]:
