@@ -95,6 +95,15 @@ def engine_from_settings(settings: Settings) -> Engine:
     )
 
 
+def end_reads(session: Session) -> None:
+    """End a transaction that wrote nothing (or whose writes are committed) with COMMIT, not the
+    ROLLBACK that closing the session would send: on ROLLBACK psycopg drops every statement it has
+    prepared on that connection, so they would all be parsed and planned afresh. A COMMIT of reads
+    changes nothing. After a failed statement the transaction is already rolled back: no-op."""
+    if session.in_transaction():
+        session.commit()
+
+
 def session_factory(engine: Engine) -> sessionmaker[Session]:
     return sessionmaker(bind=engine, expire_on_commit=False)
 

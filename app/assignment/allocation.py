@@ -10,7 +10,8 @@ import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import BigInteger, and_, bindparam, cast, func, insert, literal_column, or_, select, update
+from sqlalchemy import (BigInteger, Integer, and_, bindparam, cast, func, insert, literal_column, null, or_, select,
+                        union_all, update)
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, aliased
 from sqlalchemy.orm.attributes import set_committed_value
@@ -48,31 +49,40 @@ def committed(now: datetime | BindParameter):
 # participant has not seen and that are under target, least committed then least live main trials
 # first (see `committed`), ties in an order seeded per participant and slot ((id * K + salt) mod a
 # prime: a permutation of the ids, the same on PostgreSQL and SQLite). Answered trials come from
-# the pairs' tallies (`PairTally`) and live holds through the holds index, so the cost does not grow
+# the pairs' tallies (`PairTally`) and live holds from the holds index, so the cost does not grow
 # with the number of ratings; the database ranks and only the first few rows come back. The pairs
 # seen are a subquery on the participant's own trials (the same set as `_Allocation.seen`), not a
 # list of values, so the statement text never changes and is prepared once per connection.
+# One pass, no join per pair: the study's unseen pairs, their tallies and the live holds are
+# stacked (UNION ALL) and summed per pair. A pair that only has a tally or holds (seen, or of
+# another study's pair set) has no comparison id and drops out. Joining the holds per pair instead
+# probes the holds index once per pair, several times the cost under load.
 _seen = aliased(Trial)
 _SEEN = select(_seen.pair_id).where(_seen.participant_id == bindparam("participant_id"), _seen.state != "expired",
                                     _seen.kind != "gold")
-_answered = func.coalesce(PairTally.answered, 0)
-# The literal 'assigned' (not a bound value) lets the planner use the partial index ix_trials_holds.
-_holds_join = and_(Trial.study_id == bindparam("study_id"), Trial.pair_id == Pair.id,
-                   Trial.state == literal_column("'assigned'"), Trial.kind == "main",
-                   Trial.expires_at > bindparam("now"))
-_n_committed = _answered + func.count(Trial.id).filter(Trial.reserved.is_(True))
-_n_live = _answered + func.count(Trial.id)
-_TIE = ((cast(Pair.id, BigInteger) * literal_column("2654435761") + bindparam("salt", type_=BigInteger))
+_0, _1 = literal_column("0", Integer), literal_column("1", Integer)
+_stacked = union_all(
+    select(Pair.id.label("pair_id"), Comparison.id.label("comparison_id"), _0.label("answered"), _0.label("held"),
+           _0.label("reserved"))
+    .join(Comparison, Comparison.pair_set_id == Pair.pair_set_id)
+    .where(Comparison.study_id == bindparam("study_id"), Pair.id.not_in(_SEEN)),
+    select(PairTally.pair_id, null(), PairTally.answered, _0, _0)
+    .where(PairTally.study_id == bindparam("study_id")),
+    # The literal 'assigned' (not a bound value) lets the planner use the partial index ix_trials_holds.
+    select(Trial.pair_id, null(), _0, _1, cast(Trial.reserved, Integer))
+    .where(Trial.study_id == bindparam("study_id"), Trial.state == literal_column("'assigned'"),
+           Trial.kind == "main", Trial.expires_at > bindparam("now")),
+).subquery("stacked")
+_pair_id, _comparison_id, _answered, _held, _reserved = _stacked.c
+_n_committed = func.sum(_answered) + func.sum(_reserved)
+_n_live = func.sum(_answered) + func.sum(_held)
+_TIE = ((cast(_pair_id, BigInteger) * literal_column("2654435761") + bindparam("salt", type_=BigInteger))
         % literal_column("4294967291"))
 _RANKED = (
-    select(Pair.id, Comparison.id)
-    .join(Comparison, Comparison.pair_set_id == Pair.pair_set_id)
-    .outerjoin(PairTally, and_(PairTally.study_id == bindparam("study_id"), PairTally.pair_id == Pair.id))
-    .outerjoin(Trial, _holds_join)
-    .where(Comparison.study_id == bindparam("study_id"), Pair.id.not_in(_SEEN))
-    .group_by(Pair.id, Comparison.id, PairTally.answered)
-    .having(_n_committed < bindparam("target"))
-    .order_by(_n_committed, _n_live, _TIE, Comparison.id)
+    select(_pair_id, func.max(_comparison_id))
+    .group_by(_pair_id)
+    .having(func.max(_comparison_id).is_not(None), _n_committed < bindparam("target"))
+    .order_by(_n_committed, _n_live, _TIE, func.max(_comparison_id))
 )
 _RANKED_FIRST = _RANKED.limit(bindparam("limit"))
 RANKED_BATCH = 8  # candidates fetched at once; all of them are tried before the full list is read

@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session, aliased
 
 from app.assignment.allocation import committed
 from app.assignment.errors import FlowError
+from app.db import end_reads
 from app.models import Pair, PairTally, Participant, Rating, Study, Trial
 from app.scoring import CHOICES, score_from_choice
 
@@ -146,13 +147,19 @@ def submit_answer(
         raise FlowError(422, "request_id must be a non-empty string of at most 100 characters")
     participant_id = participant.id
     try:
-        return _store(session, participant_id, public_id, choice, request_id, now, client_response_ms, compared)
-    except _TryReplay as maybe:
-        session.rollback()
-        replay = _replay(session, participant_id, public_id, request_id)
-        if replay is not None:
-            return replay
-        raise maybe.otherwise() from None
+        try:
+            return _store(session, participant_id, public_id, choice, request_id, now, client_response_ms, compared)
+        except _TryReplay as maybe:
+            # Nothing was written on these paths (a failed INSERT has rolled back already): end the
+            # reads, so that the replay lookup sees what committed meanwhile.
+            end_reads(session)
+            replay = _replay(session, participant_id, public_id, request_id)
+            if replay is not None:
+                return replay
+            raise maybe.otherwise() from None
+    except FlowError:
+        end_reads(session)  # refused before writing anything, or after committing
+        raise
 
 
 def _store(session: Session, participant_id: int, public_id: str, choice: int, request_id: str,
@@ -219,6 +226,7 @@ def _store(session: Session, participant_id: int, public_id: str, choice: int, r
         conn.execute(_INSERT_RATING, values)
         session.commit()
     except IntegrityError:
+        session.rollback()
         raise _TryReplay(lambda: FlowError(409, "this request_id or trial was already used")) from None
     _forget(session, trial_id)
     # What the route reports back (not attached to the session: the row is already stored).

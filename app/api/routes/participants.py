@@ -16,6 +16,7 @@ from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
 from app.api.deps import SessionDep, SettingsDep
+from app.db import end_reads
 from app.api.routes.media import prefetch
 from app.lifecycle import close_if_complete
 from app.assignment import (
@@ -96,15 +97,6 @@ def _session(request: Request) -> Session:
     return request.app.state.sessionmaker()
 
 
-def _end_read_only(session: Session) -> None:
-    """End a transaction that only read with COMMIT, not the ROLLBACK that closing would send: on
-    ROLLBACK psycopg drops every statement it has prepared on that connection (DEALLOCATE ALL),
-    so all statements would be parsed and planned afresh. Call only once all writes are
-    committed (nothing is left to write; a COMMIT of reads changes nothing)."""
-    if session.in_transaction():
-        session.commit()
-
-
 @router.post("/api/studies/{slug}/participants", status_code=201)
 def api_new_participant(
     slug: str, request: Request, body: Annotated[NewParticipant | None, Body()] = None
@@ -115,7 +107,7 @@ def api_new_participant(
             participant, created = create_participant(session, study, body.external_ids if body else None, utcnow())
         except FlowError as e:
             return _error(e)
-        _end_read_only(session)  # a returning participant only read
+        end_reads(session)  # a returning participant only read
         return JSONResponse({"participant": participant.token}, status_code=201 if created else 200)
 
 
@@ -176,7 +168,7 @@ def _next(token: str, session, settings) -> JSONResponse:
         if not payload["returned"]:
             payload["completion_code"] = study.completion_code
             payload["redirect_url"] = study.redirect_url
-    _end_read_only(session)
+    end_reads(session)
     return JSONResponse(payload, headers={"Cache-Control": "no-store"})
 
 
@@ -215,7 +207,7 @@ def _answer(session: Session, trial_id: str, answer: Answer, x_participant: str 
         close_if_complete(session, participant.study_id)
     if not result.created:
         headers["X-Idempotent-Replay"] = "true"
-    _end_read_only(session)  # a replay only read
+    end_reads(session)  # a replay only read
     return JSONResponse(body, headers=headers)
 
 
