@@ -8,6 +8,7 @@ deadlock-prone read-then-upgrade pattern; WAL keeps readers going meanwhile.
 
 from __future__ import annotations
 
+import select
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -15,6 +16,7 @@ from pathlib import Path
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.settings import Settings
@@ -50,14 +52,23 @@ def make_engine(url: str, *, pool_size: int = 10, max_overflow: int = 20) -> Eng
             conn.exec_driver_sql("BEGIN IMMEDIATE")
 
         return engine
-    # pool_pre_ping: a pooled connection that died with a database restart is replaced before use
-    # (one cheap round trip per checkout), and new connections are retried while the server comes
-    # back (`_connect_with_retry`), so a restart costs requests a short wait, not a 500.
-    engine = create_engine(url, pool_recycle=1800, pool_pre_ping=True, pool_size=pool_size,
-                           max_overflow=max_overflow)
+    # A pooled connection that died with a database restart is replaced before use (`_alive`), and
+    # new connections are retried while the server comes back (`_connect_with_retry`), so a restart
+    # costs requests a short wait, not a 500.
+    engine = create_engine(url, pool_recycle=1800, pool_size=pool_size, max_overflow=max_overflow)
     event.listen(engine, "do_connect", _connect_with_retry)
     event.listen(engine, "connect", _generic_plans)
+    event.listen(engine, "checkout", _alive)
     return engine
+
+
+def _alive(dbapi_conn, _conn_rec, _conn_proxy) -> None:
+    """`pool_pre_ping` without its round trip (which costs each request a statement): an idle
+    connection has nothing to read, so a socket that is readable means the server closed it or
+    sent its last words ("terminating connection due to administrator command"). The pool then
+    discards it and connects again. A connection that dies while in use is `app.resilience`'s."""
+    if dbapi_conn.closed or dbapi_conn.broken or select.select([dbapi_conn.fileno()], [], [], 0)[0]:
+        raise DisconnectionError("the database closed this pooled connection")
 
 
 def _generic_plans(dbapi_conn, _conn_rec) -> None:

@@ -1,6 +1,6 @@
 """One more try when the database connection drops in the middle of a request.
 
-`pool_pre_ping` and the connect retry (`app.db`) cover connections that died while idle in the
+The checkout check and the connect retry (`app.db`) cover connections that died while idle in the
 pool; a connection that dies *during* a request (a database restart, a failover) raises a
 disconnect error there. `RetryOnDisconnect` (pure ASGI) then runs the request again, up to
 `ATTEMPTS` times, if no byte of the response has gone out yet and the request is safe to repeat:

@@ -59,3 +59,42 @@ def test_a_connection_dropped_mid_request_is_retried(client, app, study_factory,
     assert r.status_code == 200 and r.json()["choice"] == 4
     again = answer(client, token, trial, 4, request_id="rid-1")
     assert again.headers.get("X-Idempotent-Replay") == "true"  # stored exactly once
+
+
+def test_a_dead_pooled_connection_is_replaced_at_checkout_without_a_ping(db_url):
+    """The checkout check (`app.db._alive`) finds a connection the server closed by looking at its
+    socket: the pool hands out a fresh one, and a live connection is handed out with no statement
+    sent (no `pool_pre_ping` round trip)."""
+    import select
+
+    from app.db import make_engine
+
+    engine = make_engine(db_url, pool_size=1, max_overflow=0)
+    admin = create_engine(db_url, isolation_level="AUTOCOMMIT", pool_size=1, max_overflow=0)
+    sent = []
+
+    def last_statement(pid: int) -> str:
+        with admin.connect() as c:
+            return c.scalar(text("SELECT query FROM pg_stat_activity WHERE pid = :pid"), {"pid": pid})
+
+    try:
+        with engine.connect() as conn:
+            old = conn.connection.dbapi_connection
+            old_pid = old.info.backend_pid
+            conn.execute(text("SELECT 1"))
+            conn.commit()
+        assert last_statement(old_pid) == "COMMIT"
+        # A live pooled connection: checkout sends nothing (a ping would be the last statement).
+        with engine.connect() as conn:
+            assert conn.connection.dbapi_connection is old
+        assert last_statement(old_pid) == "COMMIT"
+        assert _kill(db_url, old_pid) == 1
+        assert select.select([old.fileno()], [], [], 5)[0]  # the server's goodbye arrived
+        event.listen(engine, "before_cursor_execute", lambda *a: sent.append(a[2]))
+        with engine.connect() as conn:  # no OperationalError: the dead one was discarded
+            assert conn.connection.dbapi_connection is not old
+            assert conn.scalar(text("SELECT pg_backend_pid()")) != old_pid
+        assert sent == ["SELECT pg_backend_pid()"]
+    finally:
+        engine.dispose()
+        admin.dispose()
