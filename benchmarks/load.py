@@ -21,28 +21,26 @@ exits non-zero when anything is lost, duplicated or over target.
     python3 benchmarks/load.py                       # 200 participants, 2 workers, 30 s
     python3 benchmarks/load.py --participants 50 --duration 10 --database-url postgresql+psycopg://...
     python3 benchmarks/load.py --compare-anchor --participants 100 --warmup 10   # ratio to the plain app
+    python3 benchmarks/load.py --compare-anchor --participants 100 --duration 20 --warmup 10 --rounds 4
+                                                     # the same, both servers measured in alternation
     python3 benchmarks/load.py --participants 300 --burst 2 --think-ms 5000       # 300 sign-ups in 2 s
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
-import random
 import shutil
+import statistics
 import sys
 import tempfile
 import time
-import uuid
-from collections import Counter, defaultdict
-from dataclasses import dataclass, field
 from pathlib import Path
 
-import aiohttp
 import numpy as np
 import uvloop
+from loadclient import Stats, run_load
 from loadsetup import (
     DEFAULT_ANCHOR,
     ThrowawayPostgres,
@@ -60,182 +58,16 @@ from loadsetup import (
     tree_cpu_s,
 )
 
-# --------------------------------------------------------------------------- simulated participants
-
-@dataclass
-class Stats:
-    next_ms: list[float] = field(default_factory=list)
-    submit_ms: list[float] = field(default_factory=list)
-    image_ms: list[float] = field(default_factory=list)
-    acked: dict[str, tuple[str, int]] = field(default_factory=dict)  # request_id -> (trial, choice)
-    acked_trials: Counter = field(default_factory=Counter)
-    ack_times: list[float] = field(default_factory=list)  # time.monotonic() of each acknowledgement
-    statuses: Counter = field(default_factory=Counter)
-    replays: int = 0
-    retries: int = 0
-    participants: int = 0
-    finished: int = 0
-    no_work: int = 0
-    errors: Counter = field(default_factory=Counter)
-    first_trial_ms: list[float] = field(default_factory=list)  # sign-up sent -> first trial received
-    warm_from: float | None = None  # time.monotonic() after which latencies also go to `warm`
-    warm: defaultdict = field(default_factory=lambda: defaultdict(list))
-
-
-@dataclass
-class Reply:
-    status_code: int
-    body: bytes
-
-    def json(self):
-        return json.loads(self.body)
-
-
-ClientError = (aiohttp.ClientError, asyncio.TimeoutError)
-
-
-async def request(client: aiohttp.ClientSession, method: str, url: str, **kw) -> Reply:
-    async with client.request(method, url, **kw) as r:
-        return Reply(r.status, await r.read())
-
-
-async def timed(client: aiohttp.ClientSession, stats: Stats, what: str, method: str, url: str, **kw) -> Reply:
-    """The request, its latency recorded under `what` (and under stats.warm[what] after the warm-up)."""
-    t0 = time.perf_counter()
-    r = await request(client, method, url, **kw)
-    ms = (time.perf_counter() - t0) * 1000
-    getattr(stats, f"{what}_ms").append(ms)
-    if stats.warm_from is not None and time.monotonic() >= stats.warm_from:
-        stats.warm[what].append(ms)
-    return r
-
-
-async def submit(client, stats: Stats, trial: str, token: str, choice: int, request_id: str) -> Reply | None:
-    """POST an answer; retry up to 3 times with the same request_id on a network error or 5xx."""
-    body = {"choice": choice, "request_id": request_id, "response_ms": random.randint(800, 4000)}
-    for attempt in range(4):
-        try:
-            r = await timed(client, stats, "submit", "POST", f"/api/trials/{trial}/answer",
-                            json=body, headers={"X-Participant": token})
-        except ClientError as e:
-            stats.errors[f"submit {type(e).__name__}"] += 1
-            stats.retries += 1
-            continue
-        stats.statuses[f"submit {r.status_code}"] += 1
-        if r.status_code >= 500:
-            stats.retries += 1
-            continue
-        return r
-    return None
-
-
-async def participant_loop(client: aiohttp.ClientSession, slug: str, deadline: float, stats: Stats,
-                           args: argparse.Namespace, rng: random.Random, start_delay: float = 0.0) -> None:
-    await asyncio.sleep(start_delay)
-    first = True  # the time to a first trial is recorded for each task's first sign-up
-    while time.monotonic() < deadline:
-        signed_up = time.perf_counter()
-        ext = {"PROLIFIC_PID": uuid.uuid4().hex[:24], "STUDY_ID": "load", "SESSION_ID": uuid.uuid4().hex[:12]}
-        try:
-            r = await request(client, "POST", f"/api/studies/{slug}/participants", json={"external_ids": ext})
-        except ClientError as e:
-            stats.errors[f"create {type(e).__name__}"] += 1
-            continue
-        stats.statuses[f"create {r.status_code}"] += 1
-        if r.status_code not in (200, 201):
-            stats.no_work += r.status_code == 409
-            return
-        token = r.json()["participant"]
-        stats.participants += 1
-        while time.monotonic() < deadline:
-            try:
-                r = await timed(client, stats, "next", "GET", f"/api/participants/{token}/next")
-            except ClientError as e:
-                stats.errors[f"next {type(e).__name__}"] += 1
-                continue
-            stats.statuses[f"next {r.status_code}"] += 1
-            if r.status_code == 409:
-                stats.no_work += 1
-                return
-            if r.status_code != 200:
-                await asyncio.sleep(0.05)
-                continue
-            data = r.json()
-            if first and not data.get("done"):
-                stats.first_trial_ms.append((time.perf_counter() - signed_up) * 1000)
-                first = False
-            if data.get("done"):
-                stats.finished += 1
-                break
-            if args.images:
-                for side in ("left", "right"):
-                    try:
-                        img = await timed(client, stats, "image", "GET", data[side])
-                        stats.statuses[f"image {img.status_code}"] += 1
-                    except ClientError as e:
-                        stats.errors[f"image {type(e).__name__}"] += 1
-            if args.think_ms:
-                await asyncio.sleep(rng.uniform(0.5, 1.5) * args.think_ms / 1000)
-            choice, request_id = rng.randint(1, 5), str(uuid.uuid4())
-            r = await submit(client, stats, data["trial"], token, choice, request_id)
-            if r is None or r.status_code != 200:
-                continue
-            stats.acked[request_id] = (data["trial"], choice)
-            stats.ack_times.append(time.monotonic())
-            stats.acked_trials[data["trial"]] += 1
-            if rng.random() < args.replay_share:  # a double click: same request_id again
-                r2 = await submit(client, stats, data["trial"], token, choice, request_id)
-                stats.replays += 1
-                if r2 is not None and r2.status_code != 200:
-                    stats.errors[f"replay answered {r2.status_code}"] += 1
-
-
-async def run_load(base_url: str, slug: str, args: argparse.Namespace, on_warm=None) -> tuple[Stats, float, float]:
-    """Run the participants for `args.duration` s; `on_warm(stats)` is called once after `args.warmup` s."""
-    stats = Stats()
-    if args.warmup:
-        stats.warm_from = time.monotonic() + args.warmup
-    # Idle connections are dropped after 4 s, before uvicorn's 5 s keep-alive timeout closes them on
-    # its side (a browser does the same; reusing a connection the server just closed fails).
-    connector = aiohttp.TCPConnector(limit=args.participants + 10, keepalive_timeout=4)
-    async with aiohttp.ClientSession(base_url=base_url, connector=connector,
-                                     timeout=aiohttp.ClientTimeout(total=60)) as client:
-        t0 = time.monotonic()
-        deadline = t0 + args.duration
-        # A burst: the participants' sign-ups spread evenly over the first `burst_s` seconds.
-        delays = [args.burst_s * i / args.participants for i in range(args.participants)]
-        tasks = [
-            asyncio.create_task(participant_loop(client, slug, deadline, stats, args, random.Random(args.seed + i),
-                                                 delays[i]))
-            for i in range(args.participants)
-        ]
-
-        async def report() -> None:
-            while not all(t.done() for t in tasks):
-                await asyncio.sleep(10)
-                el = time.monotonic() - t0
-                print(f"  {el:5.1f} s: {len(stats.acked)} ratings acknowledged, {stats.participants} participants",
-                      flush=True)
-
-        async def warm() -> None:
-            await asyncio.sleep(args.warmup)
-            on_warm(stats)
-
-        reporter = asyncio.create_task(report())
-        warmer = asyncio.create_task(warm()) if on_warm is not None else None
-        # No request is cancelled at the deadline: each participant finishes the one in flight, so
-        # every answer is either acknowledged or known to have failed.
-        await asyncio.gather(*tasks)
-        elapsed = time.monotonic() - t0
-        reporter.cancel()
-        if warmer is not None:
-            await warmer
-    return stats, elapsed, t0
-
-
-# --------------------------------------------------------------------------- checking
-
 # --------------------------------------------------------------------------- one measured run
+
+def _cpu_snapshot(server_pid: int, pg_pid: int | None):
+    return tree_cpu_s(server_pid), tree_cpu_s(pg_pid), time.process_time()
+
+
+def _cpu_delta(a, b) -> dict:
+    return {k: (y - x if x is not None and y is not None else None)
+            for k, x, y in zip(("server", "postgres", "client"), a, b)}
+
 
 def measure(name: str, server, pg_pid: int | None, base_url: str, slug: str, args: argparse.Namespace,
             rows_of) -> dict:
@@ -243,20 +75,13 @@ def measure(name: str, server, pg_pid: int | None, base_url: str, slug: str, arg
 
     `rows_of()` reads back (stored rows, main ratings per pair, target) after the run."""
     load_before = os.getloadavg()[0]
-
-    def snapshot():
-        return tree_cpu_s(server.pid), tree_cpu_s(pg_pid), time.process_time()
-
-    def delta(a, b):
-        return {k: (y - x if x is not None and y is not None else None)
-                for k, x, y in zip(("server", "postgres", "client"), a, b)}
-
     warm: dict = {}
-    cpu0 = snapshot()
+    cpu0 = _cpu_snapshot(server.pid, pg_pid)
     stats, elapsed, t0 = uvloop.run(run_load(
-        base_url, slug, args, (lambda st: warm.update(cpu=snapshot(), acked=len(st.acked))) if args.warmup else None))
-    cpu1 = snapshot()
-    cpu = delta(cpu0, cpu1)
+        base_url, slug, args,
+        (lambda st: warm.update(cpu=_cpu_snapshot(server.pid, pg_pid), acked=len(st.acked))) if args.warmup else None))
+    cpu1 = _cpu_snapshot(server.pid, pg_pid)
+    cpu = _cpu_delta(cpu0, cpu1)
     rows, per_pair, target = rows_of()
     check = check_ratings(rows, per_pair, target, stats)
     half = t0 + args.duration / 2
@@ -270,24 +95,76 @@ def measure(name: str, server, pg_pid: int | None, base_url: str, slug: str, arg
         / (args.duration / 2),
         "server_pg_ms_per_rating": per_rating(cpu, n),
         # After the warm-up only (processes started, statements compiled and prepared, caches filled).
-        "server_pg_ms_per_rating_warm": (per_rating(delta(warm["cpu"], cpu1), check["acknowledged"] - warm["acked"])
-                                         if warm else None),
+        "server_pg_ms_per_rating_warm": (per_rating(_cpu_delta(warm["cpu"], cpu1),
+                                                    check["acknowledged"] - warm["acked"]) if warm else None),
         # The client's share of the whole machine's CPU during the run.
         "client_cpu_share": cpu["client"] / (elapsed * (os.cpu_count() or 1)),
     }
 
 
+def measure_in_rounds(servers: dict, pg_pid: int | None, bases: dict, slug: str, args: argparse.Namespace,
+                      rows_of: dict) -> tuple[dict, list[dict]]:
+    """Both servers up at once, measured in alternating windows of `args.duration` s: anchor, app,
+    app, anchor, anchor, ... (ABBA), so that a drift of the machine's speed during the run, which on a
+    shared VM is larger than the difference being measured, hits both alike. Each server first
+    gets one unmeasured warm-up window of `args.warmup` s. Every window's answers are checked
+    against the database at the end. Returns the pooled figures per server (as `measure`) and the
+    CPU per rating of each round."""
+    stats = {name: Stats() for name in servers}
+    load_before = os.getloadavg()[0]
+    window = lambda seconds: argparse.Namespace(**{**vars(args), "duration": seconds, "warmup": 0})  # noqa: E731
+    if args.warmup:
+        for name in servers:
+            uvloop.run(run_load(bases[name], slug, window(args.warmup), stats=stats[name]))
+    total = {name: {"cpu": dict.fromkeys(("server", "postgres", "client"), 0.0), "acked": 0, "elapsed": 0.0}
+             for name in servers}
+    rounds = []
+    for r in range(args.rounds):
+        row = {}
+        for name in (("anchor", "app") if r % 2 == 0 else ("app", "anchor")):
+            acked0, cpu0 = len(stats[name].acked), _cpu_snapshot(servers[name].pid, pg_pid)
+            _, elapsed, _ = uvloop.run(run_load(bases[name], slug, window(args.duration), stats=stats[name]))
+            cpu, acked = _cpu_delta(cpu0, _cpu_snapshot(servers[name].pid, pg_pid)), len(stats[name].acked) - acked0
+            row[name] = per_rating(cpu, acked)
+            t = total[name]
+            t["acked"] += acked
+            t["elapsed"] += elapsed
+            t["cpu"] = {k: (v + cpu[k] if cpu[k] is not None else None) if v is not None else None
+                        for k, v in t["cpu"].items()}
+        rounds.append(row)
+        if None in row.values():  # PostgreSQL's CPU is only known for the throwaway cluster
+            print(f"round {r + 1} done", flush=True)
+            continue
+        print(f"round {r + 1}: anchor {row['anchor']:.1f} ms, app {row['app']:.1f} ms of server+PostgreSQL CPU "
+              f"per rating; ratio {row['anchor'] / row['app']:.2f}", flush=True)
+    results = {}
+    for name in servers:
+        t = total[name]
+        check = check_ratings(*rows_of[name](), stats[name])
+        results[name] = {
+            "name": name, "stats": stats[name], "elapsed_s": t["elapsed"], "cpu_s": t["cpu"], "check": check,
+            "loadavg_before": load_before, "loadavg_after": os.getloadavg()[0],
+            "ratings_per_s": t["acked"] / t["elapsed"], "ratings_per_s_second_half": None,
+            "server_pg_ms_per_rating": per_rating(t["cpu"], t["acked"]), "server_pg_ms_per_rating_warm": None,
+            "client_cpu_share": t["cpu"]["client"] / (t["elapsed"] * (os.cpu_count() or 1)),
+            "measured_ratings": t["acked"],
+        }
+    return results, rounds
+
+
 def print_run(res: dict, args: argparse.Namespace) -> None:
     stats, check, cpu = res["stats"], res["check"], res["cpu_s"]
-    n = max(1, check["acknowledged"])
+    n = max(1, res.get("measured_ratings", check["acknowledged"]))
+    rounds = f"{args.rounds} windows of " if args.rounds > 1 else ""
     print(f"\n== {res['name']}: {args.participants} participants, {args.workers} workers, "
-          f"{res['elapsed_s']:.1f} s (load {args.duration:g} s + in-flight requests)")
+          f"{res['elapsed_s']:.1f} s measured (load {rounds}{args.duration:g} s + in-flight requests)")
     # Other work on the machine skews every figure: say how busy it was.
     print(f"machine             {os.cpu_count()} CPUs, 1-min load average {res['loadavg_before']:.1f} before, "
           f"{res['loadavg_after']:.1f} after the run")
     print(f"ratings/second      {res['ratings_per_s']:8.1f}   ({check['acknowledged']} acknowledged, "
           f"{check['stored']} stored, over the whole run)")
-    print(f"ratings/second      {res['ratings_per_s_second_half']:8.1f}   (second half of the load window only)")
+    if res["ratings_per_s_second_half"] is not None:
+        print(f"ratings/second      {res['ratings_per_s_second_half']:8.1f}   (second half of the load window only)")
     print("CPU during the run  " + ", ".join(
         f"{k} {v:.1f} s ({1000 * v / n:.1f} ms per rating)" for k, v in cpu.items() if v is not None))
     if res["server_pg_ms_per_rating"] is not None:
@@ -299,7 +176,7 @@ def print_run(res: dict, args: argparse.Namespace) -> None:
     print(f"submit latency ms   {pct(stats.submit_ms)}")
     if args.images:
         print(f"image  latency ms   {pct(stats.image_ms)}")
-    for what in ("next", "submit") if args.warmup else ():
+    for what in ("next", "submit") if args.warmup and args.rounds == 1 else ():
         print(f"{what:6} after {args.warmup:g} s {pct(stats.warm[what])}")
     if args.burst_s:
         print(f"first trial ms      {pct(stats.first_trial_ms)}  (sign-up sent -> first trial received, "
@@ -357,6 +234,10 @@ def main() -> int:
     ap.add_argument("--compare-anchor", action="store_true",
                     help="run the same client against the reference app (--anchor) first, then the app, on the "
                          "same PostgreSQL, and print CPU per rating for both and the ratio anchor/app")
+    ap.add_argument("--rounds", type=int, default=1,
+                    help="with --compare-anchor: run both servers at once and measure them in this many "
+                         "alternating rounds (anchor, app, app, anchor, ...; --duration s each, after one "
+                         "--warmup window each), pooling CPU per rating; steadier than one window each")
     ap.add_argument("--anchor", default=str(DEFAULT_ANCHOR), help="path of the reference app")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json-out", type=Path, help="also write the figures as JSON")
@@ -381,20 +262,36 @@ def main() -> int:
               f"({time.monotonic() - t:.1f} s)")
         print(f"{args.participants} participants for {args.duration:g} s per server, "
               f"think time {args.think_ms:g} ms, uvicorn --workers {args.workers}")
-        if args.compare_anchor:
+        rounds = []
+        if args.compare_anchor and args.rounds > 1:
             args.image_bytes = app_image_bytes(url)
+            ports = {"anchor": free_port(), "app": free_port()}
+            servers.append(start_anchor(url, ports["anchor"], args, workdir / "anchor.log"))
+            servers.append(start_server(url, ports["app"], args.workers, workdir / "server.log"))
+            pooled, rounds = measure_in_rounds(
+                dict(zip(("anchor", "app"), servers)), pg_pid,
+                {name: f"http://127.0.0.1:{port}" for name, port in ports.items()}, slug, args,
+                {"anchor": lambda: (*anchor_rows(url), args.ratings_per_pair), "app": lambda: app_rows(url, slug)})
+            while servers:
+                stop(servers.pop())
+            results.extend((pooled["anchor"], pooled["app"]))
+            for res in results:
+                print_run(res, args)
+        else:
+            if args.compare_anchor:
+                args.image_bytes = app_image_bytes(url)
+                port = free_port()
+                servers.append(start_anchor(url, port, args, workdir / "anchor.log"))
+                results.append(measure("anchor", servers[-1], pg_pid, f"http://127.0.0.1:{port}", slug, args,
+                                       lambda: (*anchor_rows(url), args.ratings_per_pair)))
+                stop(servers.pop())
+                print_run(results[-1], args)
             port = free_port()
-            servers.append(start_anchor(url, port, args, workdir / "anchor.log"))
-            results.append(measure("anchor", servers[-1], pg_pid, f"http://127.0.0.1:{port}", slug, args,
-                                   lambda: (*anchor_rows(url), args.ratings_per_pair)))
+            servers.append(start_server(url, port, args.workers, workdir / "server.log"))
+            results.append(measure("app", servers[-1], pg_pid, f"http://127.0.0.1:{port}", slug, args,
+                                   lambda: app_rows(url, slug)))
             stop(servers.pop())
             print_run(results[-1], args)
-        port = free_port()
-        servers.append(start_server(url, port, args.workers, workdir / "server.log"))
-        results.append(measure("app", servers[-1], pg_pid, f"http://127.0.0.1:{port}", slug, args,
-                               lambda: app_rows(url, slug)))
-        stop(servers.pop())
-        print_run(results[-1], args)
     finally:
         for proc in servers:
             stop(proc)
@@ -403,7 +300,12 @@ def main() -> int:
     out = {r["name"]: summary(r, args) for r in results}
     if args.compare_anchor:
         print()
-        for key, what in (("server_pg_ms_per_rating", "whole run"),
+        if rounds and None not in rounds[0].values():
+            ratios = [r["anchor"] / r["app"] for r in rounds]
+            out["ratio_anchor_over_app_per_round"] = ratios
+            print("ratio anchor/app per round: " + ", ".join(f"{x:.2f}" for x in ratios)
+                  + f" (median {statistics.median(ratios):.2f})")
+        for key, what in (("server_pg_ms_per_rating", f"{len(rounds)} rounds pooled" if rounds else "whole run"),
                           ("server_pg_ms_per_rating_warm", f"after the first {args.warmup:g} s")):
             anchor, app = (r[key] for r in results)
             if anchor and app:

@@ -21,7 +21,9 @@ import httpx
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_ANCHOR = ROOT.parent / "shared" / "bench" / "anchor_app.py"
+# The reference app: the workplace's copy when there is one, else the copy shipped here.
+DEFAULT_ANCHOR = next(p for p in (ROOT.parent / "shared" / "bench" / "anchor_app.py",
+                                  ROOT / "benchmarks" / "anchor_app.py") if p.is_file())
 sys.path.insert(0, str(ROOT))
 
 
