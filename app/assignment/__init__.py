@@ -34,7 +34,7 @@ from app.assignment.allocation import (
     next_trial,
     progress,
 )
-from app.assignment.answers import AnswerResult, submit_answer
+from app.assignment.answers import AnswerResult, participant_id_of, submit_answer
 from app.assignment.errors import FlowError
 from app.assignment.pair_cache import (
     PairView,
@@ -54,5 +54,5 @@ from app.assignment.signup import (
 __all__ = [
     "CROWD_ID_KEYS", "LOOKAHEAD", "MAX_EXTERNAL_IDS", "NO_WORK", "PERSON_KEYS", "AnswerResult", "FlowError",
     "NextResult", "PairView", "clean_external_ids", "create_participant", "hold_for", "make_plan",
-    "next_trial", "pair_views", "progress", "submit_answer", "trial_image_tokens", "trial_images",
+    "next_trial", "pair_views", "participant_id_of", "progress", "submit_answer", "trial_image_tokens", "trial_images",
 ]

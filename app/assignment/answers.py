@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, func, insert, select, update
+from sqlalchemy import Integer, bindparam, func, insert, select, update
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
@@ -26,32 +26,57 @@ class AnswerResult:
     created: bool
     trial_public_id: str
     auto_close: bool = False  # the study closes itself at target (checked after a new rating)
+    study_id: int | None = None
 
 
 # submit_answer's statements, built once and bound per call. They read and write plain columns
 # through the session's connection (SQLAlchemy Core): this path creates no ORM objects and runs no
 # unit of work, which cost more CPU than PostgreSQL spends on the statements.
 _earlier_trial = aliased(Trial)
-_ANSWER_LOOKUP = (
-    select(
-        Trial.id, Trial.participant_id, Trial.study_id, Trial.pair_id, Trial.kind, Trial.state, Trial.reserved,
-        Trial.expires_at, Trial.presented_at, Trial.treatment_side, Trial.public_id,
-        Study.version.label("study_version"),
-        Study.min_response_ms.label("min_response_ms"),
-        Study.ratings_per_pair.label("ratings_per_pair"),
-        select(func.count(_earlier_trial.id))
-        .where(_earlier_trial.participant_id == bindparam("participant_id"), _earlier_trial.state == "assigned",
-               _earlier_trial.position < Trial.position)
-        .scalar_subquery()
-        .label("unanswered_before"),
-        select(Rating.id).where(Rating.request_id == bindparam("request_id")).scalar_subquery()
-        .label("request_rating_id"),
-        Study.auto_close.label("auto_close"),
-        Study.fast_answers.label("fast_answers"),
+
+
+def _answer_lookup(requester_id):
+    """The trial with its study's fields; `requester_id`: the id of the participant answering."""
+    return (
+        select(
+            Trial.id, Trial.participant_id, Trial.study_id, Trial.pair_id, Trial.kind, Trial.state, Trial.reserved,
+            Trial.expires_at, Trial.presented_at, Trial.treatment_side, Trial.public_id,
+            Study.version.label("study_version"),
+            Study.min_response_ms.label("min_response_ms"),
+            Study.ratings_per_pair.label("ratings_per_pair"),
+            select(func.count(_earlier_trial.id))
+            .where(_earlier_trial.participant_id == Trial.participant_id, _earlier_trial.state == "assigned",
+                   _earlier_trial.position < Trial.position)
+            .scalar_subquery()
+            .label("unanswered_before"),
+            select(Rating.id).where(Rating.request_id == bindparam("request_id")).scalar_subquery()
+            .label("request_rating_id"),
+            Study.auto_close.label("auto_close"),
+            Study.fast_answers.label("fast_answers"),
+            requester_id.label("requester_id"),
+        )
+        .join(Study, Study.id == Trial.study_id)
+        .where(Trial.public_id == bindparam("public_id"))
     )
-    .join(Study, Study.id == Trial.study_id)
-    .where(Trial.public_id == bindparam("public_id"))
-)
+
+
+_PARTICIPANT_ID = select(Participant.id).where(Participant.token == bindparam("token"))
+# By participant id (library callers), or by token: then the participant is found in the same
+# round trip as the trial (NULL when the token is unknown).
+_ANSWER_LOOKUP = {False: _answer_lookup(bindparam("participant_id", type_=Integer)),
+                  True: _answer_lookup(_PARTICIPANT_ID.scalar_subquery())}
+UNKNOWN_TOKEN = "unknown participant token"
+
+
+def participant_id_of(session: Session, participant: Participant | str) -> int:
+    """The id of `participant`, or of the participant with that token (FlowError 403 if none)."""
+    if not isinstance(participant, str):
+        return participant.id
+    found = session.connection().scalar(_PARTICIPANT_ID, {"token": participant})
+    if found is None:
+        raise FlowError(403, UNKNOWN_TOKEN)
+    return found
+
 
 ALREADY_ANSWERED = "this trial was already answered (with a different request_id)"
 EXPIRED = "this trial's hold expired and it may have gone to someone else; load the next trial"
@@ -106,11 +131,12 @@ def _room_for_provisional(session: Session, trial, now: datetime, target: int) -
 
 class _TryReplay(Exception):
     """Raised inside `_store` where the request may be a replay: `submit_answer` then looks the
-    request id up (its one replay path) and, if it is not a replay, raises `otherwise()`."""
+    request id up (its one replay path) and, if it is not a replay, raises `otherwise()`.
+    `participant_id`: the answering participant's, when known by then."""
 
-    def __init__(self, otherwise: Callable[[], FlowError]):
+    def __init__(self, otherwise: Callable[[], FlowError], participant_id: int | None = None):
         super().__init__()
-        self.otherwise = otherwise
+        self.otherwise, self.participant_id = otherwise, participant_id
 
 
 def _replay(session: Session, participant_id: int, public_id: str, request_id: str) -> AnswerResult | None:
@@ -123,12 +149,12 @@ def _replay(session: Session, participant_id: int, public_id: str, request_id: s
     rating, trial = found
     if trial.public_id != public_id or trial.participant_id != participant_id:
         raise FlowError(409, "this request_id was already used for a different trial; send a new one")
-    return AnswerResult(rating, False, trial.public_id)
+    return AnswerResult(rating, False, trial.public_id, study_id=trial.study_id)
 
 
 def submit_answer(
     session: Session,
-    participant: Participant,
+    participant: Participant | str,
     public_id: str,
     choice: int,
     request_id: str,
@@ -138,22 +164,27 @@ def submit_answer(
 ) -> AnswerResult:
     """Store one rating, idempotently per `request_id`. Raises FlowError (4xx) for bad answers.
 
-    Commits. The trial moves from 'assigned' to 'answered' with a conditional UPDATE, so a
+    `participant`: the Participant answering, or their token (looked up in the trial's round trip;
+    FlowError 403 when unknown). Commits. The trial moves from 'assigned' to 'answered' with a conditional UPDATE, so a
     double click, a retry and a hold expiring at the same moment resolve to exactly one outcome.
     """
-    if type(choice) is not int or choice not in CHOICES:
-        raise FlowError(422, "choice must be an integer from 1 (left much better) to 5 (right much better)")
-    if not request_id or len(request_id) > 100:
-        raise FlowError(422, "request_id must be a non-empty string of at most 100 characters")
-    participant_id = participant.id
     try:
+        if type(choice) is not int or choice not in CHOICES:
+            participant_id_of(session, participant)  # an unknown participant hears that first
+            raise FlowError(422, "choice must be an integer from 1 (left much better) to 5 (right much better)")
+        if not request_id or len(request_id) > 100:
+            participant_id_of(session, participant)
+            raise FlowError(422, "request_id must be a non-empty string of at most 100 characters")
         try:
-            return _store(session, participant_id, public_id, choice, request_id, now, client_response_ms, compared)
+            return _store(session, participant, public_id, choice, request_id, now, client_response_ms, compared)
         except _TryReplay as maybe:
             # Nothing was written on these paths (a failed INSERT has rolled back already): end the
             # reads, so that the replay lookup sees what committed meanwhile.
             end_reads(session)
-            replay = _replay(session, participant_id, public_id, request_id)
+            pid = maybe.participant_id
+            if pid is None:
+                pid = participant_id_of(session, participant)
+            replay = _replay(session, pid, public_id, request_id)
             if replay is not None:
                 return replay
             raise maybe.otherwise() from None
@@ -162,24 +193,29 @@ def submit_answer(
         raise
 
 
-def _store(session: Session, participant_id: int, public_id: str, choice: int, request_id: str,
+def _store(session: Session, participant: Participant | str, public_id: str, choice: int, request_id: str,
            now: datetime, client_response_ms: int | None, compared: dict[str, Any] | None) -> AnswerResult:
     # One round trip for the trial, the study fields the rating needs, the unanswered trials
-    # before it (answers must come in order) and whether `request_id` was seen before.
+    # before it (answers must come in order), whether `request_id` was seen before, and (given a
+    # token) who is answering.
     conn = session.connection()
-    found = conn.execute(
-        _ANSWER_LOOKUP, {"public_id": public_id, "participant_id": participant_id, "request_id": request_id}
-    ).first()
+    by_token = isinstance(participant, str)
+    params = {"public_id": public_id, "request_id": request_id}
+    params.update({"token": participant} if by_token else {"participant_id": participant.id})
+    found = conn.execute(_ANSWER_LOOKUP[by_token], params).first()
     if found is None:
         raise _TryReplay(lambda: FlowError(404, "unknown trial"))
+    participant_id = found.requester_id
+    if participant_id is None:
+        raise FlowError(403, UNKNOWN_TOKEN)
     if found.request_rating_id is not None:
-        raise _TryReplay(lambda: FlowError(409, "this request_id or trial was already used"))
+        raise _TryReplay(lambda: FlowError(409, "this request_id or trial was already used"), participant_id)
     trial = found  # the trial's columns, by name
     if trial.participant_id != participant_id:
         raise FlowError(403, "this trial belongs to another participant")
     if trial.state == "answered":
         # Maybe by this very request, committed since the lookup above.
-        raise _TryReplay(lambda: FlowError(409, ALREADY_ANSWERED))
+        raise _TryReplay(lambda: FlowError(409, ALREADY_ANSWERED), participant_id)
     if trial.state == "expired" or trial.expires_at <= now:
         raise FlowError(409, EXPIRED)
     if found.unanswered_before or trial.presented_at is None:
@@ -199,14 +235,14 @@ def _store(session: Session, participant_id: int, public_id: str, choice: int, r
     ):
         refused = conn.execute(_REFUSE, {"trial_id": trial_id}).rowcount
         if not refused:  # a concurrent request answered it (maybe this very request_id)
-            raise _TryReplay(answered_or_expired)
+            raise _TryReplay(answered_or_expired, participant_id)
         session.commit()
         _forget(session, trial_id)
         raise FlowError(409, PAIR_FULL, "pair_full")
     won = conn.execute(_ANSWER, {"trial_id": trial_id, "now": now}).rowcount
     if not won:
         # A concurrent request answered it (maybe this very request_id) or it just expired.
-        raise _TryReplay(answered_or_expired)
+        raise _TryReplay(answered_or_expired, participant_id)
     if trial.kind == "main":  # in this transaction, so the tally moves exactly when the trial does
         conn.execute(_COUNT_ANSWER[conn.dialect.name], {"study_id": trial.study_id, "pair_id": trial.pair_id})
     values = dict(
@@ -227,7 +263,8 @@ def _store(session: Session, participant_id: int, public_id: str, choice: int, r
         session.commit()
     except IntegrityError:
         session.rollback()
-        raise _TryReplay(lambda: FlowError(409, "this request_id or trial was already used")) from None
+        raise _TryReplay(lambda: FlowError(409, "this request_id or trial was already used"),
+                         participant_id) from None
     _forget(session, trial_id)
     # What the route reports back (not attached to the session: the row is already stored).
-    return AnswerResult(Rating(**values), True, trial.public_id, bool(found.auto_close))
+    return AnswerResult(Rating(**values), True, trial.public_id, bool(found.auto_close), trial.study_id)

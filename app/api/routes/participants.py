@@ -25,6 +25,7 @@ from app.assignment import (
     create_participant,
     next_trial,
     pair_views,
+    participant_id_of,
     submit_answer,
     trial_image_tokens,
 )
@@ -57,24 +58,11 @@ def _study(session, slug: str) -> Study:
     return study
 
 
-# The per-request lookups, built once and bound per call (building a select() costs more CPU than
-# Postgres spends running these).
-# An answer needs only the participant's ids: plain columns, no ORM object.
-_PARTICIPANT_BY_TOKEN = select(Participant.id, Participant.study_id).where(Participant.token == bindparam("token"))
+# The per-request lookup, built once and bound per call (building a select() costs more CPU than
+# Postgres spends running it).
 _PARTICIPANT_AND_STUDY_BY_TOKEN = (
     select(Participant, Study).join(Study, Study.id == Participant.study_id).where(Participant.token == bindparam("token"))
 )
-
-
-def _participant(session, token: str | None):
-    """The (id, study_id) row of the participant with `token`; 401 without one, 403 if unknown."""
-    if not token:
-        raise HTTPException(401, "missing participant token (X-Participant header)")
-    participant = session.connection().execute(_PARTICIPANT_BY_TOKEN, {"token": token}).first() if (
-        PARTICIPANT_TOKEN.match(token)) else None
-    if participant is None:
-        raise HTTPException(403, "unknown participant token")
-    return participant
 
 
 # ------------------------------------------------------------------ JSON API
@@ -184,15 +172,21 @@ def api_answer(
 
 
 def _answer(session: Session, trial_id: str, answer: Answer, x_participant: str | None) -> JSONResponse:
-    participant = _participant(session, x_participant)
-    if not PUBLIC_ID.match(trial_id):
-        return _error(FlowError(404, "unknown trial"))
+    if not x_participant:
+        raise HTTPException(401, "missing participant token (X-Participant header)")
+    if not PARTICIPANT_TOKEN.match(x_participant):
+        raise HTTPException(403, "unknown participant token")
     try:
+        if not PUBLIC_ID.match(trial_id):
+            participant_id_of(session, x_participant)  # an unknown participant hears that first
+            raise FlowError(404, "unknown trial")
+        # By token: the participant is looked up in the same round trip as the trial.
         result = submit_answer(
-            session, participant, trial_id, answer.choice, answer.request_id, utcnow(), answer.response_ms,
+            session, x_participant, trial_id, answer.choice, answer.request_id, utcnow(), answer.response_ms,
             answer.compared.model_dump() if answer.compared else None,
         )
     except FlowError as e:
+        end_reads(session)
         return _error(e)
     # The score is not returned: with the choice it would reveal which side was the treatment.
     body = {
@@ -204,7 +198,7 @@ def _answer(session: Session, trial_id: str, answer: Answer, x_participant: str 
     }
     headers = {"Cache-Control": "no-store"}
     if result.created and result.auto_close:
-        close_if_complete(session, participant.study_id)
+        close_if_complete(session, result.study_id)
     if not result.created:
         headers["X-Idempotent-Replay"] = "true"
     end_reads(session)  # a replay only read
