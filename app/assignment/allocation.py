@@ -19,6 +19,7 @@ from sqlalchemy.orm.session import make_transient_to_detached
 from sqlalchemy.sql.elements import BindParameter
 
 from app.assignment.errors import FlowError
+from app.db import end_reads
 from app.assignment.pair_cache import study_pairs
 from app.models import Comparison, Pair, PairTally, Participant, Study, Trial
 from app.scoring import swap_side
@@ -86,8 +87,17 @@ _RANKED = (
 )
 _RANKED_FIRST = _RANKED.limit(bindparam("limit"))
 RANKED_BATCH = 8  # candidates fetched at once; all of them are tried before the full list is read
+# A participant's trials that have not expired, in position order: what `_Allocation` works on.
 _OWN_TRIALS = (
     select(Trial).where(Trial.participant_id == bindparam("participant_id"), Trial.state != "expired")
+    .order_by(Trial.position)
+)
+# The same trials with their participant (by token) and study, in one round trip (one row per trial).
+_WITH_OWN_TRIALS = (
+    select(Participant, Study, Trial)
+    .join(Study, Study.id == Participant.study_id)
+    .outerjoin(Trial, and_(Trial.participant_id == Participant.id, Trial.state != "expired"))
+    .where(Participant.token == bindparam("token"))
     .order_by(Trial.position)
 )
 _LOCK_PAIR = select(Pair.id).where(Pair.id == bindparam("pair_id")).with_for_update(key_share=True, skip_locked=True)
@@ -169,10 +179,12 @@ class _Allocation:
     participant's holds are provisional, need no lock and take the least-loaded pair under target.
     """
 
-    def __init__(self, session: Session, study: Study, participant: Participant, now: datetime, hold: timedelta):
+    def __init__(self, session: Session, study: Study, participant: Participant, now: datetime, hold: timedelta,
+                 trials: list[Trial] | None = None):
         self.session, self.study, self.participant, self.now, self.hold = session, study, participant, now, hold
         self.postgres = session.get_bind().dialect.name == "postgresql"
-        self.trials = session.scalars(_OWN_TRIALS, {"participant_id": participant.id}).all()
+        self.trials = trials if trials is not None else session.scalars(
+            _OWN_TRIALS, {"participant_id": participant.id}).all()
         self.proven = any(t.state == "answered" for t in self.trials)
 
     def seen(self) -> set[int]:
@@ -266,6 +278,14 @@ class _Allocation:
         return trial
 
 
+def participant_with_trials(session: Session, token: str) -> tuple[Participant, Study, list[Trial]] | None:
+    """The participant with `token`, their study and their trials as `next_trial` takes them, or None."""
+    rows = session.execute(_WITH_OWN_TRIALS, {"token": token}).all()
+    if not rows:
+        return None
+    return rows[0][0], rows[0][1], [trial for _, _, trial in rows if trial is not None]
+
+
 @dataclass
 class NextResult:
     """What `next_trial` hands the route: the current trial, the preloaded one, progress."""
@@ -293,27 +313,28 @@ NO_WORK = "no work left: every pair in this study has all the ratings it needs"
 
 
 def next_trial(session: Session, participant: Participant, now: datetime, default_hold_minutes: float,
-               study: Study | None = None) -> NextResult:
+               study: Study | None = None, trials: list[Trial] | None = None) -> NextResult:
     """The participant's current trial (allocating as needed), or trial=None when finished.
 
-    `study`: the participant's study, if the caller loaded it fresh in the current transaction
-    (saves a query); otherwise it is read here. Raises FlowError(409) when the study is not open
+    `study`: the participant's study, and `trials`: their trials that have not expired in position
+    order (as `participant_with_trials` loads them), if the caller loaded them fresh in the current transaction (saves
+    queries); otherwise they are read here. Raises FlowError(409) when the study is not open
     or has no work left for this participant. Commits. Two simultaneous calls for one participant
     cannot fill a slot twice (unique live slot index); the loser retries.
     """
     for _attempt in range(3):
         try:
-            return _next_trial(session, participant, now, default_hold_minutes, study)
+            return _next_trial(session, participant, now, default_hold_minutes, study, trials)
         except IntegrityError:
             session.rollback()
-            study = None  # read again in the retry's transaction
+            study = trials = None  # read again in the retry's transaction
     raise FlowError(409, "too many simultaneous requests for this participant; try again")
 
 
 def _next_trial(session: Session, participant: Participant, now: datetime, default_hold_minutes: float,
-                study: Study | None) -> NextResult:
+                study: Study | None, trials: list[Trial] | None) -> NextResult:
     if participant.finished_at is not None:
-        session.rollback()
+        end_reads(session)
         d, t = progress(session, participant)
         return NextResult(None, None, d, t)
     if study is None:
@@ -323,7 +344,7 @@ def _next_trial(session: Session, participant: Participant, now: datetime, defau
     if study.state != "open":
         raise FlowError(409, "this study is not open at the moment", "not_open")
     hold = hold_for(study, default_hold_minutes)
-    alloc = _Allocation(session, study, participant, now, hold)
+    alloc = _Allocation(session, study, participant, now, hold, trials)
     # This participant's own stale holds: their slots are filled again below. Conditional, so a
     # late answer racing this either wins (answered) or loses (expired), never both.
     stale = [t for t in alloc.trials if t.state == "assigned" and t.expires_at <= now]
