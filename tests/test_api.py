@@ -337,9 +337,9 @@ def test_a_rating_costs_few_queries(client, app, study_factory):
         assert len(statements) == 4, statements
         statements.clear()
         assert next_(client, token).status_code == 200  # allocates the next preload
-        # the participant with their study and trials, the ranking, the pair's lock (PostgreSQL) and
-        # count, INSERT of the preload, UPDATE of the trial now shown
-        assert len(statements) <= 7, statements
+        # the participant with their study, their trials, the ranking, the pair's lock (PostgreSQL)
+        # and count, INSERT of the preload, UPDATE of the trial now shown
+        assert len(statements) <= 8, statements
         statements.clear()
         assert next_(client, token).status_code == 200  # the same trials again: pairs are cached
         assert not any("FROM pairs" in s for s in statements), statements

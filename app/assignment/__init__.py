@@ -32,7 +32,6 @@ from app.assignment.allocation import (
     NextResult,
     hold_for,
     next_trial,
-    participant_with_trials,
     progress,
 )
 from app.assignment.answers import AnswerResult, participant_id_of, submit_answer
@@ -55,6 +54,5 @@ from app.assignment.signup import (
 __all__ = [
     "CROWD_ID_KEYS", "LOOKAHEAD", "MAX_EXTERNAL_IDS", "NO_WORK", "PERSON_KEYS", "AnswerResult", "FlowError",
     "NextResult", "PairView", "clean_external_ids", "create_participant", "hold_for", "make_plan",
-    "next_trial", "pair_views", "participant_id_of", "participant_with_trials",
-    "progress", "submit_answer", "trial_image_tokens", "trial_images",
+    "next_trial", "pair_views", "participant_id_of", "progress", "submit_answer", "trial_image_tokens", "trial_images",
 ]

@@ -87,17 +87,8 @@ _RANKED = (
 )
 _RANKED_FIRST = _RANKED.limit(bindparam("limit"))
 RANKED_BATCH = 8  # candidates fetched at once; all of them are tried before the full list is read
-# A participant's trials that have not expired, in position order: what `_Allocation` works on.
 _OWN_TRIALS = (
     select(Trial).where(Trial.participant_id == bindparam("participant_id"), Trial.state != "expired")
-    .order_by(Trial.position)
-)
-# The same trials with their participant (by token) and study, in one round trip (one row per trial).
-_WITH_OWN_TRIALS = (
-    select(Participant, Study, Trial)
-    .join(Study, Study.id == Participant.study_id)
-    .outerjoin(Trial, and_(Trial.participant_id == Participant.id, Trial.state != "expired"))
-    .where(Participant.token == bindparam("token"))
     .order_by(Trial.position)
 )
 _LOCK_PAIR = select(Pair.id).where(Pair.id == bindparam("pair_id")).with_for_update(key_share=True, skip_locked=True)
@@ -179,12 +170,10 @@ class _Allocation:
     participant's holds are provisional, need no lock and take the least-loaded pair under target.
     """
 
-    def __init__(self, session: Session, study: Study, participant: Participant, now: datetime, hold: timedelta,
-                 trials: list[Trial] | None = None):
+    def __init__(self, session: Session, study: Study, participant: Participant, now: datetime, hold: timedelta):
         self.session, self.study, self.participant, self.now, self.hold = session, study, participant, now, hold
         self.postgres = session.get_bind().dialect.name == "postgresql"
-        self.trials = trials if trials is not None else session.scalars(
-            _OWN_TRIALS, {"participant_id": participant.id}).all()
+        self.trials = session.scalars(_OWN_TRIALS, {"participant_id": participant.id}).all()
         self.proven = any(t.state == "answered" for t in self.trials)
 
     def seen(self) -> set[int]:
@@ -278,14 +267,6 @@ class _Allocation:
         return trial
 
 
-def participant_with_trials(session: Session, token: str) -> tuple[Participant, Study, list[Trial]] | None:
-    """The participant with `token`, their study and their trials as `next_trial` takes them, or None."""
-    rows = session.execute(_WITH_OWN_TRIALS, {"token": token}).all()
-    if not rows:
-        return None
-    return rows[0][0], rows[0][1], [trial for _, _, trial in rows if trial is not None]
-
-
 @dataclass
 class NextResult:
     """What `next_trial` hands the route: the current trial, the preloaded one, progress."""
@@ -313,26 +294,25 @@ NO_WORK = "no work left: every pair in this study has all the ratings it needs"
 
 
 def next_trial(session: Session, participant: Participant, now: datetime, default_hold_minutes: float,
-               study: Study | None = None, trials: list[Trial] | None = None) -> NextResult:
+               study: Study | None = None) -> NextResult:
     """The participant's current trial (allocating as needed), or trial=None when finished.
 
-    `study`: the participant's study, and `trials`: their trials that have not expired in position
-    order (as `participant_with_trials` loads them), if the caller loaded them fresh in the current transaction (saves
-    queries); otherwise they are read here. Raises FlowError(409) when the study is not open
+    `study`: the participant's study, if the caller loaded it fresh in the current transaction
+    (saves a query); otherwise it is read here. Raises FlowError(409) when the study is not open
     or has no work left for this participant. Commits. Two simultaneous calls for one participant
     cannot fill a slot twice (unique live slot index); the loser retries.
     """
     for _attempt in range(3):
         try:
-            return _next_trial(session, participant, now, default_hold_minutes, study, trials)
+            return _next_trial(session, participant, now, default_hold_minutes, study)
         except IntegrityError:
             session.rollback()
-            study = trials = None  # read again in the retry's transaction
+            study = None  # read again in the retry's transaction
     raise FlowError(409, "too many simultaneous requests for this participant; try again")
 
 
 def _next_trial(session: Session, participant: Participant, now: datetime, default_hold_minutes: float,
-                study: Study | None, trials: list[Trial] | None) -> NextResult:
+                study: Study | None) -> NextResult:
     if participant.finished_at is not None:
         end_reads(session)
         d, t = progress(session, participant)
@@ -344,7 +324,7 @@ def _next_trial(session: Session, participant: Participant, now: datetime, defau
     if study.state != "open":
         raise FlowError(409, "this study is not open at the moment", "not_open")
     hold = hold_for(study, default_hold_minutes)
-    alloc = _Allocation(session, study, participant, now, hold, trials)
+    alloc = _Allocation(session, study, participant, now, hold)
     # This participant's own stale holds: their slots are filled again below. Conditional, so a
     # late answer racing this either wins (answered) or loses (expired), never both.
     stale = [t for t in alloc.trials if t.state == "assigned" and t.expires_at <= now]
