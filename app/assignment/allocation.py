@@ -87,9 +87,12 @@ _RANKED = (
 )
 _RANKED_FIRST = _RANKED.limit(bindparam("limit"))
 RANKED_BATCH = 8  # candidates fetched at once; all of them are tried before the full list is read
+# A participant's trials that have not expired, in position order, as plain rows (the columns by
+# name, as on a Trial): loading them as ORM objects cost more CPU than the rest of the allocation.
+_trials = Trial.__table__
 _OWN_TRIALS = (
-    select(Trial).where(Trial.participant_id == bindparam("participant_id"), Trial.state != "expired")
-    .order_by(Trial.position)
+    select(*_trials.c).where(_trials.c.participant_id == bindparam("participant_id"), _trials.c.state != "expired")
+    .order_by(_trials.c.position)
 )
 _LOCK_PAIR = select(Pair.id).where(Pair.id == bindparam("pair_id")).with_for_update(key_share=True, skip_locked=True)
 _STALE_OF_PAIR = select(Trial.id).where(
@@ -113,7 +116,6 @@ _CLAIM_COUNTS = select(
 
 # New trials are written with Core statements on the session's connection, not through the unit
 # of work (which costs more CPU than the INSERT itself), then attached to the session as persistent.
-_trials = Trial.__table__
 _INSERT_TRIAL = insert(_trials).returning(_trials.c.id)
 _PRESENT = (update(_trials).where(_trials.c.id == bindparam("trial_id"))
             .values(presented_at=bindparam("presented_at"), expires_at=bindparam("expires_at")))
@@ -121,10 +123,26 @@ _PRESENT = (update(_trials).where(_trials.c.id == bindparam("trial_id"))
 
 def _insert_trial(session: Session, values: dict) -> Trial:
     """INSERT a trial (all columns but the id given) and return it as a persistent, loaded object."""
-    trial = Trial(id=session.connection().execute(_INSERT_TRIAL, values).scalar_one(), **values)
+    return _attach(session, {"id": session.connection().execute(_INSERT_TRIAL, values).scalar_one(), **values})
+
+
+def _attach(session: Session, values: dict) -> Trial:
+    """The trial with these column values as a persistent object of `session`, loaded as if by a query
+    (the session's own object for it, brought up to date, if it has one)."""
+    trial = session.identity_map.get(session.identity_key(Trial, values["id"]))
+    if trial is not None:
+        for key, value in values.items():
+            set_committed_value(trial, key, value)
+        return trial
+    trial = Trial(**values)
     make_transient_to_detached(trial)
     session.add(trial)
     return trial
+
+
+def _as_object(session: Session, trial) -> Trial:
+    """`trial` (a Trial, or one of `_OWN_TRIALS`' rows) as a Trial of `session`."""
+    return trial if isinstance(trial, Trial) else _attach(session, dict(trial._mapping))
 
 
 def _present(session: Session, trial: Trial, now: datetime, hold: timedelta) -> None:
@@ -173,7 +191,8 @@ class _Allocation:
     def __init__(self, session: Session, study: Study, participant: Participant, now: datetime, hold: timedelta):
         self.session, self.study, self.participant, self.now, self.hold = session, study, participant, now, hold
         self.postgres = session.get_bind().dialect.name == "postgresql"
-        self.trials = session.scalars(_OWN_TRIALS, {"participant_id": participant.id}).all()
+        session.flush()  # a caller's pending changes first, as a query through the session would
+        self.trials = list(session.connection().execute(_OWN_TRIALS, {"participant_id": participant.id}))
         self.proven = any(t.state == "answered" for t in self.trials)
 
     def seen(self) -> set[int]:
@@ -367,10 +386,10 @@ def _next_trial(session: Session, participant: Participant, now: datetime, defau
         participant.finished_at = now
         session.commit()
         return NextResult(None, None, len(answered), _total(participant))
-    current = held[0]
+    current = _as_object(session, held[0])
     if current.presented_at is None:
         # The hold runs from when the participant first sees the trial, not from the preload.
         _present(session, current, now, hold)
     done = sum(t.state == "answered" for t in alloc.trials)
     session.commit()
-    return NextResult(current, held[1] if len(held) > 1 else None, done, _total(participant))
+    return NextResult(current, _as_object(session, held[1]) if len(held) > 1 else None, done, _total(participant))
