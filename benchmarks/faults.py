@@ -35,7 +35,7 @@ import httpx
 import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from load import ROOT, ThrowawayPostgres, free_port, seed_study
+from loadsetup import ROOT, ThrowawayPostgres, free_port, seed_study
 
 HOLD_MINUTES = 0.1  # 6 s: "after expiry" comes quickly
 
@@ -172,7 +172,7 @@ def main() -> int:
     server = Server(url, args.workers, log)
     try:
         slug = seed_study(url, SimpleNamespace(pairs=400, pairs_per_participant=8, ratings_per_pair=5, gold_rate=0.0,
-                                               repeats=0))
+                                               repeats=0, practice=0))
         from sqlalchemy import create_engine, update
 
         from app.models import Study

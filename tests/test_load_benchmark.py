@@ -54,3 +54,12 @@ def test_compare_in_rounds_checks_both_servers_and_reports_each_round(tmp_path):
         assert r["acknowledged"] > r["measured_ratings"] > 0  # the warm-up's answers are checked too
         assert (r["lost"], r["duplicate"], r["over_target"]) == (0, 0, 0)
     assert "round 2: anchor" in proc.stdout and "2 rounds pooled" in proc.stdout
+
+
+@pytest.mark.parametrize("script", ["load.py", "faults.py", "bench_statistics.py", "bench_diversity.py",
+                                    "calibration.py", "monitoring.py", "bench_sfg.py"])
+def test_benchmark_scripts_start(script):
+    """Every benchmark script imports and parses its options (a moved helper broke faults.py once)."""
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), "--help"],
+                          capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert proc.returncode == 0 and "usage:" in proc.stdout, proc.stdout + proc.stderr
