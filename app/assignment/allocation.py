@@ -19,8 +19,8 @@ from sqlalchemy.orm.session import make_transient_to_detached
 from sqlalchemy.sql.elements import BindParameter
 
 from app.assignment.errors import FlowError
-from app.db import end_reads
 from app.assignment.pair_cache import study_pairs
+from app.db import end_reads
 from app.models import Comparison, Pair, PairTally, Participant, Study, Trial
 from app.scoring import swap_side
 

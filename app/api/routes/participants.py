@@ -16,7 +16,6 @@ from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
 from app.api.deps import SessionDep, SettingsDep
-from app.db import end_reads
 from app.api.routes.media import prefetch
 from app.lifecycle import close_if_complete
 from app.assignment import (
@@ -33,6 +32,7 @@ from app.guard import API_BODY_MAX, PARTICIPANT_TOKEN, PUBLIC_ID, bad_text, clea
 from app.models import Participant, Study, utcnow
 from app.studies import SLUG_RE
 from app.comparing import Compared
+from app.db import end_reads
 from app.pacing import locks_answers, returned_message, withholds_code
 from app.study_flow import has_capacity, split_progress, trial_instruction
 from app.templating import templates
