@@ -233,7 +233,9 @@ class Trial(Base):
             sqlite_where=text("state != 'expired'"),
             postgresql_where=text("state != 'expired'"),
         ),
-        # Per-pair claims and counts in app.assignment; a participant's own trials.
+        # Per-pair claims and counts in app.assignment, and a study's trials (its prefix). No index
+        # of study_id alone: with one, a plan made while the table was small counted a pair's
+        # trials by scanning the whole study's.
         Index("ix_trials_study_pair", "study_id", "pair_id"),
         Index("ix_trials_participant", "participant_id"),
         # The holds (few at any time, however many ratings there are): allocation ranks pairs by
@@ -244,7 +246,7 @@ class Trial(Base):
 
     id: Mapped[int] = mapped_column(primary_key=True)
     public_id: Mapped[str] = mapped_column(String(64), unique=True)
-    study_id: Mapped[int] = mapped_column(ForeignKey("studies.id", ondelete="CASCADE"), index=True)
+    study_id: Mapped[int] = mapped_column(ForeignKey("studies.id", ondelete="CASCADE"))
     participant_id: Mapped[int] = mapped_column(ForeignKey("participants.id", ondelete="CASCADE"))
     pair_id: Mapped[int] = mapped_column(ForeignKey("pairs.id"), index=True)
     comparison_id: Mapped[int] = mapped_column(ForeignKey("comparisons.id"))
