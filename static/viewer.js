@@ -88,6 +88,9 @@
     function setFlicker(on) {
       if (on === flicker) return;
       settleTime();
+      setMode(on);
+    }
+    function setMode(on) {  // without booking time: open() starts the clock in its first mode
       flicker = on;
       if (on) log.used_flicker = true;
       stage.classList.toggle("flicker", on);
@@ -110,8 +113,7 @@
       document.body.classList.add("viewer-open");
       openedAt = flickerSince = now();
       state.z = 1; state.x = 0; state.y = 0;
-      flicker = !withFlicker;  // so that setFlicker always runs
-      setFlicker(!!withFlicker);
+      setMode(!!withFlicker);
       var ready = function () { apply(); };
       imgs.forEach(function (img) { if (img.complete) ready(); else img.onload = ready; });
       stage.focus();
