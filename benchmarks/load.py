@@ -69,6 +69,10 @@ def _cpu_delta(a, b) -> dict:
             for k, x, y in zip(("server", "postgres", "client"), a, b)}
 
 
+def _cpu_sum(a: dict, b: dict) -> dict:
+    return {k: (a[k] + b[k] if a[k] is not None and b[k] is not None else None) for k in a}
+
+
 def measure(name: str, server, pg_pid: int | None, base_url: str, slug: str, args: argparse.Namespace,
             rows_of) -> dict:
     """Run the client against `server` and return figures plus the database check.
@@ -129,8 +133,7 @@ def measure_in_rounds(servers: dict, pg_pid: int | None, bases: dict, slug: str,
             t = total[name]
             t["acked"] += acked
             t["elapsed"] += elapsed
-            t["cpu"] = {k: (v + cpu[k] if cpu[k] is not None else None) if v is not None else None
-                        for k, v in t["cpu"].items()}
+            t["cpu"] = _cpu_sum(t["cpu"], cpu)
         rounds.append(row)
         if None in row.values():  # PostgreSQL's CPU is only known for the throwaway cluster
             print(f"round {r + 1} done", flush=True)

@@ -165,16 +165,20 @@ def submit_answer(
     """Store one rating, idempotently per `request_id`. Raises FlowError (4xx) for bad answers.
 
     `participant`: the Participant answering, or their token (looked up in the trial's round trip;
-    FlowError 403 when unknown). Commits. The trial moves from 'assigned' to 'answered' with a conditional UPDATE, so a
-    double click, a retry and a hold expiring at the same moment resolve to exactly one outcome.
+    FlowError 403 when unknown). Commits. The trial moves from 'assigned' to 'answered' with a
+    conditional UPDATE, so a double click, a retry and a hold expiring at the same moment resolve
+    to exactly one outcome.
     """
     try:
         if type(choice) is not int or choice not in CHOICES:
+            problem = "choice must be an integer from 1 (left much better) to 5 (right much better)"
+        elif not request_id or len(request_id) > 100:
+            problem = "request_id must be a non-empty string of at most 100 characters"
+        else:
+            problem = None
+        if problem is not None:
             participant_id_of(session, participant)  # an unknown participant hears that first
-            raise FlowError(422, "choice must be an integer from 1 (left much better) to 5 (right much better)")
-        if not request_id or len(request_id) > 100:
-            participant_id_of(session, participant)
-            raise FlowError(422, "request_id must be a non-empty string of at most 100 characters")
+            raise FlowError(422, problem)
         try:
             return _store(session, participant, public_id, choice, request_id, now, client_response_ms, compared)
         except _TryReplay as maybe:
