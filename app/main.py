@@ -16,10 +16,10 @@ from sqlalchemy.exc import DataError
 from fastapi.staticfiles import StaticFiles
 from starlette.middleware.sessions import SessionMiddleware
 
-from app.api.routes import admin, media, participants, planning, site, statistics
-from app.db import engine_from_settings, session_factory
-from app.guard import FORM_BODY_MAX, RequestGuard, redact_access_log
-from app.resilience import RetryOnDisconnect
+from app.web.routes import admin, media, participants, planning, site, statistics
+from app.store.db import engine_from_settings, session_factory
+from app.web.guard import FORM_BODY_MAX, RequestGuard, redact_access_log
+from app.web.resilience import RetryOnDisconnect
 from app.settings import INSECURE_DEV_SECRET, Settings, get_settings
 from app.templating import STATIC_DIR
 
@@ -92,7 +92,7 @@ async def _validation_error(request: Request, exc: RequestValidationError) -> Re
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
-    """Build the app. The schema must already be migrated (`app.db.upgrade_database`)."""
+    """Build the app. The schema must already be migrated (`app.store.db.upgrade_database`)."""
     settings = settings or get_settings()
     if settings.secret_key == INSECURE_DEV_SECRET:
         log.warning("SFGEVAL_SECRET_KEY is not set: admin sessions use an insecure development key")

@@ -7,7 +7,7 @@ the live page show, with exclusion rules on, so results are computed with and wi
 exclusions) against the 2 s target, and, side by side in the same run, the crossed bootstrap
 computed per draw with explicit per-vote weights versus the aggregated matrix form it uses.
 With --database it also times what the live statistics page does on a cache miss, on a
-throwaway SQLite database holding the same ratings: load the rows (`app.export.rating_rows`),
+throwaway SQLite database holding the same ratings: load the rows (`app.reporting.export.rating_rows`),
 compute, render the HTML.
 """
 
@@ -25,7 +25,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from app import statistics as st  # noqa: E402
-from app.simulation import SimulatedStudy, simulate_rows  # noqa: E402
+from app.statistics.simulation import SimulatedStudy, simulate_rows  # noqa: E402
 
 TARGET_S = 2.0
 RULES = {"fail_gold": True, "min_gold_pass_rate": 0.5, "min_response_ms": 800, "max_fast_share": 0.5,
@@ -47,9 +47,9 @@ def seed_database(url: str, rows: list[dict]) -> None:
 
     from sqlalchemy import insert
 
-    from app.db import make_engine, session_factory, upgrade_database
-    from app.models import Image, Pair, PairSet, Participant, Rating, Trial, utcnow
-    from app.studies import create_study
+    from app.store.db import make_engine, session_factory, upgrade_database
+    from app.store.models import Image, Pair, PairSet, Participant, Rating, Trial, utcnow
+    from app.studies.config import create_study
 
     upgrade_database(url)
     engine = make_engine(url)
@@ -100,10 +100,10 @@ def seed_database(url: str, rows: list[dict]) -> None:
 def time_live_page(url: str, draws: int) -> None:
     from sqlalchemy import select
 
-    from app.db import make_engine, session_factory
-    from app.export import rating_rows
-    from app.models import Study
-    from app.report import render_report, study_statistics
+    from app.store.db import make_engine, session_factory
+    from app.analysis.ratings import rating_rows
+    from app.store.models import Study
+    from app.reporting.report import render_report, study_statistics
 
     engine = make_engine(url)
     with session_factory(engine)() as s:
@@ -125,7 +125,7 @@ def time_live_page(url: str, draws: int) -> None:
     engine.dispose()
     print(f"live page cache miss (SQLite, {len(rows)} ratings): load rows {t1 - t0:.3f} s + statistics "
           f"{t2 - t1:.3f} s + render HTML {t3 - t2:.3f} s = {t3 - t0:.3f} s "
-          f"(full export rows via app.export.rating_rows, used by `sfgeval report`: {t_export:.3f} s)")
+          f"(full export rows via app.reporting.export.rating_rows, used by `sfgeval report`: {t_export:.3f} s)")
 
 
 def timed(fn, repeats, cpu=None):

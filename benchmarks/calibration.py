@@ -6,7 +6,7 @@ A grid of simulated studies (every combination of): 15 or 120 participants; stro
 participant and prompt effects; 10 or 30 prompts per stratum (3 strata, 3 seeds per prompt, so 90
 or 270 pairs; every participant rates 20 distinct pairs drawn at random); two generative models:
 
-- `latent`: the model of `app/simulation.py`: latent = effect + stratum offset + participant
+- `latent`: the model of `app/statistics/simulation.py`: latent = effect + stratum offset + participant
   bias + prompt effect + N(0, 1) noise, cut at +-0.5 and +-1.5 into the five answers;
 - `logit`: a cumulative-logit model with skewed (centred exponential) prompt effects, logistic
   noise and per-participant answer thresholds (some people say "no preference" more often).

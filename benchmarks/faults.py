@@ -143,7 +143,7 @@ class Run:
 def check(url: str, run: Run) -> dict[str, int]:
     from sqlalchemy import create_engine, func, select
 
-    from app.models import Rating, Trial, utcnow
+    from app.store.models import Rating, Trial, utcnow
 
     engine = create_engine(url)
     with engine.connect() as conn:
@@ -175,7 +175,7 @@ def main() -> int:
                                                repeats=0, practice=0))
         from sqlalchemy import create_engine, update
 
-        from app.models import Study
+        from app.store.models import Study
         engine = create_engine(url)
         with engine.begin() as conn:
             conn.execute(update(Study).where(Study.slug == slug).values(hold_minutes=HOLD_MINUTES))

@@ -129,9 +129,9 @@ def write_synthetic_pair_set(folder: Path, n: int, size: int = 32, seed: int = 0
 
 def seed_study(url: str, args: argparse.Namespace) -> str:
     """Migrate the database and create an open study over a synthetic pair set; returns its slug."""
-    from app.db import session_scope, upgrade_database
-    from app.importer import import_pair_set
-    from app.studies import create_study
+    from app.store.db import session_scope, upgrade_database
+    from app.studies.importer import import_pair_set
+    from app.studies.config import create_study
 
     upgrade_database(url)
     with tempfile.TemporaryDirectory(prefix="sfgeval-load-pairs-") as tmp:
@@ -232,8 +232,8 @@ def app_rows(url: str, slug: str) -> tuple[list[tuple[str, str, int]], list[int]
     """The app's stored ratings (request_id, trial, choice), main ratings per pair, the target."""
     from sqlalchemy import func, select
 
-    from app.db import session_scope
-    from app.models import Rating, Study, Trial
+    from app.store.db import session_scope
+    from app.store.models import Rating, Study, Trial
 
     with session_scope(url) as session:
         study = session.scalar(select(Study).where(Study.slug == slug))

@@ -25,8 +25,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from app.clustered import Design, Effects  # noqa: E402
-from app.monitoring_sim import Scenario, run, savings  # noqa: E402
+from app.statistics.clustered import Design, Effects  # noqa: E402
+from app.statistics.monitoring_sim import Scenario, run, savings  # noqa: E402
 
 DESIGN = Design(n_strata=3, prompts_per_stratum=20, seeds_per_prompt=1, ratings_per_participant=20)
 EFFECTS = dict(tie_rate=0.2, sd_participant=0.5, sd_prompt=0.3, sd_pair=0.2)

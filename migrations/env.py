@@ -5,8 +5,8 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import text
 
-from app.db import make_engine
-from app.models import Base
+from app.store.db import make_engine
+from app.store.models import Base
 from app.settings import get_settings
 
 config = context.config
@@ -15,7 +15,7 @@ MIGRATION_LOCK_KEY = 0x5F6E7661  # any fixed 64-bit number, the same for every s
 
 
 def _url() -> str:
-    # `app.db.upgrade_database(url)` passes the URL explicitly; the `alembic` CLI falls back to
+    # `app.store.db.upgrade_database(url)` passes the URL explicitly; the `alembic` CLI falls back to
     # DATABASE_URL through the settings object.
     return config.attributes.get("database_url") or get_settings().database_url
 

@@ -1,7 +1,7 @@
 // The compare view: both images of a trial large, zoomed and panned together (wheel, pinch, drag,
 // +/- and arrow keys, double-click or double-tap), or shown in the same place alternately
 // ("flicker": toggle with F or the button, or hold Space; adjustable rate). It logs how it was
-// used (see app/comparing.py). Exposes window.CompareView(options).
+// used (see app/studies/comparing.py). Exposes window.CompareView(options).
 (function () {
   "use strict";
   var MAX_ZOOM = 8, STEP = 1.25;

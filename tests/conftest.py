@@ -5,7 +5,7 @@
   SFGEVAL_TEST_POSTGRES_URL; without it it skips, unless SFGEVAL_REQUIRE_POSTGRES=1 (CI), where it
   fails. `sqlite_url` / `postgres_url` give one backend only.
 - `settings`, `app`, `client` (FastAPI TestClient), `session` build on `db_url`. On SQLite every
-  transaction holds the database lock (BEGIN IMMEDIATE, see app.db): end a `session` read with
+  transaction holds the database lock (BEGIN IMMEDIATE, see app.store.db): end a `session` read with
   `session.rollback()`/`commit()` before making requests, or the request waits for the lock.
 - `make_pair_set(folder, n, ...)` writes a synthetic generator manifest with small PIL images.
 - `study_factory(pair_set_ids=None, n_pairs=4, **config)` imports a pair set if needed and creates
@@ -33,7 +33,7 @@ from PIL import Image as PILImage
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
-from app.db import upgrade_database
+from app.store.db import upgrade_database
 from app.settings import Settings
 
 PG_ENV = "SFGEVAL_TEST_POSTGRES_URL"
@@ -202,8 +202,8 @@ def make_pair_set():
 @pytest.fixture
 def study_factory(session, tmp_path):
     """`study_factory(pair_set_ids=None, n_pairs=4, **config) -> Study` (committed, open by default)."""
-    from app.importer import import_pair_set
-    from app.studies import create_study
+    from app.studies.importer import import_pair_set
+    from app.studies.config import create_study
 
     counter = iter(range(10_000))
 

@@ -16,8 +16,8 @@ import pytest
 import yaml
 from sqlalchemy import func, select
 
-from app.auth import ensure_admin, hash_password, verify_password
-from app.models import PairSet, Participant, Rating, Study, StudyVersion, Trial
+from app.accounts.admins import ensure_admin, hash_password, verify_password
+from app.store.models import PairSet, Participant, Rating, Study, StudyVersion, Trial
 
 USER, PASSWORD = "alice", "correct horse battery staple"
 
@@ -87,7 +87,7 @@ def study_form(pair_set_ids, **over):
 
 @pytest.fixture
 def pair_set_id(session, make_pair_set, tmp_path):
-    from app.importer import import_pair_set
+    from app.studies.importer import import_pair_set
 
     ps = import_pair_set(session, make_pair_set(tmp_path / "ps", 4))
     session.commit()
@@ -419,7 +419,7 @@ def test_export_downloads(admin_client, session, study_factory):
 
 
 def test_progress_per_comparison(admin_client, session, make_pair_set, tmp_path, study_factory):
-    from app.importer import import_pair_set
+    from app.studies.importer import import_pair_set
 
     ids = [import_pair_set(session, make_pair_set(tmp_path / f"set{k}", 2 + k, seed=k)).id for k in range(2)]
     session.commit()

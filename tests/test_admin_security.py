@@ -12,7 +12,7 @@ import pytest
 from click.testing import CliRunner
 
 from app import cli
-from app.auth import ensure_admin
+from app.accounts.admins import ensure_admin
 from tests.test_admin import PASSWORD, USER, csrf_of, login, token
 
 

@@ -7,9 +7,9 @@ from datetime import timedelta
 
 from sqlalchemy import func, select
 
-from app.models import Image, Rating, Trial, utcnow
-from app.scoring import score_from_choice
-from app.studies import update_study
+from app.store.models import Image, Rating, Trial, utcnow
+from app.statistics.scoring import score_from_choice
+from app.studies.config import update_study
 
 
 def join(client, slug, **external_ids):
@@ -163,7 +163,7 @@ def test_crowd_ids_are_stored_and_a_returning_worker_resumes(client, session, st
     r2 = client.post(f"/api/studies/{study.slug}/participants", json={"external_ids": ids})
     assert r2.status_code == 200 and r2.json()["participant"] == token
     assert next_(client, token).json()["progress"]["done"] == 1
-    from app.models import Participant
+    from app.store.models import Participant
 
     p = session.scalar(select(Participant).where(Participant.token == token))
     assert p.external_ids == ids
@@ -262,7 +262,7 @@ def test_image_served_from_the_cache_is_the_stored_image(client, session, study_
 
 
 def test_image_cache_drops_least_recently_used_bytes_first():
-    from app.api.routes.media import ImageBytesCache
+    from app.web.routes.media import ImageBytesCache
 
     cache = ImageBytesCache(max_bytes=10)
     cache.put("a", b"1234")
@@ -275,10 +275,10 @@ def test_image_cache_drops_least_recently_used_bytes_first():
 
 
 def test_study_rules_hold_for_every_caller(client, session, study_factory):
-    """The rules live in app.studies, so the command line cannot bypass what the pages enforce."""
+    """The rules live in app.studies.config, so the command line cannot bypass what the pages enforce."""
     import pytest
 
-    from app.studies import StudyError, get_study, set_state
+    from app.studies.config import StudyError, get_study, set_state
 
     study = study_factory(n_pairs=4, pairs_per_participant=2)
     slug, version = study.slug, study.version

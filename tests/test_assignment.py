@@ -10,8 +10,8 @@ import pytest
 from sqlalchemy import select
 
 from app.assignment import FlowError, create_participant, make_plan, next_trial, submit_answer
-from app.models import PairTally, Rating, Trial, utcnow
-from app.scoring import score_from_choice
+from app.store.models import PairTally, Rating, Trial, utcnow
+from app.statistics.scoring import score_from_choice
 
 HOLD = 30.0
 
@@ -161,9 +161,9 @@ def test_returning_participant_resumes_where_they_left(session, study_factory):
 
 def test_assignment_randomness_is_reproducible_from_recorded_seeds(sqlite_url, tmp_path, make_pair_set):
     """Same study seed + participant seeds + answers => the same pairs and sides."""
-    from app.db import make_engine, session_factory, upgrade_database
-    from app.importer import import_pair_set
-    from app.studies import create_study
+    from app.store.db import make_engine, session_factory, upgrade_database
+    from app.studies.importer import import_pair_set
+    from app.studies.config import create_study
 
     folder = make_pair_set(tmp_path / "ps", 6)
     outcomes = []

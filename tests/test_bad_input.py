@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from app.assignment import FlowError, create_participant
-from app.models import utcnow
+from app.store.models import utcnow
 from tests.test_api import answer, join, next_
 
 FAST = settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
@@ -176,7 +176,7 @@ def test_serve_sends_no_server_header(monkeypatch):
 def test_participant_tokens_are_redacted_from_access_logs():
     import logging
 
-    from app.guard import redact_access_log
+    from app.web.guard import redact_access_log
 
     token = "ab" * 32
     record = logging.LogRecord("uvicorn.access", logging.INFO, "", 0, '%s - "%s %s HTTP/%s" %d',
@@ -186,7 +186,7 @@ def test_participant_tokens_are_redacted_from_access_logs():
 
 
 def test_manifest_text_and_numbers_the_database_cannot_take_are_refused(session, make_pair_set, tmp_path):
-    from app.importer import import_pair_set
+    from app.studies.importer import import_pair_set
     from sampler.manifest import ManifestError
 
     for field, value, says in (("prompt", "a cat\u0000", ":2: field 'prompt': text contains a NUL"),

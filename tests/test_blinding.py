@@ -12,7 +12,7 @@ import uuid
 
 from sqlalchemy import select
 
-from app.models import Pair, PairSet
+from app.store.models import Pair, PairSet
 from tests.pngs import png_chunk_types
 
 FORBIDDEN = [
@@ -23,7 +23,7 @@ FORBIDDEN = [
 
 
 def test_nothing_a_participant_receives_reveals_the_arm(client, session, study_factory, tmp_path, make_pair_set):
-    from app.importer import import_pair_set
+    from app.studies.importer import import_pair_set
 
     folder = make_pair_set(tmp_path / "blind", 6, strata=("low", "high"))
     ps = import_pair_set(session, folder, name="cfg-vs-sfg-a10")

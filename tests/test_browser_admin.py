@@ -6,8 +6,8 @@ import httpx
 import pytest
 from sqlalchemy import select
 
-from app.auth import ensure_admin
-from app.models import Study
+from app.accounts.admins import ensure_admin
+from app.store.models import Study
 
 pytestmark = pytest.mark.browser
 
@@ -27,7 +27,7 @@ def browser_page(chromium):
 
 
 def test_admin_logs_in_creates_and_opens_a_study(browser_page, live_server, session, app, make_pair_set, tmp_path):
-    from app.importer import import_pair_set
+    from app.studies.importer import import_pair_set
 
     ensure_admin(session, "admin", "pw-for-browser-test")
     pair_set = import_pair_set(session, make_pair_set(tmp_path / "pairs", 3))

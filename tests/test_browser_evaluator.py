@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import select
 
-from app.models import Rating
+from app.store.models import Rating
 from tests.browser_helpers import axe_violations, box, open_page, screenshot, start, wait_unlocked
 
 pytestmark = pytest.mark.browser

@@ -8,7 +8,7 @@ import time
 import pytest
 from sqlalchemy import select
 
-from app.models import Rating
+from app.store.models import Rating
 from tests.browser_helpers import axe_violations, box, open_page, screenshot, start
 
 pytestmark = pytest.mark.browser

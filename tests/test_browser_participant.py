@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import func, select
 
-from app.models import Participant, Rating
+from app.store.models import Participant, Rating
 
 pytestmark = pytest.mark.browser
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from app.report import write_report
-from app.simulation import SimulatedStudy, simulate_rows
+from app.reporting.report import write_report
+from app.statistics.simulation import SimulatedStudy, simulate_rows
 from app.statistics import compute_statistics
 
 pytestmark = pytest.mark.browser

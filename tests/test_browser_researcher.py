@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from app.auth import ensure_admin
+from app.accounts.admins import ensure_admin
 from app.cli import SHIPPED_DEMO_PAIRS
-from app.importer import import_pair_set
-from app.lifecycle import participant_links
+from app.studies.importer import import_pair_set
+from app.studies.lifecycle import participant_links
 from tests.test_admin import add_answers
 
 pytestmark = pytest.mark.browser

@@ -23,7 +23,7 @@ import pytest
 
 from app import statistics as st
 from app.statistics import robust
-from app.simulation import SimulatedStudy, simulate_arrays, simulate_rows
+from app.statistics.simulation import SimulatedStudy, simulate_arrays, simulate_rows
 
 N_SIMULATIONS = 400
 LOWER, UPPER = 0.90, 0.985

@@ -135,8 +135,8 @@ def test_serve_migrates_and_passes_settings_to_uvicorn(runner, tmp_path, monkeyp
 
 
 def test_demo_sets_up_a_study_and_admin_without_serving(runner, tmp_path, monkeypatch, make_pair_set):
-    from app.auth import authenticate
-    from app.db import session_scope
+    from app.accounts.admins import authenticate
+    from app.store.db import session_scope
 
     made = []
 
@@ -177,8 +177,8 @@ def test_demo_serves_the_shipped_pair_set_without_torch(tmp_path):
     import subprocess
     import sys
 
-    from app.db import session_scope
-    from app.models import Pair, PairSet, Study
+    from app.store.db import session_scope
+    from app.store.models import Pair, PairSet, Study
 
     blocker = tmp_path / "blocked" / "torch"
     blocker.mkdir(parents=True)

@@ -22,7 +22,7 @@ import httpx
 import pytest
 from sqlalchemy import func, select
 
-from app.models import PairTally, Rating, Trial
+from app.store.models import PairTally, Rating, Trial
 from tests.conftest import _free_port
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -50,7 +50,7 @@ def test_a_connection_dropped_mid_request_is_retried(client, app, study_factory,
             _kill(db_url, conn.connection.dbapi_connection.info.backend_pid)
 
     event.listen(app.state.engine, "before_cursor_execute", kill_once)
-    caplog.set_level(logging.WARNING, logger="app.resilience")
+    caplog.set_level(logging.WARNING, logger="app.web.resilience")
     try:
         r = answer(client, token, trial, 4, request_id="rid-1")
     finally:
@@ -62,12 +62,12 @@ def test_a_connection_dropped_mid_request_is_retried(client, app, study_factory,
 
 
 def test_a_dead_pooled_connection_is_replaced_at_checkout_without_a_ping(db_url):
-    """The checkout check (`app.db._alive`) finds a connection the server closed by looking at its
+    """The checkout check (`app.store.db._alive`) finds a connection the server closed by looking at its
     socket: the pool hands out a fresh one, and a live connection is handed out with no statement
     sent (no `pool_pre_ping` round trip)."""
     import select
 
-    from app.db import make_engine
+    from app.store.db import make_engine
 
     engine = make_engine(db_url, pool_size=1, max_overflow=0)
     admin = create_engine(db_url, isolation_level="AUTOCOMMIT", pool_size=1, max_overflow=0)

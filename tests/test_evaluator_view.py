@@ -16,11 +16,11 @@ import yaml
 from sqlalchemy import select
 
 from app.assignment import create_participant, make_plan, next_trial, submit_answer
-from app.comparing import COMPARE_COLUMNS, compare_summary
-from app.export import COLUMNS, EXPORT_COLUMNS, rating_rows, rows_to_csv
-from app.models import Rating, Study, Trial, utcnow
-from app.repeats import repeat_gap
-from app.studies import parse_config, study_config
+from app.studies.comparing import COMPARE_COLUMNS, compare_summary
+from app.reporting.export import COLUMNS, EXPORT_COLUMNS, rating_rows, rows_to_csv
+from app.store.models import Rating, Study, Trial, utcnow
+from app.assignment.repeats import repeat_gap
+from app.studies.config import parse_config, study_config
 from tests.test_admin import admin_client, create_via_form, csrf_of, pair_set_id, study_form  # noqa: F401
 from tests.test_api import answer, join, next_
 
@@ -224,7 +224,7 @@ def test_compare_summary_gives_win_rate_by_used_zoom():
 
 
 def test_report_shows_how_people_compared(client, session, study_factory):
-    from app.report import render_report, study_statistics
+    from app.reporting.report import render_report, study_statistics
 
     study = study_factory(n_pairs=4, pairs_per_participant=4)
     token = join(client, study.slug)

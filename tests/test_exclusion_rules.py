@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 from app import statistics as st
-from app.report import render_report
+from app.reporting.report import render_report
 from app.statistics.exclusions import ExclusionRules
-from app.studies import StudyError, parse_config
+from app.studies.config import StudyError, parse_config
 from tests.test_statistics import row
 
 

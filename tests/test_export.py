@@ -9,8 +9,8 @@ import uuid
 
 from sqlalchemy import select
 
-from app.export import COLUMNS, EXPORT_COLUMNS, rating_rows, rows_to_csv, rows_to_json
-from app.models import Rating, Trial
+from app.reporting.export import COLUMNS, EXPORT_COLUMNS, rating_rows, rows_to_csv, rows_to_json
+from app.store.models import Rating, Trial
 
 API_MD_COLUMNS = [
     "study", "study_version", "participant", "external_ids", "pair", "pair_set", "prompt_id",

@@ -10,8 +10,8 @@ import pytest
 from PIL import Image as PILImage
 from sqlalchemy import func, select
 
-from app.importer import import_pair_set
-from app.models import Image, Pair, PairSet
+from app.studies.importer import import_pair_set
+from app.store.models import Image, Pair, PairSet
 from sampler.manifest import ManifestError
 from tests.pngs import png_chunk_types
 

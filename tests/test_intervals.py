@@ -8,7 +8,7 @@ from scipy import stats as sps
 
 from app import statistics as st
 from app.statistics import robust
-from app.simulation import SimulatedStudy, simulate_rows
+from app.statistics.simulation import SimulatedStudy, simulate_rows
 from tests.test_statistics import row
 
 

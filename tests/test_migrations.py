@@ -12,8 +12,8 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import create_engine, inspect, text
 
-from app.db import alembic_config, upgrade_database
-from app.models import Base
+from app.store.db import alembic_config, upgrade_database
+from app.store.models import Base
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -37,7 +37,7 @@ def test_servers_starting_together_migrate_once(postgres_url):
     # Several `sfgeval serve` processes on one database each migrate at start-up: on PostgreSQL an
     # advisory lock lets one run the migrations while the others wait and then find nothing to do.
     command.downgrade(alembic_config(postgres_url), "base")
-    script = "import sys; from app.db import upgrade_database; upgrade_database(sys.argv[1])"
+    script = "import sys; from app.store.db import upgrade_database; upgrade_database(sys.argv[1])"
     procs = [subprocess.Popen([sys.executable, "-c", script, postgres_url], cwd=ROOT, stdout=subprocess.PIPE,
                               stderr=subprocess.STDOUT, text=True) for _ in range(3)]
     outputs = [p.communicate(timeout=180)[0] for p in procs]

@@ -6,9 +6,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from app.clustered import Design, Effects, clustered_win_rate, report_interval, simulate_batch
-from app.monitoring import BASELINE, TREATMENT, boundaries, first_stops, monitor, obf_spending
-from app.monitoring_sim import Scenario, run, savings
+from app.statistics.clustered import Design, Effects, clustered_win_rate, report_interval, simulate_batch
+from app.statistics.monitoring import BASELINE, TREATMENT, boundaries, first_stops, monitor, obf_spending
+from app.statistics.monitoring_sim import Scenario, run, savings
 
 SMALL = Design(n_strata=2, prompts_per_stratum=15, seeds_per_prompt=1, ratings_per_participant=15)
 CLUSTERED = dict(tie_rate=0.2, sd_participant=0.5, sd_prompt=0.3, sd_pair=0.2)

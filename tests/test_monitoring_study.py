@@ -5,18 +5,19 @@ monitoring settings form, auto-close with the stop recorded in the version histo
 from __future__ import annotations
 
 import json
+import uuid
 
 import numpy as np
 import pytest
 from click.testing import CliRunner
 from sqlalchemy import select
 
-from app.api.routes import statistics as statistics_routes
+from app.web.routes import statistics as statistics_routes
 from app.cli import main
-from app.models import Rating, Study, StudyVersion, Trial
-from app.monitoring import TREATMENT, monitor
-from app.monitoring_study import monitoring_rows
-from app.studies import StudyError, create_study, set_state, study_config
+from app.store.models import Rating, Study, StudyVersion, Trial
+from app.statistics.monitoring import TREATMENT, monitor
+from app.analysis.monitoring_study import monitoring_rows
+from app.studies.config import StudyError, create_study, set_state, study_config
 from tests.test_admin import admin_client, csrf_of  # noqa: F401  (fixture)
 from tests.test_report import rate, read
 
@@ -40,9 +41,41 @@ def seed_study(client, app, study_factory, **monitoring):
     return study
 
 
-def test_auto_close_records_the_stop_in_versions_statistics_and_report(admin_client, app, study_factory, db_url,
-                                                                        tmp_path):
-    study = seed_study(admin_client, app, study_factory, auto_close=True)
+def _answer_for_treatment(client, app, slug: str, k: int) -> bool:
+    """Participant k joins and answers every trial, preferring the treatment except every 7th
+    answer; stops when the study closes under them. Returns whether the study closed."""
+    r = client.post(f"/api/studies/{slug}/participants", json=None)
+    if r.status_code != 201:
+        assert read(app, lambda s: s.scalar(select(Study.state).where(Study.slug == slug))) == "closed"
+        return True
+    token = r.json()["participant"]
+    i = 0
+    while True:
+        r = client.get(f"/api/participants/{token}/next")
+        if r.status_code == 409:
+            return True
+        body = r.json()
+        if body.get("done"):
+            return False
+        side = read(app, lambda s: s.scalar(select(Trial.treatment_side).where(Trial.public_id == body["trial"])))
+        i += 1
+        wins = (k * 5 + i) % 7 != 3
+        choice = (1 if side == "left" else 5) if wins else (5 if side == "left" else 1)
+        r = client.post(f"/api/trials/{body['trial']}/answer", headers={"X-Participant": token},
+                        json={"choice": choice, "request_id": str(uuid.uuid4())})
+        assert r.status_code == 200, r.text
+
+
+def test_auto_close_happens_after_an_answer_and_records_the_stop_once(admin_client, app, study_factory, db_url,
+                                                                      tmp_path):
+    """With auto-close on, the answer that brings the stop closes the study (checked after the
+    response is sent); statistics, the pages and the report show the recorded stop and change nothing."""
+    study = study_factory(n_pairs=10, pairs_per_participant=5, ratings_per_pair=3, exclusion_rules={},
+                          monitoring={"look_every": 5, "auto_close": True})
+    closed = [_answer_for_treatment(admin_client, app, study.slug, k) for k in range(N_PARTICIPANTS)]
+    assert any(closed)
+    state, version = read(app, lambda s: (s.get(Study, study.id).state, s.get(Study, study.id).version))
+    assert state == "closed" and version == study.version + 1
     stats = admin_client.get(f"/admin/studies/{study.slug}/statistics.json").json()
     (label, mon), = stats["monitoring"]["comparisons"].items()
     assert mon["recommendation"] == TREATMENT and stats["monitoring"]["overall"] == "stop"
@@ -53,60 +86,66 @@ def test_auto_close_records_the_stop_in_versions_statistics_and_report(admin_cli
     assert direct["stop"] == mon["stop"]
     stop = mon["stop"]
     assert stop["statistic"]["z"] >= stop["statistic"]["boundary"] and "boundary" in stop["rule"]
-    # Closed automatically: a new version whose note holds the look, the statistic and the rule.
-    state, version = read(app, lambda s: (s.get(Study, study.id).state, s.get(Study, study.id).version))
-    assert state == "closed" and version == study.version + 1
     note = read(app, lambda s: s.scalar(select(StudyVersion.note).where(StudyVersion.study_id == study.id,
                                                                         StudyVersion.version == version)))
     assert note["action"] == "closed automatically"
     assert note["comparisons"][label]["look"] == stop["look"]
-    assert note["comparisons"][label]["statistic"] == stop["statistic"]
     assert note["comparisons"][label]["rule"] == stop["rule"]
     assert stats["monitoring"]["recorded_stops"] == [{"version": version, **note}]
     page = admin_client.get(f"/admin/studies/{study.slug}/statistics").text
     assert "stop: treatment preferred" in page and "Stops recorded in the version history" in page
     study_page = admin_client.get(f"/admin/studies/{study.slug}").text
     assert "closed automatically" in study_page and f"at look {stop['look']}" in study_page
-    # The written report carries the same section; a closed study is not closed twice.
     res = CliRunner().invoke(main, ["report", study.slug, "--out", str(tmp_path), "--database-url", db_url,
                                     "--draws", "50"])
     assert res.exit_code == 0, res.output
     html = (tmp_path / "report.html").read_text()
     assert 'id="monitoring"' in html and f"look {stop['look']}" in html
     assert "repeated 95% interval (valid at every look)" in html  # the plot of the interval over looks
-    hist = stats["monitoring"]["comparisons"][label]["history"]
-    assert hist["n_ratings"][-1] == 30 and len(hist["win_rate"]) == len(hist["interval_low"])
     assert json.loads((tmp_path / "statistics.json").read_text())["monitoring"]["recorded_stops"][0]["version"] == version
     assert read(app, lambda s: s.get(Study, study.id).version) == version
 
 
-def test_cli_report_says_when_it_closed_the_study_and_why(admin_client, app, study_factory, db_url, tmp_path):
-    """`sfgeval report` applies the auto-close rule; it prints the closing line only when this run
-    closed the study, with the new version and, per comparison, the recommendation, look and rule."""
-    study = seed_study(admin_client, app, study_factory, auto_close=True)
-    assert read(app, lambda s: s.get(Study, study.id).state) == "open"  # nothing computed statistics yet
+def test_reads_never_close_and_the_admin_applies_the_stop_explicitly(admin_client, app, study_factory, db_url,
+                                                                     tmp_path):
+    """Monitoring says stop but auto-close was off while the answers came: the statistics page,
+    statistics.json, `sfgeval report` and `sfgeval study monitor` leave the study open; the admin's
+    POST (or `study monitor --apply`) closes it once, with the stop recorded."""
+    study = seed_study(admin_client, app, study_factory)
+    admin_client.get(f"/admin/studies/{study.slug}/statistics.json")
+    admin_client.get(f"/admin/studies/{study.slug}/statistics")
     args = ["report", study.slug, "--out", str(tmp_path), "--database-url", db_url, "--draws", "50"]
     res = CliRunner().invoke(main, args)
+    assert res.exit_code == 0 and "auto-close" not in res.stderr
+    res = CliRunner().invoke(main, ["study", "monitor", study.slug, "--database-url", db_url])
+    assert res.exit_code == 0 and res.stdout.strip().endswith(TREATMENT)
+    assert read(app, lambda s: (s.get(Study, study.id).state, s.get(Study, study.id).version)) == ("open", study.version)
+    token = csrf_of(admin_client.get(f"/admin/studies/{study.slug}").text)
+    assert admin_client.post(f"/admin/studies/{study.slug}/monitoring/stop", data={}).status_code == 403  # CSRF
+    r = admin_client.post(f"/admin/studies/{study.slug}/monitoring/stop", data={"csrf_token": token})
+    assert r.status_code == 200 and "Closed at the monitoring stop" in r.text
+    state, version = read(app, lambda s: (s.get(Study, study.id).state, s.get(Study, study.id).version))
+    assert state == "closed" and version == study.version + 1
+    note = read(app, lambda s: s.scalar(select(StudyVersion.note).where(StudyVersion.study_id == study.id,
+                                                                        StudyVersion.version == version)))
+    assert note["action"] == "closed by an admin at the monitoring stop"
+    # Recorded once: again, nothing changes.
+    r = admin_client.post(f"/admin/studies/{study.slug}/monitoring/stop", data={"csrf_token": token})
+    assert r.status_code == 200 and "Not closed" in r.text
+    res = CliRunner().invoke(main, ["study", "monitor", study.slug, "--apply", "--database-url", db_url])
+    assert res.exit_code == 0 and "auto-close" not in res.stderr
+    assert read(app, lambda s: s.get(Study, study.id).version) == version
+
+
+def test_cli_monitor_apply_closes_and_says_why(admin_client, app, study_factory, db_url):
+    study = seed_study(admin_client, app, study_factory)
+    res = CliRunner().invoke(main, ["study", "monitor", study.slug, "--apply", "--database-url", db_url])
     assert res.exit_code == 0, res.output
     state, version = read(app, lambda s: (s.get(Study, study.id).state, s.get(Study, study.id).version))
     assert state == "closed" and version == study.version + 1
-    (label, stop), = json.loads((tmp_path / "statistics.json").read_text())["monitoring"]["recorded_stops"][0][
-        "comparisons"].items()
     line, = [x for x in res.stderr.splitlines() if x.startswith("auto-close")]
-    assert line == (f"auto-close: study {study.slug} closed by its monitoring rule (version {version}): "
-                    f"{label}: {TREATMENT} at look {stop['look']} ({stop['rule']})")
-    assert "boundary" in stop["rule"]
-    # Run again: the study was already closed, by the previous run; nothing is closed now, nothing said.
-    res = CliRunner().invoke(main, args)
-    assert res.exit_code == 0 and "auto-close" not in res.output and "closed" not in res.stderr
-    assert read(app, lambda s: s.get(Study, study.id).version) == version
-    # A study closed by hand with auto-close on is not reported as closed by the rule.
-    other = seed_study(admin_client, app, study_factory, auto_close=True)
-    with app.state.sessionmaker() as s:
-        set_state(s, s.get(Study, other.id), "closed")
-        s.commit()
-    res = CliRunner().invoke(main, [*args[:1], other.slug, *args[2:]])
-    assert res.exit_code == 0 and "closed" not in res.stderr
+    assert line.startswith(f"auto-close: study {study.slug} closed by its monitoring rule (version {version}): ")
+    assert TREATMENT in line and "boundary" in line
 
 
 def test_auto_close_is_off_by_default(admin_client, app, study_factory, db_url):

@@ -7,7 +7,7 @@ from collections import Counter
 import pytest
 from sqlalchemy import select
 
-from app.models import Rating, Trial
+from app.store.models import Rating, Trial
 from tests.test_api import answer, join, next_
 
 

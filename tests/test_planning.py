@@ -10,8 +10,8 @@ import pytest
 from click.testing import CliRunner
 
 from app.cli import main
-from app.clustered import Design, Effects, simulate_batch
-from app.planning import PlanRequest, closed_form_participants, effects_from_pilot, plan
+from app.statistics.clustered import Design, Effects, simulate_batch
+from app.statistics.planning import PlanRequest, closed_form_participants, effects_from_pilot, plan
 
 NO_RANDOM_EFFECTS = Effects(win_rate=0.6, tie_rate=0.0, sd_participant=0.0, sd_prompt=0.0, sd_pair=0.0)
 

@@ -13,12 +13,12 @@ import pytest
 from click.testing import CliRunner
 from sqlalchemy import func, select
 
-from app.api.routes import statistics as statistics_routes
-from app.auth import ensure_admin
+from app.web.routes import statistics as statistics_routes
+from app.accounts.admins import ensure_admin
 from app.cli import main
-from app.export import COLUMNS, rating_rows
-from app.models import Participant, Rating, Trial
-from app.report import study_statistics
+from app.reporting.export import COLUMNS, rating_rows
+from app.store.models import Participant, Rating, Trial
+from app.reporting.report import study_statistics
 from app.statistics import compute_statistics
 
 RULES = {"fail_gold": False, "straight_lining": True, "max_side_bias": 0.9, "side_bias_min_votes": 3,
@@ -184,9 +184,9 @@ def test_statistics_url_matches_the_cli_and_caches(seeded, client, app, db_url, 
 
 
 def test_statistics_twin_sends_the_cached_json_as_declared(seeded, client, app, monkeypatch):
-    """Both renderings come from one data function (`app.api.pages.twin`): the .json twin is the
+    """Both renderings come from one data function (`app.web.pages.twin`): the .json twin is the
     cached statistics.json text, byte for byte, and has the declared shape (StatisticsReport)."""
-    from app.api.schemas import StatisticsReport
+    from app.web.schemas import StatisticsReport
 
     study, _ = seeded
     read(app, lambda s: login(client, s))

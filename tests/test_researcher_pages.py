@@ -10,10 +10,10 @@ from typing import NamedTuple
 import pytest
 from PIL import Image as PILImage
 
-from app.auth import ensure_admin
+from app.accounts.admins import ensure_admin
 from app.cli import SHIPPED_DEMO_PAIRS
-from app.importer import import_pair_set
-from app.models import Image, Participant, Study
+from app.studies.importer import import_pair_set
+from app.store.models import Image, Participant, Study
 from tests.test_admin import PASSWORD, USER, add_answers, csrf_of, login, study_by_slug
 from tests.test_api import answer, join, next_
 
@@ -187,7 +187,7 @@ def test_study_page_links_auto_close_and_rule_fields(admin_client, client, sessi
     assert 'data-copy="link-prolific"' in page and 'data-copy="link-mturk"' in page
     assert "/admin/studies/ac/report.zip" in page and "{&#34;" not in page  # rules as a list, not JSON
     edit = admin_client.get(f"/admin/studies/{study.slug}/edit").text
-    from app.study_form import ExclusionRules
+    from app.studies.form import ExclusionRules
 
     for name in ExclusionRules.model_fields:
         assert f'name="ex_{name}"' in edit

@@ -7,8 +7,8 @@ from pathlib import Path
 
 from click.testing import CliRunner
 
-from app.report import render_report
-from app.simulation import SimulatedStudy, simulate_rows
+from app.reporting.report import render_report
+from app.statistics.simulation import SimulatedStudy, simulate_rows
 from app.statistics import compute_statistics
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -99,7 +99,7 @@ def test_one_device_resolver():
 
 def test_one_file_hasher(tmp_path):
     import sampler.prompt_embeddings as pe
-    from app import importer
+    from app.studies import importer
 
     f = tmp_path / "x.bin"
     f.write_bytes(b"abc" * 1000)

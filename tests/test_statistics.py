@@ -11,7 +11,7 @@ import pytest
 from scipy import stats as sps
 
 from app import statistics as st
-from app.simulation import SimulatedStudy, simulate_rows
+from app.statistics.simulation import SimulatedStudy, simulate_rows
 
 
 def row(participant, prompt, score, side="left", *, pair=None, gold=False, repeat=False, ms=2000,

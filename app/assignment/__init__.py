@@ -1,5 +1,8 @@
 """Who sees which pair next, and recording answers: the participant flow's rules in one package.
 
+Package rule: owns participants' plans, trials, holds and ratings as they are written. May import:
+`app.store`, `app.statistics` (scoring), `app.settings`.
+
 Rules (evaluation protocol, section 3):
 - Each participant gets a plan at sign-up: optional practice trials first, then main trials with
   gold trials (at `gold_rate` per main trial) and `repeats` repeated pairs shuffled in. Sides are
@@ -16,7 +19,7 @@ Rules (evaluation protocol, section 3):
   the number of ratings; the target check itself counts the pair's trials under its row lock.
 - Race-free without a study-wide lock: see `allocation._Allocation` (per-pair row locks that skip,
   never wait) and `answers.submit_answer` (conditional state change). On SQLite every transaction
-  is BEGIN IMMEDIATE (see `app.db`), which serialises writers.
+  is BEGIN IMMEDIATE (see `app.store.db`), which serialises writers.
 
 Modules, one job each:
 - `plans`: a participant's seeded plan (trial kinds and sides).

@@ -20,9 +20,9 @@ from sqlalchemy.sql.elements import BindParameter
 
 from app.assignment.errors import FlowError
 from app.assignment.pair_cache import study_pairs
-from app.db import end_reads
-from app.models import Comparison, Pair, PairTally, Participant, Study, Trial
-from app.scoring import swap_side
+from app.store.db import end_reads
+from app.store.models import Comparison, Pair, PairTally, Participant, Study, Trial
+from app.statistics.scoring import swap_side
 
 LOOKAHEAD = 2  # trials held at once: the current one and the preloaded next one
 

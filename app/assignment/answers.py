@@ -15,9 +15,9 @@ from sqlalchemy.orm import Session, aliased
 
 from app.assignment.allocation import committed
 from app.assignment.errors import FlowError
-from app.db import end_reads
-from app.models import Pair, PairTally, Participant, Rating, Study, Trial
-from app.scoring import CHOICES, score_from_choice
+from app.store.db import end_reads
+from app.store.models import Pair, PairTally, Participant, Rating, Study, Trial
+from app.statistics.scoring import CHOICES, score_from_choice
 
 
 @dataclass
@@ -27,6 +27,7 @@ class AnswerResult:
     trial_public_id: str
     auto_close: bool = False  # the study closes itself at target (checked after a new rating)
     study_id: int | None = None
+    monitoring_close: bool = False  # the study closes itself at a monitoring stop (checked after a new rating)
 
 
 # submit_answer's statements, built once and bound per call. They read and write plain columns
@@ -52,6 +53,7 @@ def _answer_lookup(requester_id):
             select(Rating.id).where(Rating.request_id == bindparam("request_id")).scalar_subquery()
             .label("request_rating_id"),
             Study.auto_close.label("auto_close"),
+            Study.monitoring["auto_close"].as_boolean().label("monitoring_close"),
             Study.fast_answers.label("fast_answers"),
             requester_id.label("requester_id"),
         )
@@ -271,4 +273,5 @@ def _store(session: Session, participant: Participant | str, public_id: str, cho
                          participant_id) from None
     _forget(session, trial_id)
     # What the route reports back (not attached to the session: the row is already stored).
-    return AnswerResult(Rating(**values), True, trial.public_id, bool(found.auto_close), trial.study_id)
+    return AnswerResult(Rating(**values), True, trial.public_id, bool(found.auto_close), trial.study_id,
+                        bool(found.monitoring_close))

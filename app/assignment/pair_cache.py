@@ -2,7 +2,7 @@
 
 Invalidation rule: pairs and images are immutable once imported (nothing in the app updates or
 deletes a row of `pairs` or `images`), and a study's list of comparisons changes only together
-with its `version` (see `app.studies`). So
+with its `version` (see `app.studies.config`). So
 - `study_pairs` is keyed by (database URL, study id, study version): a new version is a new key;
 - `pair_views` is keyed by (database URL, pair id): a pair's view never goes stale. A miss loads
   the views of every pair of the missing pairs' pair sets at once (one query per pair set and
@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session, aliased
 
-from app.models import Comparison, Image, Pair, Study, Trial
+from app.store.models import Comparison, Image, Pair, Study, Trial
 
 _STUDY_PAIRS: dict[tuple[str, int, int], list[tuple[int, int, bool]]] = {}
 _STUDY_PAIRS_MAX = 256

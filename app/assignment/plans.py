@@ -5,8 +5,8 @@ from __future__ import annotations
 import random
 from typing import Any
 
-from app.models import Study
-from app.repeats import repeat_gap, repeat_places
+from app.store.models import Study
+from app.assignment.repeats import repeat_gap, repeat_places
 
 
 def make_plan(study: Study, participant_seed: int) -> dict[str, Any]:

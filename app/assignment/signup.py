@@ -13,8 +13,8 @@ from sqlalchemy.orm import Session
 
 from app.assignment.errors import FlowError
 from app.assignment.plans import make_plan
-from app.guard import bad_text
-from app.models import Participant, Study
+from app.store.text import bad_text
+from app.store.models import Participant, Study
 
 MAX_EXTERNAL_IDS = 20
 CROWD_ID_KEYS = ("PROLIFIC_PID", "STUDY_ID", "SESSION_ID", "workerId", "assignmentId", "hitId")

@@ -1,6 +1,10 @@
 """Statistics of a blind paired study: plain functions on exported rating rows.
 
-Input: the rows of `app.export.rating_rows` (one dict per rating, the export column names of
+Package rule: the pure maths (estimates, intervals, tests, exclusions, scoring, monitoring
+boundaries, planning and simulation). No database, no web. May import: nothing in `app` outside
+`app.statistics`; every other package may import it.
+
+Input: the rows of `app.analysis.ratings.rating_rows` (one dict per rating, the export column names of
 docs/api: `participant`, `pair`, `prompt_id`, `stratum`, `treatment_side`, `choice`, `score`,
 `is_gold`, `is_repeat`, `response_ms`, ... plus the extra `comparison` column). Output: a
 JSON-ready dict (no numpy types, no NaN: missing values are None).
@@ -9,7 +13,7 @@ Conventions
 - `choice` is the answer as shown: 1 left much better, 2 left slightly better, 3 no preference,
   4 right slightly better, 5 right much better.
 - `score` is the un-flipped answer, -2..+2, positive = the treatment (e.g. SFG) was preferred.
-  It is computed once on the server (`app.scoring`); this module never un-flips answers.
+  It is computed once on the server (`app.statistics.scoring`); this module never un-flips answers.
 - Gold trials (one image obviously degraded) are quality control only: never part of the
   preference results. Repeat trials (a pair shown again, sides swapped) only measure
   consistency: the preference results use each participant's earliest main rating of a pair
@@ -30,7 +34,7 @@ independent-votes intervals), `robust` (headline intervals), `bootstrap` (crosse
 their application), `jsonsafe` (JSON-ready numbers), `results` (`compute_statistics`).
 """
 
-from app.scoring import CHOICES, SCORE_NAMES, SCORES
+from app.statistics.scoring import CHOICES, SCORE_NAMES, SCORES
 from app.statistics.bootstrap import (
     N_COMPONENTS,
     bootstrap_weights,

@@ -9,7 +9,7 @@ import numpy as np
 from scipy import stats as sps
 
 from app.statistics.jsonsafe import _num, _share
-from app.scoring import SCORE_NAMES, SCORES
+from app.statistics.scoring import SCORE_NAMES, SCORES
 
 INDEPENDENCE_NOTE = "assumes every vote is independent (ignores that votes share participants and prompts)"
 

@@ -9,7 +9,7 @@ import numpy as np
 from scipy import stats as sps
 
 from app.statistics.jsonsafe import _num, _share
-from app.scoring import SCORES
+from app.statistics.scoring import SCORES
 from app.statistics.rows import Ratings, preference_mask
 
 def side_bias(choice: np.ndarray) -> dict[str, Any]:

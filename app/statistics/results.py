@@ -126,7 +126,7 @@ def compute_statistics(
 ) -> dict[str, Any]:
     """Everything the report shows, as one JSON-ready dict.
 
-    rows: `app.export.rating_rows` output. exclusion_rules: the study's rules (see
+    rows: `app.reporting.export.rating_rows` output. exclusion_rules: the study's rules (see
     `normalise_rules`); min_response_ms: the study's minimum response time, used when the
     rules name none. draws / seed: draws of the crossed-bootstrap cross-check (`ci_bootstrap`; the
     headline intervals are analytic, `app.statistics.robust`) and the seed of its generator

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from app.scoring import CHOICES, SCORES
+from app.statistics.scoring import CHOICES, SCORES
 
 REQUIRED_COLUMNS = (
     "participant",
@@ -103,7 +103,7 @@ def _gold_passed(row: Mapping[str, Any], score: int) -> float:
     """1.0 when a gold trial was answered for the intact image, else 0.0.
 
     On gold trials the intact image plays "treatment" and its degraded twin "baseline" (see
-    `app.models`), so a positive score passes; a `gold_passed` column, when present, wins.
+    `app.store.models`), so a positive score passes; a `gold_passed` column, when present, wins.
     """
     if row.get("gold_passed") is not None:
         return float(_as_bool(row["gold_passed"]))

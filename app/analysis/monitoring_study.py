@@ -1,0 +1,104 @@
+"""Monitoring of a study in the database: per-comparison recommendations, recorded stops, auto-close.
+
+- `study_monitoring(session, study, kept)` runs `app.statistics.monitoring.monitor_comparisons` on the
+  study's preference ratings in arrival order (rating id), planned ratings per comparison =
+  pairs of its pair set x the study's ratings per pair, with the study's `monitoring` settings;
+  it adds the overall recommendation and the stops already recorded in the version history.
+- `apply_auto_close(session, study, monitoring)`: when the study is open, `auto_close` is on
+  and every comparison says stop, close the study; the new version's note records, per
+  comparison, the look, the statistic and the rule. Called where the data changes
+  (`app.analysis.study_statistics.apply_monitoring_stop`): after a participant's answer has been
+  sent (a background task, so answer timing never depends on the data) and by an admin's explicit
+  action (the statistics page's button, `sfgeval study monitor --apply`); never on a read.
+- `auto_close_line(slug, version, note)`: the line the CLI prints when it closed a study.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from app.studies.config import set_state
+from app.store.models import Comparison, Pair, Rating, Study, StudyVersion, Trial
+from app.statistics.monitoring import MonitoringSettings, monitor_comparisons
+
+NOTE_KIND = "monitoring stop"
+
+
+def monitoring_rows(session: Session, study: Study) -> list[dict[str, Any]]:
+    """Preference-relevant columns of every non-practice rating, in arrival (rating id) order."""
+    stmt = (
+        select(Rating.id, Trial.participant_id, Pair.prompt_id, Comparison.label, Rating.score, Trial.kind)
+        .join(Trial, Trial.id == Rating.trial_id)
+        .join(Pair, Pair.id == Trial.pair_id)
+        .join(Comparison, Comparison.id == Trial.comparison_id)
+        .where(Trial.study_id == study.id, Trial.kind != "practice")
+        .order_by(Rating.id)
+    )
+    return [{"rating_id": rid, "participant": pid, "prompt_id": prompt, "comparison": label, "score": score,
+             "is_gold": kind == "gold", "is_repeat": kind == "repeat"}
+            for rid, pid, prompt, label, score, kind in session.execute(stmt)]
+
+
+def planned_ratings(session: Session, study: Study) -> dict[str, int]:
+    """Planned preference ratings per comparison label: pairs x ratings per pair."""
+    counts = dict(session.execute(
+        select(Pair.pair_set_id, func.count(Pair.id))
+        .where(Pair.pair_set_id.in_([c.pair_set_id for c in study.comparisons])).group_by(Pair.pair_set_id)
+    ).all())
+    return {c.label: max(int(counts.get(c.pair_set_id, 0)) * study.ratings_per_pair, 1) for c in study.comparisons}
+
+
+def recorded_stops(session: Session, study: Study) -> list[dict[str, Any]]:
+    """Monitoring stops recorded in the study's version history (oldest first)."""
+    versions = session.scalars(
+        select(StudyVersion).where(StudyVersion.study_id == study.id).order_by(StudyVersion.version)
+    )
+    return [{"version": v.version, **v.note} for v in versions if v.note and v.note.get("kind") == NOTE_KIND]
+
+
+def overall(comparisons: dict[str, dict[str, Any]]) -> str:
+    """"stop" when every comparison says stop, else "continue"; "no ratings" without comparisons."""
+    if not comparisons:
+        return "no comparisons"
+    return "stop" if all(m["recommendation"].startswith("stop") for m in comparisons.values()) else "continue"
+
+
+def study_monitoring(session: Session, study: Study, kept: set[str] | None = None) -> dict[str, Any]:
+    """Monitoring section of the statistics (JSON-ready); `kept`: participants after exclusions."""
+    settings = MonitoringSettings.model_validate(study.monitoring or {})
+    comparisons = monitor_comparisons(monitoring_rows(session, study), planned_ratings(session, study),
+                                      look_every=settings.look_every, margin=settings.margin, participants=kept)
+    return {"settings": settings.model_dump(), "comparisons": comparisons, "overall": overall(comparisons),
+            "ratings_used": "preference ratings (no gold, repeats or practice) of the participants kept after "
+                            "exclusions, in arrival order", "recorded_stops": recorded_stops(session, study)}
+
+
+def apply_auto_close(session: Session, study: Study, monitoring: dict[str, Any], *,
+                     by_admin: bool = False) -> dict[str, Any] | None:
+    """Close `study` when monitoring says stop and auto-close is on (or an admin applies it by
+    hand: `by_admin`); returns the note (or None).
+
+    Flushes but does not commit (the caller owns the transaction).
+    """
+    if study.state != "open" or monitoring["overall"] != "stop":
+        return None
+    if not (by_admin or monitoring["settings"]["auto_close"]):
+        return None
+    action = "closed by an admin at the monitoring stop" if by_admin else "closed automatically"
+    note = {"kind": NOTE_KIND, "action": action, "comparisons": {
+        label: {"recommendation": m["recommendation"], **(m["stop"] or {"rule": "planned ratings reached",
+                                                                        "look": m["looks_done"]})}
+        for label, m in monitoring["comparisons"].items()}}
+    set_state(session, study, "closed", note=note)
+    return note
+
+
+def auto_close_line(slug: str, version: int, note: dict[str, Any]) -> str:
+    """What a command prints when it closed `slug` by the auto-close rule (`apply_auto_close`'s
+    note): the new version and, per comparison, the recommendation, the look and the rule."""
+    why = "; ".join(f"{label}: {c['recommendation']} at look {c['look']} ({c['rule']})"
+                    for label, c in note["comparisons"].items())
+    return f"auto-close: study {slug} closed by its monitoring rule (version {version}): {why}"

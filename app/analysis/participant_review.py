@@ -1,0 +1,133 @@
+"""One row per participant for approving or rejecting crowd workers (Prolific, MTurk).
+
+Quality figures come from the statistics' own per-participant checks (`app.statistics`:
+gold pass rate, too-fast share, consistency on repeats, side bias, straight-lining) and the
+study's exclusion rules, applied in the same order as the report. The suggested decision:
+finished and kept -> APPROVE; finished but excluded -> REJECT with the rules as the reason;
+not finished -> no decision (returned or timed out on the platform's side). A decision the
+researcher sets on the page (`set_review`) overrides the suggestion.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from app.store.models import Participant, Rating, Study, Trial
+from app.analysis.ratings import rating_rows
+from app.statistics import (
+    apply_exclusions,
+    normalise_rules,
+    participant_quality,
+    ratings_from_rows,
+)
+
+CROWD_COLUMNS = ("PROLIFIC_PID", "STUDY_ID", "SESSION_ID", "workerId", "assignmentId", "hitId")
+
+
+def _seconds(start: datetime | None, end: datetime | None) -> int | None:
+    return int((end - start).total_seconds()) if start and end else None
+
+
+def participant_rows(session: Session, study: Study) -> list[dict[str, Any]]:
+    """Every participant given at least one trial (visitors turned away are not listed), oldest first."""
+    rows = rating_rows(session, study)
+    rules = normalise_rules(study.exclusion_rules or {}, study.min_response_ms or None)
+    quality = participant_quality(ratings_from_rows(rows), rules.get("min_response_ms")) if rows else []
+    exclusions = apply_exclusions(quality, rules)
+    reasons: dict[str, list[str]] = {}
+    for step in exclusions["steps"]:
+        for pid in step["participants"]:
+            reasons.setdefault(str(pid), []).append(step["description"])
+    by_id = {str(q["participant"]): q for q in quality}
+    last_answer = dict(
+        session.execute(
+            select(Trial.participant_id, func.max(Rating.answered_at))
+            .join(Rating, Rating.trial_id == Trial.id).where(Trial.study_id == study.id)
+            .group_by(Trial.participant_id)
+        ).all()
+    )
+    started = select(Trial.participant_id).where(Trial.study_id == study.id).distinct()
+    out = []
+    for p in session.scalars(
+        select(Participant).where(Participant.study_id == study.id, Participant.id.in_(started))
+        .order_by(Participant.created_at, Participant.id)
+    ):
+        q = by_id.get(str(p.id), {})
+        why = reasons.get(str(p.id), [])
+        finished = p.finished_at is not None
+        suggested = ("REJECT" if why else "APPROVE") if finished else ""
+        review = p.review or {}
+        decision = review.get("decision", suggested)
+        out.append({
+            "participant": p.id,
+            **{k: (p.external_ids or {}).get(k) for k in CROWD_COLUMNS},
+            "started_at": p.created_at.isoformat(timespec="seconds"),
+            "finished_at": p.finished_at.isoformat(timespec="seconds") if finished else None,
+            "seconds": _seconds(p.created_at, p.finished_at or last_answer.get(p.id)),
+            "n_ratings": q.get("n_ratings", 0),
+            "fast_share": q.get("fast_share"),
+            "gold_n": q.get("gold_n", 0),
+            "gold_pass_rate": q.get("gold_pass_rate"),
+            "repeats_n": q.get("repeats_n", 0),
+            "consistency": q.get("consistency"),
+            "excluded": bool(why),
+            "exclusion_reasons": why,
+            "suggested": suggested,
+            "decision": decision,
+            "reason": review["reason"] if review else ("; ".join(why) if decision == "REJECT" else ""),
+            "overridden": bool(review),
+            "completion_code": study.completion_code if finished else None,
+        })
+    return out
+
+
+def _csv(header: list[str], rows: list[list[Any]]) -> str:
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(header)
+    writer.writerows(rows)
+    return buf.getvalue()
+
+
+def decisions_csv(rows: list[dict[str, Any]]) -> str:
+    """Finished participants with a crowd id, as Prolific's bulk review takes them: participant
+    id, submission (session) id, APPROVE/REJECT and the reason for a rejection. MTurk workers
+    appear under their workerId and assignmentId."""
+    out = [
+        [r["PROLIFIC_PID"] or r["workerId"], r["SESSION_ID"] or r["assignmentId"] or "", r["decision"], r["reason"]]
+        for r in rows if r["decision"] and (r["PROLIFIC_PID"] or r["workerId"])
+    ]
+    return _csv(["participant_id", "submission_id", "decision", "reason"], out)
+
+
+def completion_codes_csv(rows: list[dict[str, Any]]) -> str:
+    """Every finished participant with the completion code they were shown."""
+    out = [[r["PROLIFIC_PID"] or r["workerId"] or "", r["participant"], r["completion_code"], r["finished_at"]]
+           for r in rows if r["finished_at"]]
+    return _csv(["crowd_id", "participant", "completion_code", "finished_at"], out)
+
+
+DECISIONS = ("APPROVE", "REJECT")
+
+
+def set_review(session: Session, study: Study, participant_id: int, decision: str, reason: str) -> None:
+    """The researcher's decision for one participant ('' = back to the suggestion). ValueError
+    for an unknown participant or decision, or a rejection without a reason."""
+    p = session.get(Participant, participant_id)
+    if p is None or p.study_id != study.id:
+        raise ValueError(f"no participant {participant_id} in this study")
+    reason = reason.strip()[:500]
+    if decision == "":
+        p.review = None
+    elif decision not in DECISIONS:
+        raise ValueError(f"decision must be one of {', '.join(DECISIONS)} or empty")
+    elif decision == "REJECT" and not reason:
+        raise ValueError("a rejection needs a reason (the platform shows it to the participant)")
+    else:
+        p.review = {"decision": decision, "reason": reason}

@@ -1,0 +1,92 @@
+"""Planning a study: how many participants a target needs, from assumed effects or a pilot study.
+
+`build_request` reads the inputs into `app.statistics.planning.PlanRequest` (both front ends, the
+`sfgeval plan` command and the admin plan page, call it, so they accept and reject the same
+values); `run_plan` simulates; `plan_csv` and `summary_lines` are the table and the text both
+show; `pilot_rows` reads a pilot study's ratings. The plot is `app.reporting.planning.plan_svg`.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from app.analysis.ratings import rating_rows
+from app.studies.config import get_study
+
+TABLE_COLUMNS = ("participants", "ratings", "half_width", "power", "sims")
+
+
+def build_request(*, win_rate: float | None, tie_rate: float, sd_participant: float, sd_prompt: float,
+                  sd_pair: float, strata: int, prompts_per_stratum: int, seeds_per_prompt: int,
+                  ratings_per_participant: int, half_width: float | None, power: float | None, alpha: float,
+                  price_per_rating: float | None, sims: int, seed: int, estimator: str,
+                  pilot_rows: list[dict[str, Any]] | None = None) -> tuple[Any, dict[str, Any] | None]:
+    """(PlanRequest, pilot estimate or None). ValueError says what is wrong with the inputs."""
+    from app.statistics.clustered import Design, Effects
+    from app.statistics.planning import PlanRequest, effects_from_pilot
+
+    pilot = None
+    if pilot_rows is not None:
+        pilot = effects_from_pilot(pilot_rows)
+        effects = pilot["effects"]
+        if win_rate is not None:  # an explicit expected win rate overrides the pilot's
+            effects = Effects(**{**effects.__dict__, "win_rate": win_rate})
+    else:
+        effects = Effects(win_rate=0.6 if win_rate is None else win_rate, tie_rate=tie_rate, sd_participant=sd_participant, sd_prompt=sd_prompt,
+                          sd_pair=sd_pair)
+    if half_width is not None and power is not None:
+        raise ValueError("give either a target half-width or a target power, not both")
+    if half_width is None and power is None:
+        power = 0.8
+    req = PlanRequest(
+        design=Design(n_strata=strata, prompts_per_stratum=prompts_per_stratum, seeds_per_prompt=seeds_per_prompt,
+                      ratings_per_participant=ratings_per_participant),
+        effects=effects, half_width=half_width, power=power, alpha=alpha,
+        price_per_rating=price_per_rating, sims=sims, seed=seed, estimator=estimator,
+    )
+    req.check()
+    return req, pilot
+
+
+def run_plan(req: Any, pilot: dict[str, Any] | None, pilot_slug: str | None, progress: Any = None) -> dict[str, Any]:
+    """`app.statistics.planning.plan`, with the pilot estimate (if any) recorded in the result."""
+    from app.statistics.planning import plan as simulate_plan
+
+    result = simulate_plan(req, progress=progress)
+    if pilot is not None:
+        result["pilot"] = {k: v for k, v in pilot.items() if k != "effects"} | {"slug": pilot_slug}
+    return result
+
+
+def plan_csv(result: dict[str, Any]) -> str:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=TABLE_COLUMNS, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(result["table"])
+    return buf.getvalue()
+
+
+def summary_lines(result: dict[str, Any]) -> list[str]:
+    """Human-readable result (the CLI prints it on stderr; the page shows the same)."""
+    e = result["request"]["effects"]
+    lines = [f"expected win rate {e['win_rate']:.3f}, ties {e['tie_rate']:.2f}, sds participant "
+             f"{e['sd_participant']:.2f} / prompt {e['sd_prompt']:.2f} / pair {e['sd_pair']:.2f} (noise 1)",
+             f"{'participants':>12} {'ratings':>8} {'half-width':>10} {'power':>6}"]
+    lines += [f"{r['participants']:>12} {r['ratings']:>8} {r['half_width']:>10.4f} {r['power']:>6.3f}"
+              for r in result["table"]]
+    if result["participants"] is None:
+        lines.append(result.get("note", "target not reached"))
+    else:
+        cost = f", cost {result['cost']:.2f}" if result["cost"] is not None else ""
+        lines.append(f"needed: {result['participants']} participants, {result['ratings']} ratings{cost} "
+                     f"(binomial answer without random effects: {result['binomial_participants']:.1f} participants)")
+    return lines
+
+
+def pilot_rows(session: Session, slug: str) -> list[dict[str, Any]]:
+    """The rating rows of the pilot study `slug` (StudyError when there is none)."""
+    return rating_rows(session, get_study(session, slug))

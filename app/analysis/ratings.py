@@ -1,0 +1,103 @@
+"""A study's ratings as plain rows: the export's columns, read from the database.
+
+`rating_rows` is what the statistics, monitoring, the participant review and both exports consume.
+Columns, in order: `EXPORT_COLUMNS` exactly as api.md lists them, then `EXTRA_COLUMNS`. Score
+convention: `score` -2..+2, positive = treatment better (for gold trials: positive = the intact
+image was preferred, i.e. the check was passed). Practice ratings are left out unless asked for.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session, aliased
+
+from app.store.models import Comparison, Pair, PairSet, Participant, Rating, Study, Trial
+from app.studies.comparing import COMPARE_COLUMNS
+
+EXPORT_COLUMNS = (
+    "study", "study_version", "participant", "external_ids", "pair", "pair_set", "prompt_id",
+    "prompt", "stratum", "seed", "treatment_side", "choice", "score", "is_gold", "is_repeat",
+    "presented_at", "answered_at", "response_ms",
+)
+EXTRA_COLUMNS = (
+    "comparison", "baseline_arm", "treatment_arm", "pair_key", "trial", "position", "kind",
+    "is_practice", "repeat_of_trial", "too_fast", "client_response_ms", "min_response_ms",
+    *COMPARE_COLUMNS,
+)
+COLUMNS = EXPORT_COLUMNS + EXTRA_COLUMNS
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+def rating_rows(session: Session, study: Study, *, include_practice: bool = False) -> list[dict[str, Any]]:
+    """Every rating of `study` as a dict with the keys `COLUMNS`, in answer order.
+
+    Fetched as plain columns in one query (no ORM objects): a study of 50,000 ratings exports in
+    seconds, not minutes.
+    """
+    original = aliased(Trial)
+    stmt = (
+        select(
+            Rating.study_version, Participant.id, Participant.external_ids, Pair.id, Pair.pair_set_id,
+            Pair.prompt_id, Pair.prompt, Pair.stratum, Pair.seed, Rating.treatment_side, Rating.choice,
+            Rating.score, Trial.kind, Trial.presented_at, Rating.answered_at, Rating.response_ms,
+            Comparison.label, PairSet.baseline_arm, PairSet.treatment_arm, Pair.pair_key, Trial.public_id,
+            Trial.position, original.public_id, Rating.too_fast, Rating.client_response_ms,
+            *(getattr(Rating, c) for c in COMPARE_COLUMNS),
+        )
+        .join(Trial, Trial.id == Rating.trial_id)
+        .join(Participant, Participant.id == Trial.participant_id)
+        .join(Pair, Pair.id == Trial.pair_id)
+        .join(Comparison, Comparison.id == Trial.comparison_id)
+        .join(PairSet, PairSet.id == Comparison.pair_set_id)
+        .outerjoin(original, original.id == Trial.repeat_of_trial_id)
+        .where(Trial.study_id == study.id)
+        .order_by(Rating.answered_at, Rating.id)
+    )
+    if not include_practice:
+        stmt = stmt.where(Trial.kind != "practice")
+    rows = []
+    for (
+        version, participant, external_ids, pair, pair_set, prompt_id, prompt, stratum, seed, side,
+        choice, score, kind, presented_at, answered_at, response_ms, comparison, baseline_arm,
+        treatment_arm, pair_key, trial, position, repeat_of, too_fast, client_response_ms, *compared,
+    ) in session.execute(stmt):
+        rows.append({
+            "study": study.slug,
+            "study_version": version,
+            "participant": participant,
+            "external_ids": dict(external_ids or {}),
+            "pair": pair,
+            "pair_set": pair_set,
+            "prompt_id": prompt_id,
+            "prompt": prompt,
+            "stratum": stratum,
+            "seed": seed,
+            "treatment_side": side,
+            "choice": choice,
+            "score": score,
+            "is_gold": kind == "gold",
+            "is_repeat": kind == "repeat",
+            "presented_at": _iso(presented_at),
+            "answered_at": _iso(answered_at),
+            "response_ms": response_ms,
+            "comparison": comparison,
+            "baseline_arm": baseline_arm,
+            "treatment_arm": treatment_arm,
+            "pair_key": pair_key,
+            "trial": trial,
+            "position": position,
+            "kind": kind,
+            "is_practice": kind == "practice",
+            "repeat_of_trial": repeat_of,
+            "too_fast": too_fast,
+            "client_response_ms": client_response_ms,
+            "min_response_ms": study.min_response_ms,
+            **dict(zip(COMPARE_COLUMNS, compared)),
+        })
+    return rows

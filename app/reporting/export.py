@@ -1,0 +1,38 @@
+"""Raw ratings export: one row per rating, the columns of api.md, as CSV or JSON.
+
+The rows come from `app.analysis.ratings.rating_rows` (what the statistics and both exports consume). Columns, in order:
+`EXPORT_COLUMNS` exactly as api.md lists them, then `EXTRA_COLUMNS`. Score convention:
+`score` -2..+2, positive = treatment better (for gold trials: positive = the intact image was
+preferred, i.e. the check was passed). Practice ratings are left out unless asked for.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from typing import Any
+
+from app.analysis.ratings import COLUMNS, EXPORT_COLUMNS, EXTRA_COLUMNS, rating_rows  # noqa: F401  (the export's rows)
+
+def _csv_value(value: Any) -> Any:
+    if isinstance(value, dict):
+        return json.dumps(value, sort_keys=True, ensure_ascii=False)
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return "" if value is None else value
+
+
+def rows_to_csv(rows: list[dict[str, Any]]) -> str:
+    """CSV text with a header row of `COLUMNS`; `external_ids` as a JSON object string."""
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(COLUMNS), extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: _csv_value(row.get(k)) for k in COLUMNS})
+    return buf.getvalue()
+
+
+def rows_to_json(rows: list[dict[str, Any]]) -> str:
+    """A JSON array of row objects with the same names as the CSV columns."""
+    return json.dumps([{k: row.get(k) for k in COLUMNS} for row in rows], ensure_ascii=False, indent=1)

@@ -1,0 +1,208 @@
+"""The researcher's report: statistics of a study from the database, plots, one HTML file.
+
+- The statistics themselves come from `app.analysis.study_statistics.study_statistics`.
+- `render_report(stats)` makes a self-contained HTML page (inline CSS, plots as inline SVG made
+  with matplotlib's Agg/SVG backends: no network needed to open it).
+- `write_report(out_dir, stats, rows)` writes report.html, statistics.json and ratings.csv.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, NamedTuple
+
+from sqlalchemy.orm import Session
+
+from app.analysis.ratings import rating_rows
+from app.analysis.study_statistics import DEFAULT_DRAWS, study_statistics
+from app.reporting.export import rows_to_csv
+from app.reporting.plotting import pyplot, svg
+from app.statistics.scoring import SCORE_NAMES, SCORES
+from app.store.models import Study
+from app.templating import templates
+
+# Baseline much better .. treatment much better: warm for the baseline, cool for the treatment.
+SCORE_COLOURS = {-2: "#b2182b", -1: "#ef8a62", 0: "#d9d9d9", 1: "#67a9cf", 2: "#2166ac"}
+
+
+# --------------------------------------------------------------------------------------------
+# Plots (inline SVG)
+# --------------------------------------------------------------------------------------------
+
+
+def _groups(result: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """(label, group summary) for overall, each comparison and each stratum that has data."""
+    groups = []
+    if result.get("overall"):
+        groups.append(("All comparisons", result["overall"]))
+    groups += [(f"Comparison: {k}", v) for k, v in result.get("per_comparison", {}).items()]
+    groups += [(f"Stratum: {k}", v) for k, v in result.get("per_stratum", {}).items()]
+    return groups
+
+
+def diverging_bar_svg(groups: list[tuple[str, dict[str, Any]]], title: str, salt: str) -> str:
+    """Diverging stacked bar of the five answers per group, centred on "no preference".
+
+    Each bar spans shares of the group's votes: baseline answers to the left of 0, treatment
+    answers to the right, "no preference" split evenly across 0.
+    """
+    fig, ax = pyplot().subplots(figsize=(9, 0.55 * len(groups) + 1.6))
+    labels = []
+    for y, (label, g) in enumerate(reversed(groups)):
+        shares = {s: g["distribution"]["shares"][str(s)] or 0.0 for s in SCORES}
+        left = -(shares[-2] + shares[-1] + shares[0] / 2)
+        for s in SCORES:
+            ax.barh(y, shares[s], left=left, color=SCORE_COLOURS[s], edgecolor="white", height=0.7,
+                    label=SCORE_NAMES[s] if y == 0 else None)
+            if shares[s] >= 0.06:
+                ax.text(left + shares[s] / 2, y, f"{shares[s]:.0%}", ha="center", va="center", fontsize=8,
+                        color="white" if abs(s) == 2 else "black")
+            left += shares[s]
+        labels.append(f"{label} (n={g['distribution']['n']})")
+    ax.set_yticks(range(len(groups)), labels)
+    ax.axvline(0, color="black", linewidth=0.8)
+    ax.set_xlim(-1, 1)
+    ticks = [-1, -0.75, -0.5, -0.25, 0, 0.25, 0.5, 0.75, 1]
+    ax.set_xticks(ticks, [f"{abs(t):.0%}" for t in ticks])
+    ax.set_xlabel("share of votes  (← baseline preferred | treatment preferred →)")
+    ax.set_title(title)
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.28 if len(groups) < 4 else -0.15), ncol=5, fontsize=8,
+              frameon=False)
+    return svg(fig, salt)
+
+
+def win_rate_svg(groups: list[tuple[str, dict[str, Any]]], title: str, salt: str) -> str:
+    """Win rate among decisive votes and tie-as-half rate with their 95% intervals (two-way cluster-robust)."""
+    fig, ax = pyplot().subplots(figsize=(9, 0.55 * len(groups) + 1.4))
+    n = len(groups)
+    for offset, key, colour, name in ((0.15, "win_rate", "#2166ac", "win rate (decisive votes)"),
+                                      (-0.15, "tie_half_rate", "#7f7f7f", "tie-as-half rate")):
+        for y, (_, g) in enumerate(reversed(groups)):
+            est = g[key]
+            if est["estimate"] is None:
+                continue
+            lo = est["ci_low"] if est["ci_low"] is not None else est["estimate"]
+            hi = est["ci_high"] if est["ci_high"] is not None else est["estimate"]
+            ax.errorbar(est["estimate"], y + offset, xerr=[[est["estimate"] - lo], [hi - est["estimate"]]],
+                        fmt="o", color=colour, capsize=3, label=name if y == 0 else None)
+    ax.axvline(0.5, color="black", linestyle="--", linewidth=0.8)
+    ax.set_yticks(range(n), [label for label, _ in reversed(groups)])
+    ax.set_xlim(0, 1)
+    ax.set_xlabel("share for the treatment (0.5 = no difference); bars: 95% cluster-robust interval")
+    ax.set_title(title)
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.3 if n < 4 else -0.15), ncol=2, fontsize=8, frameon=False)
+    return svg(fig, salt)
+
+
+# --------------------------------------------------------------------------------------------
+# HTML
+# --------------------------------------------------------------------------------------------
+
+
+def report_figures(stats: dict[str, Any]) -> dict[str, dict[str, str]]:
+    """Inline SVGs per result set: {'after_exclusions': {'bars', 'win_rate'}, 'all': {...}}, and
+    'monitoring': {comparison: repeated interval over looks}.
+
+    'all' is left out when no participant was excluded (the two result sets are the same).
+    """
+    keys = [("after_exclusions", "after exclusions")]
+    if stats["results"]["after_exclusions"] != stats["results"]["all"]:
+        keys.append(("all", "all participants, no exclusions"))
+
+    figures: dict[str, Any] = {"monitoring": monitoring_svgs(stats.get("monitoring"))}
+    for key, title in keys:
+        groups = _groups(stats["results"][key])
+        if groups:
+            figures[key] = {
+                "bars": diverging_bar_svg(groups, f"Answers ({title})", salt=f"{key}-bars"),
+                "win_rate": win_rate_svg(groups, f"Win rate with 95% interval ({title})", salt=f"{key}-win"),
+            }
+    return figures
+
+
+def render_report(stats: dict[str, Any], *, live: bool = False, refresh_seconds: int = 30,
+                  json_url: str | None = None, gallery: list[dict[str, Any]] | None = None) -> str:
+    """The report as one self-contained HTML page. `live` adds an auto-refresh (statistics page);
+    `gallery` (`app.reporting.figures.gallery`: pairs with data-URI images) adds a section of pairs."""
+    same = stats["results"]["after_exclusions"] == stats["results"]["all"]
+    return templates.get_template("report.html").render(
+        stats=stats, study=stats.get("study"), figures=report_figures(stats), same_results=same,
+        groups={k: _groups(v) for k, v in stats["results"].items()}, live=live,
+        refresh_seconds=refresh_seconds, json_url=json_url, score_names=SCORE_NAMES, scores=SCORES,
+        colours=SCORE_COLOURS, gallery=gallery,
+    )
+
+
+def statistics_json(stats: dict[str, Any]) -> str:
+    """statistics.json text (strict JSON: no NaN)."""
+    return json.dumps(stats, indent=1, ensure_ascii=False, allow_nan=False)
+
+
+def write_report(out_dir: Path, stats: dict[str, Any], rows: list[dict[str, Any]],
+                 gallery: list[dict[str, Any]] | None = None) -> dict[str, Path]:
+    """Write report.html, statistics.json and ratings.csv into out_dir (created if needed)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = {"report": out_dir / "report.html", "statistics": out_dir / "statistics.json",
+             "ratings": out_dir / "ratings.csv"}
+    paths["statistics"].write_text(statistics_json(stats) + "\n", encoding="utf-8")
+    paths["ratings"].write_text(rows_to_csv(rows), encoding="utf-8")
+    paths["report"].write_text(render_report(stats, gallery=gallery), encoding="utf-8")
+    return paths
+
+
+GALLERY_PER_STRATUM = 2
+
+
+def report_gallery(session: Session, study: Study, k: int = GALLERY_PER_STRATUM) -> list[dict[str, Any]]:
+    """The report's gallery: the k top wins and k top losses of the treatment per stratum."""
+    from app.reporting.explorer import study_pairs, top_pairs
+    from app.reporting.figures import gallery
+
+    pairs = study_pairs(session, study)
+    chosen = top_pairs(pairs, k, "wins")
+    chosen += [p for p in top_pairs(pairs, k, "losses") if p not in chosen]
+    return gallery(session, chosen)
+
+
+class StudyReport(NamedTuple):
+    """What `write_study_report` did: the files written and the number of ratings."""
+
+    paths: dict[str, Path]
+    n_ratings: int
+
+
+def write_study_report(session: Session, study: Study, out_dir: Path, *, draws: int = DEFAULT_DRAWS,
+                       seed: int | None = None) -> StudyReport:
+    """`sfgeval report`'s bundle for `study` in out_dir. Only reads: a monitoring stop is applied
+    where the data changes (after an answer, or by an admin), never by a report."""
+    rows = rating_rows(session, study)
+    stats = study_statistics(session, study, draws=draws, seed=seed, rows=rows)
+    return StudyReport(write_report(out_dir, stats, rows, report_gallery(session, study)), len(rows))
+
+
+def monitoring_svgs(monitoring: dict[str, Any] | None) -> dict[str, str]:
+    """Per comparison: the repeated 95% interval at every look against ratings (inline SVG)."""
+
+    out = {}
+    for i, (label, m) in enumerate((monitoring or {}).get("comparisons", {}).items()):
+        h = m.get("history") or {}
+        if not h.get("n_ratings"):
+            continue
+        fig, ax = pyplot().subplots(figsize=(7, 2.6))
+        ax.fill_between(h["n_ratings"], h["interval_low"], h["interval_high"], color="#67a9cf", alpha=0.4,
+                        step="post", label="repeated 95% interval (valid at every look)")
+        ax.plot(h["n_ratings"], h["win_rate"], color="#2166ac", drawstyle="steps-post", label="win rate")
+        ax.axhline(0.5, color="black", linewidth=0.8)
+        d = m["margin"]
+        ax.axhspan(0.5 - d, 0.5 + d, color="#d9d9d9", alpha=0.5, label=f"no difference larger than {d:g}")
+        if m.get("stop"):
+            ax.axvline(m["stop"]["n_ratings"], color="#b2182b", linewidth=0.8, label="stop")
+        ax.set_xlim(0, m["planned_ratings"])
+        ax.set_ylim(0, 1)
+        ax.set_xlabel("preference ratings (looks every %d)" % m["look_every"])
+        ax.set_ylabel("win rate")
+        ax.set_title(label, fontsize=9)
+        ax.legend(fontsize=7, frameon=False, loc="lower left")
+        out[label] = svg(fig, f"monitoring-{i}")
+    return out

@@ -1,0 +1,319 @@
+"""Study configuration: create, edit, export and change the state of studies.
+
+A study's config is a plain dict (YAML/JSON file, admin form, `sfgeval study create`) validated by
+`StudyConfig`. Every edit bumps `Study.version` and stores a `StudyVersion` snapshot; ratings record
+the version they were made under. Functions here flush but never commit: the caller owns the
+transaction.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from app.statistics.monitoring import MonitoringSettings
+from app.store.models import STUDY_STATES, Comparison, PairSet, Rating, Study, StudyVersion, Trial
+from app.statistics import StatisticsInputError, normalise_rules
+
+DEFAULT_QUESTION = "Which image has better quality and matches the prompt better?"
+DEFAULT_SCALE_LABELS = [
+    "Left much better",
+    "Left slightly better",
+    "No preference",
+    "Right slightly better",
+    "Right much better",
+]
+DEFAULT_INSTRUCTIONS = (
+    "You will see a text prompt and two images generated from it. Compare them and answer the "
+    "question with one of five buttons (or the keys 1 to 5). There are no right or wrong answers "
+    "except on a few obvious check pairs; take the time you need."
+)
+DEFAULT_EXCLUSION_RULES: dict[str, Any] = {
+    "fail_gold": True,
+    "min_response_ms": 800,
+    "max_fast_share": 0.5,
+    "straight_lining": True,
+    "min_consistency": 0.5,
+    "max_side_bias": 0.9,
+}
+SLUG_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,63}$")
+
+
+# State changes a study may make. Archived is final: an archived study is read-only.
+TRANSITIONS: dict[str, tuple[str, ...]] = {
+    "draft": ("open", "archived"),
+    "open": ("closed",),
+    "closed": ("open", "archived"),
+    "archived": (),
+}
+
+
+class StudyError(ValueError):
+    """A study config or state change that cannot be applied; the message says why."""
+
+
+class StudyConfig(BaseModel):
+    """The fields of a study config file (api.md); all but `title` and `pair_sets` optional."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    title: str = Field(min_length=1, max_length=300)
+    slug: str | None = None
+    instructions: str = DEFAULT_INSTRUCTIONS
+    question: str = DEFAULT_QUESTION
+    scale_labels: list[str] = Field(default_factory=lambda: list(DEFAULT_SCALE_LABELS), min_length=5, max_length=5)
+    pair_sets: list[int] = Field(min_length=1, description="pair set ids from `sfgeval import`")
+    pairs_per_participant: int = Field(default=20, ge=1)
+    ratings_per_pair: int = Field(default=5, ge=1)
+    gold_rate: float = Field(default=0.1, ge=0, le=1, description="gold trials per main trial")
+    repeats: int = Field(default=1, ge=0, description="repeated pairs (sides swapped) per participant")
+    min_response_ms: int = Field(default=800, ge=0)
+    practice_trials: int = Field(default=0, ge=0)
+    hold_minutes: float | None = Field(default=None, gt=0)
+    completion_code: str | None = Field(default=None, max_length=100)
+    redirect_url: str | None = Field(default=None, max_length=2000)
+    exclusion_rules: dict[str, Any] = Field(default_factory=lambda: dict(DEFAULT_EXCLUSION_RULES))
+    monitoring: MonitoringSettings = Field(default_factory=MonitoringSettings)
+    auto_close: bool = Field(default=False, description="close once every main pair has ratings_per_pair ratings")
+    # The participant's view (see README, "The participant's view").
+    compare_tools: bool = Field(default=True, description="compare view: zoom, pan, flicker")
+    max_upscale: float = Field(default=4.0, ge=1, le=64, description="largest display size / natural size")
+    fast_answers: Literal["block", "warn", "flag"] = "warn"
+    fast_share_limit: float | None = Field(default=0.5, ge=0, le=1,
+                                           description="too-fast share past which the code is withheld")
+    returned_message: str | None = Field(default=None, max_length=5000)
+    gold_instruction: str | None = Field(default=None, max_length=1000)
+    state: Literal["draft", "open", "closed", "archived"] = "draft"
+    seed: int | None = Field(default=None, ge=0, lt=2**31)
+
+    @field_validator("slug")
+    @classmethod
+    def _slug(cls, v: str | None) -> str | None:
+        if v is not None and not SLUG_RE.match(v):
+            raise ValueError("slug must be lowercase letters, digits and '-', at most 64 characters")
+        return v
+
+    @field_validator("pair_sets")
+    @classmethod
+    def _unique(cls, v: list[int]) -> list[int]:
+        if len(set(v)) != len(v):
+            raise ValueError("a pair set is listed twice")
+        return v
+
+    @field_validator("exclusion_rules")
+    @classmethod
+    def _rules(cls, v: dict[str, Any]) -> dict[str, Any]:
+        # Checked against the one schema (`app.statistics.exclusions.ExclusionRules`) when the
+        # study is saved: a typo in a rule name must not switch the rule off silently, nor break
+        # the statistics pages later.
+        try:
+            normalise_rules(v)
+        except StatisticsInputError as e:
+            raise ValueError(str(e)) from None
+        return v
+
+    @model_validator(mode="after")
+    def _speed_rule_has_a_limit(self) -> StudyConfig:
+        # A share of too-fast answers means nothing without a time limit: refuse it, rather than
+        # saving a rule that silently does nothing.
+        rules = self.exclusion_rules
+        if rules.get("max_fast_share") is not None and not rules.get("min_response_ms") and not self.min_response_ms:
+            raise ValueError("exclusion_rules.max_fast_share needs a minimum response time: set "
+                             "exclusion_rules.min_response_ms or the study's min_response_ms above 0")
+        return self
+
+    @field_validator("redirect_url")
+    @classmethod
+    def _url(cls, v: str | None) -> str | None:
+        if v and not re.match(r"^https?://", v):
+            raise ValueError("redirect_url must start with http:// or https://")
+        return v or None
+
+    @field_validator("returned_message", "gold_instruction")
+    @classmethod
+    def _blank_is_none(cls, v: str | None) -> str | None:
+        return v.strip() or None if isinstance(v, str) else v
+
+
+def parse_config(data: dict[str, Any]) -> StudyConfig:
+    """Validate a config dict; StudyError names the first bad field."""
+    if not isinstance(data, dict):
+        raise StudyError("a study config must be a mapping of field names to values")
+    try:
+        return StudyConfig.model_validate(data)
+    except ValidationError as e:
+        first = e.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "config"
+        raise StudyError(f"study config field '{where}': {first['msg']}") from None
+
+
+def slugify(title: str) -> str:
+    slug = re.sub(r"[^a-z0-9]+", "-", title.lower()).strip("-")[:48]
+    return slug or "study"
+
+
+def _free_slug(session: Session, base: str) -> str:
+    slug, n = base, 2
+    while session.scalar(select(Study.id).where(Study.slug == slug)) is not None:
+        slug, n = f"{base}-{n}", n + 1
+    return slug
+
+
+def _pair_sets(session: Session, ids: list[int]) -> list[PairSet]:
+    found = {ps.id: ps for ps in session.scalars(select(PairSet).where(PairSet.id.in_(ids)))}
+    missing = [i for i in ids if i not in found]
+    if missing:
+        raise StudyError(f"unknown pair set id(s) {missing}: import them first (sfgeval import DIR)")
+    return [found[i] for i in ids]
+
+
+def comparison_label(ps: PairSet) -> str:
+    return f"{ps.name}: {ps.treatment_arm} vs {ps.baseline_arm}"
+
+
+def study_config(study: Study) -> dict[str, Any]:
+    """The study as a config dict that `create_study` accepts (round-trips)."""
+    return {
+        "title": study.title,
+        "slug": study.slug,
+        "instructions": study.instructions,
+        "question": study.question,
+        "scale_labels": list(study.scale_labels),
+        "pair_sets": [c.pair_set_id for c in study.comparisons],
+        "pairs_per_participant": study.pairs_per_participant,
+        "ratings_per_pair": study.ratings_per_pair,
+        "gold_rate": study.gold_rate,
+        "repeats": study.repeats,
+        "min_response_ms": study.min_response_ms,
+        "practice_trials": study.practice_trials,
+        "hold_minutes": study.hold_minutes,
+        "completion_code": study.completion_code,
+        "redirect_url": study.redirect_url,
+        "exclusion_rules": dict(study.exclusion_rules or {}),
+        "monitoring": MonitoringSettings.model_validate(study.monitoring or {}).model_dump(),
+        "auto_close": bool(study.auto_close),
+        "compare_tools": study.compare_tools,
+        "max_upscale": study.max_upscale,
+        "fast_answers": study.fast_answers,
+        "fast_share_limit": study.fast_share_limit,
+        "returned_message": study.returned_message,
+        "gold_instruction": study.gold_instruction,
+        "state": study.state,
+        "seed": study.seed,
+    }
+
+
+def _snapshot(session: Session, study: Study, note: dict[str, Any] | None = None) -> None:
+    session.flush()
+    session.add(StudyVersion(study_id=study.id, version=study.version, config=study_config(study), note=note))
+    session.flush()
+
+
+_PLAIN_FIELDS = (
+    "title", "instructions", "question", "scale_labels", "pairs_per_participant", "ratings_per_pair",
+    "gold_rate", "repeats", "min_response_ms", "practice_trials", "hold_minutes", "redirect_url",
+    "exclusion_rules", "auto_close", "state", "compare_tools", "max_upscale", "fast_answers", "fast_share_limit",
+    "returned_message", "gold_instruction",
+)
+
+
+def create_study(session: Session, config: StudyConfig | dict[str, Any]) -> Study:
+    """Create a study (version 1) with one comparison per pair set."""
+    cfg = config if isinstance(config, StudyConfig) else parse_config(config)
+    pair_sets = _pair_sets(session, cfg.pair_sets)
+    if cfg.slug and session.scalar(select(Study.id).where(Study.slug == cfg.slug)) is not None:
+        raise StudyError(f"a study with slug {cfg.slug!r} already exists")
+    study = Study(
+        slug=cfg.slug or _free_slug(session, slugify(cfg.title)),
+        completion_code=cfg.completion_code or secrets.token_hex(4).upper(),
+        seed=cfg.seed if cfg.seed is not None else secrets.randbelow(2**31),
+        version=1,
+        monitoring=cfg.monitoring.model_dump(),
+        **{f: getattr(cfg, f) for f in _PLAIN_FIELDS},
+    )
+    study.comparisons = [Comparison(pair_set_id=ps.id, label=comparison_label(ps)) for ps in pair_sets]
+    session.add(study)
+    _snapshot(session, study)
+    return study
+
+
+def update_study(session: Session, study: Study, changes: dict[str, Any], note: dict[str, Any] | None = None) -> Study:
+    """Apply config `changes` (any StudyConfig fields), bump the version, store a snapshot.
+
+    Changes that equal the current config are no edit: the version stays. The same rules hold
+    for every caller (pages, command line): archived studies are read-only, and the exclusion
+    rules and the seed are fixed once data has come in.
+    """
+    if study.state == "archived":
+        raise StudyError("this study is archived and can no longer be edited")
+    current = study_config(study)
+    cfg = parse_config({**current, **changes})
+    if cfg.model_dump() == parse_config(current).model_dump():
+        return study
+    if cfg.state != study.state and cfg.state not in TRANSITIONS[study.state]:
+        raise StudyError(f"a study that is {study.state} cannot be moved to {cfg.state}")
+    if cfg.exclusion_rules != (study.exclusion_rules or {}) and has_ratings(session, study):
+        raise StudyError("the exclusion rules cannot change once the study has ratings (set them before data comes in)")
+    if cfg.slug != study.slug:
+        raise StudyError("a study's slug cannot change (participant links use it)")
+    if cfg.monitoring.look_every != current["monitoring"]["look_every"] and has_ratings(session, study):
+        raise StudyError("monitoring.look_every cannot change once the study has ratings (the looks are planned)")
+    if cfg.seed != study.seed and _has_trials(session, study):
+        raise StudyError("the randomisation seed cannot change once participants have started")
+    current = [c.pair_set_id for c in study.comparisons]
+    if cfg.pair_sets != current:
+        removed = set(current) - set(cfg.pair_sets)
+        if removed and _has_trials(session, study):
+            raise StudyError("pair sets cannot be removed once participants have started")
+        keep = [c for c in study.comparisons if c.pair_set_id in cfg.pair_sets]
+        have = {c.pair_set_id for c in keep}
+        for ps in _pair_sets(session, [i for i in cfg.pair_sets if i not in have]):
+            keep.append(Comparison(pair_set_id=ps.id, label=comparison_label(ps)))
+        study.comparisons = keep
+    for f in _PLAIN_FIELDS:
+        setattr(study, f, getattr(cfg, f))
+    study.monitoring = cfg.monitoring.model_dump()
+    study.completion_code = cfg.completion_code or study.completion_code
+    study.seed = cfg.seed if cfg.seed is not None else study.seed
+    study.version += 1
+    _snapshot(session, study, note)
+    return study
+
+
+def set_state(session: Session, study: Study, state: str, note: dict[str, Any] | None = None) -> Study:
+    """Open, close or archive a study (an edit like any other: the version goes up).
+
+    `note` is stored with the new version (e.g. the monitoring stop that closed the study)."""
+    if state not in STUDY_STATES:
+        raise StudyError(f"unknown study state {state!r}; use one of {', '.join(STUDY_STATES)}")
+    if state == study.state:
+        raise StudyError(f"the study is already {state}")
+    if state not in TRANSITIONS[study.state]:
+        raise StudyError(f"a study that is {study.state} cannot be moved to {state}")
+    if state == "open" and not study.comparisons:
+        raise StudyError("a study needs at least one pair set before it can open")
+    return update_study(session, study, {"state": state}, note)
+
+
+def _has_trials(session: Session, study: Study) -> bool:
+    return bool(session.scalar(select(func.count(Trial.id)).where(Trial.study_id == study.id)))
+
+
+def has_ratings(session: Session, study: Study) -> bool:
+    return bool(
+        session.scalar(
+            select(func.count(Rating.id)).join(Trial, Rating.trial_id == Trial.id).where(Trial.study_id == study.id)
+        )
+    )
+
+
+def get_study(session: Session, slug: str) -> Study:
+    study = session.scalar(select(Study).where(Study.slug == slug))
+    if study is None:
+        raise StudyError(f"no study with slug {slug!r}")
+    return study
