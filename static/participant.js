@@ -73,6 +73,9 @@
   function render(t) {
     if (viewer) viewer.close();
     current = t; unlocked = false; arrivedAt = performance.now();
+    // A new trial starts at its top (on a phone the answer buttons sit below the fold, and the
+    // browser would otherwise keep the previous trial's scroll position).
+    window.scrollTo(0, 0);
     note(""); el("warning").hidden = true;
     el("prompt").textContent = t.prompt;
     el("instruction").textContent = t.instruction || "";
@@ -87,7 +90,7 @@
     var loaded = 0;
     function ready() {
       if (++loaded !== 2) return;
-      layout(); busy = false;
+      layout(); window.scrollTo(0, 0); busy = false;
       startCountdown();
     }
     ["left", "right"].forEach(function (side) {

@@ -94,8 +94,13 @@ def test_trial_page_works_on_a_phone_and_images_open_large(chromium, live_server
     assert page.evaluate("document.getElementById('v-left').src === document.getElementById('left').src")
     page.tap("#v-close")
     assert not page.is_visible("#viewer")
+    # Answer from the bottom of the page (where the buttons are on a phone): the next trial opens at its top.
+    page.locator(".answer[data-choice='4']").scroll_into_view_if_needed()
+    assert page.evaluate("window.scrollY") > 0
     page.tap(".answer[data-choice='4']")
     page.wait_for_function("document.getElementById('progress-text').textContent === 'Pair 2 of 2'")
     now_shown = set(page.evaluate("[document.getElementById('left').src, document.getElementById('right').src]"))
     assert now_shown == preloaded
+    page.wait_for_function("!document.querySelector('.answer').disabled")
+    assert page.evaluate("window.scrollY") == 0
     context.close()

@@ -6,7 +6,9 @@ from __future__ import annotations
 import os
 import shutil
 import socket
+import site
 import subprocess
+import sysconfig
 import sys
 import time
 import urllib.request
@@ -56,10 +58,17 @@ def test_wheel_installs_and_serves_outside_the_checkout(tmp_path):
                    "app/_bundled/migrations/env.py", "app/_bundled/migrations/versions/0001_initial_schema.py",
                    "app/demo_pairs/manifest.jsonl"):
         assert needed in names, needed
-    # A fresh venv that sees the system's dependencies (no download), with the wheel installed.
+    # A fresh venv that sees the running interpreter's dependencies (no download), with the wheel
+    # installed. `--system-site-packages` would show the *base* interpreter's packages, which is
+    # not where they are when the tests themselves run in a virtual environment: the venv gets a
+    # .pth naming this interpreter's site-packages instead (its own site-packages come first).
     venv = tmp_path / "venv"
-    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(venv)], check=True, timeout=120)
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
     bindir = venv / "bin"
+    venv_site = subprocess.run([str(bindir / "python"), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                               check=True, capture_output=True, text=True).stdout.strip()
+    ours = dict.fromkeys([*site.getsitepackages(), sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]])
+    (Path(venv_site) / "outer-site.pth").write_text("".join(f"{d}\n" for d in ours if Path(d).is_dir()))
     subprocess.run([str(bindir / "python"), "-m", "pip", "install", "-q", "--no-deps", "--no-index", str(wheel)],
                    check=True, capture_output=True, timeout=300)
     work = tmp_path / "elsewhere"
