@@ -12,7 +12,7 @@ _P = SamplerParams  # option defaults come from the one settings class
 @click.command()
 @click.option("--prompts", "prompt_file", required=True, type=click.Path(), help="Prompt file: .txt (one per line), .csv or .jsonl (a 'prompt' field).")
 @click.option("--out", "out_dir", required=True, type=click.Path(), help="Pair-set folder (manifest.jsonl + images); re-running resumes.")
-@click.option("--model", "model_dir", type=click.Path(), default=None, help="Local diffusers Stable Diffusion 1.x folder.")
+@click.option("--model", "model_dir", type=click.Path(), default=None, help="Local diffusers Stable Diffusion 1.x or SDXL folder.")
 @click.option("--tiny", is_flag=True, help="Use the tiny random-weight model (built once into $SFGEVAL_CACHE/tiny-sd).")
 @click.option("--seeds-per-prompt", type=click.IntRange(1), default=1, show_default=True)
 @click.option("--seed", "base_seed", type=click.IntRange(0), default=0, show_default=True, help="First seed of prompts whose file gives none (seed / evaluation_seed column).")
@@ -32,10 +32,13 @@ _P = SamplerParams  # option defaults come from the one settings class
 @click.option("--limit", type=click.IntRange(1), default=None, help="Only the first N prompts.")
 @click.option("--reuse", "reuse_from", type=click.Path(file_okay=False), default=None,
               help="Pair-set folder (e.g. the 5K set the strata were scored on): pairs it holds with the same key, prompt and settings are copied, not generated again.")
+@click.option("--arms", "arms_file", type=click.Path(dir_okay=False), default=None,
+              help="YAML/JSON list of arms {name, method, params, baseline?} (methods cfg, sfg, pag, apg, cfg-zero-star): one image per arm from the same noise, manifest sfgeval.set/1. --steps and --guidance-scale are the arms' defaults.")
 def generate(prompt_file, out_dir, model_dir, tiny, seeds_per_prompt, base_seed, steps, guidance_scale, sfg_scale,
              sfg_guidance_scale, sfg_start_step, token_select, include_eos, height, width, batch_size, device, dtype,
-             save_maps, limit, reuse_from) -> None:
-    """Generate paired CFG/SFG images from the same seeds into OUT with a manifest.
+             save_maps, limit, reuse_from, arms_file) -> None:
+    """Generate paired CFG/SFG images from the same seeds into OUT with a manifest
+    (or, with --arms, one image per arm of the arms file).
 
     Runs on several GPUs under `accelerate launch`, each process taking its own share of pairs.
     """
@@ -45,6 +48,16 @@ def generate(prompt_file, out_dir, model_dir, tiny, seeds_per_prompt, base_seed,
 
     if bool(model_dir) == bool(tiny):
         raise click.UsageError("give exactly one of --model DIR or --tiny")
+    if arms_file is not None and save_maps:
+        raise click.UsageError("--save-maps is not available with --arms")
+    arms = None
+    if arms_file is not None:  # checked before any model is built or loaded
+        from sampler.arms import ArmsError, read_arms
+
+        try:
+            arms = read_arms(arms_file, SamplerParams(num_inference_steps=steps, guidance_scale=guidance_scale))
+        except (ArmsError, ValueError) as e:
+            raise click.ClickException(str(e)) from None
     name = None
     if tiny:
         model_dir, name = ensure_tiny_model(default_tiny_model_dir()), f"sfgeval-{TINY_VERSION}"
@@ -54,13 +67,27 @@ def generate(prompt_file, out_dir, model_dir, tiny, seeds_per_prompt, base_seed,
             sfg_guidance_scale=sfg_guidance_scale, sfg_start_step=sfg_start_step, token_select=token_select,
             include_eos=include_eos, height=height, width=width,
         )
-        summary = generate_pairs(
-            prompt_file, out_dir, model_dir=model_dir, settings=settings, seeds_per_prompt=seeds_per_prompt,
-            base_seed=base_seed, batch_size=batch_size, device=device, dtype=dtype, save_maps=save_maps,
-            limit=limit, model_name=name, reuse_from=reuse_from,
-        )
+        if arms is not None:
+            from sampler.sets import generate_sets
+
+            sets = generate_sets(
+                prompt_file, out_dir, arms=arms, model_dir=model_dir, settings=settings,
+                seeds_per_prompt=seeds_per_prompt, base_seed=base_seed, batch_size=batch_size, device=device,
+                dtype=dtype, limit=limit, model_name=name, reuse_from=reuse_from,
+            )
+        else:
+            summary = generate_pairs(
+                prompt_file, out_dir, model_dir=model_dir, settings=settings, seeds_per_prompt=seeds_per_prompt,
+                base_seed=base_seed, batch_size=batch_size, device=device, dtype=dtype, save_maps=save_maps,
+                limit=limit, model_name=name, reuse_from=reuse_from,
+            )
     except (GenerateError, PromptFileError, ValueError) as e:
         raise click.ClickException(str(e)) from None
+    if arms is not None:
+        reused = f" ({sets.reused} copied from {reuse_from})" if reuse_from else ""
+        click.echo(f"{sets.out_dir}: {sets.images} images written{reused} in {sets.written} sets, "
+                   f"{sets.complete} sets already complete, {sets.total} in this run's share")
+        return
     reused = f" ({summary.reused} copied from {reuse_from})" if reuse_from else ""
     click.echo(
         f"{summary.out_dir}: {summary.written} pairs written{reused}, {summary.skipped} already there, "

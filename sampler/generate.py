@@ -43,26 +43,12 @@ from sampler.model_folder import (
 from sampler.pair_files import MAPS_DIR, ManifestWriter, png_bytes, write_file
 from sampler.params import SamplerParams
 from sampler.prompts import PromptRecord, read_prompts
+from sampler.settings import GenerationSettings
 from sampler.signature import RunSignature, check_resume, run_signature
 
 T = TypeVar("T")
 BASELINE_ARM = "cfg"
 TREATMENT_ARM = "sfg"
-
-
-@dataclass(frozen=True)
-class GenerationSettings(SamplerParams):
-    """`SamplerParams` (defaults and checks of the guidance parameters) plus the image size:
-    height/width None mean the model's native size (512 for SD 1.x, 64 for the tiny model)."""
-
-    height: int | None = None
-    width: int | None = None
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        for side in (self.height, self.width):
-            if side is not None and (side < 8 or side % 8):
-                raise ValueError(f"height and width must be multiples of 8 (got {self.height}x{self.width})")
 
 
 @dataclass(frozen=True)

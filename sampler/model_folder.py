@@ -1,4 +1,4 @@
-"""A local diffusers Stable Diffusion 1.x folder: checks, identity, configs, loading.
+"""A local diffusers Stable Diffusion 1.x or SDXL folder: checks, identity, configs, loading.
 
 Everything here but `load_pipeline` reads only config files and file sizes, so a wrong folder or
 a resume with other settings fails in seconds, before gigabytes of weights load.
@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 _MODEL_PARTS = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
+_SDXL_PARTS = ("text_encoder_2", "tokenizer_2")  # model_index.json's _class_name names an SDXL pipeline
 
 
 class GenerateError(ValueError):
@@ -20,7 +21,7 @@ class GenerateError(ValueError):
 
 
 def check_model_folder(model_dir: Path) -> None:
-    """Raise GenerateError unless `model_dir` looks like a diffusers SD pipeline folder."""
+    """Raise GenerateError unless `model_dir` looks like a diffusers SD 1.x or SDXL pipeline folder."""
     model_dir = Path(model_dir)
     if not model_dir.is_dir():
         raise GenerateError(f"model folder {model_dir} does not exist")
@@ -28,10 +29,13 @@ def check_model_folder(model_dir: Path) -> None:
     if not index.is_file():
         raise GenerateError(f"{model_dir} is not a diffusers pipeline folder (no model_index.json)")
     try:
-        json.loads(index.read_text(encoding="utf-8"))
+        if not isinstance(json.loads(index.read_text(encoding="utf-8")), dict):
+            raise ValueError("expected a JSON object")
     except (ValueError, OSError) as e:
         raise GenerateError(f"{index}: not valid JSON ({e})") from None
-    missing = [p for p in _MODEL_PARTS if not (model_dir / p).is_dir()]
+    index_json = json.loads(index.read_text(encoding="utf-8"))
+    parts = _MODEL_PARTS + (_SDXL_PARTS if "XL" in str(index_json.get("_class_name", "")) else ())
+    missing = [p for p in parts if not (model_dir / p).is_dir()]
     if missing:
         raise GenerateError(f"{model_dir}: missing component folder(s): {', '.join(missing)}")
 

@@ -34,6 +34,7 @@ from sampler.attention import (
     SFGControl,
     cross_attention_names,
 )
+from sampler.conditioning import decode, encode, native_size
 from sampler.params import SamplerParams
 
 ARMS = ("cfg", "sfg")
@@ -84,6 +85,14 @@ class SFGOutput:
     latents: dict[str, torch.Tensor]
     token_maps: list[TokenMap] = field(default_factory=list)
     nsfw: dict[str, list[bool] | None] = field(default_factory=dict)
+
+
+def is_sdxl_folder(model_dir: str | Path) -> bool:
+    """True when a diffusers folder's model_index.json names an SDXL pipeline class."""
+    import json
+
+    index = json.loads((Path(model_dir) / "model_index.json").read_text(encoding="utf-8"))
+    return "XL" in str(index.get("_class_name", ""))
 
 
 def _dtype_argument() -> str:
@@ -148,11 +157,14 @@ class SFGPipeline:
 
     @classmethod
     def from_pretrained(cls, model_dir: str | Path, device: str | torch.device = "cpu", torch_dtype=torch.float32):
-        from diffusers import StableDiffusionPipeline
+        """Load a local SD 1.x or SDXL folder (SDXL when model_index.json's `_class_name` names an
+        SDXL pipeline)."""
+        import diffusers
 
         # Load in the wanted dtype (casting afterwards with .to(dtype) makes diffusers warn once
         # per model). Newer diffusers call the argument `dtype`, older ones `torch_dtype`.
-        pipe = StableDiffusionPipeline.from_pretrained(str(model_dir), **{_dtype_argument(): torch_dtype})
+        pipe_class = diffusers.StableDiffusionXLPipeline if is_sdxl_folder(model_dir) else diffusers.StableDiffusionPipeline
+        pipe = pipe_class.from_pretrained(str(model_dir), **{_dtype_argument(): torch_dtype})
         pipe.set_progress_bar_config(disable=True)
         return cls(pipe.to(device))
 
@@ -232,13 +244,14 @@ class SFGPipeline:
         if isinstance(generator, list) and len(generator) != len(prompts):
             raise ValueError(f"{len(generator)} generators for {len(prompts)} prompts")
         t_s = p.start_step()
-        default_size = pipe.unet.config.sample_size * pipe.vae_scale_factor
-        height, width = height or default_size, width or default_size
-        pipe.check_inputs(prompts, height, width, None)
+        height, width = height or native_size(pipe), width or native_size(pipe)
+        if height % 8 or width % 8:
+            raise ValueError(f"height and width must be multiples of 8 (got {height}x{width})")
 
         device = pipe._execution_device
         b = len(prompts)
-        cond, uncond = pipe.encode_prompt(prompts, device, 1, True)
+        text = encode(pipe, prompts, height, width, device)
+        cond = text.cond
         mask = self.candidate_mask(prompts, p.include_eos).to(device)
         timesteps, _ = retrieve_timesteps(pipe.scheduler, p.num_inference_steps, device)
         latents = pipe.prepare_latents(
@@ -254,9 +267,7 @@ class SFGPipeline:
         with sfg_attention(pipe.unet, control):
             for i, t in enumerate(timesteps):
                 if i < t_s or arms == ("cfg",):
-                    eps = self._unet(
-                        [(prefix, torch.cat([uncond, cond]))], t, control, None
-                    )[0]
+                    eps = self._unet([(prefix, ["uncond", "cond"])], t, control, None, text)[0]
                     self._step(prefix, apply_guidance(eps, "cfg", p.guidance_scale), t, eta=0.0)
                     continue
                 if forked is None:
@@ -265,10 +276,10 @@ class SFGPipeline:
                     forked = {arm: forked[arm] for arm in arms}
                 batch = []
                 for arm in arms:
-                    batch.append((forked[arm], torch.cat([uncond, cond] if arm == "cfg" else [cond, cond])))
+                    batch.append((forked[arm], ["uncond", "cond"] if arm == "cfg" else ["cond", "cond"]))
                 # The perturbed rows are the last B rows: arms are ordered cfg before sfg.
                 perturbed_from = 2 * b * len(arms) - b if arms[-1] == "sfg" else None
-                eps_all = self._unet(batch, t, control, (perturbed_from, mask))
+                eps_all = self._unet(batch, t, control, (perturbed_from, mask), text)
                 for arm, eps in zip(arms, eps_all):
                     g = p.guidance_scale if arm == "cfg" else p.sfg_guidance_scale
                     self._step(forked[arm], apply_guidance(eps, arm, g), t, eta=0.0)
@@ -287,17 +298,19 @@ class SFGPipeline:
             ]
         return out
 
-    def _unet(self, batch, t, control: SFGControl, perturbed) -> list[torch.Tensor]:
+    def _unet(self, batch, t, control: SFGControl, perturbed, text) -> list[torch.Tensor]:
         """One UNet forward over the concatenated arms; returns each arm's 2B-row prediction.
 
-        batch: list of (arm state, text embeddings [2B, 77, D]); each arm's latents are doubled
-        and scaled by that arm's own scheduler (schedulers may track their step index)."""
+        batch: list of (arm state, row kinds ['uncond'|'cond', ...] of `text`, a Conditioning);
+        each arm's latents are doubled and scaled by that arm's own scheduler (schedulers may
+        track their step index)."""
         inputs = [arm.scheduler.scale_model_input(torch.cat([arm.latents] * 2), t) for arm, _ in batch]
         sizes = [x.shape[0] for x in inputs]
+        states, added = text.rows([k for _, kinds in batch for k in kinds])
         control.perturbed_from, control.candidate_mask = perturbed if perturbed else (None, None)
         try:
             eps = self.pipe.unet(
-                torch.cat(inputs), t, encoder_hidden_states=torch.cat([e for _, e in batch]), return_dict=False
+                torch.cat(inputs), t, encoder_hidden_states=states, added_cond_kwargs=added, return_dict=False
             )[0]
         finally:
             control.perturbed_from, control.candidate_mask = None, None
@@ -308,13 +321,7 @@ class SFGPipeline:
         arm.latents = arm.scheduler.step(eps, t, arm.latents, **extra, return_dict=False)[0]
 
     def _decode(self, latents: torch.Tensor, output_type: str, dtype):
-        pipe = self.pipe
-        if output_type == "latent":
-            return latents, None
-        image = pipe.vae.decode(latents / pipe.vae.config.scaling_factor, return_dict=False)[0]
-        image, nsfw = pipe.run_safety_checker(image, pipe._execution_device, dtype)
-        denorm = [True] * image.shape[0] if nsfw is None else [not x for x in nsfw]
-        return pipe.image_processor.postprocess(image, output_type=output_type, do_denormalize=denorm), nsfw
+        return decode(self.pipe, latents, output_type)
 
     def _map_resolution(self, height: int, width: int) -> tuple[int, int]:
         """(h, w) of the cross-attention resolution used for token maps: the one whose side is

@@ -11,13 +11,11 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from sampler.manifest import PairRecord
 from sampler.model_folder import GenerateError, scheduler_facts
-
-if TYPE_CHECKING:
-    from sampler.generate import GenerationSettings
+from sampler.settings import GenerationSettings
 
 
 def _plain_json(value: Any) -> Any:
