@@ -300,7 +300,8 @@ def two_way(a: np.ndarray, b: np.ndarray, participant: np.ndarray, prompt: np.nd
     h_count = int(np.unique(stratum).size)
     v, df = combine(v_p, v_q, ppq.v / b2, df_p, df_q, df_rule,
                     classic=(np.array([n_p - 1.0]), np.array([max(n_q - h_count, 1.0)])))
-    if not (np.isfinite(v[0]) and v[0] > 0 and np.isfinite(df[0]) and df[0] > 0):
+    # Rounding leaves ~1e-17 where every cluster answered alike: treat a variance that small as zero.
+    if not (np.isfinite(v[0]) and v[0] > 1e-10 * (abs(theta) + 1) ** 2 and np.isfinite(df[0]) and df[0] > 0):
         return Estimate(theta, None, None, "no variation between participants or prompts (every cluster answered "
                         "alike): the cluster-robust variance is zero, and a zero-width interval would claim a "
                         "certainty the data do not have", n_p, n_q)
