@@ -1,120 +1,154 @@
-"""Coverage and width of the 95% intervals of the win rate, tie-as-half rate and mean score.
+"""Coverage and width of the 95% intervals, balanced and unbalanced crowds, and the level of every test.
 
-    python3 benchmarks/calibration.py [--reps 1000] [--draws 200] [--seed 0] [--only SUBSTRING]
+    python3 benchmarks/calibration.py [--reps 1000] [--seed 0] [--only SUBSTRING] [--markdown]
 
-A grid of simulated studies (every combination of): 15 or 120 participants; strong or zero
-participant and prompt effects; 10 or 30 prompts per stratum (3 strata, 3 seeds per prompt, so 90
-or 270 pairs; every participant rates 20 distinct pairs drawn at random); two generative models:
+Each scenario simulates `--reps` studies (fresh participants and prompts each time) and analyses
+every study with the candidate methods of `app.statistics.robust`:
 
-- `latent`: the model of `app/statistics/simulation.py`: latent = effect + stratum offset + participant
-  bias + prompt effect + N(0, 1) noise, cut at +-0.5 and +-1.5 into the five answers;
-- `logit`: a cumulative-logit model with skewed (centred exponential) prompt effects, logistic
-  noise and per-participant answer thresholds (some people say "no preference" more often).
+- OLD: CR1 cluster weights G / (G - 1), df = min(participants - 1, prompts - strata) (the method
+  before issue 23);
+- CR2-SATT: bias-reduced CR2 weights under the random-effects working model, df = Satterthwaite
+  combination of the participant and prompt parts' Bell-McCaffrey df;
+- CR2-MIN: the same weights, df = min of the two parts' Bell-McCaffrey df (what the report uses).
 
-Strong effects: participant SD 1.0, prompt SD 0.7 (latent units); zero: both 0 (and equal
-thresholds for everyone). The strata have fixed offsets -0.2, 0, +0.2, fixed by design. The true
-values are population values (computed from 400,000 draws of the random effects and the exact
-answer probabilities given them).
+Generative models: `latent` (normal participant, prompt and noise terms, cut at +-0.5 and +-1.5
+into five answers, as `app/simulation.py`) and `logit` (cumulative logit with skewed, centred
+exponential, prompt effects and per-participant answer thresholds). Prompt effects may be
+`reversing`: a fifth of the prompts strongly favour the baseline (-1.4 against +0.35 for the
+rest, plus N(0, 0.3)). Vote counts per participant are balanced, `heavy` (5 participants give
+60% of the votes) or `zipf` (the k-th participant gives about 1/k of the top one's votes). Strata
+have fixed offsets (-0.2, 0, +0.2). Every participant rates distinct pairs (prompt x seed) drawn
+at random. True values are population values (400,000 draws of the random effects with the exact
+answer probabilities given them), per stratum too.
 
-Methods: OLD = the crossed (pigeonhole) bootstrap percentile interval resampling all
-participants and prompts, as before issue 9; BOOT-CORR = pigeonhole bootstrap within strata
-with the double-counting correction (variance of the draws minus 2 V_PQ, t interval);
-CRVE-SATT = two-way cluster-robust variance V_P + V_Q - V_PQ with Satterthwaite df (as if the
-three parts were independent); NEW = the method of `app.statistics.robust`, what the report
-uses: the same variance with t(min(P - 1, Q - strata)). Prints per scenario the coverage and mean
-width of each method for each estimate; Monte Carlo SE of a coverage near 0.95 with 1000 reps
-is 0.007.
+Printed per scenario: coverage (with its Monte Carlo SE) of each method for the win rate; for
+CR2-MIN also the tie-as-half rate and mean score, and the mean width over the true-spread width
+(2 x 1.96 x the SD of the estimate across the simulated studies); per-stratum intervals
+(CR2-MIN with the prompt variance pooled across strata, and with each stratum's own) with their
+coverage and width ratio. Null scenarios (true win rate 0.5, mean score 0) also give the share of
+studies each test rejects at 0.05: the cluster-robust t tests the report shows, and the tests the
+report no longer shows (sign test and Wilcoxon on votes, Wilcoxon and t test on prompt means).
 """
 
 from __future__ import annotations
 
 import argparse
-import functools
-import itertools
+import math
 import sys
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 from scipy import special
 from scipy import stats as sps
-from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from app.statistics import bootstrap as boot  # noqa: E402
 from app.statistics import robust  # noqa: E402
+from app.statistics.significance import independent_vote_tests  # noqa: E402
 
 ESTIMATES = robust.ESTIMATES
-STRATUM_OFFSETS = (-0.2, 0.0, 0.2)
-SEEDS_PER_PROMPT = 3
-TRIALS = 20
-METHODS = ("OLD", "BOOT-CORR", "CRVE-SATT", "NEW")
+OFFSETS = (-0.2, 0.0, 0.2)
 T_SLIGHT, T_STRONG = 0.5, 1.5
+METHODS = {"OLD": ("cr1", "classic"), "CR2-SATT": ("cr2", "satterthwaite"), "CR2-MIN": ("cr2", "min")}
+CHOSEN = "CR2-MIN"
 
 
 @dataclass(frozen=True)
 class Scenario:
-    model: str  # "latent" or "logit"
-    n_participants: int
-    prompts_per_stratum: int
-    strong: bool
+    name: str
+    model: str = "latent"  # latent | logit
+    n_participants: int = 40
+    votes: str = "balanced"  # balanced | heavy | zipf
+    trials: int = 20  # votes per participant (balanced), per light rater (heavy), of the top rater (zipf)
+    n_strata: int = 3
+    prompts_per_stratum: int = 10
+    seeds: int = 3
+    sd_participant: float = 0.8
+    sd_prompt: float = 0.5
+    prompts: str = "normal"  # normal | reversing
     effect: float = 0.35
-
-    @property
-    def name(self) -> str:
-        return (f"{self.model:6s} P={self.n_participants:<3d} Q/stratum={self.prompts_per_stratum:<2d} "
-                f"effects={'strong' if self.strong else 'zero'}")
+    offsets: tuple[float, ...] = field(default=OFFSETS)
 
     @property
     def n_prompts(self) -> int:
-        return self.prompts_per_stratum * len(STRATUM_OFFSETS)
+        return self.n_strata * self.prompts_per_stratum
 
-    def sd(self) -> tuple[float, float, float]:
-        """(participant SD, prompt SD, SD of log threshold scale)."""
-        return (1.0, 0.7, 0.4) if self.strong else (0.0, 0.0, 0.0)
+    @property
+    def strata_offsets(self) -> np.ndarray:
+        if self.n_strata == 1:
+            return np.zeros(1)
+        return np.linspace(self.offsets[0], self.offsets[-1], self.n_strata)
+
+    def counts(self) -> np.ndarray:
+        p = self.n_participants
+        if self.votes == "balanced":
+            c = np.full(p, self.trials)
+        elif self.votes == "heavy":  # 5 participants give 60% of the votes
+            heavy = int(round(1.5 * (p - 5) * self.trials / 5))
+            c = np.concatenate([np.full(5, heavy), np.full(p - 5, self.trials)])
+        elif self.votes == "zipf":
+            c = np.maximum(np.round(self.trials / np.arange(1, p + 1)), 3).astype(int)
+        else:
+            raise ValueError(self.votes)
+        n_pairs = self.n_prompts * self.seeds
+        if c.max() > n_pairs:
+            raise ValueError(f"{self.name}: a participant would rate {c.max()} of {n_pairs} pairs")
+        return c
+
+    @property
+    def null(self) -> bool:
+        return self.effect == 0 and self.prompts == "normal" and self.model == "latent"
 
 
-def _prompt_effects(s: Scenario, rng: np.random.Generator, n: int) -> np.ndarray:
-    sd_q = s.sd()[1]
+def prompt_effects(s: Scenario, rng: np.random.Generator, n: int) -> np.ndarray:
+    if s.prompts == "reversing":
+        return np.where(rng.random(n) < 0.2, -1.4, 0.35) + rng.normal(0, 0.3, n)
     if s.model == "logit":  # skewed: centred exponential
-        return sd_q * (rng.exponential(1.0, n) - 1.0)
-    return rng.normal(0.0, sd_q, n)
+        return s.sd_prompt * (rng.exponential(1.0, n) - 1.0)
+    return rng.normal(0.0, s.sd_prompt, n)
 
 
 def answer_probabilities(s: Scenario, eta: np.ndarray, scale: np.ndarray) -> np.ndarray:
-    """P(score = -2..+2) given the linear predictor eta and threshold scale: array (..., 5)."""
     cdf = special.expit if s.model == "logit" else sps.norm.cdf
     cuts = np.stack([-T_STRONG * scale, -T_SLIGHT * scale, T_SLIGHT * scale, T_STRONG * scale], axis=-1)
-    below = cdf(cuts - eta[..., None])  # P(latent < cut)
+    below = cdf(cuts - eta[..., None])
     full = np.concatenate([np.zeros(eta.shape + (1,)), below, np.ones(eta.shape + (1,))], axis=-1)
     return np.diff(full, axis=-1)
 
 
-def truth(s: Scenario, n: int = 400_000, seed: int = 12345) -> dict[str, float]:
-    rng = np.random.default_rng(seed)
-    sd_p, _, sd_w = s.sd()
-    h = rng.integers(0, len(STRATUM_OFFSETS), n)
-    eta = s.effect + np.asarray(STRATUM_OFFSETS)[h] + rng.normal(0, sd_p, n) + _prompt_effects(s, rng, n)
-    scale = np.exp(rng.normal(0, sd_w, n)) if s.model == "logit" else np.ones(n)
-    pr = answer_probabilities(s, eta, scale).mean(axis=0)
+def _values(pr: np.ndarray) -> dict[str, float]:
     win, tie, loss = pr[3:].sum(), pr[2], pr[:2].sum()
-    return {"win_rate": win / (win + loss), "tie_half_rate": win + 0.5 * tie,
-            "mean_score": float(pr @ np.arange(-2, 3))}
+    return {"win_rate": win / (win + loss), "tie_half_rate": win + 0.5 * tie, "mean_score": float(pr @ np.arange(-2, 3))}
+
+
+def truth(s: Scenario, n: int = 400_000, seed: int = 12345) -> tuple[dict[str, float], list[dict[str, float]]]:
+    """Population values overall and per stratum."""
+    rng = np.random.default_rng(seed)
+    per = []
+    probs = []
+    for off in s.strata_offsets:
+        eta = s.effect + off + rng.normal(0, s.sd_participant, n // s.n_strata) + prompt_effects(s, rng, n // s.n_strata)
+        scale = np.exp(rng.normal(0, 0.4, eta.size)) if s.model == "logit" else np.ones(eta.size)
+        pr = answer_probabilities(s, eta, scale).mean(axis=0)
+        probs.append(pr)
+        per.append(_values(pr))
+    return _values(np.mean(probs, axis=0)), per
 
 
 def simulate(s: Scenario, rng: np.random.Generator) -> dict[str, np.ndarray]:
-    """One study's preference votes: participant, prompt, stratum (int codes) and score."""
-    sd_p, _, sd_w = s.sd()
-    n_pairs = s.n_prompts * SEEDS_PER_PROMPT
-    bias = rng.normal(0.0, sd_p, s.n_participants)
-    scale = np.exp(rng.normal(0.0, sd_w, s.n_participants)) if s.model == "logit" else np.ones(s.n_participants)
-    q_eff = _prompt_effects(s, rng, s.n_prompts)
-    pairs = np.argsort(rng.random((s.n_participants, n_pairs)), axis=1)[:, :TRIALS]
-    part = np.repeat(np.arange(s.n_participants), TRIALS)
-    prompt = pairs.ravel() // SEEDS_PER_PROMPT
+    counts = s.counts()
+    n_pairs = s.n_prompts * s.seeds
+    bias = rng.normal(0.0, s.sd_participant, s.n_participants)
+    scale = np.exp(rng.normal(0.0, 0.4, s.n_participants)) if s.model == "logit" else np.ones(s.n_participants)
+    q_eff = prompt_effects(s, rng, s.n_prompts)
+    order = np.argsort(rng.random((s.n_participants, n_pairs)), axis=1)
+    pair = order[np.arange(n_pairs)[None, :] < counts[:, None]]
+    part = np.repeat(np.arange(s.n_participants), counts)
+    prompt = pair // s.seeds
     stratum = prompt // s.prompts_per_stratum
-    eta = s.effect + np.asarray(STRATUM_OFFSETS)[stratum] + bias[part] + q_eff[prompt]
+    eta = s.effect + s.strata_offsets[stratum] + bias[part] + q_eff[prompt]
     noise = rng.logistic(0, 1, part.size) if s.model == "logit" else rng.normal(0, 1, part.size)
     latent, sc = eta + noise, scale[part]
     score = ((latent > T_SLIGHT * sc).astype(int) + (latent > T_STRONG * sc) - (latent < -T_SLIGHT * sc)
@@ -122,82 +156,161 @@ def simulate(s: Scenario, rng: np.random.Generator) -> dict[str, np.ndarray]:
     return {"participant": part, "prompt": prompt, "stratum": stratum, "score": score}
 
 
-@functools.lru_cache(maxsize=None)
-def t_crit(df: float) -> float:
-    return float(sps.t.ppf(0.975, df))
-
-
-def intervals(d: dict[str, np.ndarray], s: Scenario, draws: int, rng: np.random.Generator) -> dict:
-    """{method: {estimate: (low, high)}} for one simulated study."""
+def analyse(d: dict[str, np.ndarray], s: Scenario) -> dict:
+    """{(method, estimate): (theta, lo, hi)}, per-stratum {(kind, h, estimate): ...}, test p-values."""
     part, prompt, stratum, score = d["participant"], d["prompt"], d["stratum"], d["score"]
-    out: dict[str, dict[str, tuple[float, float]]] = {m: {} for m in METHODS}
-    wp, wq = boot.bootstrap_weights(s.n_participants, s.n_prompts, draws, int(rng.integers(2**31)))
-    old = boot.crossed_bootstrap_estimates(part, prompt, score, wp, wq)
-    # Stratified draws over the participants and prompts that have votes (what the report does).
-    used_p, p_code = np.unique(part, return_inverse=True)
-    used_q, q_code = np.unique(prompt, return_inverse=True)
-    wp, wq = boot.bootstrap_weights(used_p.size, used_q.size, draws, int(rng.integers(2**31)),
-                                    used_q // s.prompts_per_stratum)
-    strat = boot.crossed_bootstrap_estimates(p_code, q_code, score, wp, wq)
-    new = robust.robust_intervals(score, part, prompt, stratum)
+    out: dict = {}
     for name, (a, b) in robust.ratio_parts(score).items():
-        out["OLD"][name] = boot.percentile_interval(old[name])
-        out["NEW"][name] = (new[name]["ci_low"], new[name]["ci_high"])
         keep = b != 0
-        theta, parts = robust.variance_parts(a[keep], b[keep], part[keep], prompt[keep], stratum[keep])
-        (v_p, _), (v_q, _), (v_pq, _) = parts
-        v = v_p + v_q - v_pq
-        v = v if v > 0 else max(v_p, v_q)
-        df_raw = v**2 / sum(x**2 / df for x, df in parts if df > 0)
-        half = t_crit(round(max(df_raw, 1), 1)) * np.sqrt(v)
-        out["CRVE-SATT"][name] = (theta - half, theta + half)
-        v_b = np.nanvar(strat[name], ddof=1) - 2 * v_pq
-        v_b = v_b if v_b > 0 else np.nanvar(strat[name], ddof=1)
-        half = t_crit(round(new[name]["df"], 1)) * np.sqrt(v_b)
-        out["BOOT-CORR"][name] = (theta - half, theta + half)
+        aa, bb, pp, qq, ss = a[keep], b[keep], part[keep], prompt[keep], stratum[keep]
+        for adjust in ("cr1", "cr2"):
+            theta, p_p, p_q, p_pq, _, _ = robust._parts(aa, bb, pp, qq, ss, adjust)
+            b2 = bb.sum() ** 2
+            n_p, n_q = np.unique(pp).size, np.unique(qq).size
+            for method, (adj, rule) in METHODS.items():
+                if adj != adjust:
+                    continue
+                if method != CHOSEN and name != "win_rate":
+                    continue
+                v, df = robust.combine(p_p.v / b2, p_q.v / b2, p_pq.v / b2, p_p.df, p_q.df, rule,
+                                       classic=(np.array([n_p - 1.0]), np.array([max(n_q - s.n_strata, 1.0)])))
+                half = sps.t.ppf(0.975, df[0]) * math.sqrt(v[0]) if v[0] > 0 and df[0] > 0 else math.nan
+                out[(method, name)] = (theta, theta - half, theta + half, df[0])
+        if s.n_strata > 1:
+            pool = robust.prompt_pool(aa, bb, pp, qq, ss)
+            for h in range(s.n_strata):
+                m = ss == h
+                for kind, pl in (("pooled", pool), ("own", None)):
+                    est = robust.two_way(aa[m], bb[m], pp[m], qq[m], ss[m], pool=pl,
+                                         pool_stratum=str(h) if pl is not None else None)
+                    half = sps.t.ppf(0.975, est.df) * math.sqrt(est.v) if est.v else math.nan
+                    th = math.nan if est.theta is None else est.theta
+                    out[(kind, h, name)] = (th, th - half, th + half)
+    if s.null:
+        est_w = robust.two_way(*robust.ratio_parts(score)["win_rate"], part, prompt, stratum)
+        est_m = robust.two_way(*robust.ratio_parts(score)["mean_score"], part, prompt, stratum)
+        out["p"] = {"win-rate t test (report)": robust.t_test(est_w, 0.5)["p_value"],
+                    "mean-score t test (report)": robust.t_test(est_m, 0.0)["p_value"]}
+        old = independent_vote_tests(score, prompt)
+        out["p"].update({f"{k} (not shown)": v for k, v in old.items()})
     return out
 
 
-def run(s: Scenario, reps: int, draws: int, seed: int, bar: tqdm) -> dict:
-    true = truth(s)
+def run(s: Scenario, reps: int, seed: int) -> dict:
+    true, true_h = truth(s)
     rng = np.random.default_rng(seed)
-    hits: dict = {}
-    widths: dict = {}
-    for _ in range(reps):
-        for method, per in intervals(simulate(s, rng), s, draws, rng).items():
-            for name, (lo, hi) in per.items():
-                key = (method, name)
-                ok = lo is not None and hi is not None
-                hits.setdefault(key, []).append(ok and lo <= true[name] <= hi)
-                widths.setdefault(key, []).append(hi - lo if ok else np.nan)
-        bar.update(1)
-    return {k: (float(np.mean(hits[k])), float(np.nanmean(widths[k]))) for k in hits}, true
+    res = [analyse(simulate(s, rng), s) for _ in range(reps)]
+    summary: dict = {"truth": true, "rows": {}, "strata": {}, "tests": {}}
+    for key in res[0]:
+        if key == "p":
+            continue
+        vals = np.array([r[key][:3] for r in res], dtype=float)
+        if key[0] in ("pooled", "own"):
+            t = true_h[key[1]][key[2]]
+        else:
+            t = true[key[1]]
+        ok = np.isfinite(vals[:, 1])
+        cover = ok & (vals[:, 1] <= t) & (t <= vals[:, 2])
+        spread = np.nanstd(vals[:, 0], ddof=1)
+        width = np.nanmean(vals[ok, 2] - vals[ok, 1]) if ok.any() else math.nan
+        row = {"coverage": float(cover.mean()), "mc_se": float(math.sqrt(max(cover.mean() * (1 - cover.mean()), 1e-12)
+                                                                          / reps)),
+               "width_ratio": float(width / (2 * 1.959964 * spread)) if spread > 0 else math.nan,
+               "no_interval": float(1 - ok.mean())}
+        if key[0] in ("pooled", "own"):
+            summary["strata"].setdefault((key[0], key[2]), []).append(row)
+        else:
+            row["df"] = float(np.nanmean([r[key][3] for r in res]))
+            summary["rows"][key] = row
+    if "p" in res[0]:
+        for name in res[0]["p"]:
+            p = np.array([np.nan if r["p"][name] is None else r["p"][name] for r in res], dtype=float)
+            rej = float(np.mean(np.nan_to_num(p, nan=1.0) <= 0.05))
+            summary["tests"][name] = (rej, math.sqrt(max(rej * (1 - rej), 1e-12) / reps))
+    return summary
+
+
+def grid() -> list[Scenario]:
+    S = Scenario
+    return [
+        S("balanced latent P=15 Q/s=10", n_participants=15),
+        S("balanced latent P=120 Q/s=30", n_participants=120, prompts_per_stratum=30),
+        S("balanced latent P=5 Q/s=10 (40 votes each)", n_participants=5, trials=40, seeds=4),
+        S("balanced latent P=200 Q/s=30 (10 votes each)", n_participants=200, prompts_per_stratum=30, trials=10),
+        S("balanced logit P=15 Q/s=10 zero effects", model="logit", n_participants=15, sd_participant=0,
+          sd_prompt=0),
+        S("balanced logit P=120 Q/s=10", model="logit", n_participants=120),
+        S("heavy raters latent P=40 (5 give 60%)", votes="heavy", trials=10, seeds=4),
+        S("heavy raters logit P=40 (5 give 60%)", model="logit", votes="heavy", trials=10, seeds=4),
+        S("heavy raters latent P=40 null", votes="heavy", trials=10, seeds=4, effect=0.0),
+        S("zipf latent P=12 over 12 prompts", n_participants=12, votes="zipf", trials=60, n_strata=1,
+          prompts_per_stratum=12, seeds=6),
+        S("zipf logit P=12 over 12 prompts", model="logit", n_participants=12, votes="zipf", trials=60, n_strata=1,
+          prompts_per_stratum=12, seeds=6),
+        S("reversing prompts latent P=40 Q/s=10", prompts="reversing"),
+        S("reversing prompts logit P=40 Q/s=10", model="logit", prompts="reversing"),
+        S("3 prompts/stratum latent P=40", prompts_per_stratum=3, seeds=10),
+        S("3 prompts/stratum logit P=120", model="logit", n_participants=120, prompts_per_stratum=3, seeds=10),
+        S("30 prompts/stratum heavy logit P=40", model="logit", votes="heavy", trials=10, prompts_per_stratum=30),
+    ]
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--reps", type=int, default=1000, help="simulated studies per scenario")
-    ap.add_argument("--draws", type=int, default=200, help="bootstrap draws for OLD and BOOT-CORR")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--only", default="", help="run only scenarios whose name contains this")
     args = ap.parse_args()
-    grid = [Scenario(m, p, q, strong) for m, p, q, strong in
-            itertools.product(("latent", "logit"), (15, 120), (10, 30), (True, False))]
-    grid = [s for s in grid if args.only in s.name]
-    methods = METHODS
-    with tqdm(total=len(grid) * args.reps, desc="simulated studies", file=sys.stderr) as bar:
-        results = [(s, *run(s, args.reps, args.draws, args.seed + i, bar)) for i, s in enumerate(grid)]
-    print(f"coverage / mean width of nominal 95% intervals; {args.reps} studies per scenario, "
-          f"{args.draws} bootstrap draws; MC SE of coverage ~{np.sqrt(0.95 * 0.05 / args.reps):.3f}")
-    for name in ESTIMATES:
-        print(f"\n{name}")
-        print(f"{'scenario':48s} {'truth':>6s} " + " ".join(f"{m:>15s}" for m in methods))
-        for s, res, true in results:
-            cells = " ".join(f"{res[(m, name)][0]:6.3f} /{res[(m, name)][1]:6.3f} " for m in methods)
-            print(f"{s.name:48s} {true[name]:6.3f} {cells}")
-        worst = {m: (min(r[(m, name)][0] for _, r, _ in results), max(r[(m, name)][0] for _, r, _ in results))
-                 for m in methods}
-        print("range of coverage: " + ", ".join(f"{m} {lo:.3f}-{hi:.3f}" for m, (lo, hi) in worst.items()))
+    scenarios = [s for s in grid() if args.only in s.name]
+    started = time.perf_counter()
+    results = []
+    for i, s in enumerate(scenarios):
+        t0 = time.perf_counter()
+        results.append((s, run(s, args.reps, args.seed + 1000 * i)))
+        print(f"  {s.name}: {time.perf_counter() - t0:.0f} s", file=sys.stderr, flush=True)
+    mc = math.sqrt(0.95 * 0.05 / args.reps)
+    print(f"{args.reps} simulated studies per scenario (seed {args.seed}); Monte Carlo SE of a coverage near 0.95: "
+          f"{mc:.4f}; width ratio = mean width / (2 x 1.96 x SD of the estimate across studies)\n")
+    print("Win rate, nominal 95%: coverage (MC SE) of each method, and CR2-MIN's width ratio and mean df\n")
+    print("| scenario | truth | " + " | ".join(METHODS) + " | CR2-MIN width ratio | CR2-MIN mean df |")
+    print("|---|---|" + "---|" * (len(METHODS) + 2))
+    for s, r in results:
+        cells = " | ".join(f"{r['rows'][(m, 'win_rate')]['coverage']:.3f} ({r['rows'][(m, 'win_rate')]['mc_se']:.3f})"
+                           for m in METHODS)
+        c = r["rows"][(CHOSEN, "win_rate")]
+        print(f"| {s.name} | {r['truth']['win_rate']:.3f} | {cells} | {c['width_ratio']:.2f} | {c['df']:.1f} |")
+    for m in METHODS:
+        cov = [r["rows"][(m, "win_rate")]["coverage"] for _, r in results]
+        print(f"\n{m}: win-rate coverage {min(cov):.3f}-{max(cov):.3f}", end="")
+    print("\n\nCR2-MIN (the report's method), all three estimates: coverage (MC SE) / width ratio\n")
+    print("| scenario | " + " | ".join(ESTIMATES) + " |")
+    print("|---|" + "---|" * len(ESTIMATES))
+    for s, r in results:
+        cells = " | ".join(f"{r['rows'][(CHOSEN, n)]['coverage']:.3f} ({r['rows'][(CHOSEN, n)]['mc_se']:.3f}) / "
+                           f"{r['rows'][(CHOSEN, n)]['width_ratio']:.2f}" for n in ESTIMATES)
+        print(f"| {s.name} | {cells} |")
+    allcov = [r["rows"][(CHOSEN, n)]["coverage"] for _, r in results for n in ESTIMATES]
+    print(f"\nCR2-MIN coverage over every scenario and estimate: {min(allcov):.3f}-{max(allcov):.3f}")
+    print("\nPer-stratum win-rate intervals (CR2-MIN): coverage (worst stratum) / width ratio (widest stratum)\n")
+    print("| scenario | pooled prompt variance (report) | each stratum's own |")
+    print("|---|---|---|")
+    for s, r in results:
+        if not r["strata"]:
+            continue
+        cells = []
+        for kind in ("pooled", "own"):
+            rows = r["strata"][(kind, "win_rate")]
+            cells.append(f"{min(x['coverage'] for x in rows):.3f}-{max(x['coverage'] for x in rows):.3f} / "
+                         f"{max(x['width_ratio'] for x in rows):.2f}")
+        print(f"| {s.name} | {cells[0]} | {cells[1]} |")
+    tests = [(s, r) for s, r in results if r["tests"]]
+    if tests:
+        print("\nNull scenarios: share of studies rejecting at 0.05 (MC SE)\n")
+        for s, r in tests:
+            print(f"{s.name}:")
+            for name, (rej, se) in r["tests"].items():
+                print(f"  {name:45s} {rej:.3f} ({se:.3f})")
+    print(f"\n({time.perf_counter() - started:.0f} s)")
 
 
 if __name__ == "__main__":

@@ -13,28 +13,62 @@ from tests.test_statistics import row
 
 
 def by_hand(a, b, participant, prompt, stratum):
-    """V_P + V_Q - V_PQ with plain loops: cluster totals of the linearised residuals."""
+    """V_P + V_Q - V_PQ with plain loops and dense matrices: CR2 weights and Bell-McCaffrey df.
+
+    Per factor and block (stratum): residual totals r_g about the block's own ratio, weights n_g,
+    working variances w_g = n_g + rho n_g^2 (rho by moments), h_g = n_g / N, d_g = w_g / E[r_g^2]
+    with E[r_g^2] = w_g (1 - 2 h_g) + h_g^2 sum(w); df = tr(AW)^2 / tr(AWAW) with
+    A = (I - 1h') D (I - h1') built as a dense matrix (the module uses a closed form).
+    """
     theta = sum(a) / sum(b)
-    e = [(ai - theta * bi) / sum(b) for ai, bi in zip(a, b)]
+    strata = sorted(set(stratum))
+    theta_h = {h: sum(x for x, s in zip(a, stratum) if s == h) / sum(y for y, s in zip(b, stratum) if s == h)
+               for h in strata}
+    sigma2 = sum((ai - theta * bi) ** 2 for ai, bi in zip(a, b)) / sum(b)
 
-    def part(keys, strata):
-        totals, stratum_of = {}, {}
-        for k, h, ei in zip(keys, strata, e):
-            totals[k] = totals.get(k, 0.0) + ei
-            stratum_of[k] = h
-        v = 0.0
-        for h in set(stratum_of.values()):
-            members = [totals[k] for k in totals if stratum_of[k] == h]
-            g = len(members)
-            if g > 1:
-                mean = sum(members) / g
-                v += g / (g - 1) * sum((t - mean) ** 2 for t in members)
-        return v
+    def part(keys, blocks, centre, with_rho):
+        r, n, blk = {}, {}, {}
+        for k, h, ai, bi in zip(keys, blocks, a, b):
+            r[k] = r.get(k, 0.0) + ai - centre(h) * bi
+            n[k] = n.get(k, 0.0) + bi
+            blk[k] = h
+        groups = {}
+        for k in r:
+            groups.setdefault(blk[k], []).append(k)
+        groups = {h: ks for h, ks in groups.items() if len(ks) > 1}
+        rho = 0.0
+        if with_rho:
+            k1 = k2 = raw = 0.0
+            for ks in groups.values():
+                nn = np.array([n[k] for k in ks])
+                tot = nn.sum()
+                k1 += tot - (nn**2).sum() / tot
+                k2 += (nn**2).sum() - 2 * (nn**3).sum() / tot + (nn**2).sum() ** 2 / tot**2
+                raw += sum(r[k] ** 2 for k in ks)
+            rho = max((raw - sigma2 * k1) / k2, 0.0) / sigma2
+        v, e, q = 0.0, 0.0, 0.0
+        for ks in groups.values():
+            nn = np.array([n[k] for k in ks])
+            rr = np.array([r[k] for k in ks])
+            w = nn + rho * nn**2
+            hh = nn / nn.sum()
+            d = w / (w * (1 - 2 * hh) + hh**2 * w.sum())
+            v += float((d * rr**2).sum())
+            one = np.ones(len(ks))
+            amat = (np.eye(len(ks)) - np.outer(one, hh)) @ np.diag(d) @ (np.eye(len(ks)) - np.outer(hh, one))
+            aw = amat @ np.diag(w)
+            e += np.trace(aw)
+            q += np.trace(aw @ aw)
+        return v, e * e / q
 
-    v_p = part(participant, [0] * len(e))
-    v_q = part(prompt, stratum)
-    v_pq = part(list(zip(participant, prompt)), stratum)
-    return theta, v_p + v_q - v_pq
+    b2 = sum(b) ** 2
+    v_p, df_p = part(participant, [0] * len(a), lambda h: theta, True)
+    v_q, df_q = part(prompt, stratum, theta_h.get, True)
+    v_pq, _ = part(list(zip(participant, prompt)), stratum, theta_h.get, False)
+    v = v_p + v_q - v_pq
+    if v <= 0:
+        v = max(v_p, v_q)
+    return theta, v / b2, min(df_p, df_q)
 
 
 def test_robust_variance_matches_a_hand_computation():
@@ -47,14 +81,34 @@ def test_robust_variance_matches_a_hand_computation():
     for name, (a, b) in robust.ratio_parts(scores).items():
         keep = b != 0 if name == "win_rate" else np.ones(n, bool)
         theta, v, df = robust.robust_variance(a[keep], b[keep], participant[keep], prompt[keep], stratum[keep])
-        t_hand, v_hand = by_hand(a[keep].tolist(), b[keep].tolist(), participant[keep].tolist(),
-                                 prompt[keep].tolist(), stratum[keep].tolist())
+        t_hand, v_hand, df_hand = by_hand(a[keep].tolist(), b[keep].tolist(), participant[keep].tolist(),
+                                          prompt[keep].tolist(), stratum[keep].tolist())
         assert theta == pytest.approx(t_hand) and v == pytest.approx(v_hand, rel=1e-9)
-        assert 1 <= df
+        assert df == pytest.approx(df_hand, rel=1e-9) and 1 <= df
     out = robust.robust_intervals(scores, participant, prompt, stratum)
     win = out["win_rate"]
     half = sps.t.ppf(0.975, win["df"]) * win["se"]
     assert (win["ci_low"], win["ci_high"]) == (pytest.approx(win["estimate"] - half), pytest.approx(win["estimate"] + half))
+
+
+def test_heavy_raters_get_fewer_degrees_of_freedom_and_a_larger_weight():
+    """Issue 23: 5 of 40 participants give 60% of the votes: df falls towards the effective number of
+    participants (not 39), and the bias-reduced weights make the variance larger than CR1's."""
+    rng = np.random.default_rng(8)
+    counts = np.r_[np.full(5, 105), np.full(35, 10)]
+    participant = np.repeat(np.arange(40), counts)
+    prompt = rng.integers(0, 30, participant.size)
+    bias = rng.normal(0, 0.8, 40)[participant]
+    scores = np.clip(np.round(bias + rng.normal(0.3, 1, participant.size)), -2, 2).astype(int)
+    a, b = robust.ratio_parts(scores)["mean_score"]
+    _, cr2 = robust.variance_parts(a, b, participant, prompt, np.zeros_like(prompt))
+    _, cr1 = robust.variance_parts(a, b, participant, prompt, np.zeros_like(prompt), adjust="cr1")
+    assert cr2[0][0] > cr1[0][0]
+    assert 3 < cr2[0][1] < 15  # 39 when the 40 participants gave equal shares
+    balanced = np.repeat(np.arange(40), 20)
+    _, parts = robust.variance_parts(*robust.ratio_parts(scores[: balanced.size])["mean_score"], balanced,
+                                     prompt[: balanced.size], np.zeros(balanced.size))
+    assert parts[0][1] == pytest.approx(39)
 
 
 def test_strata_are_fixed_prompts_vary_only_within_them():
@@ -112,3 +166,59 @@ def test_one_participant_on_one_prompt_has_no_interval():
     out = st.compute_statistics([row("a", "q1", 1), row("a", "q1", 2, pair="other-seed")], draws=10)
     win = out["results"]["all"]["overall"]["win_rate"]
     assert win["estimate"] == 1.0 and win["ci_low"] is None and win["ci_high"] is None
+    assert "fewer than 2 participants" in win["reason"]
+
+
+def _overall(rows):
+    return st.compute_statistics(rows, draws=20)["results"]["all"]["overall"]
+
+
+def test_one_participant_giving_every_vote_has_no_interval_and_says_why():
+    rows = [row("a", f"q{i}", [1, -1, 2, 0, 1, -2, 1, 1][i]) for i in range(8)]
+    out = _overall(rows)
+    for name in ("win_rate", "tie_half_rate", "mean_score"):
+        assert out[name]["estimate"] is not None
+        assert out[name]["ci_low"] is None and out[name]["ci_high"] is None and out[name]["se"] is None
+        assert "fewer than 2 participants" in out[name]["reason"]
+    assert out["tests"]["win_rate"]["p_value"] is None and "participants" in out["tests"]["win_rate"]["reason"]
+
+
+def test_one_prompt_has_no_interval_and_says_why():
+    rows = [row(f"p{i}", "q1", [1, -1, 2, 0, 1, -2, 1, 1][i], pair=f"q1-seed{i % 3}") for i in range(8)]
+    out = _overall(rows)
+    assert out["win_rate"]["ci_low"] is None and "fewer than 2 prompts" in out["win_rate"]["reason"]
+
+
+def test_all_ties_leave_the_win_rate_undefined_with_a_reason():
+    rows = [row(f"p{i % 4}", f"q{i % 5}", 0, pair=f"x{i}") for i in range(20)]
+    out = _overall(rows)
+    assert out["win_rate"]["estimate"] is None and out["win_rate"]["ci_low"] is None
+    assert "no decisive votes" in out["win_rate"]["reason"]
+    # The tie-as-half rate is exactly 0.5 in every cluster: zero variance, so no (zero-width) interval.
+    assert out["tie_half_rate"]["estimate"] == 0.5 and out["tie_half_rate"]["ci_low"] is None
+    assert "zero" in out["tie_half_rate"]["reason"]
+
+
+def test_seven_ratings_from_two_participants_never_give_a_zero_width_interval():
+    """Issue 23: 7 ratings from 2 participants gave 33.3%-33.3% style intervals."""
+    rng = np.random.default_rng(0)
+    for trial in range(300):
+        who = rng.integers(0, 2, 7)
+        who[:2] = [0, 1]
+        rows = [row(f"p{w}", f"q{rng.integers(0, 4)}", int(rng.integers(-2, 3)), pair=f"x{i}")
+                for i, w in enumerate(who)]
+        out = _overall(rows)
+        for name in ("win_rate", "tie_half_rate", "mean_score"):
+            e = out[name]
+            if e["ci_low"] is None:
+                assert e["reason"], (trial, name, e)
+            else:
+                assert e["ci_high"] - e["ci_low"] > 0.05, (trial, name, e)
+                assert e["se"] > 0 and e["df"] > 0
+
+
+def test_two_clusters_each_way_give_a_wide_interval():
+    rows = [row(p, q, s) for (p, q), s in {("a", "q1"): 2, ("a", "q2"): 1, ("b", "q1"): -1, ("b", "q2"): 1}.items()]
+    out = _overall(rows)
+    w = out["win_rate"]
+    assert w["ci_low"] is not None and w["df"] <= 1.0 + 1e-9 and w["ci_high"] - w["ci_low"] > 0.5

@@ -66,12 +66,28 @@ def test_looks_give_the_same_numbers_as_separate_calls():
     assert both.se[:, 0] == pytest.approx(part.se[:, 0])
 
 
-def test_fast_estimator_agrees_with_the_report_interval():
-    b = simulate_batch(SMALL, Effects(win_rate=0.6, **CLUSTERED), 40, 60, np.random.default_rng(6))
-    est = clustered_win_rate(b["participant"], b["prompt"], b["score"])
-    widths = [np.subtract(*report_interval(b["participant"][i], b["prompt"][i], b["score"][i], seed=i)[2:0:-1])
-              for i in range(60)]
-    assert np.mean(widths) / 2 == pytest.approx(1.96 * np.nanmean(est.se), rel=0.1)
+def test_fast_estimator_is_the_report_interval_study_by_study():
+    """Issue 23: one statistics core: the monitoring/planning estimator equals the report's, with strata,
+    heavy raters and at every look."""
+    from scipy import stats as sps
+
+    from app.statistics.clustered import heavy_rater_counts
+
+    design = Design(n_strata=3, prompts_per_stratum=5, seeds_per_prompt=8, ratings_per_participant=10)
+    b = simulate_batch(design, Effects(win_rate=0.6, **CLUSTERED), 40, 20, np.random.default_rng(6),
+                       counts=heavy_rater_counts(40, 10))
+    est = clustered_win_rate(b["participant"], b["prompt"], b["score"], looks=[60, 400, b["score"].shape[1]],
+                             stratum=b["stratum"])
+    for i in range(20):
+        for j, n in enumerate(est.n_ratings):
+            args = (b["participant"][i, :n], b["prompt"][i, :n], b["score"][i, :n])
+            w, lo, hi = report_interval(*args, stratum=b["stratum"][i, :n])
+            assert est.win_rate[i, j] == pytest.approx(w)
+            if np.isnan(lo):
+                assert np.isnan(est.se[i, j])
+                continue
+            half = sps.t.ppf(0.975, est.df[i, j]) * est.se[i, j]
+            assert (max(w - half, 0), min(w + half, 1)) == (pytest.approx(lo), pytest.approx(hi))
 
 
 def test_monitor_says_treatment_preferred_on_a_clear_study_and_records_the_first_stop():
@@ -85,7 +101,7 @@ def test_monitor_says_treatment_preferred_on_a_clear_study_and_records_the_first
     # The vectorised rule used by the simulation finds the same look.
     looks, bounds = boundaries(20, 600)
     est = clustered_win_rate(b["participant"], b["prompt"], b["score"], looks=looks.tolist())
-    code, at = first_stops(est.win_rate, est.se, est.n_participants, est.n_prompts, bounds, 0.05)[0]
+    code, at = first_stops(est.win_rate, est.se, est.n_participants, est.n_prompts, bounds, 0.05, est.df)[0]
     assert (code, at + 1) == (1, stop["look"])
 
 

@@ -17,7 +17,7 @@ from app.cli import main
 from app.store.models import Rating, Study, StudyVersion, Trial
 from app.statistics.monitoring import TREATMENT, monitor
 from app.analysis.monitoring_study import monitoring_rows
-from app.studies.config import StudyError, create_study, set_state, study_config
+from app.studies.config import StudyError, create_study, study_config
 from tests.test_admin import admin_client, csrf_of  # noqa: F401  (fixture)
 from tests.test_report import rate, read
 

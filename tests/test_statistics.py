@@ -81,19 +81,67 @@ def test_vote_level_tests_match_scipy():
     scores = np.array(list(FIXED_SCORES.values()))
     prompts = np.array([q for _, q in FIXED_SCORES])
     tests = st.significance_tests(scores, prompts)
+    # Issue 23: the independent-votes tests are withdrawn (p_value None, never shown as evidence); the
+    # number they would give is kept under p_value_assuming_independence and still matches scipy.
+    for t in (tests["sign_test"], tests["wilcoxon"], tests["prompt_level"]["wilcoxon"], tests["prompt_level"]["t_test"]):
+        assert t["p_value"] is None and t["shown_as_evidence"] is False and "independent" in t["withdrawn"]
     assert tests["sign_test"]["wins"] == 8 and tests["sign_test"]["losses"] == 2
-    assert tests["sign_test"]["p_value"] == pytest.approx(sps.binomtest(8, 10, 0.5).pvalue)
+    assert tests["sign_test"]["p_value_assuming_independence"] == pytest.approx(sps.binomtest(8, 10, 0.5).pvalue)
     assert "independent" in tests["sign_test"]["assumption"]
     # 12 votes with ties and zeros: exact, the same as scipy's (slow) permutation test over all sign flips.
     assert st.wilcoxon_method(scores) == "exact" and tests["wilcoxon"]["method"] == "exact"
-    assert tests["wilcoxon"]["p_value"] == pytest.approx(all_flips_p(scores))
+    assert tests["wilcoxon"]["p_value_assuming_independence"] == pytest.approx(all_flips_p(scores))
     assert "independent" in tests["wilcoxon"]["assumption"]
     means = np.array([np.mean([2, 1, -2]), np.mean([1, 2, 1]), np.mean([0, 1, 2]), np.mean([-1, 0, 1])])
     pl = tests["prompt_level"]
     assert pl["n_prompts"] == 4
-    assert pl["wilcoxon"]["p_value"] == pytest.approx(all_flips_p(means))
+    assert pl["wilcoxon"]["p_value_assuming_independence"] == pytest.approx(all_flips_p(means))
     assert st.wilcoxon_method(np.array([0.5, -1.0, 2.0])) == "exact"
-    assert pl["t_test"]["p_value"] == pytest.approx(sps.ttest_1samp(means, 0).pvalue)
+    assert pl["t_test"]["p_value_assuming_independence"] == pytest.approx(sps.ttest_1samp(means, 0).pvalue)
+
+
+def test_shown_tests_are_the_cluster_robust_t_tests_of_the_headline_interval():
+    rows = simulate_rows(SimulatedStudy(n_participants=20, n_prompts=12, trials_per_participant=8, effect=0.2), seed=4)
+    overall = st.compute_statistics(rows, draws=20)["results"]["all"]["overall"]
+    for name, null in (("win_rate", 0.5), ("mean_score", 0.0)):
+        est, test = overall[name], overall["tests"][name]
+        t = (est["estimate"] - null) / est["se"]
+        assert test["statistic"] == pytest.approx(t) and test["df"] == pytest.approx(est["df"])
+        assert test["p_value"] == pytest.approx(2 * sps.t.sf(abs(t), est["df"]))
+        assert test["shown_as_evidence"] is True
+        # p < 0.05 exactly when the 95% interval excludes the null
+        assert (test["p_value"] < 0.05) == (not est["ci_low"] <= null <= est["ci_high"])
+
+
+def test_holm_adjusted_p_values_next_to_raw_ones_and_a_primary_comparison():
+    from statsmodels.stats.multitest import multipletests
+
+    rows = []
+    for i, (label, effect) in enumerate((("A", 0.5), ("B", 0.1), ("C", 0.25))):
+        study = SimulatedStudy(n_participants=20, n_prompts=12, trials_per_participant=8, effect=effect,
+                               comparisons=(label,))
+        rows += [dict(r, participant=f"{label}{r['participant']}") for r in simulate_rows(study, seed=i)]
+    out = st.compute_statistics(rows, draws=20, primary_comparison="B")["results"]["all"]
+    comps = out["per_comparison"]
+    raw = [comps[k]["tests"]["win_rate"]["p_value"] for k in "ABC"]
+    expected = multipletests(raw, method="holm")[1]
+    # Holm by hand: sorted p times (m - rank), running maximum, capped at 1.
+    order = np.argsort(raw)
+    by_hand = np.empty(3)
+    running = 0.0
+    for rank, j in enumerate(order):
+        running = max(running, min(1.0, (3 - rank) * raw[j]))
+        by_hand[j] = running
+    for k, e, h in zip("ABC", expected, by_hand):
+        assert comps[k]["tests"]["win_rate"]["p_holm"] == pytest.approx(e) == pytest.approx(h)
+        assert comps[k]["tests"]["win_rate"]["p_holm"] >= comps[k]["tests"]["win_rate"]["p_value"]
+        assert comps[k]["primary"] == (k == "B")
+    assert out["multiplicity"]["primary"] == "B" and out["multiplicity"]["family"] == ["A", "B", "C"]
+    assert out["overall"]["tests"]["win_rate"]["p_holm"] is None  # pooled over different comparisons
+    assert all(g["role"] == "secondary" for g in out["per_stratum"].values())
+    single = st.compute_statistics(fixed_rows()[:8], draws=20)["results"]["all"]
+    only = next(iter(single["per_comparison"]))
+    assert single["multiplicity"]["primary"] == only
 
 
 def all_flips_p(x):
@@ -112,7 +160,7 @@ def test_wilcoxon_is_exact_with_ties_up_to_20_values_and_says_which():
     approx = sps.wilcoxon(means, zero_method="pratt", method="approx").pvalue
     out = st.significance_tests(np.repeat(means, 3), np.repeat(np.arange(10), 3))["prompt_level"]["wilcoxon"]
     assert out["method"] == "exact" and "exact" in out["test"]
-    assert out["p_value"] == pytest.approx(exact, abs=1e-12) and abs(exact - approx) > 0.01
+    assert out["p_value_assuming_independence"] == pytest.approx(exact, abs=1e-12) and abs(exact - approx) > 0.01
     # scipy's permutation test enumerates all sign flips too (slowly: only a small sample here).
     small = np.array([0.5, 1.0, -0.5, 1.0, 0.0, 1.5])
     assert st.pratt_exact_pvalue(small)[1] == pytest.approx(
@@ -123,13 +171,14 @@ def test_wilcoxon_is_exact_with_ties_up_to_20_values_and_says_which():
     big = np.random.default_rng(0).normal(0.2, 1, 21)
     out = st.significance_tests(big, np.arange(21))["prompt_level"]["wilcoxon"]
     assert out["method"] == "approx" and "approximation" in out["test"]
-    assert out["p_value"] == pytest.approx(sps.wilcoxon(big, zero_method="pratt", method="approx").pvalue)
+    assert out["p_value_assuming_independence"] == pytest.approx(
+        sps.wilcoxon(big, zero_method="pratt", method="approx").pvalue)
 
 
 def test_degenerate_inputs_give_none_not_errors():
     tests = st.significance_tests(np.zeros(5), np.array(["q"] * 5))
-    assert tests["sign_test"]["p_value"] is None
-    assert tests["wilcoxon"]["p_value"] is None
+    assert tests["sign_test"]["p_value_assuming_independence"] is None
+    assert tests["wilcoxon"]["p_value_assuming_independence"] is None
     assert st.point_estimates(np.array([0, 0]))["win_rate"] is None
     out = st.compute_statistics([], draws=10)
     assert out["results"]["all"]["overall"] is None

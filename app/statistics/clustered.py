@@ -12,14 +12,11 @@ normal and independent; the vote is a treatment win when latent > t, a baseline 
 latent < -t, else a tie. `Effects` picks effect and t so that the population win rate (among
 decisive votes) and tie rate are the ones asked for.
 
-Estimator: the win rate (wins / decisive votes) with a two-way cluster-robust variance
-(Cameron, Gelbach & Miller 2011): V = c_P V_P + c_Q V_Q - c_PQ V_PQ on the linearised ratio,
-clusters participants (P), prompts (Q) and their intersections (PQ), c_G = G / (G - 1); a
-negative V falls back to max(c_P V_P, c_Q V_Q). `clustered_win_rate` evaluates it for many
-simulated studies and many looks at once (cumulative sums, no per-study Python loop).
-
-`report_interval` is the ONE adapter to the report's own headline interval (`app.statistics`);
-planning runs through it, and tests check that the fast estimator agrees with it.
+Estimator: the report's (`app.statistics.robust`, one statistics core): the win rate (wins /
+decisive votes) with the two-way cluster-robust variance V_P + V_Q - V_PQ (CR2 weights,
+Bell-McCaffrey df, prompts within strata). `clustered_win_rate` evaluates it for many simulated
+studies and many looks at once (cumulative sums, `robust.cluster_part` over all studies at once,
+no per-study Python loop); tests check it equals `report_interval` study by study.
 """
 
 from __future__ import annotations
@@ -88,22 +85,39 @@ class Effects:
         return float(-s * (a + b) / 2), float(max(s * (a - b) / 2, 0.0))
 
 
+def heavy_rater_counts(n_participants: int, ratings: int, heavy: int = 5, share: float = 0.6) -> np.ndarray:
+    """Ratings per participant when `heavy` of them give `share` of the votes and the rest `ratings` each."""
+    light = n_participants - heavy
+    per_heavy = int(round(share / (1 - share) * light * ratings / heavy))
+    return np.concatenate([np.full(heavy, per_heavy), np.full(light, ratings)])
+
+
 def simulate_batch(design: Design, effects: Effects, n_participants: int, sims: int,
-                   rng: np.random.Generator) -> dict[str, np.ndarray]:
+                   rng: np.random.Generator, counts: np.ndarray | None = None) -> dict[str, np.ndarray]:
     """`sims` simulated studies with `n_participants` each, in rating order (participant by participant).
 
-    Returns arrays of shape (sims, n_participants * M): participant, prompt, pair (int codes)
-    and score (-1, 0, +1: baseline win, tie, treatment win).
+    Returns arrays of shape (sims, total ratings): participant, prompt, pair, stratum (int codes)
+    and score (-1, 0, +1: baseline win, tie, treatment win). `counts`: ratings per participant
+    (default M each); with unequal counts (e.g. `heavy_rater_counts`) the ratings arrive in a
+    random interleaved order (heavy raters come back many times).
     """
     d, e = design, effects
     d.check()
     e.check()
     m, n_pairs, n_prompts = d.ratings_per_participant, d.n_pairs, d.n_prompts
+    counts = np.full(n_participants, m) if counts is None else np.asarray(counts, dtype=np.int64)
+    if counts.max() > n_pairs:
+        raise ValueError(f"a participant would rate {counts.max()} of {n_pairs} pairs")
+    total = int(counts.sum())
     effect, t = e.latent()
     order = np.argsort(rng.random((sims, n_pairs)), axis=1)  # a shuffled pair order per study
-    slots = (np.arange(n_participants * m) % n_pairs)[None, :]
+    slots = (np.arange(total) % n_pairs)[None, :]
     pair = np.take_along_axis(order, np.broadcast_to(slots, (sims, slots.shape[1])), axis=1)
-    participant = np.broadcast_to(np.repeat(np.arange(n_participants), m)[None, :], pair.shape)
+    participant = np.broadcast_to(np.repeat(np.arange(n_participants), counts)[None, :], pair.shape)
+    if np.ptp(counts) > 0:  # interleave arrivals
+        arrival = np.argsort(rng.random((sims, total)), axis=1)
+        pair = np.take_along_axis(pair, arrival, axis=1)
+        participant = np.take_along_axis(participant, arrival, axis=1)
     prompt = pair % n_prompts
     latent = effect + rng.normal(0.0, 1.0, pair.shape)
     for sd, codes, n in ((e.sd_participant, participant, n_participants), (e.sd_prompt, prompt, n_prompts),
@@ -111,7 +125,8 @@ def simulate_batch(design: Design, effects: Effects, n_participants: int, sims: 
         if sd > 0:
             latent += np.take_along_axis(rng.normal(0.0, sd, (sims, n)), codes, axis=1)
     score = (latent > t).astype(np.int8) - (latent < -t).astype(np.int8)
-    return {"participant": np.ascontiguousarray(participant), "prompt": prompt, "pair": pair, "score": score}
+    return {"participant": np.ascontiguousarray(participant), "prompt": prompt, "pair": pair, "score": score,
+            "stratum": prompt // d.prompts_per_stratum}
 
 
 def _cell_codes(participant: np.ndarray, prompt: np.ndarray) -> np.ndarray:
@@ -128,24 +143,32 @@ def _cell_codes(participant: np.ndarray, prompt: np.ndarray) -> np.ndarray:
 
 @dataclass(frozen=True)
 class ClusteredLooks:
-    """Per study (rows) and look (columns): win rate, its clustered standard error, counts."""
+    """Per study (rows) and look (columns): win rate, its clustered standard error and df, counts."""
 
     n_ratings: np.ndarray  # (K,) ratings used at each look
     win_rate: np.ndarray  # (S, K), nan without decisive votes
-    se: np.ndarray
+    se: np.ndarray  # nan where the report gives no interval
     n_decisive: np.ndarray
     n_participants: np.ndarray  # clusters with a decisive vote
     n_prompts: np.ndarray
+    df: np.ndarray | None = None  # degrees of freedom of the t reference (the report's)
 
 
 def clustered_win_rate(participant: np.ndarray, prompt: np.ndarray, score: np.ndarray,
-                       looks: Sequence[int] | None = None) -> ClusteredLooks:
-    """Win rate and two-way clustered SE of the first n ratings, for every n in `looks`.
+                       looks: Sequence[int] | None = None, stratum: np.ndarray | None = None) -> ClusteredLooks:
+    """Win rate, two-way clustered SE and df of the first n ratings, for every n in `looks`.
 
-    Inputs are (S, N) arrays (or 1-D for one study) in rating order; `looks` default: all N.
+    Inputs are (S, N) arrays (or 1-D for one study) in rating order; `looks` default: all N;
+    `stratum` (int codes of each rating's prompt's stratum; default one stratum). The variance,
+    df and the cases without an interval are exactly the report's (`app.statistics.robust`:
+    CR2 weights under the random-effects working model, Bell-McCaffrey df, min over the factors;
+    prompts centred within strata): `cluster_part` evaluates every study at once.
     """
+    from app.statistics.robust import DF_RULE, cluster_part, combine, working_rho
+
     participant, prompt, score = (np.atleast_2d(np.asarray(a)) for a in (participant, prompt, score))
     s, n = score.shape
+    stratum = np.zeros_like(prompt) if stratum is None else np.atleast_2d(np.asarray(stratum))
     looks = [n] if looks is None else [int(k) for k in looks]
     if any(b <= a for a, b in zip([0, *looks], looks)) or (looks and looks[-1] > n):
         raise ValueError("looks must increase and not exceed the number of ratings")
@@ -154,48 +177,76 @@ def clustered_win_rate(participant: np.ndarray, prompt: np.ndarray, score: np.nd
     codes = [np.asarray(participant, dtype=np.int64), np.asarray(prompt, dtype=np.int64),
              _cell_codes(participant, prompt)]
     sizes = [int(c.max()) + 1 if c.size else 1 for c in codes]
+    n_h = int(stratum.max()) + 1 if stratum.size else 1
+    # The stratum of each prompt and cell code (constant within a prompt).
+    block_of = []
+    for c, g in zip(codes, sizes):
+        blk = np.zeros((s, g), dtype=np.int64)
+        np.put_along_axis(blk, c, np.asarray(stratum, dtype=np.int64), axis=1)
+        block_of.append(blk)
     wsum = [np.zeros((s, g)) for g in sizes]
     dsum = [np.zeros((s, g)) for g in sizes]
     shape = (s, len(looks))
-    out = {k: np.full(shape, np.nan) for k in ("w", "se")}
+    out = {k: np.full(shape, np.nan) for k in ("w", "se", "df")}
     counts = {k: np.zeros(shape, dtype=np.int64) for k in ("dec", "p", "q")}
+    study_ids = np.arange(s)
     start = 0
     for j, end in enumerate(looks):
         for c, g, ws, ds in zip(codes, sizes, wsum, dsum):
-            idx = (c[:, start:end] + (np.arange(s) * g)[:, None]).ravel()
+            idx = (c[:, start:end] + (study_ids * g)[:, None]).ravel()
             ws += np.bincount(idx, weights=win[:, start:end].ravel(), minlength=s * g).reshape(s, g)
             ds += np.bincount(idx, weights=dec[:, start:end].ravel(), minlength=s * g).reshape(s, g)
         start = end
         d_tot = dsum[0].sum(axis=1)
         with np.errstate(invalid="ignore", divide="ignore"):
             w = wsum[0].sum(axis=1) / d_tot
-            parts = []
-            for ws, ds in zip(wsum, dsum):
-                g_n = (ds > 0).sum(axis=1)
-                c_g = np.where(g_n > 1, g_n / np.maximum(g_n - 1, 1), np.nan)
-                parts.append(c_g * ((ws - w[:, None] * ds) ** 2).sum(axis=1) / d_tot**2)
-            v = parts[0] + parts[1] - parts[2]
-            v = np.where(v > 0, v, np.maximum(parts[0], parts[1]))
-        out["w"][:, j], out["se"][:, j] = w, np.sqrt(v)
+            # Each stratum's own ratio, for the prompt and cell residuals.
+            wh = np.zeros((s, n_h))
+            dh = np.zeros((s, n_h))
+            for h in range(n_h):
+                m = block_of[1] == h
+                wh[:, h] = (wsum[1] * m).sum(axis=1)
+                dh[:, h] = (dsum[1] * m).sum(axis=1)
+            theta_h = wh / np.where(dh > 0, dh, 1.0)
+            sigma2 = np.nan_to_num(w * (1 - w))
+        parts = []
+        for k, (ws, ds, blk) in enumerate(zip(wsum, dsum, block_of)):
+            centre = np.nan_to_num(w)[:, None] if k == 0 else np.take_along_axis(theta_h, blk, axis=1)
+            present = ds > 0
+            r = (ws - centre * ds)[present]
+            nn = ds[present]
+            st_ids = np.broadcast_to(study_ids[:, None], ds.shape)[present]
+            block = (st_ids * n_h + (0 if k == 0 else blk[present])) if k else st_ids
+            rho = working_rho(r, nn, block, st_ids, s, sigma2) if k < 2 else 0.0
+            parts.append(cluster_part(r, nn, block, st_ids, s, rho))
+        b2 = d_tot**2
+        with np.errstate(invalid="ignore", divide="ignore"):
+            v, df = combine(parts[0].v / b2, parts[1].v / b2, parts[2].v / b2, parts[0].df, parts[1].df, DF_RULE)
+            n_p = (dsum[0] > 0).sum(axis=1)
+            n_q = (dsum[1] > 0).sum(axis=1)
+            ok = (n_p >= 2) & (n_q >= 2) & np.isfinite(df) & (df > 0) & np.isfinite(v) & (v > 1e-10 * (w + 1) ** 2)
+        out["w"][:, j] = w
+        out["se"][:, j] = np.where(ok, np.sqrt(np.where(ok, v, 1.0)), np.nan)
+        out["df"][:, j] = np.where(ok, df, np.nan)
         counts["dec"][:, j] = d_tot
-        counts["p"][:, j] = (dsum[0] > 0).sum(axis=1)
-        counts["q"][:, j] = (dsum[1] > 0).sum(axis=1)
-    return ClusteredLooks(np.asarray(looks), out["w"], out["se"], counts["dec"], counts["p"], counts["q"])
+        counts["p"][:, j] = n_p
+        counts["q"][:, j] = n_q
+    return ClusteredLooks(np.asarray(looks), out["w"], out["se"], counts["dec"], counts["p"], counts["q"], out["df"])
 
 
 def report_interval(participant: np.ndarray, prompt: np.ndarray, score: np.ndarray, *,
-                    confidence: float = 0.95, seed: int = 0, draws: int = 1000) -> tuple[float, float, float]:
+                    confidence: float = 0.95, seed: int = 0, draws: int = 1000,
+                    stratum: np.ndarray | None = None) -> tuple[float, float, float]:
     """THE adapter to the report's headline win-rate interval: (estimate, low, high) of one study.
 
-    Repoint this function when `app.statistics` changes its interval; everything in planning and
-    the agreement tests goes through it: the two-way cluster-robust interval of
-    `app.statistics.robust` (one stratum; `seed` and `draws` are unused, kept for the signature).
+    The two-way cluster-robust interval of `app.statistics.robust` (the same core as
+    `clustered_win_rate`); `seed` and `draws` are unused, kept for the signature.
     """
     from app.statistics.robust import robust_intervals
 
     score = np.asarray(score)
-    r = robust_intervals(score, np.asarray(participant), np.asarray(prompt), np.zeros(score.shape, dtype=int),
-                         confidence)["win_rate"]
+    stratum = np.zeros(score.shape, dtype=int) if stratum is None else np.asarray(stratum)
+    r = robust_intervals(score, np.asarray(participant), np.asarray(prompt), stratum, confidence)["win_rate"]
     est, lo, hi = r["estimate"], r["ci_low"], r["ci_high"]
     nan = float("nan")
     return (nan if est is None else est, nan if lo is None else lo, nan if hi is None else hi)

@@ -1,12 +1,15 @@
 """Peeking-safe monitoring of a running study (see docs/monitoring.md for the method and references).
 
-Group-sequential design with Lan-DeMets O'Brien-Fleming alpha spending on the two-way clustered
-win rate (`app.statistics.clustered`): a look after every `look_every` preference ratings of a comparison,
-up to the planned total (pairs x ratings per pair); at look k with information fraction
-t_k = n_k / N (capped at 1) the statistic z_k = (w_k - 0.5) / SE_k is compared with the
-boundary b_k that spends alpha(t) = 2 - 2 Phi(z_{1 - a/2} / sqrt t) with a = 0.025 per direction
-(two-sided 0.05). The repeated confidence interval w_k +- b_k SE_k holds at every look at once
-(Jennison & Turnbull 1989), so its verdict is safe to read at any time:
+Group-sequential design with Lan-DeMets O'Brien-Fleming alpha spending on the report's own win
+rate estimator (`app.statistics.robust` through `app.statistics.clustered`: the same CR2 variance,
+Bell-McCaffrey df, strata and duplicate handling): a look after every `look_every` preference
+ratings of a comparison, up to the planned total (pairs x ratings per pair); at look k with
+information fraction t_k = n_k / N (capped at 1) the statistic t_k = (w_k - 0.5) / SE_k is
+compared with the boundary b_k (on the normal scale) carried to the t scale of the look's df,
+c_k = F_t^{-1}(Phi(b_k); df_k), where b_k spends alpha(t) = 2 - 2 Phi(z_{1 - a/2} / sqrt t) with
+a = 0.025 per side: two-sided alpha 0.05 in total, 0.025 spent on each side. The repeated
+confidence interval w_k +- c_k SE_k holds at every look at once (Jennison & Turnbull 1989), so
+its verdict is safe to read at any time:
 
 - lower end above 0.5: "stop: treatment preferred"; upper end below 0.5: "stop: baseline preferred";
 - inside (0.5 - D, 0.5 + D): "stop: no difference larger than D";
@@ -14,6 +17,11 @@ boundary b_k that spends alpha(t) = 2 - 2 Phi(z_{1 - a/2} / sqrt t) with a = 0.0
 
 The first look that stops is the decision (later looks do not undo it). No stop before
 `MIN_CLUSTERS` participants and prompts have decisive votes (the clustered SE needs them).
+
+Rules for the caller that keeps the study (see `lock_planned_total` and `monitor_comparisons`):
+the planned total is locked once a comparison has ratings (a later change is refused and
+recorded, never used), and a recorded stop is immutable: later exclusions or data do not undo
+it; the post-hoc state is shown beside it.
 """
 
 from __future__ import annotations
@@ -28,6 +36,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from scipy.optimize import brentq
 from scipy.special import ndtr
 from scipy.stats import norm
+from scipy.stats import t as t_dist
 
 from app.statistics.clustered import clustered_win_rate
 
@@ -37,9 +46,11 @@ MARGIN = 0.05  # D: "no difference larger than D" on the win-rate scale
 MIN_CLUSTERS = 5
 MAX_LOOKS = 250  # a plan with more looks spaces them wider (planned / 250 ratings), to keep boundaries quick
 TREATMENT, BASELINE, NO_DIFFERENCE = "stop: treatment preferred", "stop: baseline preferred", "stop: no difference"
-METHOD = ("Lan-DeMets O'Brien-Fleming alpha spending (one-sided 0.025 per direction) over looks every "
-          "{look_every} ratings up to {planned} planned ratings; two-way clustered (participants x prompts) "
-          "standard error; repeated confidence intervals")
+METHOD = ("Lan-DeMets O'Brien-Fleming alpha spending, two-sided alpha 0.05 spent as 0.025 on each side, over "
+          "looks every {look_every} ratings up to {planned} planned ratings (locked once ratings exist); the report's "
+          "two-way cluster-robust win-rate SE and df (app.statistics.robust), boundaries carried to the t scale of "
+          "each look's df; repeated confidence intervals")
+ALPHA_TWO_SIDED = 2 * ALPHA_ONE_SIDED
 
 
 class MonitoringSettings(BaseModel):
@@ -133,17 +144,30 @@ def _more_ratings(n: int, w: float, se: float, grid: np.ndarray, bounds: np.ndar
     return int((grid[later][hits[0]] if hits.size else grid[-1]) - n)
 
 
-def decide(n: int, w: float, se: float, b: float, n_p: int, n_q: int, margin: float) -> tuple[str | None, str]:
-    """(stop recommendation or None, rule) at one look."""
-    if not (math.isfinite(w) and math.isfinite(se) and se > 0 and math.isfinite(b)):
+def t_critical(b: np.ndarray | float, df: np.ndarray | float | None) -> np.ndarray:
+    """Boundary b (normal scale) carried to the t scale of df: F_t^{-1}(Phi(b); df); b itself without df."""
+    b = np.asarray(b, dtype=float)
+    if df is None:
+        return b
+    df = np.asarray(df, dtype=float)
+    with np.errstate(invalid="ignore"):
+        c = t_dist.isf(norm.sf(b), np.where(np.isfinite(df) & (df > 0), df, np.inf))
+    return np.where(np.isfinite(df) & (df > 0), c, np.where(np.isfinite(b), np.nan, b))
+
+
+def decide(n: int, w: float, se: float, b: float, n_p: int, n_q: int, margin: float,
+           df: float | None = None) -> tuple[str | None, str]:
+    """(stop recommendation or None, rule) at one look; b on the normal scale, df of the look's t."""
+    c = float(t_critical(b, df)) if df is not None else b
+    if not (math.isfinite(w) and math.isfinite(se) and se > 0 and math.isfinite(c)):
         return None, "too little information at this look"
     if min(n_p, n_q) < MIN_CLUSTERS:
         return None, f"fewer than {MIN_CLUSTERS} participants or prompts with decisive votes"
-    lo, hi = w - b * se, w + b * se
+    lo, hi = w - c * se, w + c * se
     if lo > 0.5:
-        return TREATMENT, f"z = {(w - 0.5) / se:.3f} >= boundary {b:.3f}"
+        return TREATMENT, f"t = {(w - 0.5) / se:.3f} >= boundary {c:.3f} (normal-scale {b:.3f}, df {df or 0:.1f})"
     if hi < 0.5:
-        return BASELINE, f"z = {(w - 0.5) / se:.3f} <= -boundary {-b:.3f}"
+        return BASELINE, f"t = {(w - 0.5) / se:.3f} <= -boundary {-c:.3f} (normal-scale {-b:.3f}, df {df or 0:.1f})"
     if 0.5 - margin < lo and hi < 0.5 + margin:
         return f"{NO_DIFFERENCE} larger than {margin:g}", \
             f"repeated interval [{lo:.3f}, {hi:.3f}] inside 0.5 +- {margin:g}"
@@ -151,15 +175,16 @@ def decide(n: int, w: float, se: float, b: float, n_p: int, n_q: int, margin: fl
 
 
 def first_stops(w: np.ndarray, se: np.ndarray, n_p: np.ndarray, n_q: np.ndarray,
-                b: np.ndarray, margin: float) -> np.ndarray:
+                b: np.ndarray, margin: float, df: np.ndarray | None = None) -> np.ndarray:
     """Vectorised `decide` over (S, K) looks: code of the first stop per study, and its look index.
 
     Returns an (S, 2) int array: (code, look index) with code 0 none, 1 treatment, 2 baseline,
     3 no difference; look index -1 when nothing stopped.
     """
+    c = t_critical(np.broadcast_to(b[None, :], w.shape), df) if df is not None else np.broadcast_to(b[None, :], w.shape)
     with np.errstate(invalid="ignore"):
-        ok = np.isfinite(w) & (se > 0) & np.isfinite(b)[None, :] & (np.minimum(n_p, n_q) >= MIN_CLUSTERS)
-        lo, hi = w - b[None, :] * se, w + b[None, :] * se
+        ok = np.isfinite(w) & (se > 0) & np.isfinite(c) & (np.minimum(n_p, n_q) >= MIN_CLUSTERS)
+        lo, hi = w - c * se, w + c * se
         code = np.where(ok & (lo > 0.5), 1, np.where(ok & (hi < 0.5), 2, np.where(
             ok & (lo > 0.5 - margin) & (hi < 0.5 + margin), 3, 0)))
     stopped = code > 0
@@ -167,10 +192,51 @@ def first_stops(w: np.ndarray, se: np.ndarray, n_p: np.ndarray, n_q: np.ndarray,
     return np.stack([np.where(first >= 0, code[np.arange(code.shape[0]), np.maximum(first, 0)], 0), first], axis=1)
 
 
+def lock_planned_total(locked: int | None, configured: int, n_ratings: int) -> dict[str, Any]:
+    """The planned total monitoring must use, given the one locked earlier (or None).
+
+    Before any rating the configured total is used (and may change freely). From the first
+    rating on, the total is locked: the locked value is used whatever the configuration says
+    now; a different configured value is refused and recorded, because choosing the total after
+    seeing data (e.g. cutting it to the ratings so far near a boundary) inflates the type-I error
+    (to 0.21 in issue 23's simulation). Returns {planned, locked, lock_now, refused_change}:
+    `lock_now` true when the caller must store `planned` as the locked total now.
+    """
+    configured = max(int(configured), 1)
+    if n_ratings <= 0 and locked is None:
+        return {"planned": configured, "locked": False, "lock_now": False, "refused_change": None}
+    if locked is None:
+        return {"planned": configured, "locked": True, "lock_now": True, "refused_change": None}
+    refused = None
+    if int(locked) != configured:
+        refused = {"configured": configured, "locked": int(locked),
+                   "note": "the planned total is locked once ratings exist; the change is recorded and not used"}
+    return {"planned": int(locked), "locked": True, "lock_now": False, "refused_change": refused}
+
+
+def first_ratings_only(participant: np.ndarray, pair: np.ndarray | None) -> np.ndarray:
+    """Mask of the ratings the report counts: a participant's first rating of a pair (arrival order)."""
+    n = len(participant)
+    if pair is None:
+        return np.ones(n, dtype=bool)
+    key = np.char.add(np.char.add(np.asarray(participant, dtype=str), "\x1f"), np.asarray(pair, dtype=str))
+    _, first = np.unique(key, return_index=True)
+    keep = np.zeros(n, dtype=bool)
+    keep[first] = True
+    return keep
+
+
 def monitor(participant: np.ndarray, prompt: np.ndarray, score: np.ndarray, *, planned: int,
-            look_every: int = LOOK_EVERY, margin: float = MARGIN) -> dict[str, Any]:
-    """Monitoring of one comparison from its preference ratings in arrival order (JSON-ready)."""
-    score = np.asarray(score)
+            look_every: int = LOOK_EVERY, margin: float = MARGIN, stratum: np.ndarray | None = None,
+            pair: np.ndarray | None = None) -> dict[str, Any]:
+    """Monitoring of one comparison from its preference ratings in arrival order (JSON-ready).
+
+    stratum: each rating's prompt stratum (the report's strata); pair: each rating's pair, to
+    drop a participant's later ratings of a pair as the report does (earliest kept).
+    """
+    keep = first_ratings_only(np.asarray(participant), None if pair is None else np.asarray(pair))
+    participant, prompt, score = np.asarray(participant)[keep], np.asarray(prompt)[keep], np.asarray(score)[keep]
+    stratum = None if stratum is None else np.asarray(stratum)[keep]
     n = int(score.size)
     planned = max(int(planned), 1)
     look_every = max(int(look_every), math.ceil(planned / MAX_LOOKS))
@@ -179,7 +245,8 @@ def monitor(participant: np.ndarray, prompt: np.ndarray, score: np.ndarray, *, p
     out: dict[str, Any] = {
         "method": METHOD.format(look_every=look_every, planned=planned), "look_every": look_every,
         "planned_ratings": planned, "margin": margin, "n_ratings": n, "looks_done": int(done.size),
-        "boundary_final": float(bounds[-1]),
+        "boundary_final": float(bounds[-1]), "alpha_two_sided": ALPHA_TWO_SIDED, "alpha_per_side": ALPHA_ONE_SIDED,
+        "n_duplicates_dropped": int((~keep).sum()),
     }
     if done.size == 0:
         out.update(recommendation=f"continue: about {int(grid[0]) - n} more ratings before the first look",
@@ -187,34 +254,39 @@ def monitor(participant: np.ndarray, prompt: np.ndarray, score: np.ndarray, *, p
         return out
     p = np.unique(participant, return_inverse=True)[1]
     q = np.unique(prompt, return_inverse=True)[1]
-    est = clustered_win_rate(p, q, score, looks=done.tolist())
-    w, se = est.win_rate[0], est.se[0]
+    h = None if stratum is None else np.unique(np.asarray(stratum, dtype=str), return_inverse=True)[1]
+    est = clustered_win_rate(p, q, score, looks=done.tolist(), stratum=h)
+    w, se, df = est.win_rate[0], est.se[0], est.df[0]
     b = bounds[: done.size]
+    c = t_critical(b, df)
     stop = None
     for k in range(done.size):
         verdict, rule = decide(int(done[k]), float(w[k]), float(se[k]), float(b[k]), int(est.n_participants[0, k]),
-                               int(est.n_prompts[0, k]), margin)
+                               int(est.n_prompts[0, k]), margin, float(df[k]))
         if verdict is not None:
             stop = {"look": k + 1, "n_ratings": int(done[k]), "recommendation": verdict, "rule": rule,
                     "statistic": {"win_rate": float(w[k]), "se": float(se[k]), "z": float((w[k] - 0.5) / se[k]),
-                                  "boundary": float(b[k])}}
+                                  "t": float((w[k] - 0.5) / se[k]), "df": float(df[k]),
+                                  "boundary": float(c[k]), "boundary_normal_scale": float(b[k])}}
             break
     k = done.size - 1
     current = {"look": k + 1, "n_ratings": int(done[k]), "information_fraction": float(done[k] / planned),
                "win_rate": _f(w[k]), "se": _f(se[k]), "z": _f((w[k] - 0.5) / se[k]) if se[k] > 0 else None,
-               "boundary": _f(b[k]), "alpha_spent": float(obf_spending(done[k] / planned)),
-               "interval_low": _f(w[k] - b[k] * se[k]), "interval_high": _f(w[k] + b[k] * se[k]),
+               "df": _f(df[k]), "boundary": _f(c[k]), "boundary_normal_scale": _f(b[k]),
+               "alpha_spent": float(obf_spending(done[k] / planned)),
+               "interval_low": _f(w[k] - c[k] * se[k]), "interval_high": _f(w[k] + c[k] * se[k]),
                "confidence": 1 - 2 * ALPHA_ONE_SIDED}
-    f = np.isfinite(b) & np.isfinite(se) & np.isfinite(w)
+    f = np.isfinite(c) & np.isfinite(se) & np.isfinite(w)
     out["history"] = {"n_ratings": done[f].tolist(), "win_rate": w[f].tolist(),
-                      "interval_low": (w[f] - b[f] * se[f]).tolist(), "interval_high": (w[f] + b[f] * se[f]).tolist()}
+                      "interval_low": (w[f] - c[f] * se[f]).tolist(), "interval_high": (w[f] + c[f] * se[f]).tolist()}
     out.update(stop=stop, current=current)
     if stop is not None:
         out["recommendation"] = stop["recommendation"]
     elif done[-1] >= planned:
         out["recommendation"] = "stop: planned ratings reached without a clear preference"
     else:
-        more = _more_ratings(n, float(w[k]), float(se[k]), grid, bounds, margin)
+        more = _more_ratings(n, float(w[k]), float(se[k]), grid,
+                             t_critical(bounds, df[k]) if np.isfinite(df[k]) else bounds, margin)
         out["recommendation"] = f"continue: about {more} more ratings"
     return out
 
@@ -226,20 +298,49 @@ def _f(x: Any) -> float | None:
 
 def monitor_comparisons(rows: list[Mapping[str, Any]], planned: Mapping[str, int], *,
                         look_every: int = LOOK_EVERY, margin: float = MARGIN,
-                        participants: set[str] | None = None) -> dict[str, Any]:
+                        participants: set[str] | None = None,
+                        recorded_stops: Mapping[str, Mapping[str, Any]] | None = None) -> dict[str, Any]:
     """Monitoring per comparison from export-style rows in arrival order (`rating_id` order).
 
     Uses preference ratings only (no gold, repeats or practice) of `participants` when given
-    (the kept participants after exclusions). `planned`: planned ratings per comparison.
+    (the kept participants after exclusions), the rows' `stratum` and `pair` when present (the
+    report's strata and duplicate rule). `planned`: planned ratings per comparison (the locked
+    totals, `lock_planned_total`). `recorded_stops`: per comparison, a stop recorded earlier: it
+    stays the decision (immutable: later exclusions or ratings do not undo it) and the state
+    computed now is shown beside it as `post_hoc`.
     """
-    keep = [r for r in rows if not r["is_gold"] and not r["is_repeat"] and not r.get("is_practice")
+    keep = [r for r in rows if not _true(r["is_gold"]) and not _true(r["is_repeat"]) and not _true(r.get("is_practice"))
             and (participants is None or str(r["participant"]) in participants)]
     keep.sort(key=lambda r: r["rating_id"])
     out = {}
     for label, total in planned.items():
         sub = [r for r in keep if r["comparison"] == label]
-        out[label] = monitor(np.array([str(r["participant"]) for r in sub]),
-                             np.array([str(r["prompt_id"]) for r in sub]),
-                             np.array([int(r["score"]) for r in sub], dtype=np.int64),
-                             planned=total, look_every=look_every, margin=margin)
+        has_stratum = bool(sub) and all("stratum" in r for r in sub)
+        has_pair = bool(sub) and all("pair" in r for r in sub)
+        m = monitor(np.array([str(r["participant"]) for r in sub]),
+                    np.array([str(r["prompt_id"]) for r in sub]),
+                    np.array([int(r["score"]) for r in sub], dtype=np.int64),
+                    planned=total, look_every=look_every, margin=margin,
+                    stratum=np.array([str(r["stratum"]) for r in sub]) if has_stratum else None,
+                    pair=np.array([str(r["pair"]) for r in sub]) if has_pair else None)
+        recorded = (recorded_stops or {}).get(label)
+        if recorded:
+            m = with_recorded_stop(m, recorded)
+        out[label] = m
     return out
+
+
+def with_recorded_stop(m: dict[str, Any], recorded: Mapping[str, Any]) -> dict[str, Any]:
+    """A comparison's monitoring with an earlier recorded stop kept as the decision.
+
+    The recorded stop (as stored when it was taken) is `stop` and gives the recommendation; what
+    the data say now (after later ratings or exclusions) is `post_hoc`, shown beside it.
+    """
+    post_hoc = {"recommendation": m["recommendation"], "stop": m.get("stop"), "current": m.get("current")}
+    return {**m, "stop": dict(recorded), "recorded": True, "recommendation": recorded.get("recommendation",
+                                                                                          m["recommendation"]),
+            "post_hoc": post_hoc}
+
+
+def _true(v: Any) -> bool:
+    return v is True or v == 1 or (isinstance(v, str) and v.strip().lower() in {"1", "true", "t", "yes"})

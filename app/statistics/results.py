@@ -13,9 +13,12 @@ from app.statistics.exclusions import apply_exclusions, normalise_rules
 from app.statistics.jsonsafe import _num
 from app.statistics.quality import quality_summary
 from app.statistics.rows import Ratings, StatisticsInputError, preference_mask, ratings_from_rows
-from app.statistics.robust import ESTIMATES, robust_intervals
+from app.statistics.robust import ESTIMATES, PromptPool, estimates_and_tests, prompt_pool, ratio_parts
 from app.statistics.robust import METHOD as ROBUST_METHOD
 from app.statistics.significance import significance_tests
+
+HOLM = ("Holm (statsmodels.stats.multitest.multipletests, method='holm') over the comparisons' win-rate tests "
+        "(cluster-robust t tests of win rate = 0.5)")
 
 BOOTSTRAP_NOTE = ("crossed bootstrap percentile interval: conservative (counts the vote-level noise about three "
                   "times), shown as a cross-check")
@@ -38,13 +41,19 @@ def _design(r: Ratings, mask: np.ndarray) -> dict[str, Any]:
     }
 
 
-def _group_summary(r: Ratings, mask: np.ndarray, boot: dict[str, np.ndarray], confidence: float) -> dict[str, Any]:
-    """One group's results; `r` holds preference ratings only (see `preference_results`)."""
+def _group_summary(r: Ratings, mask: np.ndarray, boot: dict[str, np.ndarray], confidence: float,
+                   pools: Mapping[str, PromptPool | None] | None = None, pool_stratum: str | None = None
+                   ) -> dict[str, Any]:
+    """One group's results; `r` holds preference ratings only (see `preference_results`).
+
+    pools / pool_stratum: for a per-stratum group, the prompt variance pooled across strata.
+    """
     scores = r.score[mask]
     out: dict[str, Any] = _design(r, mask)
     out["distribution"] = distribution(scores)
     est = point_estimates(scores)
-    robust = robust_intervals(scores, r.participant[mask], r.prompt[mask], r.stratum[mask], confidence)
+    robust, tested = estimates_and_tests(scores, r.participant[mask], r.prompt[mask], r.stratum[mask], confidence,
+                                         pools=pools, pool_stratum=pool_stratum)
     wins, losses = int((scores > 0).sum()), int((scores < 0).sum())
     indep = {
         "win_rate": wilson_interval(wins, wins + losses, confidence),
@@ -56,15 +65,62 @@ def _group_summary(r: Ratings, mask: np.ndarray, boot: dict[str, np.ndarray], co
         lo, hi = percentile_interval(boot[name], confidence)
         rb = robust[name]
         out[name] = {"estimate": value, "ci_low": _num(rb["ci_low"]), "ci_high": _num(rb["ci_high"]),
-                     "se": _num(rb["se"]), "df": _num(rb["df"]),
+                     "se": _num(rb["se"]), "df": _num(rb["df"]), "reason": rb["reason"],
                      "ci_bootstrap": {"low": lo, "high": hi, "note": BOOTSTRAP_NOTE},
                      "ci_independent_votes": {"low": indep[name][0], "high": indep[name][1],
                                               "note": INDEPENDENCE_NOTE}}
-    out["tests"] = significance_tests(scores, r.prompt[mask])
+    out["tests"] = significance_tests(scores, r.prompt[mask], tested["win_rate"][0], tested["mean_score"][0])
     return out
 
 
-def preference_results(r: Ratings, *, draws: int, seed: int, confidence: float = 0.95) -> dict[str, Any]:
+def _pools(r: Ratings) -> dict[str, PromptPool | None]:
+    """Per estimate, the within-stratum prompt variance pooled across the strata of all of `r`."""
+    out = {}
+    for name, (a, b) in ratio_parts(r.score).items():
+        keep = b != 0
+        out[name] = prompt_pool(a[keep], b[keep], r.participant[keep], r.prompt[keep], r.stratum[keep])
+    return out
+
+
+def holm(p_values: Mapping[str, float | None]) -> dict[str, float | None]:
+    """Holm-adjusted p-values (statsmodels' multipletests) of the non-missing entries; None stays None."""
+    from statsmodels.stats.multitest import multipletests
+
+    keys = [k for k, p in p_values.items() if p is not None]
+    out: dict[str, float | None] = {k: None for k in p_values}
+    if keys:
+        adjusted = multipletests([p_values[k] for k in keys], method="holm")[1]
+        out.update({k: float(v) for k, v in zip(keys, adjusted)})
+    return out
+
+
+def _multiplicity(out: dict[str, Any], primary: str | None) -> dict[str, Any]:
+    """Add `p_holm` to every comparison's (and the overall) win-rate test; name the primary comparison."""
+    comps = out["per_comparison"]
+    labels = list(comps)
+    if primary is None or primary not in comps:
+        primary = labels[0] if labels else None
+    adjusted = holm({k: g["tests"].get("win_rate", {}).get("p_value") for k, g in comps.items()})
+    for k, g in comps.items():
+        g["primary"] = k == primary
+        if "win_rate" in g["tests"]:
+            g["tests"]["win_rate"]["p_holm"] = adjusted[k]
+    overall = out["overall"]
+    if overall is not None and "win_rate" in overall["tests"]:
+        # One comparison: the overall result is that comparison; several: the pooled result is descriptive.
+        overall["tests"]["win_rate"]["p_holm"] = adjusted[labels[0]] if len(labels) == 1 else None
+    for g in out["per_stratum"].values():
+        g["role"] = "secondary"
+    return {"method": HOLM, "family": labels, "primary": primary,
+            "primary_rule": "the comparison named by the caller (the study's first comparison), else the first by label",
+            "strata": "secondary: per-stratum results are descriptive; their p-values are not adjusted and are not "
+                      "part of the family",
+            "overall": "with one comparison the overall result is that comparison; with several the pooled "
+                       "overall result is descriptive (p_holm None)"}
+
+
+def preference_results(r: Ratings, *, draws: int, seed: int, confidence: float = 0.95,
+                       primary_comparison: str | None = None) -> dict[str, Any]:
     """Preference results overall, per comparison and per stratum (gold, repeats, duplicates left out).
 
     Only participants and prompts with preference votes take part. Intervals: see
@@ -74,7 +130,7 @@ def preference_results(r: Ratings, *, draws: int, seed: int, confidence: float =
     """
     pref = preference_mask(r)
     if not pref.any():
-        return {"overall": None, "per_comparison": {}, "per_stratum": {}}
+        return {"overall": None, "per_comparison": {}, "per_stratum": {}, "multiplicity": None}
     r = r.subset(pref)
     strata, strat = np.unique(r.stratum, return_inverse=True)
     prompt_stratum = np.zeros(r.prompts.size, dtype=np.int64)
@@ -88,9 +144,12 @@ def preference_results(r: Ratings, *, draws: int, seed: int, confidence: float =
     for key, labels, cell_group in (("per_comparison", comparisons, cells // strata.size),
                                     ("per_stratum", strata, cells % strata.size)):
         column = r.comparison if key == "per_comparison" else r.stratum
+        pools = _pools(r) if key == "per_stratum" else None
         for i, label in enumerate(labels.tolist()):
             boot = estimates_from_sums(sums[:, cell_group == i].sum(axis=1))
-            out[key][label] = _group_summary(r, column == label, boot, confidence)
+            out[key][label] = _group_summary(r, column == label, boot, confidence, pools,
+                                             label if key == "per_stratum" else None)
+    out["multiplicity"] = _multiplicity(out, primary_comparison)
     return out
 
 
@@ -123,15 +182,18 @@ def compute_statistics(
     draws: int = 1000,
     seed: int = 0,
     confidence: float = 0.95,
+    primary_comparison: str | None = None,
 ) -> dict[str, Any]:
     """Everything the report shows, as one JSON-ready dict.
 
-    rows: `app.reporting.export.rating_rows` output. exclusion_rules: the study's rules (see
+    rows: `app.analysis.ratings.rating_rows` output. exclusion_rules: the study's rules (see
     `normalise_rules`); min_response_ms: the study's minimum response time, used when the
     rules name none. draws / seed: draws of the crossed-bootstrap cross-check (`ci_bootstrap`; the
     headline intervals are analytic, `app.statistics.robust`) and the seed of its generator
     (recorded in the output). Results are given without exclusions ("all") and with them
     ("after_exclusions"; the same dict when no participant was excluded).
+    primary_comparison: the comparison label that is primary for the Holm family (default: the
+    first by label).
     """
     if draws < 1:
         raise StatisticsInputError("bootstrap draws must be at least 1")
@@ -143,11 +205,13 @@ def compute_statistics(
     tolerance = rules["consistency_tolerance"]
     quality = quality_summary(r, speed_threshold, tolerance)
     exclusions = apply_exclusions(quality["participants"], rules)
-    result_all = preference_results(r, draws=draws, seed=seed, confidence=confidence)
+    result_all = preference_results(r, draws=draws, seed=seed, confidence=confidence,
+                                    primary_comparison=primary_comparison)
     result_all["quality"] = {k: v for k, v in quality.items() if k != "participants"}
     if exclusions["excluded"]:
         kept = r.subset(np.isin(r.participants[r.participant], exclusions["kept"]))
-        result_kept = preference_results(kept, draws=draws, seed=seed, confidence=confidence)
+        result_kept = preference_results(kept, draws=draws, seed=seed, confidence=confidence,
+                                         primary_comparison=primary_comparison)
         q_kept = quality_summary(kept, speed_threshold, tolerance)
         result_kept["quality"] = {k: v for k, v in q_kept.items() if k != "participants"}
     else:
@@ -163,7 +227,13 @@ def compute_statistics(
             "excluded_from_preference": "gold trials (quality control) and repeat trials (consistency); practice "
             "trials; later duplicates of a participant's main rating of a pair (the earliest answer is kept)",
         },
-        "interval": {"method": ROBUST_METHOD, "confidence": float(confidence), "documentation": "docs/statistics.md"},
+        "interval": {"method": ROBUST_METHOD, "confidence": float(confidence), "documentation": "docs/statistics.md",
+                     "no_interval": "an estimate without an interval says why in its `reason` (fewer than 2 "
+                                    "participants or prompts, no decisive votes, zero variance)"},
+        "tests": {"shown": "cluster-robust t tests (tests.win_rate against 0.5, tests.mean_score against 0) with the "
+                           "interval's SE and df; p_holm: Holm over the comparisons (see results.*.multiplicity)",
+                  "withdrawn": "sign test, Wilcoxon on votes and the prompt-mean tests assume independent votes: "
+                               "their p_value is None (the number is kept as p_value_assuming_independence)"},
         "bootstrap": {
             "method": "crossed (pigeonhole): participants, and prompts within their stratum, resampled independently "
             "with replacement; a vote's weight is (copies of its participant) x (copies of its prompt); percentile "

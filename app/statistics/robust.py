@@ -1,33 +1,66 @@
 """Two-way cluster-robust intervals for the headline estimates (participants x prompts crossed).
 
+This module is THE statistics core: the report (`app.statistics.results`), monitoring
+(`app.statistics.monitoring` through `app.statistics.clustered`) and planning (`app.statistics.planning`) all use `cluster_part`
+and the rules below, so they cannot drift apart.
+
 The three estimates are ratios of vote sums, theta = sum(a) / sum(b):
 win rate a = 1{s > 0}, b = 1{s != 0}; tie-as-half rate a = 1{s > 0} + 0.5 * 1{s = 0}, b = 1;
-mean score a = s, b = 1. Their linearised residuals e_i = (a_i - theta * b_i) / sum(b) are summed
-per cluster, and the variance is the two-way cluster-robust one (Cameron, Gelbach & Miller 2011):
+mean score a = s, b = 1. Their linearised residuals a_i - theta b_i are summed per cluster and
+the variance is the two-way cluster-robust one (Cameron, Gelbach & Miller 2011):
 
-    V = V_P + V_Q - V_PQ
+    V = (V_P + V_Q - V_PQ) / sum(b)^2
 
-V_P: participants as clusters; V_Q: prompts as clusters, centred within each stratum (strata
-are fixed by design, so only the within-stratum spread of prompts is random); V_PQ: (participant,
-prompt) cells as clusters, centred within strata: the votes counted by both V_P and V_Q. Each
-part has the small-sample factor G / (G - 1) of its G clusters (per stratum for V_Q and V_PQ).
-Only participants and prompts that have votes in the group count (for the win rate: decisive
-votes, since ties do not enter it). Should V come out <= 0 (possible in tiny samples) the
-larger of V_P and V_Q is used. The interval is
-theta +- t(df) * sqrt(V) with df = min(P - 1, Q - strata): the factor with fewer independent
-clusters limits how well V is known (Cameron, Gelbach & Miller's G_min - 1); rates are clipped
-to [0, 1]. See docs/statistics.md for the simulation that chose it.
+V_P: participants as clusters; V_Q: prompts as clusters, with residuals about each stratum's own
+ratio (strata are fixed by design, so only the within-stratum spread of prompts is random);
+V_PQ: (participant, prompt) cells, within strata: the votes that V_P and V_Q both count. Should
+V come out <= 0 (tiny samples) the larger of V_P and V_Q is used.
+
+Each part is a bias-reduced ("CR2") cluster sum: sum_g d_g r_g^2 with r_g the cluster's residual
+total and d_g = w_g / (w_g (1 - 2 h_g) + h_g^2 sum_k w_k), h_g the cluster's share of its block's
+weight and w_g = n_g + rho n_g^2 its working variance (n_g votes; rho = between-cluster /
+within-vote variance, a moment estimate). This makes each part unbiased under the working model
+(Bell & McCaffrey 2002; Pustejovsky & Tipton 2018, with an intercept-only model and a
+random-effects working model it has this closed form). In balanced designs d_g = G / (G - 1), the
+familiar factor; a participant who gives 12% of the votes gets a larger one, which is what the old
+G / (G - 1) missed (its variance was 6-12% small with few effective clusters).
+
+Degrees of freedom: per factor, the Bell-McCaffrey / Satterthwaite approximation
+df = tr(AW)^2 / tr((AW)^2) of the same quadratic form under the same working model (closed form,
+O(clusters)); it equals G - 1 for G equal clusters and falls towards the effective number of
+clusters when a few participants carry most of the votes. The interval is
+theta +- t(df) sqrt(V) with df = min(df_P, df_Q) (the factor with fewer effective clusters
+limits how well V is known). Chosen by `benchmarks/calibration.py` against CR1 with
+df = min(P - 1, Q - strata) (the previous method) and CR2 with a Satterthwaite combination of the
+parts; see docs/statistics.md for the table.
+
+Per-stratum results pool the within-stratum prompt variance across strata (the prompt part of a
+stratum is lambda * its working expectation, lambda estimated from every stratum's prompts, with
+the pooled df): with 3 prompts per stratum a stratum's own 2 df make a t interval about twice as
+wide as the sampling spread.
+
+No interval (and a `reason` saying why) with fewer than 2 participants, no stratum with 2
+prompts, no decisive votes (win rate) or a zero variance (every cluster answered alike): an
+interval of zero width would claim certainty the data do not have.
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+
 import numpy as np
 from scipy import stats as sps
 
-METHOD = ("two-way cluster-robust variance V_P + V_Q - V_PQ (participants, prompts within strata, "
-          "participant x prompt cells; each with G/(G-1)), t interval with df = min(participants - 1, prompts - strata) "
-          "(app.statistics.robust)")
 ESTIMATES = ("win_rate", "tie_half_rate", "mean_score")
+ADJUSTMENTS = ("cr2", "cr1")
+DF_RULES = ("min", "satterthwaite", "classic")
+ADJUST, DF_RULE = "cr2", "min"  # chosen by benchmarks/calibration.py (docs/statistics.md)
+METHOD = ("two-way cluster-robust variance V_P + V_Q - V_PQ (participants, prompts within strata, participant x "
+          "prompt cells), bias-reduced CR2 cluster weights under a random-effects working model, t interval with "
+          "df = min(Bell-McCaffrey df of the participant part, of the prompt part); per-stratum intervals pool the "
+          "prompt variance across strata (app.statistics.robust)")
 
 
 def ratio_parts(scores: np.ndarray) -> dict[str, tuple[np.ndarray, np.ndarray]]:
@@ -43,69 +76,299 @@ def ratio_parts(scores: np.ndarray) -> dict[str, tuple[np.ndarray, np.ndarray]]:
 
 def _dense(codes: np.ndarray) -> tuple[np.ndarray, int]:
     used, inv = np.unique(codes, return_inverse=True)
-    return inv.reshape(-1), used.size
+    return inv.reshape(-1).astype(np.int64), used.size
 
 
-def _stratified_part(e: np.ndarray, cluster: np.ndarray, stratum: np.ndarray) -> tuple[float, float]:
-    """(variance part, df) of cluster totals of e, centred within strata, each stratum x G_h/(G_h-1).
+# ----------------------------------------------------------------------------- the core
 
-    cluster: dense codes; stratum: dense codes, constant within a cluster. Strata with a single
-    cluster add nothing (their spread cannot be estimated) and no degrees of freedom.
+
+@dataclass(frozen=True)
+class Part:
+    """One clustering factor's variance part per study: v = sum_g d_g r_g^2 (unscaled),
+    e = tr(AW) and q = tr((AW)^2) under the working model (df = e^2 / q), g = clusters counted,
+    e_block = e per block (stratum), rho = the working ratio used."""
+
+    v: np.ndarray
+    e: np.ndarray
+    q: np.ndarray
+    g: np.ndarray
+    e_block: np.ndarray
+    rho: np.ndarray
+
+    @property
+    def df(self) -> np.ndarray:
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(self.q > 0, self.e**2 / np.where(self.q > 0, self.q, 1.0), np.nan)
+
+
+def working_rho(r: np.ndarray, n: np.ndarray, block: np.ndarray, study: np.ndarray, n_studies: int,
+                sigma2: np.ndarray) -> np.ndarray:
+    """Moment estimate of rho = between-cluster / within-vote variance, per study.
+
+    Under w_g = sigma2 n_g + tau2 n_g^2 the raw sum of squared residual totals has expectation
+    sigma2 K1 + tau2 K2 (K1 = sum_b N_b - sum n^2 / N_b, K2 = sum_b sum n^2 - 2 sum n^3 / N_b +
+    (sum n^2)^2 / N_b^2 over blocks with >= 2 clusters); tau2 is solved from it, floored at 0.
     """
-    n_c = int(cluster.max()) + 1
-    totals = np.bincount(cluster, weights=e, minlength=n_c)
-    first = np.zeros(n_c, dtype=np.int64)
-    first[cluster] = stratum
-    n_h = int(first.max()) + 1
-    g = np.bincount(first, minlength=n_h).astype(float)
-    mean = np.bincount(first, weights=totals, minlength=n_h) / np.maximum(g, 1)
-    ss = np.bincount(first, weights=(totals - mean[first]) ** 2, minlength=n_h)
-    ok = g > 1
-    return float((ss[ok] * g[ok] / (g[ok] - 1)).sum()), float((g[ok] - 1).sum())
+    nb = int(block.max()) + 1 if block.size else 1
+    g_b = np.bincount(block, minlength=nb)
+    n_b = np.bincount(block, n, nb)
+    s2 = np.bincount(block, n * n, nb)
+    s3 = np.bincount(block, n**3, nb)
+    ok = g_b >= 2
+    safe = np.where(ok, n_b, 1.0)
+    study_of_block = np.zeros(nb, dtype=np.int64)
+    study_of_block[block] = study
+    k1 = np.bincount(study_of_block, np.where(ok, n_b - s2 / safe, 0.0), n_studies)
+    k2 = np.bincount(study_of_block, np.where(ok, s2 - 2 * s3 / safe + s2 * s2 / safe**2, 0.0), n_studies)
+    raw = np.bincount(study, np.where(ok[block], r * r, 0.0), n_studies)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        tau2 = np.maximum((raw - sigma2 * k1) / np.where(k2 > 0, k2, np.inf), 0.0)
+        rho = np.where(sigma2 > 0, tau2 / np.where(sigma2 > 0, sigma2, 1.0), 0.0)
+    return np.nan_to_num(rho)
+
+
+def cluster_part(r: np.ndarray, n: np.ndarray, block: np.ndarray, study: np.ndarray | None = None,
+                 n_studies: int = 1, rho: np.ndarray | float = 0.0, adjust: str = ADJUST) -> Part:
+    """Variance part of one clustering factor, for one or many studies at once.
+
+    r: each cluster's residual total (sum of a_i - theta b_i, theta of its block); n: its weight
+    (sum of b_i, > 0); block: int id of the block (stratum) the cluster is centred in, unique
+    across studies; study: the study of each cluster (default all 0); rho: working ratio per
+    study. Blocks with one cluster contribute nothing (their spread cannot be estimated).
+    adjust "cr2": d_g = w_g / E_w[r_g^2] (bias-reduced); "cr1": d_g = G_b / (G_b - 1).
+    """
+    r, n = np.asarray(r, dtype=float), np.asarray(n, dtype=float)
+    block = np.asarray(block, dtype=np.int64)
+    study = np.zeros(r.size, dtype=np.int64) if study is None else np.asarray(study, dtype=np.int64)
+    nb = int(block.max()) + 1 if block.size else 1
+    g_b = np.bincount(block, minlength=nb)
+    ok = g_b[block] >= 2
+    n_b = np.bincount(block, n, nb)
+    h = n / np.where(n_b[block] > 0, n_b[block], 1.0)
+    rho_s = np.broadcast_to(np.asarray(rho, dtype=float), (n_studies,))
+    w = n + rho_s[study] * n * n
+    s_b = np.bincount(block, w, nb)
+    s = s_b[block]
+    base = w * (1 - 2 * h) + s * h * h  # E[r_g^2] / sigma2 under the working model
+    if adjust == "cr2":
+        d = np.where(ok, w / np.where(ok & (base > 0), base, 1.0), 0.0)
+    elif adjust == "cr1":
+        d = np.where(ok, g_b[block] / np.maximum(g_b[block] - 1, 1), 0.0)
+    else:
+        raise ValueError(f"adjust must be one of {ADJUSTMENTS}")
+    v = np.bincount(study, d * r * r, n_studies)
+    e_block = np.bincount(block, d * base, nb)
+    # tr((AW)^2) with A = (I - 1h') D (I - h1') per block: diagonal part + the rank-3 part (closed form).
+    m_hh, m_hw, m_ww = (np.bincount(block, d * x, nb) for x in (h * h, h * w, w * w))
+    cross = 2 * m_hh * m_ww + 2 * m_hw**2 - 4 * s_b * m_hh * m_hw + s_b**2 * m_hh**2
+    diag = np.bincount(block, d * d * (w * w + 2 * w * (s * h * h - 2 * h * w)), nb)
+    study_of_block = np.zeros(nb, dtype=np.int64)
+    study_of_block[block] = study
+    q = np.bincount(study_of_block, np.where(g_b >= 2, diag + cross, 0.0), n_studies)
+    e = np.bincount(study_of_block, e_block, n_studies)
+    g = np.bincount(study, ok.astype(float), n_studies)
+    return Part(v=v, e=e, q=q, g=g, e_block=e_block, rho=rho_s.copy())
+
+
+def combine(v_p: np.ndarray, v_q: np.ndarray, v_pq: np.ndarray, df_p: np.ndarray, df_q: np.ndarray,
+            df_rule: str = DF_RULE, classic: tuple[np.ndarray, np.ndarray] | None = None
+            ) -> tuple[np.ndarray, np.ndarray]:
+    """(V, df) of the two-way variance from its parts (arrays of studies); see the module docstring."""
+    v = v_p + v_q - v_pq
+    v = np.where(v > 0, v, np.maximum(v_p, v_q))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        if df_rule == "min":
+            df = np.fmin(df_p, df_q)
+        elif df_rule == "satterthwaite":
+            df = v**2 / (v_p**2 / df_p + v_q**2 / df_q)
+        elif df_rule == "classic":
+            df = np.maximum(np.minimum(*classic), 1.0)
+        else:
+            raise ValueError(f"df_rule must be one of {DF_RULES}")
+    return v, df
+
+
+@dataclass(frozen=True)
+class PromptPool:
+    """Within-stratum prompt variance pooled across strata: lambda = sum d r^2 / sum E, df, and
+    each stratum's working expectation E_h (by stratum label)."""
+
+    lam: float
+    df: float
+    e_stratum: Mapping[str, float]
+
+    def part(self, stratum: str) -> tuple[float, float]:
+        """(unscaled V_Q of the stratum's own estimate, df)."""
+        return self.lam * self.e_stratum.get(stratum, math.nan), self.df
+
+
+def _parts(a: np.ndarray, b: np.ndarray, participant: np.ndarray, prompt: np.ndarray, stratum: np.ndarray,
+           adjust: str) -> tuple[float, Part, Part, Part, np.ndarray, np.ndarray]:
+    """theta, the three parts (P, Q, PQ), the stratum code of each prompt block and the labels."""
+    bsum = b.sum()
+    theta = a.sum() / bsum
+    p, _ = _dense(participant)
+    s_labels, s = np.unique(np.asarray(stratum), return_inverse=True)
+    s = s.reshape(-1)
+    q, n_q = _dense(prompt)
+    n_s = s_labels.size
+    theta_h = np.bincount(s, a, n_s) / np.where(np.bincount(s, b, n_s) > 0, np.bincount(s, b, n_s), 1.0)
+    e_glob, e_strat = a - theta * b, a - theta_h[s] * b
+    sigma2 = np.array([float((e_glob**2).sum() / bsum)])
+
+    def factor(codes: np.ndarray, resid: np.ndarray, blocks_of_votes: np.ndarray, with_rho: bool) -> Part:
+        g = int(codes.max()) + 1
+        r = np.bincount(codes, resid, g)
+        n = np.bincount(codes, b, g)
+        blk = np.zeros(g, dtype=np.int64)
+        blk[codes] = blocks_of_votes
+        keep = n > 0
+        r, n, blk = r[keep], n[keep], blk[keep]
+        st = np.zeros(r.size, dtype=np.int64)
+        rho = working_rho(r, n, blk, st, 1, sigma2) if with_rho else 0.0
+        return cluster_part(r, n, blk, st, 1, rho, adjust)
+
+    part_p = factor(p, e_glob, np.zeros_like(p), True)
+    part_q = factor(q, e_strat, s, True)
+    cell, _ = _dense(p * n_q + q)
+    part_pq = factor(cell, e_strat, s, False)
+    return float(theta), part_p, part_q, part_pq, s_labels, q
 
 
 def variance_parts(a: np.ndarray, b: np.ndarray, participant: np.ndarray, prompt: np.ndarray,
-                   stratum: np.ndarray) -> tuple[float, list[tuple[float, float]]]:
+                   stratum: np.ndarray, adjust: str = ADJUST) -> tuple[float, list[tuple[float, float]]]:
     """(theta, [(V_P, df), (V_Q, df), (V_PQ, df)]) of theta = sum(a) / sum(b). Assumes sum(b) > 0."""
-    theta = a.sum() / b.sum()
-    e = (a - theta * b) / b.sum()
-    p, _ = _dense(participant)
-    s, _ = _dense(stratum)
-    q, n_q = _dense(prompt)
-    cell, _ = _dense(p.astype(np.int64) * n_q + q)
-    return float(theta), [_stratified_part(e, p, np.zeros_like(p)), _stratified_part(e, q, s),
-                          _stratified_part(e, cell, s)]
+    theta, pp, pq, ppq, _, _ = _parts(np.asarray(a, float), np.asarray(b, float), np.asarray(participant),
+                                      np.asarray(prompt), np.asarray(stratum), adjust)
+    b2 = float(np.sum(b)) ** 2
+    return theta, [(float(x.v[0] / b2), float(x.df[0]) if np.isfinite(x.df[0]) else 0.0) for x in (pp, pq, ppq)]
+
+
+def prompt_pool(a: np.ndarray, b: np.ndarray, participant: np.ndarray, prompt: np.ndarray, stratum: np.ndarray,
+                adjust: str = ADJUST) -> PromptPool | None:
+    """The pooled within-stratum prompt variance of a set of votes (None without any stratum of 2 prompts)."""
+    a, b = np.asarray(a, float), np.asarray(b, float)
+    if b.sum() <= 0:
+        return None
+    _, _, pq, _, labels, _ = _parts(a, b, np.asarray(participant), np.asarray(prompt), np.asarray(stratum), adjust)
+    if not pq.e[0] > 0:
+        return None
+    return PromptPool(lam=float(pq.v[0] / pq.e[0]), df=float(pq.df[0]),
+                      e_stratum={str(lab): float(pq.e_block[i]) for i, lab in enumerate(labels.tolist())})
+
+
+@dataclass(frozen=True)
+class Estimate:
+    theta: float | None
+    v: float | None
+    df: float | None
+    reason: str | None
+    n_participants: int = 0
+    n_prompts: int = 0
+
+
+def two_way(a: np.ndarray, b: np.ndarray, participant: np.ndarray, prompt: np.ndarray, stratum: np.ndarray, *,
+            adjust: str = ADJUST, df_rule: str = DF_RULE, pool: PromptPool | None = None,
+            pool_stratum: str | None = None) -> Estimate:
+    """theta, V and df of theta = sum(a) / sum(b) over the votes with b != 0, or the reason there is no interval.
+
+    pool / pool_stratum: for a per-stratum group, the prompt part comes from the pooled prompt
+    variance of the containing votes (`prompt_pool`).
+    """
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    keep = b != 0
+    a, b = a[keep], b[keep]
+    participant, prompt, stratum = (np.asarray(x)[keep] for x in (participant, prompt, stratum))
+    if b.sum() <= 0:
+        return Estimate(None, None, None, "no votes that enter this estimate")
+    n_p, n_q = int(np.unique(participant).size), int(np.unique(prompt).size)
+    theta, pp, pq, ppq, _, _ = _parts(a, b, participant, prompt, stratum, adjust)
+    if n_p < 2 or n_q < 2:
+        who = "participant" if n_p < 2 else "prompt"
+        return Estimate(theta, None, None, f"fewer than 2 {who}s with votes: the spread between {who}s cannot be "
+                        "estimated, so no interval is given", n_p, n_q)
+    b2 = float(b.sum()) ** 2
+    v_p, df_p = pp.v / b2, pp.df
+    if pool is not None and pool_stratum is not None:
+        vq, dfq = pool.part(pool_stratum)
+        v_q, df_q = np.array([vq / b2]), np.array([dfq])
+    else:
+        v_q, df_q = pq.v / b2, pq.df
+    if not np.isfinite(df_q[0]) or df_q[0] <= 0:
+        return Estimate(theta, None, None, "no stratum has 2 prompts with votes: the spread between prompts cannot be "
+                        "estimated, so no interval is given", n_p, n_q)
+    h_count = int(np.unique(stratum).size)
+    v, df = combine(v_p, v_q, ppq.v / b2, df_p, df_q, df_rule,
+                    classic=(np.array([n_p - 1.0]), np.array([max(n_q - h_count, 1.0)])))
+    # Rounding leaves ~1e-17 where every cluster answered alike: treat a variance that small as zero.
+    if not (np.isfinite(v[0]) and v[0] > 1e-10 * (abs(theta) + 1) ** 2 and np.isfinite(df[0]) and df[0] > 0):
+        return Estimate(theta, None, None, "no variation between participants or prompts (every cluster answered "
+                        "alike): the cluster-robust variance is zero, and a zero-width interval would claim a "
+                        "certainty the data do not have", n_p, n_q)
+    return Estimate(theta, float(v[0]), float(df[0]), None, n_p, n_q)
 
 
 def robust_variance(a: np.ndarray, b: np.ndarray, participant: np.ndarray, prompt: np.ndarray,
                     stratum: np.ndarray) -> tuple[float, float, float]:
-    """(theta, V, df) of theta = sum(a) / sum(b); see the module docstring. Assumes sum(b) > 0."""
-    theta, parts = variance_parts(a, b, participant, prompt, stratum)
-    (v_p, df_p), (v_q, df_q), (v_pq, _) = parts
-    v = v_p + v_q - v_pq
-    if v <= 0:
-        v = max(v_p, v_q)
-    return theta, float(v), float(max(min(df_p, df_q), 1.0))
+    """(theta, V, df) of theta = sum(a) / sum(b); see the module docstring. Assumes sum(b) > 0
+    and that an interval exists (nan otherwise)."""
+    est = two_way(a, b, participant, prompt, stratum)
+    nan = math.nan
+    return (nan if est.theta is None else est.theta, nan if est.v is None else est.v,
+            nan if est.df is None else est.df)
+
+
+def t_test(est: Estimate, null: float) -> dict[str, float | None]:
+    """Two-sided t test of theta = null with the interval's own SE and df (cluster-valid)."""
+    if est.v is None or est.df is None or est.theta is None:
+        return {"statistic": None, "df": None, "p_value": None}
+    t = (est.theta - null) / math.sqrt(est.v)
+    return {"statistic": float(t), "df": float(est.df), "p_value": float(min(1.0, 2 * sps.t.sf(abs(t), est.df)))}
+
+
+def interval(est: Estimate, name: str, confidence: float) -> dict[str, float | str | None]:
+    """{estimate, ci_low, ci_high, se, df, reason} of one estimate (rates clipped to [0, 1])."""
+    if est.v is None:
+        return {"estimate": est.theta, "ci_low": None, "ci_high": None, "se": None, "df": None, "reason": est.reason}
+    se = math.sqrt(est.v)
+    half = float(sps.t.ppf(0.5 + confidence / 2, est.df)) * se
+    lo, hi = est.theta - half, est.theta + half
+    if name != "mean_score":
+        lo, hi = max(lo, 0.0), min(hi, 1.0)
+    return {"estimate": est.theta, "ci_low": float(lo), "ci_high": float(hi), "se": se, "df": est.df, "reason": None}
 
 
 def robust_intervals(scores: np.ndarray, participant: np.ndarray, prompt: np.ndarray, stratum: np.ndarray,
-                     confidence: float = 0.95) -> dict[str, dict[str, float | None]]:
-    """{estimate: {estimate, ci_low, ci_high, se, df}} for the three estimates (None when undefined)."""
-    out: dict[str, dict[str, float | None]] = {}
+                     confidence: float = 0.95, *, pools: Mapping[str, PromptPool | None] | None = None,
+                     pool_stratum: str | None = None, adjust: str = ADJUST, df_rule: str = DF_RULE,
+                     ) -> dict[str, dict[str, float | str | None]]:
+    """{estimate: {estimate, ci_low, ci_high, se, df, reason}} for the three estimates.
+
+    pools / pool_stratum: per estimate, the pooled prompt variance for a per-stratum group.
+    """
+    out: dict[str, dict[str, float | str | None]] = {}
     for name, (a, b) in ratio_parts(scores).items():
-        if b.sum() == 0:
-            out[name] = {"estimate": None, "ci_low": None, "ci_high": None, "se": None, "df": None}
-            continue
-        keep = b != 0 if name == "win_rate" else slice(None)
-        theta, v, df = robust_variance(a[keep], b[keep], participant[keep], prompt[keep], stratum[keep])
-        if np.unique(participant[keep]).size < 2 and np.unique(prompt[keep]).size < 2:
-            # One participant on one prompt: no spread to estimate, so no interval (not a zero-width one).
-            out[name] = {"estimate": float(theta), "ci_low": None, "ci_high": None, "se": None, "df": None}
-            continue
-        half = float(sps.t.ppf(0.5 + confidence / 2, df)) * np.sqrt(v)
-        lo, hi = theta - half, theta + half
-        if name != "mean_score":
-            lo, hi = max(lo, 0.0), min(hi, 1.0)
-        out[name] = {"estimate": theta, "ci_low": float(lo), "ci_high": float(hi), "se": float(np.sqrt(v)),
-                     "df": float(df)}
+        pool = (pools or {}).get(name)
+        est = two_way(a, b, participant, prompt, stratum, adjust=adjust, df_rule=df_rule, pool=pool,
+                      pool_stratum=pool_stratum if pool is not None else None)
+        if est.theta is None and name == "win_rate":
+            est = Estimate(None, None, None, "no decisive votes (all ties): the win rate is undefined")
+        out[name] = interval(est, name, confidence)
     return out
+
+
+def estimates_and_tests(scores: np.ndarray, participant: np.ndarray, prompt: np.ndarray, stratum: np.ndarray,
+                        confidence: float = 0.95, *, pools: Mapping[str, PromptPool | None] | None = None,
+                        pool_stratum: str | None = None) -> tuple[dict, dict]:
+    """(robust_intervals, cluster-valid tests of win rate = 0.5 and mean score = 0) in one pass."""
+    ests: dict[str, Estimate] = {}
+    out: dict[str, dict] = {}
+    for name, (a, b) in ratio_parts(scores).items():
+        pool = (pools or {}).get(name)
+        est = two_way(a, b, participant, prompt, stratum, pool=pool,
+                      pool_stratum=pool_stratum if pool is not None else None)
+        if est.theta is None and name == "win_rate":
+            est = Estimate(None, None, None, "no decisive votes (all ties): the win rate is undefined")
+        ests[name] = est
+        out[name] = interval(est, name, confidence)
+    return out, {"win_rate": (ests["win_rate"], 0.5), "mean_score": (ests["mean_score"], 0.0)}
