@@ -142,3 +142,48 @@ def test_csv_helper_keeps_numbers_and_quotes_line_breaks():
     text = csv_text(["a", "b", "c"], [[-2, "-2", "x\ry"], [1.5, "=1+1", " @x"], [None, True, "\tz"]])
     assert text.split("\n")[1].startswith("-2,'-2,\"x\ry\"")
     _assert_inert(text, 4)
+
+
+# ------------------------------------------------------------------ 3: one person, one crowd id
+PID = "5f1a2b3c4d5e6f708192a3b4"
+
+
+@pytest.mark.parametrize("variant,status", [
+    (PID.upper(), 409),                                   # case
+    (f"  {PID}\u00a0", 409),                              # surrounding (and no-break) spaces
+    ("".join(chr(ord(c) + 0xFEE0) for c in PID), 409),    # full-width digits and letters
+    (f"{PID}\r", 422), (f"\t{PID}", 422),                 # CR, TAB
+    (f"\u200f{PID}", 422), (f"{PID}\u202e", 422),         # right-to-left mark, override
+    (f"{PID[:12]}\u200b{PID[12:]}", 422),                 # zero-width space
+])
+def test_crowd_id_variants_are_the_same_person(client, session, study_factory, variant, status):
+    study = study_factory(n_pairs=4, pairs_per_participant=2)
+    slug = study.slug
+    session.rollback()
+    first = client.post(f"/api/studies/{slug}/participants", json={"external_ids": {"PROLIFIC_PID": PID}})
+    assert first.status_code == 201
+    again = client.post(f"/api/studies/{slug}/participants", json={"external_ids": {"PROLIFIC_PID": variant}})
+    assert again.status_code == status, again.text
+    # The HTML form says the same (never a second participant).
+    r = client.post(f"/s/{slug}/start", data={"consent": "yes", "PROLIFIC_PID": variant}, follow_redirects=False)
+    assert r.status_code == status, r.text
+    session.expire_all()
+    stored = session.scalars(select(Participant.external_ids).where(Participant.study_id == study.id)).all()
+    session.rollback()
+    assert stored == [{"PROLIFIC_PID": PID}]
+
+
+def test_mturk_ids_are_upper_case_and_the_same_worker(client, session, study_factory):
+    study = study_factory(n_pairs=4, pairs_per_participant=2)
+    slug = study.slug
+    session.rollback()
+    a = client.post(f"/api/studies/{slug}/participants",
+                    json={"external_ids": {"workerId": " a1b2c3d4e5 ", "assignmentId": "x1"}})
+    assert a.status_code == 201
+    b = client.post(f"/api/studies/{slug}/participants",
+                    json={"external_ids": {"workerId": "Ａ1B2C3D4E5", "assignmentId": "X1"}})
+    assert b.status_code == 200 and b.json() == a.json()  # resumed: same worker, same assignment
+    session.expire_all()
+    ids = session.scalars(select(Participant.external_ids).where(Participant.study_id == study.id)).all()
+    session.rollback()
+    assert ids == [{"workerId": "A1B2C3D4E5", "assignmentId": "X1"}]
