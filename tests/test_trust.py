@@ -187,3 +187,108 @@ def test_mturk_ids_are_upper_case_and_the_same_worker(client, session, study_fac
     ids = session.scalars(select(Participant.external_ids).where(Participant.study_id == study.id)).all()
     session.rollback()
     assert ids == [{"workerId": "A1B2C3D4E5", "assignmentId": "X1"}]
+
+
+# ------------------------------------------------------------------ 7: no admin lock-out, atomic throttle
+@pytest.fixture
+def proxied_app(settings):
+    """The app behind a trusted reverse proxy (the test client's own address): tests pick each
+    request's client address with X-Forwarded-For, as the proxy would."""
+    from app.main import create_app
+
+    application = create_app(settings.model_copy(update={"trusted_proxies": "testclient,127.0.0.1",
+                                                        "signup_rate_per_minute": 30.0, "signup_burst": 60}))
+    yield application
+    application.state.engine.dispose()
+
+
+@pytest.fixture
+def proxied_client(proxied_app):
+    from fastapi.testclient import TestClient
+
+    with TestClient(proxied_app) as c:
+        yield c
+
+
+def _login_from(client, address, user, password):
+    from tests.test_admin import csrf_of
+
+    client.headers["X-Forwarded-For"] = address
+    csrf = csrf_of(client.get("/admin/login").text)
+    return client.post("/admin/login", data={"username": user, "password": password, "csrf_token": csrf},
+                       follow_redirects=False)
+
+
+def test_guessing_from_one_address_does_not_lock_the_admin_out(proxied_client, proxied_app):
+    from app.accounts.admins import ensure_admin
+    from tests.test_admin import PASSWORD, USER
+
+    with proxied_app.state.sessionmaker() as s:
+        ensure_admin(s, USER, PASSWORD)
+        s.commit()
+    attacker = [_login_from(proxied_client, "203.0.113.9", USER, f"guess-{i}").status_code for i in range(12)]
+    assert attacker[:5] == [401] * 5 and set(attacker[5:]) == {429}
+    proxied_client.cookies.clear()
+    r = _login_from(proxied_client, "198.51.100.7", USER, PASSWORD)  # the admin, elsewhere, at once
+    assert r.status_code == 303, r.text
+
+
+def test_throttle_check_and_count_is_atomic_under_parallel_guesses(app, live_server):
+    import concurrent.futures
+
+    import httpx
+
+    from app.accounts.admins import ensure_admin
+    from app.accounts.login_throttle import FREE_PER_PAIR
+    from tests.test_admin import PASSWORD, USER, csrf_of
+
+    with app.state.sessionmaker() as s:
+        ensure_admin(s, USER, PASSWORD)
+        s.commit()
+
+    def guess(i):
+        with httpx.Client(base_url=live_server, timeout=60) as c:
+            csrf = csrf_of(c.get("/admin/login").text)
+            return c.post("/admin/login", data={"username": USER, "password": f"wrong-{i}", "csrf_token": csrf}).status_code
+
+    with concurrent.futures.ThreadPoolExecutor(16) as pool:
+        statuses = list(pool.map(guess, range(16)))
+    assert statuses.count(401) <= FREE_PER_PAIR and statuses.count(401) + statuses.count(429) == 16, statuses
+
+
+# ------------------------------------------------------------------ 2: sign-up flooding
+def test_sign_up_flood_from_one_address_is_limited_but_a_launch_is_not(proxied_client, proxied_app, study_factory,
+                                                                        session):
+    study = study_factory(n_pairs=4, pairs_per_participant=2)
+    slug = study.slug
+    session.rollback()
+    settings = proxied_app.state.settings
+
+    def sign_up(address):
+        return proxied_client.post(f"/api/studies/{slug}/participants", headers={"X-Forwarded-For": address})
+
+    # A 300-person launch from distinct addresses, all at once: nobody waits.
+    launch = [sign_up(f"10.{i // 250}.{i % 250}.1").status_code for i in range(300)]
+    assert launch == [201] * 300
+    # One address scripting sign-ups: the burst goes through, then 429 with Retry-After.
+    flood = [sign_up("203.0.113.77") for _ in range(settings.signup_burst + 40)]
+    codes = [r.status_code for r in flood]
+    assert codes[:settings.signup_burst] == [201] * settings.signup_burst
+    assert codes.count(429) >= 35
+    limited = next(r for r in flood if r.status_code == 429)
+    assert int(limited.headers["Retry-After"]) >= 1 and limited.json()["reason"] == "rate_limited"
+    # The consent form is limited by the same budget, and other addresses are untouched.
+    page = proxied_client.post(f"/s/{slug}/start", data={"consent": "yes"}, headers={"X-Forwarded-For": "203.0.113.77"},
+                               follow_redirects=False)
+    assert page.status_code == 429 and "Retry-After" in page.headers
+    assert sign_up("198.51.100.1").status_code == 201
+
+
+def test_sign_up_limiter_refills():
+    from app.web.clients import SignupLimiter
+
+    now = [0.0]
+    limiter = SignupLimiter(per_minute=30, burst=3, clock=lambda: now[0])
+    assert [limiter.take("a") for _ in range(4)] == [0, 0, 0, 2]
+    now[0] += 2.0
+    assert limiter.take("a") == 0 and limiter.take("b") == 0
