@@ -18,6 +18,7 @@ from starlette.middleware.sessions import SessionMiddleware
 
 from app.web.routes import admin, media, participants, planning, site, statistics
 from app.store.db import engine_from_settings, session_factory
+from app.web.clients import SignupLimiter
 from app.web.guard import FORM_BODY_MAX, RequestGuard, redact_access_log
 from app.web.resilience import RetryOnDisconnect
 from app.settings import INSECURE_DEV_SECRET, Settings, get_settings
@@ -113,6 +114,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(PrivacyHeaders)
     app.add_middleware(RetryOnDisconnect)
     app.add_middleware(RequestGuard)
+    proxies = [p.strip() for p in settings.trusted_proxies.split(",") if p.strip()]
+    if proxies:  # outermost: every layer below sees the client's address (app.web.clients)
+        from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
+
+        app.add_middleware(ProxyHeadersMiddleware, trusted_hosts=proxies)
+    app.state.signup_limiter = SignupLimiter(settings.signup_rate_per_minute, settings.signup_burst)
     app.add_exception_handler(DataError, _data_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     logging.getLogger("uvicorn.access").addFilter(redact_access_log)

@@ -41,6 +41,16 @@ class Settings(BaseSettings):
         # GIL contention, no pool overflow connections opened and closed). A long admin export holds one.
         default=4, ge=1, description="threads per worker process running request handlers"
     )
+    trusted_proxies: str = Field(
+        default="",
+        validation_alias=AliasChoices("SFGEVAL_TRUSTED_PROXIES", "FORWARDED_ALLOW_IPS", "trusted_proxies"),
+        description="comma-separated addresses/networks of reverse proxies whose X-Forwarded-For and "
+                    "X-Forwarded-Proto are believed ('' = none: the TCP peer is the client)",
+    )
+    signup_rate_per_minute: float = Field(
+        default=30.0, ge=0, description="sign-ups per minute from one client address after the burst (0 = no limit)"
+    )
+    signup_burst: int = Field(default=60, ge=1, description="sign-ups at once from one client address")
     max_upload_bytes: int = Field(
         default=2 << 30, ge=1, description="largest pair-set zip or config upload accepted (413 above)"
     )

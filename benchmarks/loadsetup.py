@@ -173,7 +173,9 @@ def _uvicorn(target: str, port: int, workers: int, *extra: str) -> list[str]:
 
 def start_server(url: str, port: int, workers: int, log: Path) -> subprocess.Popen:
     """The app under `uvicorn --workers N` (uvicorn[standard]: uvloop and httptools when installed)."""
-    env = {"DATABASE_URL": url, "SFGEVAL_SECRET_KEY": uuid.uuid4().hex, "PYTHONPATH": str(ROOT)}
+    # Every simulated participant signs up from 127.0.0.1: the per-address sign-up limit is off here.
+    env = {"DATABASE_URL": url, "SFGEVAL_SECRET_KEY": uuid.uuid4().hex, "PYTHONPATH": str(ROOT),
+           "SFGEVAL_SIGNUP_RATE_PER_MINUTE": "0"}
     return _serve(_uvicorn("app.main:create_app", port, workers, "--factory"), env, port, log)
 
 

@@ -10,14 +10,13 @@ researcher sets on the page (`set_review`) overrides the suggestion.
 
 from __future__ import annotations
 
-import csv
-import io
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from app.store.csvsafe import csv_text
 from app.store.models import Participant, Rating, Study, Trial
 from app.analysis.ratings import rating_rows
 from app.statistics import (
@@ -88,11 +87,7 @@ def participant_rows(session: Session, study: Study) -> list[dict[str, Any]]:
 
 
 def _csv(header: list[str], rows: list[list[Any]]) -> str:
-    buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(header)
-    writer.writerows(rows)
-    return buf.getvalue()
+    return csv_text(header, rows)  # no formulas, no forged rows (app.store.csvsafe)
 
 
 def decisions_csv(rows: list[dict[str, Any]]) -> str:

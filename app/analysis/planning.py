@@ -8,13 +8,12 @@ show; `pilot_rows` reads a pilot study's ratings. The plot is `app.reporting.pla
 
 from __future__ import annotations
 
-import csv
-import io
 from typing import Any
 
 from sqlalchemy.orm import Session
 
 from app.analysis.ratings import rating_rows
+from app.store.csvsafe import dict_csv
 from app.studies.config import get_study
 
 TABLE_COLUMNS = ("participants", "ratings", "half_width", "power", "sims")
@@ -63,11 +62,7 @@ def run_plan(req: Any, pilot: dict[str, Any] | None, pilot_slug: str | None, pro
 
 
 def plan_csv(result: dict[str, Any]) -> str:
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=TABLE_COLUMNS, extrasaction="ignore", lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(result["table"])
-    return buf.getvalue()
+    return dict_csv(TABLE_COLUMNS, result["table"])  # app.store.csvsafe, like every CSV
 
 
 def summary_lines(result: dict[str, Any]) -> list[str]:

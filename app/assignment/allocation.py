@@ -194,6 +194,7 @@ class _Allocation:
         session.flush()  # a caller's pending changes first, as a query through the session would
         self.trials = list(session.connection().execute(_OWN_TRIALS, {"participant_id": participant.id}))
         self.proven = any(t.state == "answered" for t in self.trials)
+        self.closed = False  # a closed study: no new main trials (see `_may_end_in_closed`)
 
     def seen(self) -> set[int]:
         """Pairs this participant has compared (main, repeat, practice). Gold checks do not
@@ -248,7 +249,9 @@ class _Allocation:
         kind, side = plan["kinds"][position], plan["sides"][position]
         rng = random.Random(f"{kind}:{self.study.seed}:{self.participant.seed}:{position}")
         trial = None
-        if kind == "main":
+        if kind == "main" and self.closed:
+            pass  # the study closed under this participant: the slot is skipped
+        elif kind == "main":
             for pair_id, comparison_id in self._ranked(rng.randrange(2**31)):
                 if self._claim(pair_id):
                     trial = _new_trial(self.study, self.participant, position, kind, pair_id, comparison_id,
@@ -309,6 +312,31 @@ def progress(session: Session, participant: Participant) -> tuple[int, int]:
     return done, _total(participant)
 
 
+_PAIRS_UNDER_TARGET = (
+    select(func.count(Pair.id))
+    .join(Comparison, Comparison.pair_set_id == Pair.pair_set_id)
+    .outerjoin(PairTally, and_(PairTally.study_id == Comparison.study_id, PairTally.pair_id == Pair.id))
+    .where(Comparison.study_id == bindparam("study_id"),
+           func.coalesce(PairTally.answered, 0) < bindparam("target"))
+)
+
+
+def _may_end_in_closed(session: Session, study: Study, participant: Participant, alloc: _Allocation) -> bool:
+    """Whether a participant who already answered something may go on to their end in a closed
+    study: when nothing of their plan is left to answer, or when the study closed itself because
+    every pair reached its target (auto-close). Then the answer that completed the study ends
+    like every other (done, with the code), and whoever is mid-way finishes their non-main trials
+    and ends as "study full" (`ended_full`). A study an admin closed early stays closed (409)."""
+    if study.state != "closed" or not any(t.state == "answered" for t in alloc.trials):
+        return False
+    plan = participant.plan
+    answered = {t.position for t in alloc.trials if t.state == "answered"}
+    if all(i in answered or i in plan.get("skipped", []) for i in range(len(plan["kinds"]))):
+        return True
+    return bool(study.auto_close) and not session.connection().scalar(
+        _PAIRS_UNDER_TARGET, {"study_id": study.id, "target": study.ratings_per_pair})
+
+
 NO_WORK = "no work left: every pair in this study has all the ratings it needs"
 
 
@@ -340,10 +368,12 @@ def _next_trial(session: Session, participant: Participant, now: datetime, defau
         study = session.scalar(
             select(Study).where(Study.id == participant.study_id).execution_options(populate_existing=True)
         )
-    if study.state != "open":
-        raise FlowError(409, "this study is not open at the moment", "not_open")
     hold = hold_for(study, default_hold_minutes)
     alloc = _Allocation(session, study, participant, now, hold)
+    if study.state != "open":
+        if not _may_end_in_closed(session, study, participant, alloc):
+            raise FlowError(409, "this study is not open at the moment", "not_open")
+        alloc.closed = True
     # This participant's own stale holds: their slots are filled again below. Conditional, so a
     # late answer racing this either wins (answered) or loses (expired), never both.
     stale = [t for t in alloc.trials if t.state == "assigned" and t.expires_at <= now]

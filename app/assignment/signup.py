@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import hmac
+import re
 import secrets
+import unicodedata
 from datetime import datetime
 from typing import Any
 
@@ -28,19 +30,61 @@ CROWD_ID_IN_USE = (
 )
 
 
+# Per platform, what an id is once normalised (the identity everywhere: duplicate check, exports).
+# Prolific ids are 24 hex digits (lower case); MTurk ids are upper-case letters and digits.
+LOWER_KEYS = ("PROLIFIC_PID", "STUDY_ID", "SESSION_ID")
+UPPER_KEYS = ("workerId", "assignmentId", "hitId")
+# Control characters (C0, DEL, C1), format characters (bidi marks and overrides, zero-width
+# spaces and joiners, BOM) and line/paragraph separators: invisible, so one person could type
+# "new" ids with them; refused with a 422 rather than silently stripped.
+_INVISIBLE_CATEGORIES = frozenset(("Cc", "Cf", "Zl", "Zp", "Cs", "Co", "Cn"))
+_PLAIN = re.compile(r"^[\x20-\x7e]*$")
+BAD_CROWD_ID = "external_ids must not contain control, format or bidirectional characters"
+
+
+def _invisible(text: str) -> bool:
+    if _PLAIN.match(text):  # the usual case (ASCII ids), without a per-character lookup
+        return False
+    return any(unicodedata.category(c) in _INVISIBLE_CATEGORIES for c in text)
+
+
+def normalise_crowd_id(key: str, value: str) -> str:
+    """`value` of crowd id `key` as the identity: Unicode NFKC (full-width digits become digits),
+    surrounding white space trimmed, then lower case for Prolific ids and upper case for MTurk
+    ids. FlowError(422) when it holds a control, format or bidi character (before or after NFKC)."""
+    if _invisible(value):
+        raise FlowError(422, BAD_CROWD_ID, "bad_crowd_id")
+    value = unicodedata.normalize("NFKC", value)
+    if _invisible(value):
+        raise FlowError(422, BAD_CROWD_ID, "bad_crowd_id")
+    value = value.strip()
+    if key in LOWER_KEYS:
+        return value.lower()
+    if key in UPPER_KEYS:
+        return value.upper()
+    return value
+
+
 def clean_external_ids(raw: dict[str, Any] | None) -> dict[str, str]:
+    """The crowd ids as stored: every value normalised (`normalise_crowd_id`), empty ones dropped."""
     if not raw:
         return {}
     if not isinstance(raw, dict) or len(raw) > MAX_EXTERNAL_IDS:
         raise FlowError(422, f"external_ids must be an object with at most {MAX_EXTERNAL_IDS} entries")
     out: dict[str, str] = {}
     for k, v in raw.items():
-        if not isinstance(k, str) or not isinstance(v, (str, int)) or len(k) > 64 or len(str(v)) > 200:
+        if (not isinstance(k, str) or not isinstance(v, (str, int)) or len(k) > 64
+                or len(str(v)) > 200):
             raise FlowError(422, "external_ids values must be strings of at most 200 characters")
         if bad_text(k) or bad_text(str(v)):
             raise FlowError(422, "external_ids must not contain NUL characters or unpaired surrogates")
-        if str(v):
-            out[k] = str(v)
+        if _invisible(k):
+            raise FlowError(422, BAD_CROWD_ID, "bad_crowd_id")
+        value = normalise_crowd_id(k, str(v))
+        if len(value) > 200:
+            raise FlowError(422, "external_ids values must be strings of at most 200 characters")
+        if value:
+            out[k] = value
     return out
 
 

@@ -236,7 +236,8 @@ def _run_server(host: str, port: int, workers: int) -> None:
     import uvicorn
 
     uvicorn.run("app.main:create_app", factory=True, host=host, port=port, workers=workers,
-                proxy_headers=True, log_level="info", server_header=False)
+                # Proxy headers are read by the app itself, from trusted proxies only (app.web.clients).
+                proxy_headers=False, log_level="info", server_header=False)
 
 
 @main.command()

@@ -8,12 +8,11 @@ preferred, i.e. the check was passed). Practice ratings are left out unless aske
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 from typing import Any
 
 from app.analysis.ratings import COLUMNS, EXPORT_COLUMNS, EXTRA_COLUMNS, rating_rows  # noqa: F401  (the export's rows)
+from app.store.csvsafe import csv_text
 
 def _csv_value(value: Any) -> Any:
     if isinstance(value, dict):
@@ -24,13 +23,9 @@ def _csv_value(value: Any) -> Any:
 
 
 def rows_to_csv(rows: list[dict[str, Any]]) -> str:
-    """CSV text with a header row of `COLUMNS`; `external_ids` as a JSON object string."""
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=list(COLUMNS), extrasaction="ignore", lineterminator="\n")
-    writer.writeheader()
-    for row in rows:
-        writer.writerow({k: _csv_value(row.get(k)) for k in COLUMNS})
-    return buf.getvalue()
+    """CSV text with a header row of `COLUMNS`; `external_ids` as a JSON object string. Every cell
+    goes through `app.store.csvsafe` (no formulas, no forged rows)."""
+    return csv_text(list(COLUMNS), ([_csv_value(row.get(k)) for k in COLUMNS] for row in rows))
 
 
 def rows_to_json(rows: list[dict[str, Any]]) -> str:

