@@ -14,10 +14,12 @@ from typing import Any, NamedTuple
 
 from sqlalchemy.orm import Session
 
+from app.analysis.participant_flow import flow_rows
 from app.analysis.ratings import rating_rows
 from app.analysis.study_statistics import DEFAULT_DRAWS, study_statistics
 from app.reporting.export import rows_to_csv
 from app.reporting.plotting import pyplot, svg
+from app.reporting.verdict import overall_arms, ranking, ranking_sentence, verdicts
 from app.statistics.scoring import SCORE_NAMES, SCORES
 from app.store.models import Study
 from app.templating import templates
@@ -41,12 +43,26 @@ def _groups(result: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
     return groups
 
 
-def diverging_bar_svg(groups: list[tuple[str, dict[str, Any]]], title: str, salt: str) -> str:
+def answer_names(arms: tuple[str, str]) -> dict[int, str]:
+    """The five un-flipped answers with the arm names: {-2: 'CFG much better', ..., 2: 'SFG much better'}."""
+    treat, base = arms
+    return {-2: f"{base} much better", -1: f"{base} slightly better", 0: "no preference",
+            1: f"{treat} slightly better", 2: f"{treat} much better"}
+
+
+def diverging_bar_svg(groups: list[tuple[str, dict[str, Any]]], title: str, salt: str,
+                      arms: tuple[str, str] = ("treatment", "baseline")) -> str:
+    return svg(diverging_bar_figure(groups, title, arms), salt)
+
+
+def diverging_bar_figure(groups: list[tuple[str, dict[str, Any]]], title: str,
+                         arms: tuple[str, str] = ("treatment", "baseline")) -> Any:
     """Diverging stacked bar of the five answers per group, centred on "no preference".
 
     Each bar spans shares of the group's votes: baseline answers to the left of 0, treatment
-    answers to the right, "no preference" split evenly across 0.
+    answers to the right, "no preference" split evenly across 0. Legend and axis use the arm names.
     """
+    names = answer_names(arms)
     fig, ax = pyplot().subplots(figsize=(9, 0.55 * len(groups) + 1.6))
     labels = []
     for y, (label, g) in enumerate(reversed(groups)):
@@ -54,7 +70,7 @@ def diverging_bar_svg(groups: list[tuple[str, dict[str, Any]]], title: str, salt
         left = -(shares[-2] + shares[-1] + shares[0] / 2)
         for s in SCORES:
             ax.barh(y, shares[s], left=left, color=SCORE_COLOURS[s], edgecolor="white", height=0.7,
-                    label=SCORE_NAMES[s] if y == 0 else None)
+                    label=names[s] if y == 0 else None)
             if shares[s] >= 0.06:
                 ax.text(left + shares[s] / 2, y, f"{shares[s]:.0%}", ha="center", va="center", fontsize=8,
                         color="white" if abs(s) == 2 else "black")
@@ -65,14 +81,20 @@ def diverging_bar_svg(groups: list[tuple[str, dict[str, Any]]], title: str, salt
     ax.set_xlim(-1, 1)
     ticks = [-1, -0.75, -0.5, -0.25, 0, 0.25, 0.5, 0.75, 1]
     ax.set_xticks(ticks, [f"{abs(t):.0%}" for t in ticks])
-    ax.set_xlabel("share of votes  (← baseline preferred | treatment preferred →)")
+    ax.set_xlabel(f"share of votes  (← {arms[1]} preferred | {arms[0]} preferred →)")
     ax.set_title(title)
     ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.28 if len(groups) < 4 else -0.15), ncol=5, fontsize=8,
               frameon=False)
-    return svg(fig, salt)
+    return fig
 
 
-def win_rate_svg(groups: list[tuple[str, dict[str, Any]]], title: str, salt: str) -> str:
+def win_rate_svg(groups: list[tuple[str, dict[str, Any]]], title: str, salt: str,
+                 arms: tuple[str, str] = ("treatment", "baseline")) -> str:
+    return svg(win_rate_figure(groups, title, arms), salt)
+
+
+def win_rate_figure(groups: list[tuple[str, dict[str, Any]]], title: str,
+                    arms: tuple[str, str] = ("treatment", "baseline")) -> Any:
     """Win rate among decisive votes and tie-as-half rate with their 95% intervals (two-way cluster-robust)."""
     fig, ax = pyplot().subplots(figsize=(9, 0.55 * len(groups) + 1.4))
     n = len(groups)
@@ -89,10 +111,10 @@ def win_rate_svg(groups: list[tuple[str, dict[str, Any]]], title: str, salt: str
     ax.axvline(0.5, color="black", linestyle="--", linewidth=0.8)
     ax.set_yticks(range(n), [label for label, _ in reversed(groups)])
     ax.set_xlim(0, 1)
-    ax.set_xlabel("share for the treatment (0.5 = no difference); bars: 95% cluster-robust interval")
+    ax.set_xlabel(f"share for {arms[0]} over {arms[1]} (0.5 = no difference); bars: 95% cluster-robust interval")
     ax.set_title(title)
     ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.3 if n < 4 else -0.15), ncol=2, fontsize=8, frameon=False)
-    return svg(fig, salt)
+    return fig
 
 
 # --------------------------------------------------------------------------------------------
@@ -110,13 +132,15 @@ def report_figures(stats: dict[str, Any]) -> dict[str, dict[str, str]]:
     if stats["results"]["after_exclusions"] != stats["results"]["all"]:
         keys.append(("all", "all participants, no exclusions"))
 
+    arms = overall_arms(stats)
     figures: dict[str, Any] = {"monitoring": monitoring_svgs(stats.get("monitoring"))}
     for key, title in keys:
         groups = _groups(stats["results"][key])
         if groups:
             figures[key] = {
-                "bars": diverging_bar_svg(groups, f"Answers ({title})", salt=f"{key}-bars"),
-                "win_rate": win_rate_svg(groups, f"Win rate with 95% interval ({title})", salt=f"{key}-win"),
+                "bars": diverging_bar_svg(groups, f"Answers ({title})", salt=f"{key}-bars", arms=arms),
+                "win_rate": win_rate_svg(groups, f"Win rate with 95% interval ({title})", salt=f"{key}-win",
+                                         arms=arms),
             }
     return figures
 
@@ -126,8 +150,13 @@ def render_report(stats: dict[str, Any], *, live: bool = False, refresh_seconds:
     """The report as one self-contained HTML page. `live` adds an auto-refresh (statistics page);
     `gallery` (`app.reporting.figures.gallery`: pairs with data-URI images) adds a section of pairs."""
     same = stats["results"]["after_exclusions"] == stats["results"]["all"]
+    flow = stats.get("flow")
+    arms = overall_arms(stats)
     return templates.get_template("report.html").render(
         stats=stats, study=stats.get("study"), figures=report_figures(stats), same_results=same,
+        verdict=verdicts(stats), ranking_line=ranking_sentence(ranking(stats)), flow=flow,
+        flow_rows=flow_rows(flow) if flow else None, arms=arms, answer_names=answer_names(arms),
+        datasheet=stats.get("datasheet"),
         groups={k: _groups(v) for k, v in stats["results"].items()}, live=live,
         refresh_seconds=refresh_seconds, json_url=json_url, score_names=SCORE_NAMES, scores=SCORES,
         colours=SCORE_COLOURS, gallery=gallery,
