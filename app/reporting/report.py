@@ -170,13 +170,17 @@ def statistics_json(stats: dict[str, Any]) -> str:
 
 def write_report(out_dir: Path, stats: dict[str, Any], rows: list[dict[str, Any]],
                  gallery: list[dict[str, Any]] | None = None) -> dict[str, Path]:
-    """Write report.html, statistics.json and ratings.csv into out_dir (created if needed)."""
+    """Write report.html, statistics.json and ratings.csv into out_dir (created if needed), and the
+    paper-ready files (`app.reporting.paper.write_paper`: methods, references, tables, figures)."""
+    from app.reporting.paper import write_paper
+
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {"report": out_dir / "report.html", "statistics": out_dir / "statistics.json",
              "ratings": out_dir / "ratings.csv"}
     paths["statistics"].write_text(statistics_json(stats) + "\n", encoding="utf-8")
     paths["ratings"].write_text(rows_to_csv(rows), encoding="utf-8")
     paths["report"].write_text(render_report(stats, gallery=gallery), encoding="utf-8")
+    paths.update(write_paper(out_dir, stats, stats.get("datasheet")))
     return paths
 
 
