@@ -180,6 +180,10 @@ def write_report(out_dir: Path, stats: dict[str, Any], rows: list[dict[str, Any]
     paths["statistics"].write_text(statistics_json(stats) + "\n", encoding="utf-8")
     paths["ratings"].write_text(rows_to_csv(rows), encoding="utf-8")
     paths["report"].write_text(render_report(stats, gallery=gallery), encoding="utf-8")
+    if stats.get("datasheet"):
+        paths["datasheet"] = out_dir / "datasheet.json"
+        paths["datasheet"].write_text(json.dumps(stats["datasheet"], indent=1, ensure_ascii=False) + "\n",
+                                      encoding="utf-8")
     paths.update(write_paper(out_dir, stats, stats.get("datasheet")))
     return paths
 
@@ -209,8 +213,11 @@ def write_study_report(session: Session, study: Study, out_dir: Path, *, draws: 
                        seed: int | None = None) -> StudyReport:
     """`sfgeval report`'s bundle for `study` in out_dir. Only reads: a monitoring stop is applied
     where the data changes (after an answer, or by an admin), never by a report."""
+    from app.reporting.datasheet import study_datasheet
+
     rows = rating_rows(session, study)
     stats = study_statistics(session, study, draws=draws, seed=seed, rows=rows)
+    stats["datasheet"] = study_datasheet(session, study, stats)
     return StudyReport(write_report(out_dir, stats, rows, report_gallery(session, study)), len(rows))
 
 
