@@ -124,3 +124,32 @@ def flow_rows(flow: dict[str, Any]) -> list[tuple[str, int | None, str]]:
                     flow["kept_without_preference_votes"], "removed"))
     out.append(("Analysed", flow["analysed"], f"{flow['ratings']['analysable']} preference ratings"))
     return out
+
+
+def study_progress_with_flow(session: Session, study: Study) -> dict[str, Any]:
+    """`app.studies.progress.study_progress` plus the flow and what exclusions leave analysable.
+
+    Adds `flow` (this module's counts, `per_pair` left out), per pair `analysable` (preference
+    ratings of kept participants), `pairs_complete_analysable`, `analysable_ratings`
+    (sum over pairs, capped at the target), `shortfall` (analysable ratings missing to reach the
+    target) and `top_up` (the target per pair that would cover the largest gap, or None when
+    nothing is missing). `participants_started` is the flow's `started` by construction.
+    """
+    from app.studies.progress import study_progress
+
+    data = study_progress(session, study)
+    flow = participant_flow(session, study)
+    per_pair = flow.pop("per_pair")
+    target = data["ratings_per_pair"]
+    gaps = []
+    for p in data["per_pair"]:
+        p["analysable"] = int(per_pair.get(str(p["pair_id"]), 0))
+        gaps.append(max(0, target - p["analysable"]))
+    data["flow"] = flow
+    data["participants_started"] = flow["started"]
+    data["analysable_ratings"] = sum(min(p["analysable"], target) for p in data["per_pair"])
+    data["pairs_complete_analysable"] = sum(p["analysable"] >= target for p in data["per_pair"])
+    data["shortfall"] = sum(gaps)
+    data["top_up"] = ({"ratings_per_pair": target + max(gaps), "largest_gap": max(gaps),
+                       "pairs_short": sum(g > 0 for g in gaps)} if gaps and max(gaps) > 0 else None)
+    return data
