@@ -274,7 +274,7 @@ def flow_figure(flow: dict[str, Any]) -> Any:
 def write_figures(fig_dir: Path, stats: dict[str, Any]) -> dict[str, Path]:
     """answers, win_rate and flow figures as PDF and PNG (legend, axis labels and arm names on each)."""
     from app.reporting.plotting import pyplot
-    from app.reporting.report import _groups, diverging_bar_figure, win_rate_figure
+    from app.reporting.result_figures import _groups, diverging_bar_figure, win_rate_figure
 
     fig_dir.mkdir(parents=True, exist_ok=True)
     arms = overall_arms(stats)
