@@ -41,6 +41,15 @@ def test_report_opens_offline_and_shows_its_plots(chromium, report_file):
         page.set_default_timeout(15_000)
         page.goto(report_file.as_uri(), wait_until="load")
 
+        # Verdict first: one card per comparison in plain words, on the first screen; details collapsed.
+        cards = page.locator("#verdict .verdict-card")
+        assert cards.count() == 2
+        assert "non-tie votes" in cards.first.inner_text() and "95% CI" in cards.first.inner_text()
+        verdict_box = page.locator("#verdict").bounding_box()
+        assert verdict_box["y"] + verdict_box["height"] <= 900, verdict_box
+        assert not page.locator("figure.plot svg").first.is_visible()
+        page.click("#expand-all")
+
         plots = page.locator("figure.plot svg")
         # Diverging bars and win-rate intervals, with and without exclusions.
         assert plots.count() == 4
@@ -56,7 +65,7 @@ def test_report_opens_offline_and_shows_its_plots(chromium, report_file):
         for rgb in ("rgb(178, 24, 43)", "rgb(33, 102, 172)", "rgb(217, 217, 217)"):
             assert rgb in colours
         headline = page.locator("#headline").inner_text()
-        assert "treatment was preferred in" in headline and "%" in headline
+        assert "(treatment) was preferred in" in headline and "%" in headline
         assert page.locator("#exclusions table tr").count() >= 3
     finally:
         context.close()

@@ -60,17 +60,48 @@ def recorded_stops(session: Session, study: Study) -> list[dict[str, Any]]:
 
 
 def overall(comparisons: dict[str, dict[str, Any]]) -> str:
-    """"stop" when every comparison says stop, else "continue"; "no ratings" without comparisons."""
+    """"stop" when every comparison says stop, "continue" when one can go on, else "no work left"
+    (a comparison short of analysable ratings with every pair at target); "no comparisons" without any."""
     if not comparisons:
         return "no comparisons"
-    return "stop" if all(m["recommendation"].startswith("stop") for m in comparisons.values()) else "continue"
+    recs = [m["recommendation"] for m in comparisons.values()]
+    if all(r.startswith("stop") for r in recs):
+        return "stop"
+    return "continue" if any(r.startswith("continue") for r in recs) else "no work left"
+
+
+def pairs_short(session: Session, study: Study) -> dict[str, int]:
+    """Per comparison label: pairs with fewer main ratings than the target (work left to hand out)."""
+    counts = (select(Trial.pair_id, func.count(Rating.id).label("n")).join(Rating, Rating.trial_id == Trial.id)
+              .where(Trial.study_id == study.id, Trial.kind == "main").group_by(Trial.pair_id).subquery())
+    rows = session.execute(
+        select(Comparison.label, func.count(Pair.id))
+        .join(Pair, Pair.pair_set_id == Comparison.pair_set_id)
+        .outerjoin(counts, counts.c.pair_id == Pair.id)
+        .where(Comparison.study_id == study.id, func.coalesce(counts.c.n, 0) < study.ratings_per_pair)
+        .group_by(Comparison.label)
+    ).all()
+    return {label: int(n) for label, n in rows}
+
+
+NO_WORK_LEFT = ("no work left: every pair has its target of ratings but exclusions left {n} of {planned} "
+                "planned ratings analysable; top up on the progress page, or report as is")
 
 
 def study_monitoring(session: Session, study: Study, kept: set[str] | None = None) -> dict[str, Any]:
-    """Monitoring section of the statistics (JSON-ready); `kept`: participants after exclusions."""
+    """Monitoring section of the statistics (JSON-ready); `kept`: participants after exclusions.
+
+    A comparison whose pairs all have their target of ratings cannot get more: "continue: about N
+    more" would be a promise the study cannot keep, so it says there is no work left instead
+    (`work_left` False)."""
     settings = MonitoringSettings.model_validate(study.monitoring or {})
     comparisons = monitor_comparisons(monitoring_rows(session, study), planned_ratings(session, study),
                                       look_every=settings.look_every, margin=settings.margin, participants=kept)
+    short = pairs_short(session, study)
+    for label, m in comparisons.items():
+        m["work_left"] = bool(short.get(label))
+        if not m["work_left"] and str(m.get("recommendation", "")).startswith("continue"):
+            m["recommendation"] = NO_WORK_LEFT.format(n=m.get("n_ratings"), planned=m.get("planned_ratings"))
     return {"settings": settings.model_dump(), "comparisons": comparisons, "overall": overall(comparisons),
             "ratings_used": "preference ratings (no gold, repeats or practice) of the participants kept after "
                             "exclusions, in arrival order", "recorded_stops": recorded_stops(session, study)}

@@ -20,6 +20,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from app.analysis.monitoring_study import apply_auto_close, study_monitoring
+from app.analysis.participant_flow import participant_flow
 from app.analysis.ratings import rating_rows
 from app.statistics import compute_statistics
 from app.store.models import Rating, Study, Trial
@@ -73,6 +74,7 @@ def study_statistics(
     )
     stats["monitoring"] = study_monitoring(session, study, kept={str(p) for p in stats["exclusions"]["kept"]})
     stats["comparing"] = compare_summary(rows)
+    stats["flow"] = participant_flow(session, study, rows, stats["exclusions"])
     stats["study"] = study_description(study)
     stats["study_versions_in_ratings"] = sorted({int(r["study_version"]) for r in rows})
     stats["generated_at"] = datetime.now(timezone.utc).isoformat(timespec="seconds")

@@ -14,86 +14,24 @@ from typing import Any, NamedTuple
 
 from sqlalchemy.orm import Session
 
+from app.analysis.participant_flow import flow_rows
 from app.analysis.ratings import rating_rows
 from app.analysis.study_statistics import DEFAULT_DRAWS, study_statistics
 from app.reporting.export import rows_to_csv
 from app.reporting.plotting import pyplot, svg
+from app.reporting.result_figures import (  # noqa: F401 (re-exported: the report's figures)
+    SCORE_COLOURS,
+    _groups,
+    answer_names,
+    diverging_bar_figure,
+    diverging_bar_svg,
+    win_rate_figure,
+    win_rate_svg,
+)
+from app.reporting.verdict import overall_arms, ranking, ranking_sentence, verdicts
 from app.statistics.scoring import SCORE_NAMES, SCORES
 from app.store.models import Study
 from app.templating import templates
-
-# Baseline much better .. treatment much better: warm for the baseline, cool for the treatment.
-SCORE_COLOURS = {-2: "#b2182b", -1: "#ef8a62", 0: "#d9d9d9", 1: "#67a9cf", 2: "#2166ac"}
-
-
-# --------------------------------------------------------------------------------------------
-# Plots (inline SVG)
-# --------------------------------------------------------------------------------------------
-
-
-def _groups(result: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
-    """(label, group summary) for overall, each comparison and each stratum that has data."""
-    groups = []
-    if result.get("overall"):
-        groups.append(("All comparisons", result["overall"]))
-    groups += [(f"Comparison: {k}", v) for k, v in result.get("per_comparison", {}).items()]
-    groups += [(f"Stratum: {k}", v) for k, v in result.get("per_stratum", {}).items()]
-    return groups
-
-
-def diverging_bar_svg(groups: list[tuple[str, dict[str, Any]]], title: str, salt: str) -> str:
-    """Diverging stacked bar of the five answers per group, centred on "no preference".
-
-    Each bar spans shares of the group's votes: baseline answers to the left of 0, treatment
-    answers to the right, "no preference" split evenly across 0.
-    """
-    fig, ax = pyplot().subplots(figsize=(9, 0.55 * len(groups) + 1.6))
-    labels = []
-    for y, (label, g) in enumerate(reversed(groups)):
-        shares = {s: g["distribution"]["shares"][str(s)] or 0.0 for s in SCORES}
-        left = -(shares[-2] + shares[-1] + shares[0] / 2)
-        for s in SCORES:
-            ax.barh(y, shares[s], left=left, color=SCORE_COLOURS[s], edgecolor="white", height=0.7,
-                    label=SCORE_NAMES[s] if y == 0 else None)
-            if shares[s] >= 0.06:
-                ax.text(left + shares[s] / 2, y, f"{shares[s]:.0%}", ha="center", va="center", fontsize=8,
-                        color="white" if abs(s) == 2 else "black")
-            left += shares[s]
-        labels.append(f"{label} (n={g['distribution']['n']})")
-    ax.set_yticks(range(len(groups)), labels)
-    ax.axvline(0, color="black", linewidth=0.8)
-    ax.set_xlim(-1, 1)
-    ticks = [-1, -0.75, -0.5, -0.25, 0, 0.25, 0.5, 0.75, 1]
-    ax.set_xticks(ticks, [f"{abs(t):.0%}" for t in ticks])
-    ax.set_xlabel("share of votes  (← baseline preferred | treatment preferred →)")
-    ax.set_title(title)
-    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.28 if len(groups) < 4 else -0.15), ncol=5, fontsize=8,
-              frameon=False)
-    return svg(fig, salt)
-
-
-def win_rate_svg(groups: list[tuple[str, dict[str, Any]]], title: str, salt: str) -> str:
-    """Win rate among decisive votes and tie-as-half rate with their 95% intervals (two-way cluster-robust)."""
-    fig, ax = pyplot().subplots(figsize=(9, 0.55 * len(groups) + 1.4))
-    n = len(groups)
-    for offset, key, colour, name in ((0.15, "win_rate", "#2166ac", "win rate (decisive votes)"),
-                                      (-0.15, "tie_half_rate", "#7f7f7f", "tie-as-half rate")):
-        for y, (_, g) in enumerate(reversed(groups)):
-            est = g[key]
-            if est["estimate"] is None:
-                continue
-            lo = est["ci_low"] if est["ci_low"] is not None else est["estimate"]
-            hi = est["ci_high"] if est["ci_high"] is not None else est["estimate"]
-            ax.errorbar(est["estimate"], y + offset, xerr=[[est["estimate"] - lo], [hi - est["estimate"]]],
-                        fmt="o", color=colour, capsize=3, label=name if y == 0 else None)
-    ax.axvline(0.5, color="black", linestyle="--", linewidth=0.8)
-    ax.set_yticks(range(n), [label for label, _ in reversed(groups)])
-    ax.set_xlim(0, 1)
-    ax.set_xlabel("share for the treatment (0.5 = no difference); bars: 95% cluster-robust interval")
-    ax.set_title(title)
-    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.3 if n < 4 else -0.15), ncol=2, fontsize=8, frameon=False)
-    return svg(fig, salt)
-
 
 # --------------------------------------------------------------------------------------------
 # HTML
@@ -110,13 +48,15 @@ def report_figures(stats: dict[str, Any]) -> dict[str, dict[str, str]]:
     if stats["results"]["after_exclusions"] != stats["results"]["all"]:
         keys.append(("all", "all participants, no exclusions"))
 
+    arms = overall_arms(stats)
     figures: dict[str, Any] = {"monitoring": monitoring_svgs(stats.get("monitoring"))}
     for key, title in keys:
         groups = _groups(stats["results"][key])
         if groups:
             figures[key] = {
-                "bars": diverging_bar_svg(groups, f"Answers ({title})", salt=f"{key}-bars"),
-                "win_rate": win_rate_svg(groups, f"Win rate with 95% interval ({title})", salt=f"{key}-win"),
+                "bars": diverging_bar_svg(groups, f"Answers ({title})", salt=f"{key}-bars", arms=arms),
+                "win_rate": win_rate_svg(groups, f"Win rate with 95% interval ({title})", salt=f"{key}-win",
+                                         arms=arms),
             }
     return figures
 
@@ -126,8 +66,13 @@ def render_report(stats: dict[str, Any], *, live: bool = False, refresh_seconds:
     """The report as one self-contained HTML page. `live` adds an auto-refresh (statistics page);
     `gallery` (`app.reporting.figures.gallery`: pairs with data-URI images) adds a section of pairs."""
     same = stats["results"]["after_exclusions"] == stats["results"]["all"]
+    flow = stats.get("flow")
+    arms = overall_arms(stats)
     return templates.get_template("report.html").render(
         stats=stats, study=stats.get("study"), figures=report_figures(stats), same_results=same,
+        verdict=verdicts(stats), ranking_line=ranking_sentence(ranking(stats)), flow=flow,
+        flow_rows=flow_rows(flow) if flow else None, arms=arms, answer_names=answer_names(arms),
+        datasheet=stats.get("datasheet"),
         groups={k: _groups(v) for k, v in stats["results"].items()}, live=live,
         refresh_seconds=refresh_seconds, json_url=json_url, score_names=SCORE_NAMES, scores=SCORES,
         colours=SCORE_COLOURS, gallery=gallery,
@@ -141,13 +86,21 @@ def statistics_json(stats: dict[str, Any]) -> str:
 
 def write_report(out_dir: Path, stats: dict[str, Any], rows: list[dict[str, Any]],
                  gallery: list[dict[str, Any]] | None = None) -> dict[str, Path]:
-    """Write report.html, statistics.json and ratings.csv into out_dir (created if needed)."""
+    """Write report.html, statistics.json and ratings.csv into out_dir (created if needed), and the
+    paper-ready files (`app.reporting.paper.write_paper`: methods, references, tables, figures)."""
+    from app.reporting.paper import write_paper
+
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {"report": out_dir / "report.html", "statistics": out_dir / "statistics.json",
              "ratings": out_dir / "ratings.csv"}
     paths["statistics"].write_text(statistics_json(stats) + "\n", encoding="utf-8")
     paths["ratings"].write_text(rows_to_csv(rows), encoding="utf-8")
     paths["report"].write_text(render_report(stats, gallery=gallery), encoding="utf-8")
+    if stats.get("datasheet"):
+        paths["datasheet"] = out_dir / "datasheet.json"
+        paths["datasheet"].write_text(json.dumps(stats["datasheet"], indent=1, ensure_ascii=False) + "\n",
+                                      encoding="utf-8")
+    paths.update(write_paper(out_dir, stats, stats.get("datasheet")))
     return paths
 
 
@@ -176,8 +129,11 @@ def write_study_report(session: Session, study: Study, out_dir: Path, *, draws: 
                        seed: int | None = None) -> StudyReport:
     """`sfgeval report`'s bundle for `study` in out_dir. Only reads: a monitoring stop is applied
     where the data changes (after an answer, or by an admin), never by a report."""
+    from app.reporting.datasheet import study_datasheet
+
     rows = rating_rows(session, study)
     stats = study_statistics(session, study, draws=draws, seed=seed, rows=rows)
+    stats["datasheet"] = study_datasheet(session, study, stats)
     return StudyReport(write_report(out_dir, stats, rows, report_gallery(session, study)), len(rows))
 
 

@@ -99,6 +99,8 @@ class Study(Base):
     fast_share_limit: Mapped[float | None] = mapped_column(Float, nullable=True)
     returned_message: Mapped[str | None] = mapped_column(Text, nullable=True)
     gold_instruction: Mapped[str | None] = mapped_column(Text, nullable=True)
+    # Datasheet details (issue 25; `app.studies.config.StudyAbout`): platform, pay, consent text, ...
+    about: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     state: Mapped[str] = mapped_column(String(16), default="draft")
     version: Mapped[int] = mapped_column(Integer, default=1)
     seed: Mapped[int] = mapped_column(Integer)

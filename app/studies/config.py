@@ -53,6 +53,38 @@ TRANSITIONS: dict[str, tuple[str, ...]] = {
 }
 
 
+# What the consent page shows when the study's `about.consent_text` is not set
+# (templates/participant/consent.html renders this same constant).
+DEFAULT_CONSENT_TEXT = (
+    "Taking part is voluntary. We store your answers, their timings and the ids your platform passes "
+    "in the link; nothing else about you. You can stop at any time by closing this page."
+)
+
+
+class StudyAbout(BaseModel):
+    """What reviewers and datasheets (HEDS-style checklists) ask about a human study that the rest
+    of the config does not say: all optional; the datasheet lists the ones left out as missing.
+    Stored in the study's `about` JSON column."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    platform: str | None = Field(default=None, max_length=300, description="e.g. Prolific, MTurk, lab")
+    recruitment: str | None = Field(default=None, max_length=2000, description="how participants were found")
+    eligibility: str | None = Field(default=None, max_length=2000, description="who could take part")
+    pay: str | None = Field(default=None, max_length=300, description="e.g. 'GBP 2.50 (GBP 9/hour)'")
+    estimated_minutes: float | None = Field(default=None, gt=0, description="time advertised to participants")
+    purpose_statement: str | None = Field(default=None, max_length=5000,
+                                          description="what participants were told about the purpose")
+    consent_text: str | None = Field(default=None, max_length=10000,
+                                     description="consent text shown (default: the built-in one)")
+    ethics_approval: str | None = Field(default=None, max_length=1000, description="board and reference")
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _blank_is_none(cls, v: Any) -> Any:
+        return (v.strip() or None) if isinstance(v, str) else v
+
+
 class StudyError(ValueError):
     """A study config or state change that cannot be applied; the message says why."""
 
@@ -88,6 +120,7 @@ class StudyConfig(BaseModel):
                                            description="too-fast share past which the code is withheld")
     returned_message: str | None = Field(default=None, max_length=5000)
     gold_instruction: str | None = Field(default=None, max_length=1000)
+    about: StudyAbout = Field(default_factory=StudyAbout, description="study details for the datasheet")
     state: Literal["draft", "open", "closed", "archived"] = "draft"
     seed: int | None = Field(default=None, ge=0, lt=2**31)
 
@@ -203,6 +236,7 @@ def study_config(study: Study) -> dict[str, Any]:
         "fast_share_limit": study.fast_share_limit,
         "returned_message": study.returned_message,
         "gold_instruction": study.gold_instruction,
+        "about": StudyAbout.model_validate(study.about or {}).model_dump(exclude_none=True),
         "state": study.state,
         "seed": study.seed,
     }
@@ -234,6 +268,7 @@ def create_study(session: Session, config: StudyConfig | dict[str, Any]) -> Stud
         seed=cfg.seed if cfg.seed is not None else secrets.randbelow(2**31),
         version=1,
         monitoring=cfg.monitoring.model_dump(),
+        about=cfg.about.model_dump(exclude_none=True) or None,
         **{f: getattr(cfg, f) for f in _PLAIN_FIELDS},
     )
     study.comparisons = [Comparison(pair_set_id=ps.id, label=comparison_label(ps)) for ps in pair_sets]
@@ -278,6 +313,7 @@ def update_study(session: Session, study: Study, changes: dict[str, Any], note: 
     for f in _PLAIN_FIELDS:
         setattr(study, f, getattr(cfg, f))
     study.monitoring = cfg.monitoring.model_dump()
+    study.about = cfg.about.model_dump(exclude_none=True) or None
     study.completion_code = cfg.completion_code or study.completion_code
     study.seed = cfg.seed if cfg.seed is not None else study.seed
     study.version += 1

@@ -61,6 +61,7 @@ class PairProgress(BaseModel):
     stratum: str | None
     ratings: int
     target: int
+    analysable: int = 0
 
 
 class Progress(BaseModel):
@@ -81,6 +82,12 @@ class Progress(BaseModel):
     per_comparison: dict[str, ComparisonProgress]
     per_pair: list[PairProgress]
     generated_at: str
+    # Issue 25: the participant flow (app.analysis.participant_flow) and what exclusions leave.
+    flow: dict[str, Any] | None = None
+    analysable_ratings: int | None = None
+    pairs_complete_analysable: int | None = None
+    shortfall: int | None = None
+    top_up: dict[str, int] | None = None
 
 
 class PairSummary(BaseModel):

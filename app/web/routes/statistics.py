@@ -29,6 +29,7 @@ from app.web.schemas import StatisticsReport
 from app.web.auth import CurrentAdmin
 from app.store.models import AdminUser
 from app.analysis.study_statistics import DEFAULT_DRAWS, rating_fingerprint, study_statistics
+from app.reporting.datasheet import study_datasheet
 from app.reporting.report import render_report, statistics_json
 from app.statistics import StatisticsInputError
 from app.studies.config import StudyError, get_study
@@ -86,6 +87,7 @@ class StatisticsCache:
             ):
                 return entry
             stats = study_statistics(session, study, draws=DEFAULT_DRAWS)
+            stats["datasheet"] = study_datasheet(session, study, stats)
             stats["cache"] = {"ratings_counted": fp[2], "last_rating_id": fp[3]}
             entry = _Entry(fp, time.monotonic(), stats, statistics_json(stats))
             with self._guard:

@@ -61,7 +61,8 @@ def figure_file(
 
 @router.get("/studies/{slug}/report.zip")
 def report_zip(slug: str, admin: CurrentAdmin, session: SessionDep) -> Response:
-    """What `sfgeval report` writes (report.html with its gallery, statistics.json, ratings.csv), zipped."""
+    """What `sfgeval report` writes (report.html with its gallery, statistics.json, ratings.csv, the
+    paper-ready methods, tables and figures), zipped. Only reads the database."""
     from app.reporting.report import write_study_report
 
     study = get_study(session, slug)
@@ -72,7 +73,7 @@ def report_zip(slug: str, admin: CurrentAdmin, session: SessionDep) -> Response:
             raise HTTPException(status_code=422, detail=f"cannot compute statistics: {e}") from None
         buf = io.BytesIO()
         with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
-            for path in paths.values():
-                zf.write(path, f"{slug}-report/{path.name}")
+            for path in sorted(set(paths.values())):
+                zf.write(path, f"{slug}-report/{path.relative_to(tmp).as_posix()}")
     return Response(buf.getvalue(), media_type="application/zip", headers={
         "Content-Disposition": f'attachment; filename="{slug}-report.zip"', "Cache-Control": "no-store"})

@@ -20,7 +20,7 @@ from app.web.auth import CurrentAdmin, flash
 from app.studies.config_files import dump_config, parse_config_text
 from app.studies.lifecycle import participant_links
 from app.store.models import AdminUser, Comparison, Pair, Rating, Study, StudyVersion, Trial
-from app.studies.progress import study_progress
+from app.analysis.participant_flow import study_progress_with_flow
 from app.studies.config import (
     TRANSITIONS,
     StudyError,
@@ -213,7 +213,33 @@ def study_config_file(slug: str, fmt: str, admin: CurrentAdmin, session: Session
 
 @twin(router, "/studies/{slug}/progress", "admin/progress.html", Progress)
 def progress_data(slug: str, admin: CurrentAdmin, session: SessionDep) -> Progress:
-    return Progress.model_validate(study_progress(session, get_study(session, slug)))
+    return Progress.model_validate(study_progress_with_flow(session, get_study(session, slug)))
+
+
+@router.post("/studies/{slug}/top-up")
+def top_up(request: Request, slug: str, admin: CurrentAdmin, session: SessionDep, form: FormDep) -> Response:
+    """Re-open the study for the analysable ratings exclusions removed: the target per pair goes up
+    by the largest gap (least-rated pairs are served first) and a closed study opens again."""
+    study = get_study(session, slug)
+    plan = study_progress_with_flow(session, study)["top_up"]
+    if plan is None:
+        flash(request, "Nothing to top up: every pair has its target of analysable ratings.", "info")
+        return redirect(f"/admin/studies/{slug}/progress")
+    changes: dict[str, Any] = {"ratings_per_pair": plan["ratings_per_pair"]}
+    if study.state == "closed":
+        changes["state"] = "open"
+    try:
+        update_study(session, study, changes, note={"kind": "top-up", "largest_gap": plan["largest_gap"],
+                                                    "pairs_short": plan["pairs_short"]})
+        session.commit()
+    except StudyError as e:
+        session.rollback()
+        flash(request, str(e)[:1].upper() + str(e)[1:], "error")
+        return redirect(f"/admin/studies/{slug}/progress")
+    flash(request, f"Topped up: {plan['pairs_short']} pair(s) short of analysable ratings; target now "
+                   f"{study.ratings_per_pair} ratings per pair, study {study.state} (version {study.version}).",
+          "success")
+    return redirect(f"/admin/studies/{slug}/progress")
 
 
 @router.get("/studies/{slug}/export.{fmt}")
