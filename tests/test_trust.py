@@ -3,7 +3,6 @@ served app, with the outcome it must have. Every DB test runs on SQLite and Post
 
 from __future__ import annotations
 
-import uuid
 
 import pytest
 from sqlalchemy import select
