@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from app.clustered import Design, Effects, clustered_win_rate, report_interval, simulate_batch
-from app.monitoring import BASELINE, TREATMENT, boundaries, first_stops, monitor, obf_spending
+from app.monitoring import DESIGN_ALPHA_ONE_SIDED, BASELINE, TREATMENT, boundaries, first_stops, monitor, obf_spending
 from app.monitoring_sim import Scenario, run, savings
 
 SMALL = Design(n_strata=2, prompts_per_stratum=15, seeds_per_prompt=1, ratings_per_participant=15)
@@ -99,7 +99,7 @@ def test_monitor_says_treatment_preferred_on_a_clear_study_and_records_the_first
     assert stop["statistic"]["z"] >= stop["statistic"]["boundary"]
     assert "boundary" in stop["rule"]
     # The vectorised rule used by the simulation finds the same look.
-    looks, bounds = boundaries(20, 600)
+    looks, bounds = boundaries(20, 600, DESIGN_ALPHA_ONE_SIDED)
     est = clustered_win_rate(b["participant"], b["prompt"], b["score"], looks=looks.tolist())
     code, at = first_stops(est.win_rate, est.se, est.n_participants, est.n_prompts, bounds, 0.05, est.df)[0]
     assert (code, at + 1) == (1, stop["look"])
