@@ -1,7 +1,7 @@
 """Monitoring checked by simulation: type-I error under peeking and ratings saved at equal power.
 
-Used by `benchmarks/monitoring.py` (at least 1,000 studies) and `tests/test_monitoring.py` (a fast
-version). Each simulated study is the clustered design of `app.clustered` (participant, prompt and
+Used by `benchmarks/monitoring.py` (4,000 null studies per design: balanced, heavy raters, 15
+prompts) and `tests/test_monitoring.py` (a fast version). Each simulated study is the clustered design of `app.clustered` (participant, prompt and
 pair effects), rated participant by participant; monitoring looks after every `look_every`
 ratings up to the planned total and stops at the first look where `app.monitoring` says stop.
 """
