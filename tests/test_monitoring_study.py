@@ -82,7 +82,8 @@ def test_auto_close_happens_after_an_answer_and_records_the_stop_once(admin_clie
     # The same decision as monitoring the rows directly, in arrival order.
     rows = read(app, lambda s: monitoring_rows(s, s.get(Study, study.id)))
     direct = monitor(np.array([r["participant"] for r in rows]), np.array([r["prompt_id"] for r in rows]),
-                     np.array([r["score"] for r in rows]), planned=30, look_every=5)
+                     np.array([r["score"] for r in rows]), planned=30, look_every=5,
+                     stratum=np.array([r["stratum"] for r in rows]), pair=np.array([r["pair"] for r in rows]))
     assert direct["stop"] == mon["stop"]
     stop = mon["stop"]
     assert stop["statistic"]["z"] >= stop["statistic"]["boundary"] and "boundary" in stop["rule"]
