@@ -148,10 +148,10 @@ def verdicts(stats: dict[str, Any]) -> dict[str, Any]:
     given = [_given(groups[k], "p_holm") for k in labels]
     raw = [_given(groups[k], "p_value") for k in labels]
     raw = [r if r is not None else clustered_p(groups[k].get("win_rate") or {}) for r, k in zip(raw, labels)]
-    if all(g is not None for g in given) and given:
-        adjusted, p_kind = given, "p_holm from the statistics"
-    else:
-        adjusted, p_kind = holm(raw), "clustered t-test of the headline interval, Holm-adjusted here"
+    computed = holm(raw)
+    adjusted = [g if g is not None else c for g, c in zip(given, computed)]
+    p_kind = ("p_holm from the statistics" if any(g is not None for g in given)
+              else "clustered t-test of the headline interval, Holm-adjusted here")
     cards = []
     for label, p in zip(labels, adjusted):
         g = groups[label]
