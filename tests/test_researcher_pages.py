@@ -160,7 +160,9 @@ def test_figure_export_png_and_pdf(admin_client, session, demo_study):
     pdf = admin_client.get(f"{url}.pdf?top=1&which=both&width=7")
     assert pdf.status_code == 200 and pdf.content.startswith(b"%PDF")
     assert admin_client.get(f"{url}.png?pair=999999").status_code == 422
-    assert admin_client.get(f"{url}.png").status_code == 422  # nothing chosen
+    nothing = admin_client.get(f"{url}.png")  # nothing chosen: the page says so (HTML, not raw JSON)
+    assert nothing.status_code == 422 and nothing.headers["content-type"].startswith("text/html")
+    assert "Nothing selected" in nothing.text
     assert admin_client.get(f"{url}.png?pair={pairs[0]}&width=100").status_code == 422
     assert admin_client.get(f"{url}.svg?pair={pairs[0]}").status_code == 404
 
@@ -172,8 +174,9 @@ def test_report_zip_holds_a_self_contained_report_with_a_gallery(admin_client, s
     r = admin_client.get(f"/admin/studies/{slug}/report.zip")
     assert r.status_code == 200 and r.headers["content-type"] == "application/zip"
     zf = zipfile.ZipFile(io.BytesIO(r.content))
-    names = sorted(n.split("/")[-1] for n in zf.namelist())
-    assert names == ["ratings.csv", "report.html", "statistics.json"]
+    names = {n.removeprefix(f"{slug}-report/") for n in zf.namelist()}
+    assert {"ratings.csv", "report.html", "statistics.json", "datasheet.json", "methods.md", "methods.tex",
+            "references.bib", "tables/main.tex", "tables/main.csv", "figures/answers.pdf"} <= names
     html = zf.read(f"{slug}-report/report.html").decode()
     assert 'id="gallery"' in html and html.count('src="data:image/png;base64,') >= 6
     assert 'src="http' not in html and "<link" not in html
