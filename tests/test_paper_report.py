@@ -228,3 +228,23 @@ def test_top_up_reopens_for_the_missing_analysable_ratings(admin_client, session
     progress = admin_client.get(f"/admin/studies/{slug}/progress.json").json()
     assert progress["state"] == "open" and progress["ratings_per_pair"] == 5
     assert progress["pairs_complete"] == 0
+
+
+def test_new_study_form_keeps_every_field_after_an_error(admin_client, session, study_factory):
+    """A validation error (here: no pair set and a malformed rule) shows the form again with
+    everything as typed, the datasheet details included."""
+    page = admin_client.get("/admin/new-study").text
+    token = re.search(r'name="csrf_token" value="([^"]+)"', page).group(1)
+    data = {"csrf_token": token, "title": "Kept title", "slug": "kept-slug", "instructions": "Look closely.",
+            "question": "Which is nicer?", **{f"scale_label_{i}": f"L{i}" for i in range(1, 6)},
+            "pairs_per_participant": "7", "ratings_per_pair": "9", "practice_trials": "2", "gold_rate": "0.2",
+            "repeats": "2", "min_response_ms": "700", "hold_minutes": "12", "seed": "42",
+            "ex_max_side_bias": "0.3", "completion_code": "CODE-9", "redirect_url": "https://example.org/done",
+            "about_platform": "Prolific", "about_pay": "GBP 3", "about_purpose_statement": "Rate images."}
+    r = admin_client.post("/admin/new-study", data=data)
+    assert r.status_code == 422
+    html = r.text
+    for value in ("Kept title", "kept-slug", "Look closely.", "Which is nicer?", "L3", 'value="7"', 'value="9"',
+                  'value="0.2"', 'value="700"', 'value="12"', 'value="42"', 'value="0.3"', "CODE-9",
+                  "https://example.org/done", "Prolific", "GBP 3", "Rate images."):
+        assert value in html, value
