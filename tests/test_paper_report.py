@@ -248,3 +248,13 @@ def test_new_study_form_keeps_every_field_after_an_error(admin_client, session, 
                   'value="0.2"', 'value="700"', 'value="12"', 'value="42"', 'value="0.3"', "CODE-9",
                   "https://example.org/done", "Prolific", "GBP 3", "Rate images."):
         assert value in html, value
+
+
+def test_token_map_legend_tells_repeated_words_apart():
+    from app.reporting.explorer import legend_entries
+
+    legend = legend_entries({"legend": [{"index": 1, "word": "a", "colour": "#ff0000"},
+                                        {"index": 4, "word": "dog", "colour": "#00ff00"},
+                                        {"index": 6, "word": "a", "colour": "#0000ff"}]})
+    assert [e["label"] for e in legend] == ["a (token 1)", "dog", "a (token 6)"]
+    assert legend[0]["swatch"] == "rgba(255, 0, 0, 0.588)"

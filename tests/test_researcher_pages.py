@@ -79,13 +79,20 @@ def test_pair_explorer_lists_sorts_filters_and_links_each_pair(admin_client, ses
     assert detail["pair"]["seed"] == pairs[0].seed and detail["pair"]["params"]["shared"]["num_inference_steps"] == 10
     assert detail["legend"] and all(e["word"] in pairs[0].prompt for e in detail["legend"])
     for e in detail["legend"]:
-        assert f'background: {e["colour"]}' in page.text
+        # The swatch is the overlay's colour at the overlay's own opacity.
+        assert f'background: {e["swatch"]}' in page.text and e["swatch"].startswith("rgba(")
+    # A word that occurs twice is told apart (by its token position).
+    assert len({e["label"] for e in detail["legend"]}) == len(detail["legend"])
     base = admin_client.get(f"/admin/pairs/{pairs[0].id}/baseline.png")
     treat = admin_client.get(f"/admin/pairs/{pairs[0].id}/treatment.png")
     assert base.content == pairs[0].baseline_png
     assert treat.content != base.content
     overlay = PILImage.open(io.BytesIO(admin_client.get(f"/admin/pairs/{pairs[0].id}/map.png").content))
     assert overlay.mode == "RGBA" and overlay.size == PILImage.open(io.BytesIO(treat.content)).size
+    painted = {px for px in overlay.getdata() if px[3]}
+    swatches = {tuple(int(v) for v in e["swatch"][5:-1].split(", ")[:3]) + (round(float(e["swatch"][5:-1].split(", ")[3]) * 255),)
+                for e in detail["legend"]}
+    assert painted <= swatches  # every painted patch has a legend entry of exactly its colour
     assert admin_client.get(f"/admin/studies/{DEMO}/pairs/999999").status_code == 404
     # Arms are named here: none of it is reachable without an admin login.
     admin_client.cookies.clear()
