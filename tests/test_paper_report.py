@@ -258,3 +258,14 @@ def test_token_map_legend_tells_repeated_words_apart():
                                         {"index": 6, "word": "a", "colour": "#0000ff"}]})
     assert [e["label"] for e in legend] == ["a (token 1)", "dog", "a (token 6)"]
     assert legend[0]["swatch"] == "rgba(255, 0, 0, 0.588)"
+
+
+def test_plan_from_a_pilot_applies_and_names_its_exclusions(session, study_factory):
+    from app.analysis.planning import pilot_exclusions_line, pilot_rows
+
+    slug, _ = finished_study(session, study_factory)
+    rows = pilot_rows(session, slug)
+    assert {str(r["participant"]) for r in rows}.__len__() == 3  # the always-"left" rater is left out
+    assert rows.exclusions["participants_before"] == 4 and rows.exclusions["participants_after"] == 3
+    line = pilot_exclusions_line(rows.exclusions)
+    assert "exclusion rules applied" in line and "1 removed" in line and "3 of 4 participants used" in line
