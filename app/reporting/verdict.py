@@ -174,7 +174,9 @@ def verdicts(stats: dict[str, Any]) -> dict[str, Any]:
             lead = "" if winner else f"{who} won "
             sentence = (f"{headline}: {lead}{100 * show_w:.0f}% of non-tie votes ({_ci_pct(show_lo, show_hi)})"
                         f"{', ' + ptxt if ptxt else ''}; {counts}.")
+        detail = sentence[len(headline):].lstrip(":; ")
         cards.append({
+            "detail": detail[:1].upper() + detail[1:],
             "comparison": label, "treatment": treat, "baseline": base, "kind": kind, "winner": winner,
             "headline": headline, "sentence": sentence, "win_rate": show_w, "ci_low": show_lo, "ci_high": show_hi,
             "treatment_win_rate": w, "p": p, "p_kind": p_kind, "n_participants": g.get("n_participants", 0),
