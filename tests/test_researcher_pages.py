@@ -7,6 +7,7 @@ import io
 import zipfile
 from typing import NamedTuple
 
+import numpy as np
 import pytest
 from PIL import Image as PILImage
 
@@ -89,7 +90,7 @@ def test_pair_explorer_lists_sorts_filters_and_links_each_pair(admin_client, ses
     assert treat.content != base.content
     overlay = PILImage.open(io.BytesIO(admin_client.get(f"/admin/pairs/{pairs[0].id}/map.png").content))
     assert overlay.mode == "RGBA" and overlay.size == PILImage.open(io.BytesIO(treat.content)).size
-    painted = {px for px in overlay.getdata() if px[3]}
+    painted = {tuple(int(v) for v in px) for px in np.asarray(overlay).reshape(-1, 4) if px[3]}
     swatches = {tuple(int(v) for v in e["swatch"][5:-1].split(", ")[:3]) + (round(float(e["swatch"][5:-1].split(", ")[3]) * 255),)
                 for e in detail["legend"]}
     assert painted <= swatches  # every painted patch has a legend entry of exactly its colour
