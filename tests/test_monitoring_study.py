@@ -198,6 +198,7 @@ def test_plan_page(admin_client, app, study_factory):
     assert r.status_code == 200 and "participants</strong>" in r.text and "<svg" in r.text and "cost" in r.text
     r = admin_client.post(f"/admin/studies/{study.slug}/plan", data={**form, "win_rate": "", "pilot": study.slug})
     assert r.status_code == 200 and f"Pilot {study.slug}: 30 ratings" in r.text
+    assert 'id="pilot-exclusions"' in r.text and "participants used" in r.text  # which exclusions it applied
     for bad, message in (({"win_rate": "abc"}, "win rate"), ({"pilot": "nope"}, "no study"),
                          ({"sims": "100000"}, "between 20"), ({"ratings_per_participant": "50"}, "exceed"),
                          ({"win_rate": "0.5001"}, "lies beyond"), ({"strata": "0"}, "at least 1")):
@@ -212,6 +213,7 @@ def test_cli_plan_from_a_pilot_study(admin_client, app, study_factory, db_url, t
                                     "--out", str(tmp_path)])
     assert res.exit_code == 0, res.output
     assert f"pilot {study.slug}: 30 ratings, {N_PARTICIPANTS} participants, 10 prompts" in res.stderr
+    assert "pilot: " in res.stderr and "participants used" in res.stderr  # the exclusions it applied
     saved = json.loads((tmp_path / "plan.json").read_text())
     # The pilot's treatment won 6 of every 7 decisive votes: its win rate drives the plan.
     assert saved["request"]["effects"]["win_rate"] == pytest.approx(26 / 30, abs=0.01)
