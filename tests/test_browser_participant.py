@@ -94,13 +94,29 @@ def test_trial_page_works_on_a_phone_and_images_open_large(chromium, live_server
     assert page.evaluate("document.getElementById('v-left').src === document.getElementById('left').src")
     page.tap("#v-close")
     assert not page.is_visible("#viewer")
-    # Answer from the bottom of the page (where the buttons are on a phone): the next trial opens at its top.
-    page.locator(".answer[data-choice='4']").scroll_into_view_if_needed()
-    assert page.evaluate("window.scrollY") > 0
     page.tap(".answer[data-choice='4']")
     page.wait_for_function("document.getElementById('progress-text').textContent === 'Pair 2 of 2'")
     now_shown = set(page.evaluate("[document.getElementById('left').src, document.getElementById('right').src]"))
     assert now_shown == preloaded
-    page.wait_for_function("!document.querySelector('.answer').disabled")
-    assert page.evaluate("window.scrollY") == 0
+    context.close()
+
+
+def test_each_new_trial_opens_at_its_top_on_a_small_phone(chromium, live_server, study_factory):
+    """On a short phone screen the answers sit below the fold; after answering down there, the
+    next trial opens scrolled to its top (it used to open about 270 px down)."""
+    study = study_factory(n_pairs=3, pairs_per_participant=3)
+    context = chromium.new_context(viewport={"width": 360, "height": 420}, is_mobile=True, has_touch=True)
+    page = context.new_page()
+    page.set_default_timeout(15_000)
+    page.goto(f"{live_server}/s/{study.slug}")
+    page.check("#consent")
+    page.click("#start")
+    for n in (2, 3):
+        page.wait_for_function("!document.querySelector('.answer').disabled")
+        page.evaluate("window.scrollTo(0, document.documentElement.scrollHeight)")
+        assert page.evaluate("window.scrollY") > 100  # the page is longer than the screen
+        page.tap(".answer[data-choice='2']")
+        page.wait_for_function(f"document.getElementById('progress-text').textContent === 'Pair {n} of 3'")
+        page.wait_for_function("!document.querySelector('.answer').disabled")
+        assert page.evaluate("window.scrollY") == 0
     context.close()
