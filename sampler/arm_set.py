@@ -59,7 +59,9 @@ def generate_set(sfg, prompts: str | list[str], arms: list[ArmSpec], *, generato
     """The images of `arms` (resolved: `match_nfe_of` already applied) for each prompt, all
     from the noise of `generator` (one torch.Generator, or one per prompt). `sfg`: an
     SFGPipeline (its `.pipe` is a stock SD 1.x or SDXL pipeline; its scheduler is not changed)."""
-    from diffusers.pipelines.stable_diffusion.pipeline_stable_diffusion import retrieve_timesteps
+    from diffusers.pipelines.stable_diffusion.pipeline_stable_diffusion import (
+        retrieve_timesteps,
+    )
 
     pipe = sfg.pipe
     prompts = [prompts] if isinstance(prompts, str) else list(prompts)

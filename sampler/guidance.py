@@ -170,7 +170,10 @@ def make_guider(spec: ArmSpec):
     """The diffusers guider object of an apg or cfg-zero-star arm (its params minus steps)."""
     import logging
 
-    from diffusers.guiders import AdaptiveProjectedGuidance, ClassifierFreeZeroStarGuidance
+    from diffusers.guiders import (
+        AdaptiveProjectedGuidance,
+        ClassifierFreeZeroStarGuidance,
+    )
 
     cls = {"apg": AdaptiveProjectedGuidance, "cfg-zero-star": ClassifierFreeZeroStarGuidance}[spec.method]
     kwargs = {k: v for k, v in spec.params.items() if k not in ("num_inference_steps", "match_nfe_of",

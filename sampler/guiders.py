@@ -19,7 +19,11 @@ import torch
 from diffusers.configuration_utils import register_to_config
 from diffusers.guiders.guider_utils import BaseGuidance, GuiderOutput
 
-from sampler.attention import SegmentationFreeAttnProcessor, SFGControl, cross_attention_names
+from sampler.attention import (
+    SegmentationFreeAttnProcessor,
+    SFGControl,
+    cross_attention_names,
+)
 from sampler.params import SamplerParams, check_token_select
 
 

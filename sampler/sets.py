@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from sampler.arms import ArmSpec, resolve_matching
+from sampler.devices import DeviceError, resolve_dtype
 from sampler.generate import (
     WorkItem,
     _process_device,
@@ -34,7 +35,6 @@ from sampler.generate import (
     process_share,
     shard,
 )
-from sampler.devices import DeviceError, resolve_dtype
 from sampler.manifest import (
     MANIFEST_NAME,
     NFE_RULE,
@@ -44,7 +44,12 @@ from sampler.manifest import (
     iter_set_records,
     manifest_schema,
 )
-from sampler.model_folder import GenerateError, load_pipeline, model_identity, software_versions
+from sampler.model_folder import (
+    GenerateError,
+    load_pipeline,
+    model_identity,
+    software_versions,
+)
 from sampler.pair_files import png_bytes, write_file
 from sampler.prompts import PromptRecord
 from sampler.set_files import SetWriter

@@ -51,7 +51,9 @@ def _guider_reference(sfg, guider, seed):
     """A plain loop driving a diffusers guider through its own interface (prepare_inputs ->
     prepare_models, one UNet pass per condition, cleanup_models -> guider(batches)), SD 1.x,
     batch 1."""
-    from diffusers.pipelines.stable_diffusion.pipeline_stable_diffusion import retrieve_timesteps
+    from diffusers.pipelines.stable_diffusion.pipeline_stable_diffusion import (
+        retrieve_timesteps,
+    )
 
     pipe = copy.copy(sfg.pipe)
     pipe.scheduler = copy.deepcopy(sfg.pipe.scheduler)
@@ -207,7 +209,9 @@ class _ReferenceSFG:
 
 
 def test_sdxl_sfg_arm_equals_a_plain_batch_1_reference(tiny_sdxl):
-    from diffusers.pipelines.stable_diffusion.pipeline_stable_diffusion import retrieve_timesteps
+    from diffusers.pipelines.stable_diffusion.pipeline_stable_diffusion import (
+        retrieve_timesteps,
+    )
 
     out = generate_set(tiny_sdxl, PROMPT, arms_of(("cfg", "cfg", {}), ("sfg", "sfg", {"sfg_scale": 5.0})),
                        generator=gen(6), output_type="latent")

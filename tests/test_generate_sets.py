@@ -15,7 +15,12 @@ import sampler.arm_set as arm_set_mod  # noqa: E402
 from sampler.arms import parse_arms  # noqa: E402
 from sampler.cli import generate as generate_cmd  # noqa: E402
 from sampler.generate import GenerateError, GenerationSettings, generate_pairs  # noqa: E402
-from sampler.manifest import MANIFEST_NAME, OPAQUE_NAME, iter_records, validate_set_folder  # noqa: E402
+from sampler.manifest import (  # noqa: E402
+    MANIFEST_NAME,
+    OPAQUE_NAME,
+    iter_records,
+    validate_set_folder,
+)
 from sampler.params import SamplerParams  # noqa: E402
 from sampler.sets import generate_sets  # noqa: E402
 
