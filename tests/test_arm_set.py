@@ -17,7 +17,7 @@ from sampler.params import SamplerParams  # noqa: E402
 
 STEPS = 4
 PROMPT = "a cute white dog next to a cat"
-ATOL = 1e-4  # latents are O(1); reference loops batch differently, so float tolerance
+ATOL = 1e-3  # latents are O(1); arms share UNet batches and references batch differently: float tolerance
 DEFAULTS = SamplerParams(num_inference_steps=STEPS)
 
 
@@ -135,10 +135,11 @@ def test_shared_steps_run_once_and_nfe_counts_them_once(tiny_sfg):
     arms = arms_of(("cfg", "cfg", {}), ("sfg", "sfg", {}), ("early", "sfg", {"sfg_start_step": 1}),
                    ("apg", "apg", {}))
     out = generate_set(tiny_sfg, [PROMPT, "a red car"], arms, generator=[gen(0), gen(1)], output_type="latent")
-    # step 0: one call for cfg/sfg/early; step 1: cfg+sfg, early; steps 2-3: three lanes; apg: 4 calls.
-    assert out.unet_calls == 1 + 2 + 3 + 3 + STEPS
+    # Lanes: step 0 cfg/sfg/early + apg; step 1 cfg/sfg + apg + early; steps 2-3 cfg, apg, sfg, early.
+    # Plain lanes and one SFG lane share a forward; a second SFG lane runs its own.
+    assert out.unet_calls == 1 + 1 + 2 + 2
     assert out.nfe == {"cfg": 8, "sfg": 4, "early": 6, "apg": 8}
-    assert sum(out.nfe.values()) == 2 * out.unet_calls  # two rows per image per call, every call counted once
+    assert out.unet_rows == 2 * sum(out.nfe.values())  # B = 2 prompts; every evaluation counted once
     assert out.nfe_alone == {"cfg": 8, "sfg": 8, "early": 8, "apg": 8}
     assert {(tuple(s["arms"]), s["steps"], s["counted_in"]) for s in out.shared} == {
         (("cfg", "sfg", "early"), 1, "cfg"), (("cfg", "sfg"), 1, "cfg")}
