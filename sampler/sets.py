@@ -29,7 +29,7 @@ from sampler.arms import ArmSpec, resolve_matching
 from sampler.devices import DeviceError, resolve_dtype
 from sampler.generate import (
     WorkItem,
-    _process_device,
+    process_device,
     check_request,
     plan_pairs,
     process_share,
@@ -137,7 +137,7 @@ def generate_sets(
                             f"(an {SET_SCHEMA} manifest)")
     arms = resolve_matching(list(arms), nfe_alone)
     num_processes, process_index = process_share()
-    dev = _process_device(device, num_processes, process_index)
+    dev = process_device(device, num_processes, process_index)
     try:
         torch_dtype = resolve_dtype(dtype, dev)
     except DeviceError as e:
