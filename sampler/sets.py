@@ -29,9 +29,9 @@ from sampler.arms import ArmSpec, resolve_matching
 from sampler.devices import DeviceError, resolve_dtype
 from sampler.generate import (
     WorkItem,
-    process_device,
     check_request,
     plan_pairs,
+    process_device,
     process_share,
     shard,
 )
