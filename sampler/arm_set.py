@@ -9,7 +9,10 @@ that splits forks (latents cloned, scheduler and stochastic generators deep-copi
 `SFGPipeline.pairs` forks). So SFG's CFG phase and a CFG arm of the same scale run once, as do
 the CFG phases of several SFG arms up to the earliest t_s.
 
-nfe: each lane's UNet call costs len(rows) evaluations per image; they are counted in the nfe
+Per step, the lanes that need only the stock processors (CFG steps, APG, CFG-Zero*) and one SFG
+lane share one UNet forward; PAG lanes and further SFG lanes run their own.
+
+nfe: each lane's step costs len(rows) evaluations (batch rows) per image; they are counted in the nfe
 of the lane's first arm (arms-file order), and steps run for several arms are listed in
 `shared` (sfgeval.set/1's `shared_steps`). The sum of a set's nfe is what the set cost.
 """
@@ -25,7 +28,7 @@ import torch
 from sampler.arms import ArmSpec
 from sampler.attention import SFGControl
 from sampler.conditioning import Conditioning, decode, encode, native_size
-from sampler.guidance import Guide, make_guide, nfe_alone
+from sampler.guidance import Guide, GuiderGuide, SFGGuide, make_guide, nfe_alone
 from sampler.pipeline import _Arm, _clone_generator, sfg_attention
 
 
@@ -33,7 +36,8 @@ from sampler.pipeline import _Arm, _clone_generator, sfg_attention
 class SetOutput:
     """images / latents per arm name (PIL list or array per `output_type`; latents [B, 4, h, w]),
     nfe per arm (evaluations per image, shared steps in their first arm), nfe_alone per arm,
-    shared: [{arms, steps, nfe, counted_in}], unet_calls: UNet forwards of this call."""
+    shared: [{arms, steps, nfe, counted_in}], unet_calls / unet_rows: UNet forwards of this call
+    and the batch rows they evaluated (= B x the sum of nfe)."""
 
     images: dict[str, object]
     latents: dict[str, torch.Tensor]
@@ -41,6 +45,7 @@ class SetOutput:
     nfe_alone: dict[str, int]
     shared: list[dict] = field(default_factory=list)
     unet_calls: int = 0
+    unet_rows: int = 0
 
 
 @dataclass
@@ -59,7 +64,9 @@ def generate_set(sfg, prompts: str | list[str], arms: list[ArmSpec], *, generato
     """The images of `arms` (resolved: `match_nfe_of` already applied) for each prompt, all
     from the noise of `generator` (one torch.Generator, or one per prompt). `sfg`: an
     SFGPipeline (its `.pipe` is a stock SD 1.x or SDXL pipeline; its scheduler is not changed)."""
-    from diffusers.pipelines.stable_diffusion.pipeline_stable_diffusion import retrieve_timesteps
+    from diffusers.pipelines.stable_diffusion.pipeline_stable_diffusion import (
+        retrieve_timesteps,
+    )
 
     pipe = sfg.pipe
     prompts = [prompts] if isinstance(prompts, str) else list(prompts)
@@ -98,24 +105,22 @@ def generate_set(sfg, prompts: str | list[str], arms: list[ArmSpec], *, generato
             shared: dict[tuple, dict] = {}
             for i, t in enumerate(timesteps):
                 lanes = _split(lanes, guides, i)
-                for lane in lanes:
-                    guide = guides[lane.arms[0]]
-                    in_prefix = i < guide.cfg_prefix
-                    rows = ["uncond", "cond"] if in_prefix else guide.rows(i)
-                    eps = _unet(pipe, lane.state, rows, text, t, nullcontext() if in_prefix else guide.attention(i, b))
-                    eps = Guide.combine(guide, eps, i, t) if in_prefix else guide.combine(eps, i, t)
-                    extra = pipe.prepare_extra_step_kwargs(lane.state.generator, 0.0)
-                    lane.state.latents = lane.state.scheduler.step(eps, t, lane.state.latents, **extra,
-                                                                   return_dict=False)[0]
-                    first = min(lane.arms, key=order.__getitem__)
-                    out.nfe[first] += len(rows)
-                    if len(lane.arms) > 1:
-                        entry = shared.setdefault(tuple(lane.arms), {"arms": list(lane.arms), "steps": 0, "nfe": 0,
-                                                                     "counted_in": first})
-                        entry["steps"] += 1
-                        entry["nfe"] += len(rows)
-                    for name in lane.arms:
-                        out.latents[name] = lane.state.latents
+                for call in _calls([_Plan(lane, guides[lane.arms[0]], i) for lane in lanes]):
+                    for plan, eps in zip(call, _unet(pipe, call, text, t, i, b)):
+                        lane, guide = plan.lane, plan.guide
+                        eps = Guide.combine(guide, eps, i, t) if plan.in_prefix else guide.combine(eps, i, t)
+                        extra = pipe.prepare_extra_step_kwargs(lane.state.generator, 0.0)
+                        lane.state.latents = lane.state.scheduler.step(eps, t, lane.state.latents, **extra,
+                                                                       return_dict=False)[0]
+                        first = min(lane.arms, key=order.__getitem__)
+                        out.nfe[first] += len(plan.rows)
+                        if len(lane.arms) > 1:
+                            entry = shared.setdefault(tuple(lane.arms), {"arms": list(lane.arms), "steps": 0,
+                                                                         "nfe": 0, "counted_in": first})
+                            entry["steps"] += 1
+                            entry["nfe"] += len(plan.rows)
+                        for name in lane.arms:
+                            out.latents[name] = lane.state.latents
             out.shared.extend(shared.values())
     for a in arms:
         out.nfe_alone[a.name] = nfe_alone(a)
@@ -136,22 +141,56 @@ def _split(lanes: list[_Lane], guides: dict[str, Guide], i: int) -> list[_Lane]:
     return out
 
 
-def _unet(pipe, state: _Arm, rows: list[str], text: Conditioning, t, attention) -> torch.Tensor:
-    """One UNet forward of one lane: its latents once per row kind, scaled by its scheduler."""
-    x = state.scheduler.scale_model_input(torch.cat([state.latents] * len(rows)), t)
-    states, added = text.rows(rows)
+class _Plan:
+    """What one lane does at step i: its guide, whether it is inside its CFG prefix, its rows and
+    its kind ('plain': stock processors; 'sfg': SFG on its last B rows; 'own': PAG)."""
+
+    def __init__(self, lane: _Lane, guide: Guide, i: int):
+        self.lane, self.guide = lane, guide
+        self.in_prefix = i < guide.cfg_prefix
+        self.rows = ["uncond", "cond"] if self.in_prefix else guide.rows(i)
+        if self.in_prefix or type(guide) in (Guide, GuiderGuide):
+            self.kind = "plain"
+        else:
+            self.kind = "sfg" if isinstance(guide, SFGGuide) else "own"
+
+
+def _calls(plans: list[_Plan]) -> list[list[_Plan]]:
+    """The UNet forwards of one step: every lane that needs only the stock processors, with at
+    most one SFG lane last (the SFG processor perturbs the batch's last rows); PAG lanes
+    (diffusers' PAG processors split their whole batch into [uncond, cond, perturbed]) and any
+    further SFG lane (another scale or mask) each on their own."""
+    plain = [p for p in plans if p.kind == "plain"]
+    sfg = [p for p in plans if p.kind == "sfg"]
+    first = plain + sfg[:1]
+    return ([first] if first else []) + [[p] for p in sfg[1:] + [p for p in plans if p.kind == "own"]]
+
+
+def _unet(pipe, call: list[_Plan], text: Conditioning, t, i: int, b: int) -> list[torch.Tensor]:
+    """One UNet forward over the lanes of `call`: each lane's latents once per row kind, scaled by
+    its own scheduler; returns each lane's rows of the prediction."""
+    inputs = [p.lane.state.scheduler.scale_model_input(torch.cat([p.lane.state.latents] * len(p.rows)), t) for p in call]
+    x = torch.cat(inputs)
+    states, added = text.rows([k for p in call for k in p.rows])
+    last = call[-1]
+    attention = nullcontext() if last.kind == "plain" else last.guide.attention(i, x.shape[0] - b)
     with attention:
-        return pipe.unet(x, t, encoder_hidden_states=states, added_cond_kwargs=added, return_dict=False)[0]
+        eps = pipe.unet(x, t, encoder_hidden_states=states, added_cond_kwargs=added, return_dict=False)[0]
+    return list(eps.split([len(p.rows) * b for p in call]))
 
 
 class _count_calls:
-    """Counts the UNet's forward calls into `out.unet_calls` while active."""
+    """Counts the UNet's forward calls and batch rows into `out` while active."""
 
     def __init__(self, unet, out: SetOutput):
         self.unet, self.out = unet, out
 
+    def _count(self, module, args):
+        self.out.unet_calls += 1
+        self.out.unet_rows += args[0].shape[0]
+
     def __enter__(self):
-        self.handle = self.unet.register_forward_pre_hook(lambda *_: setattr(self.out, "unet_calls", self.out.unet_calls + 1))
+        self.handle = self.unet.register_forward_pre_hook(self._count)
         return self
 
     def __exit__(self, *exc):

@@ -139,7 +139,8 @@ def check_request(
     return records
 
 
-def _process_device(device: str, num_processes: int, process_index: int):
+def process_device(device: str, num_processes: int, process_index: int):
+    """The torch device this process generates on (accelerate's when launched by it)."""
     import torch
     from accelerate import PartialState
 
@@ -188,7 +189,7 @@ def generate_pairs(
     if reuse_from is not None and not (Path(reuse_from) / MANIFEST_NAME).is_file():
         raise GenerateError(f"--reuse {reuse_from}: expects a folder written by `sfgeval generate` (no {MANIFEST_NAME})")
     num_processes, process_index = process_share()
-    dev = _process_device(device, num_processes, process_index)
+    dev = process_device(device, num_processes, process_index)
     try:
         torch_dtype = resolve_dtype(dtype, dev)
     except DeviceError as e:

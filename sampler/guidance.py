@@ -50,7 +50,9 @@ class Guide:
     def rows(self, i: int) -> list[str]:
         return UNCOND_COND
 
-    def attention(self, i: int, b: int):
+    def attention(self, i: int, perturbed_from: int):
+        """The processors of this arm's UNet call at step i; `perturbed_from`: first batch row of
+        its perturbed pass (its last B rows)."""
         return nullcontext()
 
     def combine(self, eps: torch.Tensor, i: int, t) -> torch.Tensor:
@@ -76,13 +78,13 @@ class SFGGuide(Guide):
         return UNCOND_COND if i < self.t_s else ["cond", "cond"]
 
     @contextmanager
-    def attention(self, i, b):
+    def attention(self, i, perturbed_from):
         c = self.control
         if i < self.t_s or c is None:
             yield
             return
         c.scale, c.token_select = self.sfg_scale, self.spec.params["token_select"]
-        c.perturbed_from, c.candidate_mask = b, self.mask
+        c.perturbed_from, c.candidate_mask = perturbed_from, self.mask
         try:
             yield
         finally:
@@ -121,7 +123,7 @@ class PAGGuide(Guide):
         return ["uncond", "cond", "cond"] if self.do_cfg else ["cond", "cond"]
 
     @contextmanager
-    def attention(self, i, b):
+    def attention(self, i, perturbed_from):
         if not self.mixin.do_perturbed_attention_guidance:
             yield
             return
@@ -170,7 +172,10 @@ def make_guider(spec: ArmSpec):
     """The diffusers guider object of an apg or cfg-zero-star arm (its params minus steps)."""
     import logging
 
-    from diffusers.guiders import AdaptiveProjectedGuidance, ClassifierFreeZeroStarGuidance
+    from diffusers.guiders import (
+        AdaptiveProjectedGuidance,
+        ClassifierFreeZeroStarGuidance,
+    )
 
     cls = {"apg": AdaptiveProjectedGuidance, "cfg-zero-star": ClassifierFreeZeroStarGuidance}[spec.method]
     kwargs = {k: v for k, v in spec.params.items() if k not in ("num_inference_steps", "match_nfe_of",

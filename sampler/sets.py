@@ -26,15 +26,15 @@ from pathlib import Path
 from typing import Any
 
 from sampler.arms import ArmSpec, resolve_matching
+from sampler.devices import DeviceError, resolve_dtype
 from sampler.generate import (
     WorkItem,
-    _process_device,
     check_request,
     plan_pairs,
+    process_device,
     process_share,
     shard,
 )
-from sampler.devices import DeviceError, resolve_dtype
 from sampler.manifest import (
     MANIFEST_NAME,
     NFE_RULE,
@@ -44,7 +44,12 @@ from sampler.manifest import (
     iter_set_records,
     manifest_schema,
 )
-from sampler.model_folder import GenerateError, load_pipeline, model_identity, software_versions
+from sampler.model_folder import (
+    GenerateError,
+    load_pipeline,
+    model_identity,
+    software_versions,
+)
 from sampler.pair_files import png_bytes, write_file
 from sampler.prompts import PromptRecord
 from sampler.set_files import SetWriter
@@ -132,7 +137,7 @@ def generate_sets(
                             f"(an {SET_SCHEMA} manifest)")
     arms = resolve_matching(list(arms), nfe_alone)
     num_processes, process_index = process_share()
-    dev = _process_device(device, num_processes, process_index)
+    dev = process_device(device, num_processes, process_index)
     try:
         torch_dtype = resolve_dtype(dtype, dev)
     except DeviceError as e:

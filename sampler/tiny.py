@@ -153,7 +153,12 @@ def build_tiny_sdxl_pipeline(work_dir: Path, seed: int = TINY_SEED):
     the pooled `text_embeds`; a UNet with `text_time` added conditioning, no attention at its
     first level, linear projections, 2 transformer layers at the second) at small widths:
     64x64 pixel images, 8x8 latents. The second tokenizer pads with "!" as SDXL's does."""
-    from diffusers import AutoencoderKL, EulerDiscreteScheduler, StableDiffusionXLPipeline, UNet2DConditionModel
+    from diffusers import (
+        AutoencoderKL,
+        EulerDiscreteScheduler,
+        StableDiffusionXLPipeline,
+        UNet2DConditionModel,
+    )
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
     text = dict(vocab_size=49408, max_position_embeddings=77, bos_token_id=49406, eos_token_id=49407,

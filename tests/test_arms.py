@@ -6,8 +6,19 @@ import json
 
 import pytest
 
-from sampler.arms import ArmsError, classic_arms, parse_arms, read_arms, resolve_matching
-from sampler.manifest import SET_SCHEMA, ManifestError, iter_set_records, validate_set_line
+from sampler.arms import (
+    ArmsError,
+    classic_arms,
+    parse_arms,
+    read_arms,
+    resolve_matching,
+)
+from sampler.manifest import (
+    SET_SCHEMA,
+    ManifestError,
+    iter_set_records,
+    validate_set_line,
+)
 from sampler.params import SamplerParams
 
 DEFAULTS = SamplerParams(num_inference_steps=10, guidance_scale=6.0)

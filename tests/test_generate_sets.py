@@ -15,7 +15,12 @@ import sampler.arm_set as arm_set_mod  # noqa: E402
 from sampler.arms import parse_arms  # noqa: E402
 from sampler.cli import generate as generate_cmd  # noqa: E402
 from sampler.generate import GenerateError, GenerationSettings, generate_pairs  # noqa: E402
-from sampler.manifest import MANIFEST_NAME, OPAQUE_NAME, iter_records, validate_set_folder  # noqa: E402
+from sampler.manifest import (  # noqa: E402
+    MANIFEST_NAME,
+    OPAQUE_NAME,
+    iter_records,
+    validate_set_folder,
+)
 from sampler.params import SamplerParams  # noqa: E402
 from sampler.sets import generate_sets  # noqa: E402
 
@@ -196,11 +201,13 @@ def test_sdxl_folder_generates_pairs_and_sets(tmp_path, tiny_sdxl_dir):
     assert summary.written == 1
     ((_, rec),) = list(iter_records(tmp_path / "pairs"))
     assert rec.model["pipeline_class"] == "StableDiffusionXLPipeline"
+    generate_sets(PROMPTS[:1], tmp_path / "sets", arms=CFG_SFG, model_dir=tiny_sdxl_dir, settings=FAST, device="cpu",
+                  progress=False)
     every = arms(("cfg", "cfg", None), ("sfg", "sfg", None), ("pag", "pag", None), ("apg", "apg", None),
                  ("zs", "cfg-zero-star", None))
     sets = generate_sets(PROMPTS[:1], tmp_path / "sets", arms=every, model_dir=tiny_sdxl_dir, settings=FAST,
                          device="cpu", progress=False)
-    assert sets.images == 5
+    assert sets.images == 3  # the arms added
     (srec,) = validate_set_folder(tmp_path / "sets")
     assert srec.images["cfg"].sha256 == rec.baseline.sha256 and srec.images["sfg"].sha256 == rec.treatment.sha256
 
