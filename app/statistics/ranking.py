@@ -20,13 +20,13 @@ so the strength interval is the win-rate interval's delta-method twin (same CR2 
 Every contrast (each arm against the reference, each pair of arms) gets its own variance and df.
 
 Tests and ranks. Each comparison (pair of arms) is tested with the contrast's t statistic; Holm
-(statsmodels `multipletests`) over the study's comparisons gives `p_holm`. Rank intervals: an arm's
+over the study's comparisons gives `p_holm`. Rank intervals: an arm's
 rank_low is 1 + the number of arms significantly stronger than it and rank_high is K minus the
 number significantly weaker, where "significantly" is a Holm-adjusted p below 1 - confidence over
 all K(K-1)/2 pairs of arms. Calibration (coverage, family-wise error with unbalanced raters):
 `benchmarks/ranking_calibration.py`, table in docs/statistics.md ("Ranking several arms").
 
-Libraries: statsmodels fits the GLM and adjusts p-values; no library has a CR2 two-way
+Libraries: statsmodels fits the GLM; no library has a CR2 two-way
 cluster-robust sandwich (statsmodels' two-way clustering is CR1 with G/(G-1) factors, which the
 win-rate calibration found 6-12% small), so that part reuses this package's own core.
 """
@@ -47,7 +47,7 @@ from app.statistics.robust import cluster_part, combine, working_rho
 METHOD = ("Bradley-Terry (logit) model of the decisive votes over all comparisons, one joint maximum-likelihood fit "
           "(statsmodels GLM, binomial), reference arm = 0; two-way cluster-robust (participants x prompts within "
           "strata) CR2 variance of every contrast by linearisation, Bell-McCaffrey df, t intervals; Holm "
-          "(statsmodels multipletests) over the comparisons; rank intervals from Holm-adjusted pairwise tests "
+          "over the comparisons; rank intervals from Holm-adjusted pairwise tests "
           "(app.statistics.ranking)")
 
 
@@ -252,15 +252,21 @@ def pair_contrast(rk: Ranking, a: str, b: str) -> Contrast:
 
 
 def holm(p_values: Sequence[float | None]) -> list[float | None]:
-    """Holm-adjusted p-values (statsmodels multipletests) of the non-missing entries; None stays None."""
-    from statsmodels.stats.multitest import multipletests
+    """Holm-adjusted p-values of the non-missing entries; None stays None.
 
+    The step-down formula itself (max over the sorted prefix of (m - i) p_(i), capped at 1):
+    statsmodels' `multipletests(method="holm")` gives the same numbers (tests/test_ranking.py) but
+    runs a full garbage collection on every call, 0.2 s, too slow for the calibration's thousands.
+    """
     idx = [i for i, p in enumerate(p_values) if p is not None]
     out: list[float | None] = [None] * len(p_values)
     if idx:
-        adjusted = multipletests([p_values[i] for i in idx], method="holm")[1]
-        for i, v in zip(idx, adjusted):
-            out[i] = float(v)
+        p = np.array([p_values[i] for i in idx], dtype=float)
+        order = np.argsort(p, kind="stable")
+        m = p.size
+        adj = np.minimum(np.maximum.accumulate((m - np.arange(m)) * p[order]), 1.0)
+        for rank, j in enumerate(order):
+            out[idx[j]] = float(adj[rank])
     return out
 
 
