@@ -171,3 +171,11 @@ def test_k_arm_study_over_http_balanced_blind_exported_and_ranked(client, sessio
         assert set(e) >= {"arm", "strength", "ci_low", "ci_high", "rank", "rank_low", "rank_high"}
     comps = stats["results"]["all"]["per_comparison"]
     assert all("p_holm" in g["tests"]["win_rate"] for g in comps.values())
+    # The report shows the win matrix, the ranking with intervals and nfe per arm.
+    from app.reporting.ranking import arm_nfe
+    from app.reporting.report import render_report
+
+    assert arm_nfe(stats)["apg"]["nfe"] == 20
+    html = render_report(stats)
+    section = html[html.index('id="arm-ranking"'):]
+    assert section.count("<svg") >= 2 and "Row arm preferred" in section and "nfe" in section
