@@ -152,3 +152,26 @@ def test_benchmark_help_and_a_tiny_run(capsys):
     rc.main(["--reps", "3", "--only", "null K=3"])
     table = capsys.readouterr().out
     assert "null K=3" in table and "FWER" in table
+
+
+def test_planner_sizes_a_k_arm_study_as_its_comparisons():
+    from click.testing import CliRunner
+
+    from app.cli import main
+    from app.statistics.arm_planning import n_comparisons, per_comparison_request, plan_arms
+    from app.statistics.planning import PlanRequest
+
+    assert n_comparisons(4, "vs-baseline") == 3 and n_comparisons(4, "all-pairs") == 6
+    req = PlanRequest(sims=20)
+    sub = per_comparison_request(req, 3)
+    assert sub.alpha == pytest.approx(0.05 / 3) and sub.design.ratings_per_participant == 20 // 3
+    out = plan_arms(req, 4, "vs-baseline")
+    n = out["participants"]
+    assert out["arms"]["n_comparisons"] == 3 and out["ratings"] == n * 6 * 3
+    # Three comparisons at a third of the level each need more participants than one comparison.
+    from app.statistics.planning import plan
+
+    assert n > plan(req)["participants"]
+    res = CliRunner().invoke(main, ["plan", "--arms", "3", "--sims", "20"])
+    assert res.exit_code == 0, res.output
+    assert "2 comparisons" in res.output
