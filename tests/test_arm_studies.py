@@ -102,26 +102,17 @@ FORBIDDEN = [r"cfg", r"sfg", r"\bpag\b", r"\bapg\b", r"baseline", r"treatment", 
              r"manifest", r"sha256", r"params", r"synthetic", r"pair_?set", r"comparison", r"score", r"nfe"]
 
 
-def test_k_arm_study_over_http_balanced_blind_exported_and_ranked(client, session, tmp_path):
-    from app.analysis.ratings import rating_rows
-    from app.analysis.study_statistics import study_statistics
-
-    first = import_pair_set(session, write_arm_set(tmp_path / "set", 4))
-    session.commit()
-    study = create_study(session, {"title": "Four arms", "pair_sets": [first.id], "comparisons": "all-pairs",
-                                   "state": "open", "gold_rate": 0.25, "repeats": 0, "min_response_ms": 0,
-                                   "pairs_per_participant": 6, "ratings_per_pair": 2,
-                                   "exclusion_rules": {"fail_gold": True}})
-    session.commit()
-    # Preference for later arms (apg > pag > sfg > cfg), read from the images through the trial's truth.
-    strength = {a: i * 0.7 for i, a in enumerate(ARMS)}
+def run_participants(client, session, study, strength, n_participants=12, seed=0):
+    """Simulated participants over the JSON API: each prefers the arm with the larger `strength`
+    (logistic in the difference) and passes gold checks. Returns ({url: (bytes, headers)},
+    [comparisons seen per participant])."""
     truth = {(p.treatment_image.token, p.baseline_image.token): (ps.treatment_arm, ps.baseline_arm)
              for c in study.comparisons for ps in [c.pair_set] for p in ps.pairs}
     gold = {p.gold_image.token for c in study.comparisons for p in c.pair_set.pairs}
     slug = study.slug
     session.commit()  # end the read transaction: the app's writers need the database
-    images, rng, seen_comps = {}, np.random.default_rng(0), []
-    for n in range(12):
+    images, rng, seen_comps = {}, np.random.default_rng(seed), []
+    for n in range(n_participants):
         token = client.post(f"/api/studies/{slug}/participants", json={}).json()["participant"]
         comps = set()
         while True:
@@ -153,6 +144,22 @@ def test_k_arm_study_over_http_balanced_blind_exported_and_ranked(client, sessio
                              json={"choice": choice, "request_id": str(uuid.uuid4())})
             assert ok.status_code == 200
         seen_comps.append(len(comps))
+    return images, seen_comps
+
+
+def test_k_arm_study_over_http_balanced_blind_exported_and_ranked(client, session, tmp_path):
+    from app.analysis.ratings import rating_rows
+    from app.analysis.study_statistics import study_statistics
+
+    first = import_pair_set(session, write_arm_set(tmp_path / "set", 4))
+    session.commit()
+    study = create_study(session, {"title": "Four arms", "pair_sets": [first.id], "comparisons": "all-pairs",
+                                   "state": "open", "gold_rate": 0.25, "repeats": 0, "min_response_ms": 0,
+                                   "pairs_per_participant": 6, "ratings_per_pair": 2,
+                                   "exclusion_rules": {"fail_gold": True}})
+    session.commit()
+    # Preference for later arms (apg > pag > sfg > cfg), read from the images through the trial's truth.
+    images, seen_comps = run_participants(client, session, study, {a: i * 0.7 for i, a in enumerate(ARMS)})
     # Blinding: one byte length and identical headers for every image, whatever its arm; pixels only.
     assert len({len(c) for c, _ in images.values()}) == 1
     assert len({h for _, h in images.values()}) == 1
