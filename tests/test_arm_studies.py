@@ -186,3 +186,35 @@ def test_k_arm_study_over_http_balanced_blind_exported_and_ranked(client, sessio
     html = render_report(stats)
     section = html[html.index('id="arm-ranking"'):]
     assert section.count("<svg") >= 2 and "Row arm preferred" in section and "nfe" in section
+
+
+def test_admin_upload_accepts_a_set_zip(session, tmp_path):
+    import io
+    import zipfile
+
+    from app.studies.uploads import import_zip
+
+    folder = write_arm_set(tmp_path / "set", 2, arms=("cfg", "sfg", "pag"))
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        for f in folder.iterdir():
+            zf.write(f, f"set/{f.name}")
+    buf.seek(0)
+    first = import_zip(session, buf, "three-arms.zip")
+    session.commit()
+    assert (first.treatment_arm, first.baseline_arm) == ("sfg", "cfg") and first.name == "three-arms"
+    assert session.scalar(select(func.count(PairSet.id))) == 3
+
+
+def test_a_set_with_different_arms_per_line_is_refused(session, tmp_path):
+    from sampler.manifest import ManifestError
+
+    folder = write_arm_set(tmp_path / "set", 2)
+    lines = (folder / "manifest.jsonl").read_text().splitlines()
+    rec = json.loads(lines[1])
+    del rec["images"]["apg"]
+    lines[1] = json.dumps(rec)
+    (folder / "manifest.jsonl").write_text("\n".join(lines) + "\n")
+    with pytest.raises(ManifestError, match="same arms"):
+        import_pair_set(session, folder)
+    assert session.scalar(select(func.count(PairSet.id))) == 0
