@@ -81,9 +81,15 @@ def import_cmd(folder: Path, name: str | None, database_url: str | None) -> None
         with session_scope(url) as session:
             pair_set = import_pair_set(session, folder, name=name, progress=True)
             pair_set_id, n = pair_set.id, len(pair_set.pairs)
+            from app.studies.arm_sets import set_info
+
+            info = set_info(pair_set)
     except ManifestError as e:
         raise click.ClickException(f"nothing imported: {e}") from None
     click.echo(f"pair set {pair_set_id}: {n} pairs", err=True)
+    if info is not None:
+        click.echo(f"image set with arms {', '.join(info['arms'])} (reference {info['reference']}): one pair set per "
+                   f"pair of arms; list {pair_set_id} in a study's pair_sets and pick pairs with `comparisons`", err=True)
     click.echo(pair_set_id)
 
 
