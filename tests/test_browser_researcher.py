@@ -77,6 +77,11 @@ def test_participants_page_lists_people_with_decisions(page, live_server):
     page.get_by_text("decision saved").wait_for()
     cell = page.locator(f"#p{first} td.decision").inner_text()
     assert "REJECT" in cell and "copied answers" in cell and "suggested APPROVE" in cell
+    # Usable: the decision control is wide enough to read and click, and rows stay one or two lines.
+    assert page.get_by_label(f"decision for participant {first}").bounding_box()["width"] >= 100
+    assert page.get_by_label(f"reason for participant {first}").bounding_box()["width"] >= 100
+    for i in range(rows.count()):
+        assert rows.nth(i).bounding_box()["height"] <= 90, i
 
 
 def test_study_page_copies_the_prolific_link_and_downloads_report_and_figure(page, live_server):

@@ -117,3 +117,63 @@ def test_true_values_match_a_large_simulation():
     assert (score > 0).sum() / (score != 0).sum() == pytest.approx(study.true_win_rate, abs=0.01)
     assert ((score > 0) + 0.5 * (score == 0)).mean() == pytest.approx(study.true_tie_half_rate, abs=0.01)
     assert score.mean() == pytest.approx(study.true_mean_score, abs=0.02)
+
+
+def _benchmark():
+    """benchmarks/calibration.py as a module (its unbalanced-crowd simulation)."""
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    if "calibration_benchmark" in sys.modules:
+        return sys.modules["calibration_benchmark"]
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "calibration.py"
+    spec = importlib.util.spec_from_file_location("calibration_benchmark", path)
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules.setdefault("calibration_benchmark", mod)  # dataclasses look their module up
+    spec.loader.exec_module(mod)
+    return sys.modules["calibration_benchmark"]
+
+
+def _unbalanced_coverage(name: str, reps: int, adjust: str = "cr2", df_rule: str = "min") -> tuple[float, float]:
+    """(win-rate coverage, rejection rate of win rate = 0.5) of `reps` studies of a benchmark scenario."""
+    bm = _benchmark()
+    s = next(x for x in bm.grid() if x.name == name)
+    true, _ = bm.truth(s)
+    rng = np.random.default_rng(2024)
+    hits, rejects = [], []
+    for _ in range(reps):
+        d = bm.simulate(s, rng)
+        a, b = robust.ratio_parts(d["score"])["win_rate"]
+        est = robust.two_way(a, b, d["participant"], d["prompt"], d["stratum"], adjust=adjust, df_rule=df_rule)
+        lo, hi = (robust.interval(est, "win_rate", 0.95)[k] for k in ("ci_low", "ci_high"))
+        hits.append(lo is not None and lo <= true["win_rate"] <= hi)
+        rejects.append((robust.t_test(est, 0.5)["p_value"] or 1.0) <= 0.05)
+    return float(np.mean(hits)), float(np.mean(rejects))
+
+
+@pytest.mark.parametrize("name", ["heavy raters logit P=40 (5 give 60%)", "zipf latent P=12 over 12 prompts"])
+def test_headline_interval_covers_in_unbalanced_crowds(name):
+    """Issue 23: 5 of 40 participants giving 60% of the votes, and 12 Zipf raters: the old interval
+    covered 0.85-0.91 (benchmarks/calibration.py, 1,000 studies); the report's must be calibrated."""
+    cov, _ = _unbalanced_coverage(name, N_SIMULATIONS)
+    assert LOWER <= cov <= UPPER, cov
+
+
+def test_old_interval_undercovers_with_zipf_raters():
+    """The bound has teeth: CR1 weights with df = participants - 1 (before issue 23)."""
+    cov, _ = _unbalanced_coverage("zipf latent P=12 over 12 prompts", 300, adjust="cr1", df_rule="classic")
+    assert cov < LOWER, cov
+
+
+def test_shown_test_holds_its_level_with_heavy_raters_and_the_withdrawn_ones_do_not():
+    cov, reject = _unbalanced_coverage("heavy raters latent P=40 null", N_SIMULATIONS)
+    assert reject <= 0.05 + 2.5 * np.sqrt(0.05 * 0.95 / N_SIMULATIONS), reject
+    bm = _benchmark()
+    s = next(x for x in bm.grid() if x.name == "heavy raters latent P=40 null")
+    rng = np.random.default_rng(5)
+    from app.statistics.significance import independent_vote_tests
+
+    sign = [independent_vote_tests(d["score"], d["prompt"])["sign test"] <= 0.05
+            for d in (bm.simulate(s, rng) for _ in range(100))]
+    assert np.mean(sign) > 0.3

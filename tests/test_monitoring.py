@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from app.statistics.clustered import Design, Effects, clustered_win_rate, report_interval, simulate_batch
-from app.statistics.monitoring import BASELINE, TREATMENT, boundaries, first_stops, monitor, obf_spending
+from app.statistics.monitoring import DESIGN_ALPHA_ONE_SIDED, BASELINE, TREATMENT, boundaries, first_stops, monitor, obf_spending
 from app.statistics.monitoring_sim import Scenario, run, savings
 
 SMALL = Design(n_strata=2, prompts_per_stratum=15, seeds_per_prompt=1, ratings_per_participant=15)
@@ -99,7 +99,7 @@ def test_monitor_says_treatment_preferred_on_a_clear_study_and_records_the_first
     assert stop["statistic"]["z"] >= stop["statistic"]["boundary"]
     assert "boundary" in stop["rule"]
     # The vectorised rule used by the simulation finds the same look.
-    looks, bounds = boundaries(20, 600)
+    looks, bounds = boundaries(20, 600, DESIGN_ALPHA_ONE_SIDED)
     est = clustered_win_rate(b["participant"], b["prompt"], b["score"], looks=looks.tolist())
     code, at = first_stops(est.win_rate, est.se, est.n_participants, est.n_prompts, bounds, 0.05, est.df)[0]
     assert (code, at + 1) == (1, stop["look"])
@@ -169,3 +169,62 @@ def test_very_large_plans_space_their_looks():
     b = simulate_batch(SMALL, Effects(**CLUSTERED), 10, 1, np.random.default_rng(13))
     out = monitor(b["participant"][0], b["prompt"][0], b["score"][0], planned=100_000)
     assert out["look_every"] == 400 and out["recommendation"] == "continue: about 250 more ratings before the first look"
+
+
+def test_heavy_raters_and_few_prompts_keep_two_sided_type_one_error():
+    """Fast version of benchmarks/monitoring.py (which runs 4,000 null studies per design): heavy raters
+    (5 of 40 give 60%) and 15 prompts, both directions counted."""
+    from app.statistics.clustered import heavy_rater_counts  # noqa: F401  (the design the scenario uses)
+
+    heavy = Scenario(Design(3, 20, 2, 10), Effects(win_rate=0.5, **CLUSTERED), n_participants=40, heavy=True)
+    few = Scenario(Design(3, 5, 4, 20), Effects(win_rate=0.5, **CLUSTERED), n_participants=40)
+    for sc, seed in ((heavy, 21), (few, 22)):
+        res = run(sc, sims=400, seed=seed)
+        two = res["two_sided_stop"]
+        assert two["rate"] <= 0.05 + 2 * two["mc_error"], two
+    assert heavy.planned == 5 * 105 + 35 * 10
+
+
+def test_monitor_uses_the_reports_duplicate_rule_and_strata():
+    b = simulate_batch(SMALL, Effects(win_rate=0.7, **CLUSTERED), 30, 1, np.random.default_rng(14))
+    p, q, s, pair = b["participant"][0], b["prompt"][0], b["score"][0], b["pair"][0]
+    base = monitor(p, q, s, planned=450, stratum=b["stratum"][0], pair=pair)
+    # A double submission (same participant and pair, later, opposite answer) changes nothing.
+    dup = monitor(np.r_[p, p[:5]], np.r_[q, q[:5]], np.r_[s, -s[:5]], planned=450,
+                  stratum=np.r_[b["stratum"][0], b["stratum"][0][:5]], pair=np.r_[pair, pair[:5]])
+    assert dup["n_duplicates_dropped"] == 5 and dup["current"] == base["current"]
+    # The statistic is the report's interval at that look (same strata).
+    n = base["current"]["n_ratings"]
+    w, lo, hi = report_interval(p[:n], q[:n], s[:n], stratum=b["stratum"][0][:n])
+    assert base["current"]["win_rate"] == pytest.approx(w)
+    assert "0.025 on each side" in base["method"] and base["alpha_two_sided"] == 0.05
+
+
+def test_planned_total_is_locked_once_ratings_exist():
+    from app.statistics.monitoring import lock_planned_total
+
+    assert lock_planned_total(None, 600, 0) == {"planned": 600, "locked": False, "lock_now": False,
+                                                "refused_change": None}
+    first = lock_planned_total(None, 600, 1)
+    assert first["planned"] == 600 and first["lock_now"]
+    later = lock_planned_total(600, 180, 180)  # cut to "ratings so far" near a boundary: refused
+    assert later["planned"] == 600 and not later["lock_now"]
+    assert later["refused_change"]["configured"] == 180 and "locked" in later["refused_change"]["note"]
+    assert lock_planned_total(600, 600, 900)["refused_change"] is None
+
+
+def test_a_recorded_stop_is_immutable_and_the_post_hoc_state_is_shown_beside_it():
+    from app.statistics.monitoring import monitor_comparisons
+
+    b = simulate_batch(SMALL, Effects(win_rate=0.75, **CLUSTERED), 40, 1, np.random.default_rng(7))
+    rows = [{"rating_id": i, "participant": f"p{p}", "prompt_id": f"q{q}", "comparison": "A", "score": int(s),
+             "is_gold": False, "is_repeat": False}
+            for i, (p, q, s) in enumerate(zip(b["participant"][0], b["prompt"][0], b["score"][0]))]
+    now = monitor_comparisons(rows, {"A": 600})["A"]
+    recorded = now["stop"]
+    assert recorded["recommendation"] == TREATMENT
+    # Later, exclusions remove most participants: the data alone would no longer stop.
+    kept = {f"p{i}" for i in range(4)}
+    after = monitor_comparisons(rows, {"A": 600}, participants=kept, recorded_stops={"A": recorded})["A"]
+    assert after["stop"] == recorded and after["recorded"] is True and after["recommendation"] == TREATMENT
+    assert after["post_hoc"]["stop"] is None and after["post_hoc"]["recommendation"] != TREATMENT

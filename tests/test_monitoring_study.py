@@ -82,7 +82,8 @@ def test_auto_close_happens_after_an_answer_and_records_the_stop_once(admin_clie
     # The same decision as monitoring the rows directly, in arrival order.
     rows = read(app, lambda s: monitoring_rows(s, s.get(Study, study.id)))
     direct = monitor(np.array([r["participant"] for r in rows]), np.array([r["prompt_id"] for r in rows]),
-                     np.array([r["score"] for r in rows]), planned=30, look_every=5)
+                     np.array([r["score"] for r in rows]), planned=30, look_every=5,
+                     stratum=np.array([r["stratum"] for r in rows]), pair=np.array([r["pair"] for r in rows]))
     assert direct["stop"] == mon["stop"]
     stop = mon["stop"]
     assert stop["statistic"]["z"] >= stop["statistic"]["boundary"] and "boundary" in stop["rule"]
@@ -197,6 +198,7 @@ def test_plan_page(admin_client, app, study_factory):
     assert r.status_code == 200 and "participants</strong>" in r.text and "<svg" in r.text and "cost" in r.text
     r = admin_client.post(f"/admin/studies/{study.slug}/plan", data={**form, "win_rate": "", "pilot": study.slug})
     assert r.status_code == 200 and f"Pilot {study.slug}: 30 ratings" in r.text
+    assert 'id="pilot-exclusions"' in r.text and "participants used" in r.text  # which exclusions it applied
     for bad, message in (({"win_rate": "abc"}, "win rate"), ({"pilot": "nope"}, "no study"),
                          ({"sims": "100000"}, "between 20"), ({"ratings_per_participant": "50"}, "exceed"),
                          ({"win_rate": "0.5001"}, "lies beyond"), ({"strata": "0"}, "at least 1")):
@@ -211,6 +213,7 @@ def test_cli_plan_from_a_pilot_study(admin_client, app, study_factory, db_url, t
                                     "--out", str(tmp_path)])
     assert res.exit_code == 0, res.output
     assert f"pilot {study.slug}: 30 ratings, {N_PARTICIPANTS} participants, 10 prompts" in res.stderr
+    assert "pilot: " in res.stderr and "participants used" in res.stderr  # the exclusions it applied
     saved = json.loads((tmp_path / "plan.json").read_text())
     # The pilot's treatment won 6 of every 7 decisive votes: its win rate drives the plan.
     assert saved["request"]["effects"]["win_rate"] == pytest.approx(26 / 30, abs=0.01)

@@ -7,6 +7,7 @@ import io
 import zipfile
 from typing import NamedTuple
 
+import numpy as np
 import pytest
 from PIL import Image as PILImage
 
@@ -79,13 +80,20 @@ def test_pair_explorer_lists_sorts_filters_and_links_each_pair(admin_client, ses
     assert detail["pair"]["seed"] == pairs[0].seed and detail["pair"]["params"]["shared"]["num_inference_steps"] == 10
     assert detail["legend"] and all(e["word"] in pairs[0].prompt for e in detail["legend"])
     for e in detail["legend"]:
-        assert f'background: {e["colour"]}' in page.text
+        # The swatch is the overlay's colour at the overlay's own opacity.
+        assert f'background: {e["swatch"]}' in page.text and e["swatch"].startswith("rgba(")
+    # A word that occurs twice is told apart (by its token position).
+    assert len({e["label"] for e in detail["legend"]}) == len(detail["legend"])
     base = admin_client.get(f"/admin/pairs/{pairs[0].id}/baseline.png")
     treat = admin_client.get(f"/admin/pairs/{pairs[0].id}/treatment.png")
     assert base.content == pairs[0].baseline_png
     assert treat.content != base.content
     overlay = PILImage.open(io.BytesIO(admin_client.get(f"/admin/pairs/{pairs[0].id}/map.png").content))
     assert overlay.mode == "RGBA" and overlay.size == PILImage.open(io.BytesIO(treat.content)).size
+    painted = {tuple(int(v) for v in px) for px in np.asarray(overlay).reshape(-1, 4) if px[3]}
+    swatches = {tuple(int(v) for v in e["swatch"][5:-1].split(", ")[:3]) + (round(float(e["swatch"][5:-1].split(", ")[3]) * 255),)
+                for e in detail["legend"]}
+    assert painted <= swatches  # every painted patch has a legend entry of exactly its colour
     assert admin_client.get(f"/admin/studies/{DEMO}/pairs/999999").status_code == 404
     # Arms are named here: none of it is reachable without an admin login.
     admin_client.cookies.clear()
@@ -160,7 +168,9 @@ def test_figure_export_png_and_pdf(admin_client, session, demo_study):
     pdf = admin_client.get(f"{url}.pdf?top=1&which=both&width=7")
     assert pdf.status_code == 200 and pdf.content.startswith(b"%PDF")
     assert admin_client.get(f"{url}.png?pair=999999").status_code == 422
-    assert admin_client.get(f"{url}.png").status_code == 422  # nothing chosen
+    nothing = admin_client.get(f"{url}.png")  # nothing chosen: the page says so (HTML, not raw JSON)
+    assert nothing.status_code == 422 and nothing.headers["content-type"].startswith("text/html")
+    assert "Nothing selected" in nothing.text
     assert admin_client.get(f"{url}.png?pair={pairs[0]}&width=100").status_code == 422
     assert admin_client.get(f"{url}.svg?pair={pairs[0]}").status_code == 404
 
@@ -172,8 +182,9 @@ def test_report_zip_holds_a_self_contained_report_with_a_gallery(admin_client, s
     r = admin_client.get(f"/admin/studies/{slug}/report.zip")
     assert r.status_code == 200 and r.headers["content-type"] == "application/zip"
     zf = zipfile.ZipFile(io.BytesIO(r.content))
-    names = sorted(n.split("/")[-1] for n in zf.namelist())
-    assert names == ["ratings.csv", "report.html", "statistics.json"]
+    names = {n.removeprefix(f"{slug}-report/") for n in zf.namelist()}
+    assert {"ratings.csv", "report.html", "statistics.json", "datasheet.json", "methods.md", "methods.tex",
+            "references.bib", "tables/main.tex", "tables/main.csv", "figures/answers.pdf"} <= names
     html = zf.read(f"{slug}-report/report.html").decode()
     assert 'id="gallery"' in html and html.count('src="data:image/png;base64,') >= 6
     assert 'src="http' not in html and "<link" not in html

@@ -30,16 +30,19 @@ NOTE_KIND = "monitoring stop"
 def monitoring_rows(session: Session, study: Study) -> list[dict[str, Any]]:
     """Preference-relevant columns of every non-practice rating, in arrival (rating id) order."""
     stmt = (
-        select(Rating.id, Trial.participant_id, Pair.prompt_id, Comparison.label, Rating.score, Trial.kind)
+        select(Rating.id, Trial.participant_id, Pair.prompt_id, Comparison.label, Rating.score, Trial.kind, Pair.id,
+               Pair.stratum)
         .join(Trial, Trial.id == Rating.trial_id)
         .join(Pair, Pair.id == Trial.pair_id)
         .join(Comparison, Comparison.id == Trial.comparison_id)
         .where(Trial.study_id == study.id, Trial.kind != "practice")
         .order_by(Rating.id)
     )
+    # pair and stratum: the report's duplicate rule and strata (issue 23: one statistics core).
     return [{"rating_id": rid, "participant": pid, "prompt_id": prompt, "comparison": label, "score": score,
-             "is_gold": kind == "gold", "is_repeat": kind == "repeat"}
-            for rid, pid, prompt, label, score, kind in session.execute(stmt)]
+             "is_gold": kind == "gold", "is_repeat": kind == "repeat", "pair": pair,
+             "stratum": "(none)" if stratum in (None, "") else str(stratum)}
+            for rid, pid, prompt, label, score, kind, pair, stratum in session.execute(stmt)]
 
 
 def planned_ratings(session: Session, study: Study) -> dict[str, int]:
@@ -95,8 +98,16 @@ def study_monitoring(session: Session, study: Study, kept: set[str] | None = Non
     more" would be a promise the study cannot keep, so it says there is no work left instead
     (`work_left` False)."""
     settings = MonitoringSettings.model_validate(study.monitoring or {})
+    stops = recorded_stops(session, study)
+    # A recorded stop is immutable (issue 23): the first one recorded per comparison stays the decision.
+    first: dict[str, Any] = {}
+    for note in stops:
+        for label, c in (note.get("comparisons") or {}).items():
+            if label not in first and str(c.get("recommendation", "")).startswith("stop") and "statistic" in c:
+                first[label] = c
     comparisons = monitor_comparisons(monitoring_rows(session, study), planned_ratings(session, study),
-                                      look_every=settings.look_every, margin=settings.margin, participants=kept)
+                                      look_every=settings.look_every, margin=settings.margin, participants=kept,
+                                      recorded_stops=first)
     short = pairs_short(session, study)
     for label, m in comparisons.items():
         m["work_left"] = bool(short.get(label))
@@ -104,7 +115,7 @@ def study_monitoring(session: Session, study: Study, kept: set[str] | None = Non
             m["recommendation"] = NO_WORK_LEFT.format(n=m.get("n_ratings"), planned=m.get("planned_ratings"))
     return {"settings": settings.model_dump(), "comparisons": comparisons, "overall": overall(comparisons),
             "ratings_used": "preference ratings (no gold, repeats or practice) of the participants kept after "
-                            "exclusions, in arrival order", "recorded_stops": recorded_stops(session, study)}
+                            "exclusions, in arrival order", "recorded_stops": stops}
 
 
 def apply_auto_close(session: Session, study: Study, monitoring: dict[str, Any], *,

@@ -31,6 +31,7 @@ def build_request(*, win_rate: float | None, tie_rate: float, sd_participant: fl
     pilot = None
     if pilot_rows is not None:
         pilot = effects_from_pilot(pilot_rows)
+        pilot["exclusions"] = getattr(pilot_rows, "exclusions", None)
         effects = pilot["effects"]
         if win_rate is not None:  # an explicit expected win rate overrides the pilot's
             effects = Effects(**{**effects.__dict__, "win_rate": win_rate})
@@ -57,7 +58,8 @@ def run_plan(req: Any, pilot: dict[str, Any] | None, pilot_slug: str | None, pro
 
     result = simulate_plan(req, progress=progress)
     if pilot is not None:
-        result["pilot"] = {k: v for k, v in pilot.items() if k != "effects"} | {"slug": pilot_slug}
+        result["pilot"] = {k: v for k, v in pilot.items() if k != "effects"} | {
+            "slug": pilot_slug, "exclusions_line": pilot_exclusions_line(pilot.get("exclusions"))}
     return result
 
 
@@ -73,6 +75,9 @@ def summary_lines(result: dict[str, Any]) -> list[str]:
              f"{'participants':>12} {'ratings':>8} {'half-width':>10} {'power':>6}"]
     lines += [f"{r['participants']:>12} {r['ratings']:>8} {r['half_width']:>10.4f} {r['power']:>6.3f}"
               for r in result["table"]]
+    pilot = result.get("pilot")
+    if pilot is not None:
+        lines.insert(0, pilot_exclusions_line(pilot.get("exclusions")))
     if result["participants"] is None:
         lines.append(result.get("note", "target not reached"))
     else:
@@ -82,6 +87,44 @@ def summary_lines(result: dict[str, Any]) -> list[str]:
     return lines
 
 
-def pilot_rows(session: Session, slug: str) -> list[dict[str, Any]]:
-    """The rating rows of the pilot study `slug` (StudyError when there is none)."""
-    return rating_rows(session, get_study(session, slug))
+class PilotRows(list):
+    """A pilot's rating rows after its own exclusion rules, with `exclusions`: what was applied
+    ({"rules": [{rule, description, removed}], "participants_before", "participants_after"})."""
+
+    exclusions: dict[str, Any] | None = None
+
+
+def pilot_exclusions_line(exclusions: dict[str, Any] | None) -> str:
+    """Which exclusions the pilot estimate applied, in one line."""
+    if exclusions is None:
+        return "pilot: no exclusion rules applied (ratings as given)"
+    applied = [f"{r['description']}: {r['removed']} removed" for r in exclusions["rules"] if r["applied"]]
+    if not applied:
+        return (f"pilot: no exclusion rules configured; all {exclusions['participants_before']} participants "
+                f"used")
+    return (f"pilot: the pilot study's exclusion rules applied ({'; '.join(applied)}): "
+            f"{exclusions['participants_after']} of {exclusions['participants_before']} participants used")
+
+
+def pilot_rows(session: Session, slug: str) -> PilotRows:
+    """The rating rows of the pilot study `slug` (StudyError when there is none), without the
+    participants its exclusion rules remove (the same rules and order as its report), so the plan
+    starts from the data the study's results would use; `exclusions` says which were applied."""
+    from app.statistics import apply_exclusions, normalise_rules, participant_quality, ratings_from_rows
+
+    study = get_study(session, slug)
+    rows = rating_rows(session, study)
+    out = PilotRows(rows)
+    if not rows:
+        out.exclusions = {"rules": [], "participants_before": 0, "participants_after": 0}
+        return out
+    rules = normalise_rules(study.exclusion_rules or {}, study.min_response_ms or None)
+    quality = participant_quality(ratings_from_rows(rows), rules.get("min_response_ms", study.min_response_ms or None),
+                                  rules["consistency_tolerance"])
+    ex = apply_exclusions(quality, rules)
+    kept = {str(p) for p in ex["kept"]}
+    out = PilotRows(r for r in rows if str(r["participant"]) in kept)
+    out.exclusions = {"rules": [{"rule": st["rule"], "description": st["description"], "removed": st["removed"],
+                                 "applied": st["applied"]} for st in ex["steps"]],
+                      "participants_before": ex["n_before"], "participants_after": ex["n_after"]}
+    return out

@@ -86,7 +86,28 @@ def top_pairs(pairs: list[dict[str, Any]], k: int, which: str) -> list[dict[str,
     return out
 
 
-def overlay_png(token_map: dict[str, Any], size: tuple[int, int], alpha: int = 150) -> bytes:
+OVERLAY_ALPHA = 150
+
+
+def legend_entries(token_map: dict[str, Any] | None, alpha: int = OVERLAY_ALPHA) -> list[dict[str, Any]]:
+    """The token map's legend as the page shows it: `label` tells a word that occurs more than once
+    in the prompt apart by its token position ("a (token 2)", "a (token 7)"), and `swatch` is the
+    colour at the overlay's own opacity, so a swatch looks like the patches it names."""
+    from PIL import ImageColor
+
+    legend = (token_map or {}).get("legend", [])
+    counts: dict[str, int] = {}
+    for e in legend:
+        counts[e["word"]] = counts.get(e["word"], 0) + 1
+    out = []
+    for e in legend:
+        r, g, b = ImageColor.getrgb(e["colour"])[:3]
+        label = f"{e['word']} (token {e['index']})" if counts[e["word"]] > 1 else e["word"]
+        out.append({**e, "label": label, "swatch": f"rgba({r}, {g}, {b}, {alpha / 255:.3f})"})
+    return out
+
+
+def overlay_png(token_map: dict[str, Any], size: tuple[int, int], alpha: int = OVERLAY_ALPHA) -> bytes:
     """The token map as a translucent PNG of `size` (patch colours from the legend, no colour
     where nothing was recorded), to lay over the SFG image."""
     import io

@@ -68,6 +68,8 @@ def figure_bytes(session: Session, pairs: list[dict[str, Any]], fmt: str = "png"
             ax.set_axis_off()
             if img is not None:
                 ax.imshow(img, interpolation="nearest")
+                if label == "token map":
+                    _map_legend(ax, token_map)
             if row == 0:
                 ax.set_title(label, fontsize=9)
         prompt = p["prompt"] if len(p["prompt"]) <= 90 else p["prompt"][:87] + "..."
@@ -81,6 +83,19 @@ def figure_bytes(session: Session, pairs: list[dict[str, Any]], fmt: str = "png"
     fig.savefig(buf, format=fmt, dpi=dpi, metadata=metadata)
     plt.close(fig)
     return buf.getvalue()
+
+
+def _map_legend(ax: Any, token_map: dict[str, Any]) -> None:
+    """The token map's legend inside its panel: the overlay's colours, repeated words told apart."""
+    from matplotlib.patches import Patch
+
+    from app.reporting.explorer import OVERLAY_ALPHA, legend_entries
+
+    entries = legend_entries(token_map)
+    if entries:
+        handles = [Patch(facecolor=e["colour"], alpha=OVERLAY_ALPHA / 255, label=e["label"]) for e in entries]
+        ax.legend(handles=handles, loc="lower left", fontsize=5, framealpha=0.8, handlelength=1, borderpad=0.3,
+                  labelspacing=0.2)
 
 
 def _data_uri(image: Any, size: int) -> str:

@@ -148,10 +148,10 @@ def verdicts(stats: dict[str, Any]) -> dict[str, Any]:
     given = [_given(groups[k], "p_holm") for k in labels]
     raw = [_given(groups[k], "p_value") for k in labels]
     raw = [r if r is not None else clustered_p(groups[k].get("win_rate") or {}) for r, k in zip(raw, labels)]
-    if all(g is not None for g in given) and given:
-        adjusted, p_kind = given, "p_holm from the statistics"
-    else:
-        adjusted, p_kind = holm(raw), "clustered t-test of the headline interval, Holm-adjusted here"
+    computed = holm(raw)
+    adjusted = [g if g is not None else c for g, c in zip(given, computed)]
+    p_kind = ("p_holm from the statistics" if any(g is not None for g in given)
+              else "clustered t-test of the headline interval, Holm-adjusted here")
     cards = []
     for label, p in zip(labels, adjusted):
         g = groups[label]
@@ -174,7 +174,9 @@ def verdicts(stats: dict[str, Any]) -> dict[str, Any]:
             lead = "" if winner else f"{who} won "
             sentence = (f"{headline}: {lead}{100 * show_w:.0f}% of non-tie votes ({_ci_pct(show_lo, show_hi)})"
                         f"{', ' + ptxt if ptxt else ''}; {counts}.")
+        detail = sentence[len(headline):].lstrip(":; ")
         cards.append({
+            "detail": detail[:1].upper() + detail[1:],
             "comparison": label, "treatment": treat, "baseline": base, "kind": kind, "winner": winner,
             "headline": headline, "sentence": sentence, "win_rate": show_w, "ci_low": show_lo, "ci_high": show_hi,
             "treatment_win_rate": w, "p": p, "p_kind": p_kind, "n_participants": g.get("n_participants", 0),

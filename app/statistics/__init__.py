@@ -21,16 +21,20 @@ Conventions
   are ignored everywhere.
 - Win rate = treatment wins / decisive votes (ties dropped); tie-as-half rate = (wins + ties/2)
   / all votes; mean score in points on the -2..+2 scale.
-- Intervals: two-way cluster-robust (participants, and prompts within their stratum; see
-  `robust` and docs/statistics.md for the simulation that chose it). Votes of one person, or on
-  one prompt, are correlated, so intervals that treat votes as independent are too narrow. A
-  crossed (pigeonhole) bootstrap is reported as a conservative cross-check.
+- Intervals: two-way cluster-robust (participants, and prompts within their stratum) with
+  bias-reduced CR2 cluster weights and Bell-McCaffrey degrees of freedom; see `robust` (the one
+  statistics core, shared with monitoring and planning) and docs/statistics.md for the
+  simulation that chose it. Votes of one person, or on one prompt, are correlated, so intervals
+  that treat votes as independent are too narrow. An estimate without an interval says why
+  (`reason`). A crossed (pigeonhole) bootstrap is reported as a conservative cross-check.
+- Tests shown: cluster-robust t tests with the interval's SE and df, Holm-adjusted across
+  comparisons (`p_holm`); tests that assume independent votes are withdrawn (p_value None).
 
 No torch, no database: usable from the app, the command line and tests alike.
 
 Modules, one job each: `rows` (rows -> arrays), `estimates` (distribution, point estimates,
 independent-votes intervals), `robust` (headline intervals), `bootstrap` (crossed bootstrap),
-`significance` (tests), `quality` (quality control), `exclusions` (the rules' one schema and
+`significance` (tests), `offline` (export files, no database), `quality` (quality control), `exclusions` (the rules' one schema and
 their application), `jsonsafe` (JSON-ready numbers), `results` (`compute_statistics`).
 """
 
@@ -60,8 +64,9 @@ from app.statistics.quality import (
     response_times,
     side_bias,
 )
-from app.statistics.results import compute_statistics, preference_results
-from app.statistics.robust import robust_intervals
+from app.statistics.offline import analyze_exports, read_exports
+from app.statistics.results import compute_statistics, holm, preference_results
+from app.statistics.robust import robust_intervals, two_way
 from app.statistics.rows import (
     REQUIRED_COLUMNS,
     Ratings,
@@ -73,7 +78,8 @@ from app.statistics.significance import pratt_exact_pvalue, significance_tests, 
 
 __all__ = [
     "CHOICES", "DEFAULT_RULE_PARAMS", "INDEPENDENCE_NOTE", "N_COMPONENTS", "REQUIRED_COLUMNS", "RULE_DESCRIPTIONS",
-    "RULE_ORDER", "SCORES", "SCORE_NAMES", "ExclusionRules", "Ratings", "StatisticsInputError", "apply_exclusions", "bootstrap_weights",
+    "RULE_ORDER", "SCORES", "SCORE_NAMES", "ExclusionRules", "Ratings", "StatisticsInputError", "analyze_exports",
+    "apply_exclusions", "bootstrap_weights", "holm", "read_exports", "two_way",
     "compute_statistics", "crossed_bootstrap_estimates", "crossed_bootstrap_sums", "distribution",
     "estimates_from_sums", "krippendorff_alpha", "normalise_rules", "participant_quality", "percentile_interval",
     "point_estimates", "pratt_exact_pvalue", "preference_mask", "preference_results", "quality_summary", "ratings_from_rows",

@@ -40,13 +40,17 @@ from scipy.stats import t as t_dist
 
 from app.statistics.clustered import clustered_win_rate
 
-ALPHA_ONE_SIDED = 0.025
+ALPHA_ONE_SIDED = 0.025  # the budget per side: two-sided 0.05 in total
+# What the boundaries spend of it: 10% is held back for the approximations (the clustered t statistic is
+# only approximately normal, its df are estimated). Measured two-sided type-I errors: docs/monitoring.md.
+DESIGN_ALPHA_ONE_SIDED = 0.0225
 LOOK_EVERY = 20
 MARGIN = 0.05  # D: "no difference larger than D" on the win-rate scale
 MIN_CLUSTERS = 5
 MAX_LOOKS = 250  # a plan with more looks spaces them wider (planned / 250 ratings), to keep boundaries quick
 TREATMENT, BASELINE, NO_DIFFERENCE = "stop: treatment preferred", "stop: baseline preferred", "stop: no difference"
-METHOD = ("Lan-DeMets O'Brien-Fleming alpha spending, two-sided alpha 0.05 spent as 0.025 on each side, over "
+METHOD = ("Lan-DeMets O'Brien-Fleming alpha spending, two-sided alpha 0.05 as 0.025 on each side (the boundaries "
+          "spend 0.0225 per side, 10% held back for the approximations), over "
           "looks every {look_every} ratings up to {planned} planned ratings (locked once ratings exist); the report's "
           "two-way cluster-robust win-rate SE and df (app.statistics.robust), boundaries carried to the t scale of "
           "each look's df; repeated confidence intervals")
@@ -240,12 +244,13 @@ def monitor(participant: np.ndarray, prompt: np.ndarray, score: np.ndarray, *, p
     n = int(score.size)
     planned = max(int(planned), 1)
     look_every = max(int(look_every), math.ceil(planned / MAX_LOOKS))
-    grid, bounds = boundaries(look_every, planned)
+    grid, bounds = boundaries(look_every, planned, DESIGN_ALPHA_ONE_SIDED)
     done = grid[grid <= n]
     out: dict[str, Any] = {
         "method": METHOD.format(look_every=look_every, planned=planned), "look_every": look_every,
         "planned_ratings": planned, "margin": margin, "n_ratings": n, "looks_done": int(done.size),
         "boundary_final": float(bounds[-1]), "alpha_two_sided": ALPHA_TWO_SIDED, "alpha_per_side": ALPHA_ONE_SIDED,
+        "alpha_spent_per_side_by_design": DESIGN_ALPHA_ONE_SIDED,
         "n_duplicates_dropped": int((~keep).sum()),
     }
     if done.size == 0:
@@ -273,9 +278,9 @@ def monitor(participant: np.ndarray, prompt: np.ndarray, score: np.ndarray, *, p
     current = {"look": k + 1, "n_ratings": int(done[k]), "information_fraction": float(done[k] / planned),
                "win_rate": _f(w[k]), "se": _f(se[k]), "z": _f((w[k] - 0.5) / se[k]) if se[k] > 0 else None,
                "df": _f(df[k]), "boundary": _f(c[k]), "boundary_normal_scale": _f(b[k]),
-               "alpha_spent": float(obf_spending(done[k] / planned)),
+               "alpha_spent": float(obf_spending(done[k] / planned, DESIGN_ALPHA_ONE_SIDED)),
                "interval_low": _f(w[k] - c[k] * se[k]), "interval_high": _f(w[k] + c[k] * se[k]),
-               "confidence": 1 - 2 * ALPHA_ONE_SIDED}
+               "confidence": 1 - 2 * DESIGN_ALPHA_ONE_SIDED}
     f = np.isfinite(c) & np.isfinite(se) & np.isfinite(w)
     out["history"] = {"n_ratings": done[f].tolist(), "win_rate": w[f].tolist(),
                       "interval_low": (w[f] - c[f] * se[f]).tolist(), "interval_high": (w[f] + c[f] * se[f]).tolist()}

@@ -1,7 +1,7 @@
 """Monitoring checked by simulation: type-I error under peeking and ratings saved at equal power.
 
-Used by `benchmarks/monitoring.py` (at least 1,000 studies) and `tests/test_monitoring.py` (a fast
-version). Each simulated study is the clustered design of `app.statistics.clustered` (participant, prompt and
+Used by `benchmarks/monitoring.py` (4,000 null studies per design: balanced, heavy raters, 15
+prompts) and `tests/test_monitoring.py` (a fast version). Each simulated study is the clustered design of `app.statistics.clustered` (participant, prompt and
 pair effects), rated participant by participant; monitoring looks after every `look_every`
 ratings up to the planned total and stops at the first look where `app.statistics.monitoring` says stop.
 """
@@ -17,7 +17,7 @@ from scipy.stats import norm
 from scipy.stats import t as t_dist
 
 from app.statistics.clustered import Design, Effects, clustered_win_rate, heavy_rater_counts, simulate_batch
-from app.statistics.monitoring import ALPHA_ONE_SIDED, LOOK_EVERY, MARGIN, boundaries, first_stops, t_critical
+from app.statistics.monitoring import ALPHA_ONE_SIDED, DESIGN_ALPHA_ONE_SIDED, LOOK_EVERY, MARGIN, boundaries, first_stops, t_critical
 
 CODES = {0: "none", 1: "treatment preferred", 2: "baseline preferred", 3: "no difference"}
 
@@ -44,7 +44,7 @@ class Scenario:
 
 def simulate_looks(sc: Scenario, sims: int, seed: int, batch: int = 250) -> dict[str, np.ndarray]:
     """Win rate, SE and cluster counts at every look for `sims` studies: arrays (sims, looks)."""
-    looks, _ = boundaries(sc.look_every, sc.planned)
+    looks, _ = boundaries(sc.look_every, sc.planned, DESIGN_ALPHA_ONE_SIDED)
     rng = np.random.default_rng(seed)
     parts: dict[str, list[np.ndarray]] = {k: [] for k in ("w", "se", "df", "p", "q")}
     for start in range(0, sims, batch):
@@ -64,7 +64,7 @@ def _rate(hits: np.ndarray) -> dict[str, float]:
 def run(sc: Scenario, sims: int, seed: int) -> dict[str, Any]:
     """Outcome shares of monitoring, with Monte Carlo errors, and the expected ratings used."""
     sim = simulate_looks(sc, sims, seed)
-    looks, bounds = boundaries(sc.look_every, sc.planned)
+    looks, bounds = boundaries(sc.look_every, sc.planned, DESIGN_ALPHA_ONE_SIDED)
     stops = first_stops(sim["w"], sim["se"], sim["p"], sim["q"], bounds, sc.margin, sim["df"])
     code, at = stops[:, 0], stops[:, 1]
     used = np.where(at >= 0, looks[np.maximum(at, 0)], sc.planned)
@@ -106,7 +106,7 @@ def savings(sc: Scenario, sims: int, seed: int) -> dict[str, Any]:
     power in the same simulated studies (linear interpolation between looks).
     """
     res = run(sc, sims, seed)
-    looks, _ = boundaries(sc.look_every, sc.planned)
+    looks, _ = boundaries(sc.look_every, sc.planned, DESIGN_ALPHA_ONE_SIDED)
     power = res["outcomes"]["treatment preferred"]["rate"]
     curve = fixed_power_curve(res["_z"], looks, df=res["_df"])
     above = np.flatnonzero(curve >= power)

@@ -25,8 +25,8 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import numpy as np
-from scipy.optimize import brentq, minimize
-from scipy.special import log_ndtr, ndtri
+from scipy.optimize import brentq
+from scipy.special import ndtri
 from scipy.stats import multivariate_normal, norm
 
 from app.statistics.clustered import (
@@ -92,16 +92,28 @@ def closed_form_participants(req: PlanRequest) -> float:
     return n / (req.design.ratings_per_participant * (1 - req.effects.tie_rate))
 
 
-def _intervals(batch: Mapping[str, np.ndarray], z: float, estimator: str, seed: int) -> tuple[np.ndarray, ...]:
-    """(estimate, low, high, se) per simulated study."""
+def _intervals(batch: Mapping[str, np.ndarray], alpha: float, estimator: str, seed: int,
+               looks: list[int] | None = None) -> tuple[np.ndarray, ...]:
+    """(estimate, low, high, se, df) per simulated study (rows) and look (columns): the report's
+    two-sided 1 - alpha interval (its CR2 SE and t(df), `app.statistics.robust`)."""
+    from scipy.stats import t as t_dist
+
+    n = batch["score"].shape[1]
+    looks = looks or [n]
     if estimator == "fast":
-        est = clustered_win_rate(batch["participant"], batch["prompt"], batch["score"])
-        w, se = est.win_rate[:, 0], est.se[:, 0]
-        return w, w - z * se, w + z * se, se
-    confidence = 1 - 2 * norm.sf(z)
-    rows = np.array([report_interval(batch["participant"][i], batch["prompt"][i], batch["score"][i],
-                                     confidence=confidence, seed=seed + i) for i in range(batch["score"].shape[0])])
-    return rows[:, 0], rows[:, 1], rows[:, 2], (rows[:, 2] - rows[:, 1]) / (2 * z)
+        est = clustered_win_rate(batch["participant"], batch["prompt"], batch["score"], looks=looks,
+                                 stratum=batch.get("stratum"))
+        w, se = est.win_rate, est.se
+        crit = t_dist.isf(alpha / 2, np.where(np.isfinite(est.df), est.df, 1.0))
+        half = np.where(np.isfinite(se), crit * se, np.nan)
+        return w, np.maximum(w - half, 0.0), np.minimum(w + half, 1.0), se, est.df
+    rows = np.array([[report_interval(batch["participant"][i, :k], batch["prompt"][i, :k], batch["score"][i, :k],
+                                      confidence=1 - alpha, seed=seed + i,
+                                      stratum=batch["stratum"][i, :k] if "stratum" in batch else None)
+                      for k in looks] for i in range(batch["score"].shape[0])])
+    est = clustered_win_rate(batch["participant"], batch["prompt"], batch["score"], looks=looks,
+                             stratum=batch.get("stratum"))
+    return rows[..., 0], rows[..., 1], rows[..., 2], est.se, est.df
 
 
 def default_grid(req: PlanRequest) -> tuple[int, ...]:
@@ -111,83 +123,189 @@ def default_grid(req: PlanRequest) -> tuple[int, ...]:
 
 
 def simulate_grid(req: PlanRequest, progress: Callable[[int, int], None] | None = None) -> list[dict[str, Any]]:
-    """One row per participant count: half-width, power, SE (means over `req.sims` studies)."""
+    """One row per participant count: half-width, power, SE (means over `req.sims` studies).
+
+    Common random numbers: `req.sims` studies of the largest size are simulated once and every
+    smaller size is the same studies' first participants (participants arrive one by one), so
+    the power curve across sizes is not jagged by independent noise.
+    """
     req.check()
-    z = norm.isf(req.alpha / 2)
-    out = []
-    grid = req.grid or default_grid(req)
-    votes, slots = req.sims * max(grid) * req.design.ratings_per_participant, req.sims * req.design.n_pairs
+    grid = sorted(req.grid or default_grid(req))
+    m = req.design.ratings_per_participant
+    votes, slots = req.sims * max(grid) * m, req.sims * req.design.n_pairs
     if slots > MAX_VALUES:
         raise ValueError(f"too many pairs to simulate ({req.design.n_pairs:,} pairs x {req.sims} studies; limit "
                          f"{MAX_VALUES:,}): lower the simulations per point")
     if votes > MAX_VALUES:
         raise ValueError(f"this plan would simulate {votes:,} votes at once (limit {MAX_VALUES:,}): the answer lies "
                          f"beyond {max(grid):,} participants; check the expected win rate, or lower the simulations")
+    rng = np.random.default_rng([req.seed, 23])
+    batch = simulate_batch(req.design, req.effects, max(grid), req.sims, rng)
+    w, lo, hi, se, df = _intervals(batch, req.alpha, req.estimator, req.seed, [n * m for n in grid])
+    out = []
     for i, n in enumerate(grid):
-        rng = np.random.default_rng([req.seed, n])  # common seeds: each point reproducible on its own
-        w, lo, hi, _ = _intervals(simulate_batch(req.design, req.effects, n, req.sims, rng), z, req.estimator,
-                                   req.seed)
-        ok = np.isfinite(lo) & np.isfinite(hi)
-        hw = (hi - lo)[ok] / 2
-        out.append({"participants": int(n), "ratings": int(n * req.design.ratings_per_participant),
-                    "half_width": float(hw.mean()), "half_width_sq": float((hw**2).mean()),
-                    "power": float(np.mean(ok & (lo > 0.5))), "rejections": int(np.sum(ok & (lo > 0.5))),
-                    "sims": int(req.sims), "mean_win_rate": float(np.nanmean(w))})
+        ok = np.isfinite(lo[:, i]) & np.isfinite(hi[:, i])
+        hw = (hi[:, i] - lo[:, i])[ok] / 2
+        out.append({"participants": int(n), "ratings": int(n * m),
+                    "half_width": float(hw.mean()) if hw.size else math.nan,
+                    "half_width_sq": float((hw**2).mean()) if hw.size else math.nan,
+                    "power": float(np.mean(ok & (lo[:, i] > 0.5))), "rejections": int(np.sum(ok & (lo[:, i] > 0.5))),
+                    "sims": int(req.sims), "mean_win_rate": float(np.nanmean(w[:, i])),
+                    "se_sq": float(np.nanmean(se[:, i] ** 2)) if np.isfinite(se[:, i]).any() else math.nan,
+                    "df": float(np.nanmean(df[:, i])) if np.isfinite(df[:, i]).any() else math.nan})
         if progress:
             progress(i + 1, len(grid))
     return out
 
 
+def realised_power(req: PlanRequest, participants: int | Iterable[int], sims: int = 2000,
+                   seed: int = 99) -> float | dict[int, float]:
+    """Power of `participants` (one size or several, common random numbers) checked by fresh simulated
+    studies (another seed than the plan's) with the report's test."""
+    sizes = sorted({int(participants)} if isinstance(participants, (int, np.integer)) else set(map(int, participants)))
+    m = req.design.ratings_per_participant
+    rng = np.random.default_rng([seed, max(sizes)])
+    batch = simulate_batch(req.design, req.effects, max(sizes), sims, rng)
+    _, lo, _, _, _ = _intervals(batch, req.alpha, "fast", seed, [n * m for n in sizes])
+    power = {n: float(np.mean(np.isfinite(lo[:, i]) & (lo[:, i] > 0.5))) for i, n in enumerate(sizes)}
+    return power[sizes[0]] if isinstance(participants, (int, np.integer)) else power
+
+
+def refine_power(req: PlanRequest, n0: int, sims: int = 1000, points: int = 12) -> dict[str, Any] | None:
+    """The size whose power, checked on fresh simulated studies (another seed than the plan's;
+    common random numbers: every size is the same studies' first participants), reaches the
+    target: `points` sizes from 0.6 to 1.5 times the fitted answer n0, the crossing interpolated on
+    the probit scale and rounded up. None when too big to simulate."""
+    m = req.design.ratings_per_participant
+    top = max(int(math.ceil(1.5 * n0)), 4)
+    if top * m * sims > MAX_VALUES:
+        return None
+    sizes = sorted({max(2, int(round(x))) for x in np.linspace(max(2, 0.6 * n0), top, points)})
+    power = realised_power(req, sizes, sims)
+    iso = np.maximum.accumulate([power[n] for n in sizes])
+    above = np.flatnonzero(iso >= req.power)
+    if above.size == 0:
+        return {"participants": None, "power": power[sizes[-1]], "sims": sims, "checked": power,
+                "note": f"no size up to {sizes[-1]} reaches the target in the check"}
+    j = int(above[0])
+    if j == 0:
+        n = sizes[0]
+    else:
+        y0, y1 = (float(ndtri(min(max(v, 1e-4), 1 - 1e-4))) for v in (iso[j - 1], iso[j]))
+        frac = (float(ndtri(req.power)) - y0) / (y1 - y0) if y1 > y0 else 1.0
+        n = int(math.ceil(sizes[j - 1] + frac * (sizes[j] - sizes[j - 1]) - 1e-9))
+    return {"participants": n, "sims": sims, "checked": power,
+            "mc_error": math.sqrt(req.power * (1 - req.power) / sims),
+            "note": "fresh simulated studies (another seed than the plan's) with the report's test at the sizes "
+                    "in `checked`; the target's crossing interpolated on the probit scale, rounded up"}
+
+
 def _fit_width(rows: list[dict[str, Any]]) -> tuple[float, float]:
-    """(A, B) of mean squared half-width = A + B / N, least squares with A >= 0."""
+    """(A, B) of mean squared SE = A + B / N, least squares with A >= 0."""
     x = 1.0 / np.array([r["participants"] for r in rows], dtype=float)
-    y = np.array([r["half_width_sq"] for r in rows])
+    y = np.array([r["se_sq"] for r in rows])
     b, a = np.polyfit(x, y, 1)
     if a < 0:
         a, b = 0.0, float(np.dot(x, y) / np.dot(x, x))
     return float(a), float(b)
 
 
-def _fit_power(rows: list[dict[str, Any]], a_w: float, b_w: float, z: float) -> tuple[float, float]:
-    """(a, b) of power = Phi(a + b x) with x = z / half-width(N) = 1 / SE(N), probit MLE."""
-    x = np.array([z / math.sqrt(a_w + b_w / r["participants"]) for r in rows])
-    k = np.array([r["rejections"] for r in rows], dtype=float)
-    n = np.array([r["sims"] for r in rows], dtype=float)
+class _Curves:
+    """Smoothed curves of the report's interval against participants N: SE(N)^2 = A + B / N,
+    df(N) interpolated (log N) from the simulated mean df, critical value t(df(N)); half-width =
+    crit(N) SE(N); power = Phi(a + b / SE(N) - (crit(N) - z)) (probit with an offset: the report's
+    test is a t test, normal theory says a = -z, b = |w - 0.5|)."""
 
-    def nll(p: np.ndarray) -> float:
-        eta = p[0] + p[1] * x
-        return float(-(k * log_ndtr(eta) + (n - k) * log_ndtr(-eta)).sum())
+    def __init__(self, req: PlanRequest, rows: list[dict[str, Any]]):
+        self.alpha = req.alpha
+        self.z = float(norm.isf(req.alpha / 2))
+        self.a_w, self.b_w = _fit_width(rows)
+        self.log_n = np.log([r["participants"] for r in rows])
+        self.df = np.array([r["df"] for r in rows], dtype=float)
+        self.power_fit: tuple[float, float] | None = None
 
-    res = minimize(nll, np.array([-z, 0.1]), method="Nelder-Mead", options={"xatol": 1e-8, "fatol": 1e-10,
-                                                                             "maxiter": 4000})
-    return float(res.x[0]), float(res.x[1])
+    def crit(self, n: np.ndarray | float) -> np.ndarray:
+        from scipy.stats import t as t_dist
+
+        ok = np.isfinite(self.df)
+        if not ok.any():
+            return np.full(np.shape(n), self.z)
+        df = np.interp(np.log(n), self.log_n[ok], self.df[ok])
+        return t_dist.isf(self.alpha / 2, np.maximum(df, 1.0))
+
+    def se(self, n: np.ndarray | float) -> np.ndarray:
+        return np.sqrt(np.maximum(self.a_w + self.b_w / np.asarray(n, dtype=float), 1e-12))
+
+    def half_width(self, n: np.ndarray | float) -> np.ndarray:
+        return self.crit(n) * self.se(n)
+
+    def eta(self, n: np.ndarray | float, a: float, b: float) -> np.ndarray:
+        return a + b / self.se(n) - (self.crit(n) - self.z)
+
+    def fit_power(self, rows: list[dict[str, Any]]) -> tuple[float, float]:
+        """Monotone power curve: the simulated power (common random numbers), made non-decreasing
+        (pool-adjacent-violators), interpolated on the probit scale against log participants."""
+        n_p = np.array([r["participants"] for r in rows], dtype=float)
+        k = np.array([r["rejections"] for r in rows], dtype=float)
+        n = np.array([r["sims"] for r in rows], dtype=float)
+        p = (k + 0.5) / (n + 1.0)  # never exactly 0 or 1
+        w = n.copy()
+        blocks = [[p[0], w[0], 1]]
+        for pi, wi in zip(p[1:], w[1:]):  # pool adjacent violators
+            blocks.append([pi, wi, 1])
+            while len(blocks) > 1 and blocks[-2][0] > blocks[-1][0]:
+                b2, b1 = blocks.pop(), blocks.pop()
+                blocks.append([(b1[0] * b1[1] + b2[0] * b2[1]) / (b1[1] + b2[1]), b1[1] + b2[1], b1[2] + b2[2]])
+        iso = np.concatenate([[v] * c for v, _, c in blocks])
+        self.power_points = (np.log(n_p), ndtri(iso))
+        self.power_fit = (float(self.power_points[1][0]), float(self.power_points[1][-1]))
+        return self.power_fit
+
+    def power(self, n: np.ndarray | float) -> np.ndarray:
+        x, y = self.power_points
+        ln = np.log(np.asarray(n, dtype=float))
+        slope_hi = (y[-1] - y[-2]) / (x[-1] - x[-2]) if x.size > 1 and x[-1] > x[-2] else 0.0
+        slope_lo = (y[1] - y[0]) / (x[1] - x[0]) if x.size > 1 and x[1] > x[0] else 0.0
+        val = np.interp(ln, x, y)
+        val = np.where(ln > x[-1], y[-1] + max(slope_hi, 0.0) * (ln - x[-1]), val)
+        val = np.where(ln < x[0], y[0] + max(slope_lo, 0.0) * (ln - x[0]), val)
+        return norm.cdf(val)
 
 
 def solve(req: PlanRequest, rows: list[dict[str, Any]]) -> dict[str, Any]:
     """Participants needed for the target, from the smoothed curves (None when out of reach)."""
-    z = norm.isf(req.alpha / 2)
-    a_w, b_w = _fit_width(rows)
-    fit: dict[str, Any] = {"half_width_sq": {"A": a_w, "B": b_w, "form": "A + B / participants"}}
-    need_sq = None
+    c = _Curves(req, rows)
+    fit: dict[str, Any] = {"se_sq": {"A": c.a_w, "B": c.b_w, "form": "A + B / participants"},
+                           "df": {"participants": [r["participants"] for r in rows], "df": c.df.tolist(),
+                                  "form": "interpolated in log participants"}}
     if req.half_width is not None:
-        need_sq = req.half_width**2
+        def gap(log_n: float) -> float:
+            return float(c.half_width(math.exp(log_n))) - req.half_width
     else:
-        a, b = _fit_power(rows, a_w, b_w, z)
-        fit["power"] = {"a": a, "b": b, "form": "Phi(a + b z / half_width(participants))"}
-        if b > 0:
-            x = (float(ndtri(req.power)) - a) / b
-            need_sq = (z / x) ** 2 if x > 0 else None
-    n = b_w / (need_sq - a_w) if need_sq is not None and need_sq > a_w else None
-    return {"participants": None if n is None else max(1, math.ceil(n - 1e-9)), "participants_exact": n, "fit": fit}
+        c.fit_power(rows)
+        fit["power"] = {"participants": [r["participants"] for r in rows],
+                        "power": norm.cdf(c.power_points[1]).tolist(), "b": 1.0,
+                        "form": "simulated power made non-decreasing, interpolated on the probit scale in log "
+                                "participants (extrapolated linearly beyond the grid)"}
+
+        def gap(log_n: float) -> float:
+            return req.power - float(c.power(math.exp(log_n)))
+
+    lo, hi = 0.0, math.log(1e7)
+    n = None
+    if (req.power is None or fit["power"]["b"] > 0) and gap(hi) < 0:
+        n = 1.0 if gap(lo) <= 0 else math.exp(brentq(gap, lo, hi, xtol=1e-9))
+    return {"participants": None if n is None else max(1, math.ceil(n - 1e-9)), "participants_exact": n, "fit": fit,
+            "_curves": c}
 
 
-def fitted_curves(req: PlanRequest, fit: Mapping[str, Any], participants: Iterable[float]) -> dict[str, list[float]]:
-    z = norm.isf(req.alpha / 2)
+def fitted_curves(req: PlanRequest, fit: Mapping[str, Any], participants: Iterable[float],
+                  curves: _Curves | None = None) -> dict[str, list[float]]:
+    """Half-width (and power) of the smoothed curves at `participants`: monotone by construction."""
     n = np.asarray(list(participants), dtype=float)
-    hw = np.sqrt(fit["half_width_sq"]["A"] + fit["half_width_sq"]["B"] / n)
-    out = {"participants": n.tolist(), "half_width": hw.tolist()}
+    out = {"participants": n.tolist(), "half_width": curves.half_width(n).tolist()}
     if "power" in fit:
-        out["power"] = norm.cdf(fit["power"]["a"] + fit["power"]["b"] * z / hw).tolist()
+        out["power"] = np.maximum.accumulate(curves.power(n)).tolist()
     return out
 
 
@@ -205,6 +323,13 @@ def plan(req: PlanRequest, progress: Callable[[int, int], None] | None = None) -
     n = sol["participants"]
     m = req.design.ratings_per_participant
     effect, threshold = req.effects.latent()
+    check = None
+    if n is not None and req.power is not None:
+        check = refine_power(req, n)
+        if check is not None and check["participants"] is not None:
+            check["fitted_participants"] = n
+            n = check["participants"]
+            check["power"] = realised_power(req, n, 1000, seed=7)
     out = {
         "request": {**asdict(req), "grid": [r["participants"] for r in rows]},
         "latent_model": {"effect": effect, "threshold": threshold, "sd_noise": 1.0},
@@ -214,8 +339,9 @@ def plan(req: PlanRequest, progress: Callable[[int, int], None] | None = None) -
         "ratings": None if n is None else n * m,
         "cost": None if n is None or req.price_per_rating is None else round(n * m * req.price_per_rating, 2),
         "binomial_participants": closed_form_participants(req),
-        "table": rows, "fit": sol["fit"],
-        "curve": fitted_curves(req, sol["fit"], np.geomspace(rows[0]["participants"], rows[-1]["participants"], 40)),
+        "table": rows, "fit": sol["fit"], "realised_power": check,
+        "curve": fitted_curves(req, sol["fit"], np.geomspace(rows[0]["participants"], rows[-1]["participants"], 40),
+                               sol["_curves"]),
     }
     if n is None:
         out["note"] = ("the target is out of reach by adding participants with this many prompts: the prompt-level "
@@ -243,39 +369,97 @@ def _latent_cov(rho: float, mu: float, tau: float) -> float:
     return float(both_hi + both_lo - 2 * hi_lo - (p_hi - p_lo) ** 2)
 
 
-def effects_from_pilot(rows: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
+def _pilot_arrays(rows: list[Mapping[str, Any]], exclusion_rules: Mapping[str, Any] | None,
+                  min_response_ms: float | None) -> tuple[np.ndarray, ...] | None:
+    """(score, participant, prompt, pair codes) of the pilot's preference ratings as the report counts
+    them: the study's exclusion rules applied, gold / repeats / practice and later duplicates left out.
+    None when the rows lack the export columns the rules need."""
+    from app.statistics import StatisticsInputError, apply_exclusions, normalise_rules, quality_summary
+    from app.statistics.rows import REQUIRED_COLUMNS, preference_mask, ratings_from_rows
+
+    if not rows or not all(set(REQUIRED_COLUMNS) <= r.keys() for r in rows):
+        if exclusion_rules:
+            raise ValueError("the pilot's rows lack the export columns its exclusion rules need")
+        return None
+    try:
+        r = ratings_from_rows(rows)
+        rules = normalise_rules(exclusion_rules, min_response_ms)
+        quality = quality_summary(r, rules.get("min_response_ms", min_response_ms), rules["consistency_tolerance"])
+        kept = apply_exclusions(quality["participants"], rules)["kept"]
+    except StatisticsInputError as e:
+        raise ValueError(f"pilot: {e}") from None
+    mask = preference_mask(r) & np.isin(r.participants[r.participant], kept)
+    return (np.sign(r.score[mask]).astype(float), r.participant[mask], r.prompt[mask], r.pair[mask])
+
+
+def _jackknife_se(groups: np.ndarray, stat: Callable[[np.ndarray], float], n_groups: int = 20) -> float:
+    """Delete-a-group jackknife SE of stat(mask), clusters split into at most `n_groups` groups."""
+    labels = np.unique(groups)
+    g = min(n_groups, labels.size)
+    if g < 2:
+        return math.inf
+    part = np.searchsorted(labels, groups) % g
+    reps = np.array([stat(part != k) for k in range(g)])
+    return float(math.sqrt((g - 1) / g * ((reps - reps.mean()) ** 2).sum()))
+
+
+def effects_from_pilot(rows: Iterable[Mapping[str, Any]], exclusion_rules: Mapping[str, Any] | None = None,
+                       min_response_ms: float | None = None, floor: bool = True) -> dict[str, Any]:
     """Win rate, tie rate and variance components estimated from a pilot study's rating rows.
 
-    Preference ratings only (no gold, repeats or practice). Votes become +1 / 0 / -1; their
-    covariance between two votes of the same participant on different prompts, of the same
-    prompt by different participants on different pairs, and of the same pair by different
-    participants (U-statistics over all such pairs of votes) are matched to the latent model
-    of `app.statistics.clustered` (bivariate normal thresholds) to give correlations rho_P, rho_Q and
+    Preference ratings only, counted as the report counts them: with export rows, the pilot
+    study's `exclusion_rules` (and minimum response time) are applied, and gold, repeats,
+    practice and later duplicates are left out. Votes become +1 / 0 / -1; their covariance
+    between two votes of the same participant on different prompts, of the same prompt by
+    different participants on different pairs, and of the same pair by different participants
+    (U-statistics over all such pairs of votes) are matched to the latent model of
+    `app.statistics.clustered` (bivariate normal thresholds) to give correlations rho_P, rho_Q and
     rho_Q + rho_pair, hence sds relative to a noise sd of 1.
+
+    floor: each covariance is floored at its own jackknife standard error (participants, or
+    prompts, deleted in groups): a small pilot cannot tell a component below that from zero, and
+    planning with an estimate of ~0 would promise far too few participants.
     """
-    rows = [r for r in rows if not _true(r.get("is_gold")) and not _true(r.get("is_repeat"))
-            and not _true(r.get("is_practice"))]
-    if len(rows) < 20:
-        raise ValueError(f"the pilot has {len(rows)} preference ratings; at least 20 are needed")
-    y = np.sign(np.array([int(r["score"]) for r in rows], dtype=float))
-    p = np.unique([str(r["participant"]) for r in rows], return_inverse=True)[1]
-    q = np.unique([str(r["prompt_id"]) for r in rows], return_inverse=True)[1]
-    pair = np.unique([str(r["pair"]) for r in rows], return_inverse=True)[1]
+    rows = list(rows)
+    arrays = _pilot_arrays(rows, exclusion_rules, min_response_ms)
+    if arrays is None:
+        rows = [r for r in rows if not _true(r.get("is_gold")) and not _true(r.get("is_repeat"))
+                and not _true(r.get("is_practice"))]
+        y = np.sign(np.array([int(r["score"]) for r in rows], dtype=float))
+        p = np.unique([str(r["participant"]) for r in rows], return_inverse=True)[1].reshape(-1)
+        q = np.unique([str(r["prompt_id"]) for r in rows], return_inverse=True)[1].reshape(-1)
+        pair = np.unique([str(r["pair"]) for r in rows], return_inverse=True)[1].reshape(-1)
+    else:
+        y, p, q, pair = arrays
+    if y.size < 20:
+        raise ValueError(f"the pilot has {y.size} preference ratings; at least 20 are needed")
     wins, losses = int((y > 0).sum()), int((y < 0).sum())
     if min(wins, losses) == 0:
         raise ValueError("the pilot needs both treatment and baseline wins to estimate a win rate below 1")
     tie, win = 1 - (wins + losses) / y.size, wins / (wins + losses)
-    c = y - y.mean()
-    s_p, n_p = _pair_sums([p], c)
-    s_pq, n_pq = _pair_sums([p, q], c)
-    s_q, n_q = _pair_sums([q], c)
-    s_pr, n_pr = _pair_sums([pair], c)
-    s_prp, n_prp = _pair_sums([pair, p], c)
-    cov = {
-        "participant": (s_p - s_pq) / max(n_p - n_pq, 1),
-        "prompt": (s_q - s_pq - (s_pr - s_prp)) / max(n_q - n_pq - (n_pr - n_prp), 1),
-        "pair": (s_pr - s_prp) / max(n_pr - n_prp, 1),
-    }
+
+    def covariances(m: np.ndarray) -> dict[str, float]:
+        c = y[m] - y[m].mean()
+        pm, qm, prm = p[m], q[m], pair[m]
+        s_p, n_p = _pair_sums([pm], c)
+        s_pq, n_pq = _pair_sums([pm, qm], c)
+        s_q, n_q = _pair_sums([qm], c)
+        s_pr, n_pr = _pair_sums([prm], c)
+        s_prp, n_prp = _pair_sums([prm, pm], c)
+        return {
+            "participant": (s_p - s_pq) / max(n_p - n_pq, 1),
+            "prompt": (s_q - s_pq - (s_pr - s_prp)) / max(n_q - n_pq - (n_pr - n_prp), 1),
+            "pair": (s_pr - s_prp) / max(n_pr - n_prp, 1),
+        }
+
+    every = np.ones(y.size, dtype=bool)
+    cov = covariances(every)
+    floors = {"participant": 0.0, "prompt": 0.0, "pair": 0.0}
+    if floor:
+        floors = {"participant": _jackknife_se(p, lambda m: covariances(m)["participant"]),
+                  "prompt": _jackknife_se(q, lambda m: covariances(m)["prompt"]),
+                  "pair": _jackknife_se(q, lambda m: covariances(m)["pair"])}
+    used = {k: max(v, floors[k]) if math.isfinite(floors[k]) else v for k, v in cov.items()}
     mu_minus_tau = float(ndtri((1 - tie) * win))
     minus_tau_minus_mu = float(ndtri((1 - tie) * (1 - win)))
     mu, tau = (mu_minus_tau - minus_tau_minus_mu) / 2, max(-(mu_minus_tau + minus_tau_minus_mu) / 2, 0.0)
@@ -286,16 +470,17 @@ def effects_from_pilot(rows: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
             return 0.0
         return 0.95 if v >= top else brentq(lambda r: _latent_cov(r, mu, tau) - v, 0.0, 0.95, xtol=1e-6)
 
-    r_p, r_q = rho(cov["participant"]), rho(cov["prompt"])
-    r_pair = max(rho(cov["pair"]) - r_q, 0.0)
+    r_p, r_q = rho(used["participant"]), rho(used["prompt"])
+    r_pair = max(rho(used["pair"]) - r_q, 0.0)
     total = r_p + r_q + r_pair
     if total > 0.9:
         r_p, r_q, r_pair = (x * 0.9 / total for x in (r_p, r_q, r_pair))
     s2 = 1.0 / (1.0 - r_p - r_q - r_pair)
     effects = Effects(win_rate=win, tie_rate=tie, sd_participant=math.sqrt(r_p * s2), sd_prompt=math.sqrt(r_q * s2),
                       sd_pair=math.sqrt(r_pair * s2))
-    return {"effects": effects, "n_ratings": int(y.size), "n_participants": int(p.max() + 1),
-            "n_prompts": int(q.max() + 1), "vote_covariances": cov,
+    return {"effects": effects, "n_ratings": int(y.size), "n_participants": int(np.unique(p).size),
+            "n_prompts": int(np.unique(q).size), "vote_covariances": cov, "covariance_floors": floors,
+            "covariances_used": used, "exclusion_rules_applied": arrays is not None,
             "latent_correlations": {"participant": r_p, "prompt": r_q, "pair": r_pair}}
 
 

@@ -222,12 +222,18 @@ def exclusion_effect(all_: dict[str, Any] | None, after: dict[str, Any] | None) 
         return out
     for name in ESTIMATES:
         a, b = all_[name], after[name]
-        if a["estimate"] is None or b["estimate"] is None or b["ci_low"] is None:
+        if a["estimate"] is None or b["estimate"] is None:
             continue
-        half = (b["ci_high"] - b["ci_low"]) / 2
+        # Without an after-exclusions interval (e.g. everyone left answered alike: zero variance),
+        # the interval of all participants gives the yardstick.
+        ref = b if b["ci_low"] is not None else a
+        if ref["ci_low"] is None:
+            continue
+        half = (ref["ci_high"] - ref["ci_low"]) / 2
         diff = b["estimate"] - a["estimate"]
         out["estimates"][name] = {"all": a["estimate"], "after_exclusions": b["estimate"], "difference": diff,
-                                  "half_width": half, "exceeds": abs(diff) > half}
+                                  "half_width": half, "exceeds": abs(diff) > half,
+                                  "half_width_of": "after_exclusions" if ref is b else "all"}
         out["flagged"] = out["flagged"] or abs(diff) > half
     return out
 

@@ -30,6 +30,19 @@ RULE_LABELS = {
 }
 
 
+# The datasheet's details (`app.studies.config.StudyAbout`) as the form labels them.
+ABOUT_LABELS = {
+    "platform": "Platform (e.g. Prolific)",
+    "recruitment": "Recruitment (how participants were found)",
+    "eligibility": "Eligibility (who could take part)",
+    "pay": "Pay (e.g. GBP 2.50, GBP 9/hour)",
+    "estimated_minutes": "Time advertised (minutes)",
+    "purpose_statement": "What participants are told about the purpose (shown on the start page)",
+    "consent_text": "Consent text (blank: the standard text)",
+    "ethics_approval": "Ethics approval (board and reference)",
+}
+
+
 def rule_fields(rules: dict[str, Any]) -> list[dict[str, Any]]:
     """One entry per field of the one rules schema (`ExclusionRules`) for the form and the study
     page: input name, label, kind ('check' or 'number'), bounds, step and the current value."""
@@ -120,7 +133,33 @@ def form_to_config(form: Mapping[str, Any], study: Study | None, locked: bool = 
         exclusion = dict(study.exclusion_rules or {})
     else:
         exclusion = rules_from_form(form, study.exclusion_rules if study is not None else {})
-    config: dict[str, Any] = {
+    config = _fields(form, pair_sets, exclusion)
+    if study is None:
+        config["slug"] = _opt(form.get("slug"))
+        config["seed"] = _opt(form.get("seed"))
+    elif not locked and _opt(form.get("seed")) is not None:
+        config["seed"] = _opt(form.get("seed"))
+    if not config["pair_sets"]:
+        raise StudyError("choose at least one pair set (comparison)")
+    return config
+
+
+def submitted_values(form: Mapping[str, Any]) -> dict[str, Any]:
+    """Everything the admin typed into the new-study form, unvalidated, as template values: the
+    form shown again after an error keeps every field (a bad rule or a missing pair set included)."""
+    pair_sets = [int(v) for v in form.getlist("pair_set") if str(v).isdigit()]  # type: ignore[attr-defined]
+    rules = {f["name"]: (f["input"] in form) if f["kind"] == "check" else _opt(form.get(f["input"]))
+             for f in rule_fields({})}
+    config = _fields(form, pair_sets, rules)
+    config.update(slug=_opt(form.get("slug")), seed=_opt(form.get("seed")))
+    # A blank number falls back to its default, except where blank itself means something.
+    blank_ok = {"hold_minutes", "seed", "fast_share_limit", "slug", "completion_code", "redirect_url",
+                "returned_message", "gold_instruction"}
+    return form_values({**blank_form(), **{k: v for k, v in config.items() if v is not None or k in blank_ok}})
+
+
+def _fields(form: Mapping[str, Any], pair_sets: list[int], exclusion: dict[str, Any]) -> dict[str, Any]:
+    return {
         "title": str(form.get("title") or "").strip(),
         "instructions": str(form.get("instructions") or "").strip(),
         "question": str(form.get("question") or "").strip(),
@@ -138,12 +177,5 @@ def form_to_config(form: Mapping[str, Any], study: Study | None, locked: bool = 
         "exclusion_rules": exclusion,
         **view_fields(form),
         "auto_close": "auto_close" in form,
+        "about": {k: _opt(form.get(f"about_{k}")) for k in ABOUT_LABELS if _opt(form.get(f"about_{k}")) is not None},
     }
-    if study is None:
-        config["slug"] = _opt(form.get("slug"))
-        config["seed"] = _opt(form.get("seed"))
-    elif not locked and _opt(form.get("seed")) is not None:
-        config["seed"] = _opt(form.get("seed"))
-    if not config["pair_sets"]:
-        raise StudyError("choose at least one pair set (comparison)")
-    return config

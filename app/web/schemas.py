@@ -125,6 +125,8 @@ class LegendEntry(BaseModel):
     index: int
     word: str
     colour: str
+    label: str = ""  # the word, with its token position when it occurs twice
+    swatch: str = ""  # the colour at the overlay's opacity
 
 
 class PairDetail(BaseModel):

@@ -68,13 +68,13 @@ def plan_for_form(session, values: dict[str, Any]) -> dict[str, Any]:
     from app.analysis.planning import build_request, plan_csv, summary_lines
     from app.analysis.planning import run_plan as simulate
     from app.reporting.planning import plan_svg
-    from app.analysis.ratings import rating_rows
-    from app.studies.config import get_study as find_study
+    from app.analysis.planning import pilot_rows
 
     rows = None
     if values["pilot"]:
         try:
-            rows = rating_rows(session, find_study(session, values["pilot"]))
+            # The pilot's rows after its own exclusion rules (the plan names which it applied).
+            rows = pilot_rows(session, values["pilot"])
         except StudyError as e:
             raise ValueError(f"pilot study: {e}") from None
     req, pilot = build_request(

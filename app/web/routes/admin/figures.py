@@ -29,7 +29,7 @@ def figure_page(request: Request, slug: str, admin: CurrentAdmin, session: Sessi
 
 @router.get("/studies/{slug}/figure.{fmt}")
 def figure_file(
-    slug: str, fmt: str, admin: CurrentAdmin, session: SessionDep,
+    request: Request, slug: str, fmt: str, admin: CurrentAdmin, session: SessionDep,
     pair: Annotated[list[int], Query()] = [],  # noqa: B006 (FastAPI copies defaults)
     top: Annotated[int, Query(ge=0, le=20)] = 0,
     which: Literal["wins", "losses", "both"] = "both",
@@ -51,10 +51,14 @@ def figure_file(
         if unknown:
             raise HTTPException(status_code=422, detail=f"pairs not in this study: {unknown}")
         chosen = [by_id[i] for i in pair]
+    if not chosen:
+        # The form's own page again with the reason, never a raw JSON error in the browser.
+        return render(request, "admin/figure.html", admin, 422, study=study, pairs=pairs,
+                      message="Nothing selected: tick at least one pair, or set \"Top pairs per stratum\" above 0.")
     try:
         body = figure_bytes(session, chosen, fmt, width_in=width, maps=maps)
     except ValueError as e:
-        raise HTTPException(status_code=422, detail=str(e)) from None
+        return render(request, "admin/figure.html", admin, 422, study=study, pairs=pairs, message=str(e))
     return Response(body, media_type=FORMATS[fmt], headers={
         "Content-Disposition": f'attachment; filename="{slug}-pairs.{fmt}"', "Cache-Control": "no-store"})
 

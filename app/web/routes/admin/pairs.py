@@ -13,7 +13,7 @@ from app.web.deps import SessionDep
 from app.web.pages import admin_router, get_study, twin
 from app.web.schemas import PairDetail, PairList
 from app.web.auth import CurrentAdmin
-from app.reporting.explorer import SORTS, filter_pairs, overlay_png, study_pairs
+from app.reporting.explorer import SORTS, filter_pairs, legend_entries, overlay_png, study_pairs
 from app.store.models import Image, Pair
 
 router = admin_router()
@@ -42,7 +42,7 @@ def pair_data(slug: str, pair_id: int, admin: CurrentAdmin, session: SessionDep)
     if summary is None:
         raise HTTPException(status_code=404, detail=f"pair {pair_id} is not in study {slug!r}")
     pair = session.get(Pair, pair_id)
-    legend = (pair.token_map or {}).get("legend", [])
+    legend = legend_entries(pair.token_map)
     return PairDetail(study=study.slug, title=study.title, pair=summary, legend=legend)
 
 

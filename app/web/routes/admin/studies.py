@@ -30,7 +30,7 @@ from app.studies.config import (
     study_config,
     update_study,
 )
-from app.studies.form import blank_form, form_to_config, form_values
+from app.studies.form import ABOUT_LABELS, blank_form, form_to_config, form_values, submitted_values
 
 router = admin_router()
 
@@ -76,7 +76,7 @@ def _render_form(
 ) -> Response:
     return render(
         request, "admin/study_form.html", admin, status_code=422 if error else 200, study=study,
-        form=form, locked=locked, error=error, pair_sets=pair_set_rows(session),
+        form=form, locked=locked, error=error, pair_sets=pair_set_rows(session), about_labels=ABOUT_LABELS,
         action=f"/admin/studies/{study.slug}/edit" if study else "/admin/new-study",
     )
 
@@ -88,15 +88,13 @@ def new_study_page(request: Request, admin: CurrentAdmin, session: SessionDep) -
 
 @router.post("/new-study")
 def create_study_from_form(request: Request, admin: CurrentAdmin, session: SessionDep, form: FormDep) -> Response:
-    raw: dict[str, Any] = {}
     try:
-        raw = form_to_config(form, None)
-        study = create_study(session, raw)
+        study = create_study(session, form_to_config(form, None))
         session.commit()
     except StudyError as e:
         session.rollback()
-        shown = {**blank_form(), **{k: v for k, v in raw.items() if v is not None}, "title": form.get("title") or ""}
-        return _render_form(request, admin, session, None, form_values(shown), str(e))
+        # Every field as typed, valid or not (app.studies.form.submitted_values).
+        return _render_form(request, admin, session, None, submitted_values(form), str(e))
     flash(request, f"Study {study.slug!r} created (version 1, {study.state}).", "success")
     return redirect(f"/admin/studies/{study.slug}")
 
