@@ -191,9 +191,14 @@ def test_demo_serves_the_shipped_pair_set_without_torch(tmp_path):
     assert r.returncode == 0, r.stderr
     assert "participant link: http://127.0.0.1:8000/s/demo" in r.stdout
     with session_scope(url) as session:
-        pair_set = session.query(PairSet).one()
+        pair_set = session.query(PairSet).filter_by(name="demo").one()
         pairs = session.query(Pair).filter_by(pair_set_id=pair_set.id).all()
         study = session.query(Study).filter_by(slug="demo").one()
+        # The shipped three-arm set (cfg, sfg, pag) makes a second study comparing every pair of arms.
+        arms = session.query(Study).filter_by(slug="demo-arms").one()
+        assert sorted((c.pair_set.treatment_arm, c.pair_set.baseline_arm) for c in arms.comparisons) == [
+            ("pag", "cfg"), ("pag", "sfg"), ("sfg", "cfg")]
+        assert "/s/demo-arms" in r.stdout
         assert len(pairs) == 6 and {p.stratum for p in pairs} == {"objects", "scenes", "animals"}
         # Every pair keeps its SFG token map (researcher-only), with a legend of prompt words.
         for p in pairs:

@@ -56,7 +56,7 @@ def test_wheel_installs_and_serves_outside_the_checkout(tmp_path):
     names = set(zipfile.ZipFile(wheel).namelist())
     for needed in ("app/_bundled/templates/admin/login.html", "app/_bundled/static/admin.css",
                    "app/_bundled/migrations/env.py", "app/_bundled/migrations/versions/0001_initial_schema.py",
-                   "app/demo_pairs/manifest.jsonl"):
+                   "app/demo_pairs/manifest.jsonl", "app/demo_set/manifest.jsonl"):
         assert needed in names, needed
     # A fresh venv that sees the running interpreter's dependencies (no download), with the wheel
     # installed. `--system-site-packages` would show the *base* interpreter's packages, which is

@@ -39,6 +39,8 @@ DEMO_PROMPTS = (
     ("a snowy mountain under a clear sky", "scenes"),
 )
 SHIPPED_DEMO_PAIRS = Path(__file__).resolve().parent.parent / "demo_pairs"
+# Three arms (cfg, sfg, pag) of the same six prompts, made once with the tiny model (`generate --arms`).
+SHIPPED_DEMO_SET = Path(__file__).resolve().parent.parent / "demo_set"
 
 
 def _load_config(path: Path) -> dict[str, Any]:
@@ -79,9 +81,15 @@ def import_cmd(folder: Path, name: str | None, database_url: str | None) -> None
         with session_scope(url) as session:
             pair_set = import_pair_set(session, folder, name=name, progress=True)
             pair_set_id, n = pair_set.id, len(pair_set.pairs)
+            from app.studies.arm_sets import set_info
+
+            info = set_info(pair_set)
     except ManifestError as e:
         raise click.ClickException(f"nothing imported: {e}") from None
     click.echo(f"pair set {pair_set_id}: {n} pairs", err=True)
+    if info is not None:
+        click.echo(f"image set with arms {', '.join(info['arms'])} (reference {info['reference']}): one pair set per "
+                   f"pair of arms; list {pair_set_id} in a study's pair_sets and pick pairs with `comparisons`", err=True)
     click.echo(pair_set_id)
 
 
@@ -326,15 +334,35 @@ def demo(generate_pairs: bool, model_dir: Path | None, n_prompts: int, steps: in
                 "gold_instruction": "Attention check: one of these images is damaged; pick the other one.",
                 "state": "open",
             }).slug
+        arms_slug = _demo_arms_study(session)
         ensure_admin(session, admin_user, password)
     base = f"http://{host}:{port}"
     click.echo(f"participant link: {base}/s/{slug}")
+    click.echo(f"three-arm study:  {base}/s/{arms_slug} (cfg, sfg, pag; every pair of arms, ranked in the report)")
     click.echo(f"admin link:       {base}/admin")
     click.echo(f"admin login:      {admin_user} / {password}")
     if not no_serve:
         _prepare_environment(url)
         _run_server(host, port, 1)
 
+
+
+def _demo_arms_study(session: Any) -> str:
+    """The demo's second study: the shipped 3-arm set, every pair of arms compared (issue 26)."""
+    from app.studies.config import StudyError, create_study, get_study
+    from app.studies.importer import import_pair_set
+
+    first = import_pair_set(session, SHIPPED_DEMO_SET, name="demo-arms", progress=False)
+    try:
+        return get_study(session, "demo-arms").slug
+    except StudyError:
+        return create_study(session, {
+            "title": "Which image is better? (three methods)", "slug": "demo-arms", "pair_sets": [first.id],
+            "comparisons": "all-pairs", "pairs_per_participant": 6, "ratings_per_pair": 3, "gold_rate": 0.2,
+            "repeats": 1, "max_upscale": 8,
+            "gold_instruction": "Attention check: one of these images is damaged; pick the other one.",
+            "state": "open",
+        }).slug
 
 
 if __name__ == "__main__":

@@ -54,9 +54,14 @@ def _pilot_rows(slug: str, database_url: str | None) -> list[dict[str, Any]]:
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="also write plan.json, plan.csv and plan.svg here")
 @click.option("--database-url", default=None, metavar="URL", help="database of the --pilot study")
+@click.option("--arms", "n_arms", type=click.IntRange(2), default=2, show_default=True,
+              help="arms in the study (K > 2: each comparison planned at alpha / comparisons, "
+                   "ratings per participant split over them; app.statistics.arm_planning)")
+@click.option("--comparisons", type=click.Choice(["vs-baseline", "all-pairs"]), default="vs-baseline",
+              show_default=True, help="which pairs of arms a K-arm study compares")
 def plan(win_rate, pilot_slug, tie_rate, sd_participant, sd_prompt, sd_pair, strata, prompts_per_stratum,
          seeds_per_prompt, ratings_per_participant, half_width, power, alpha, price_per_rating, sims, seed, estimator,
-         out, database_url) -> None:
+         out, database_url, n_arms=2, comparisons="vs-baseline") -> None:
     """Participants needed for a target interval half-width or power, by simulating the clustered design.
 
     Prints the participants needed, the total ratings and (with --price-per-rating) the cost on
@@ -81,7 +86,16 @@ def plan(win_rate, pilot_slug, tie_rate, sd_participant, sd_prompt, sd_pair, str
             bar.refresh()
 
         try:
-            result = run_plan(req, pilot, pilot_slug, progress=step)
+            if n_arms > 2:
+                from app.statistics.arm_planning import plan_arms
+
+                result = plan_arms(req, n_arms, comparisons, progress=step)
+                click.echo(f"{n_arms} arms, {result['arms']['n_comparisons']} comparisons ({comparisons}): each "
+                           f"planned at alpha {result['arms']['alpha_per_comparison']:.4g} with "
+                           f"{result['arms']['ratings_per_participant_per_comparison']} ratings per participant",
+                           err=True)
+            else:
+                result = run_plan(req, pilot, pilot_slug, progress=step)
         except ValueError as e:
             raise click.ClickException(str(e)) from None
     for line in summary_lines(result):

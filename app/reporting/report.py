@@ -75,8 +75,15 @@ def render_report(stats: dict[str, Any], *, live: bool = False, refresh_seconds:
         datasheet=stats.get("datasheet"),
         groups={k: _groups(v) for k, v in stats["results"].items()}, live=live,
         refresh_seconds=refresh_seconds, json_url=json_url, score_names=SCORE_NAMES, scores=SCORES,
-        colours=SCORE_COLOURS, gallery=gallery,
+        colours=SCORE_COLOURS, gallery=gallery, arm_ranking=_arm_ranking(stats),
     )
+
+
+def _arm_ranking(stats: dict[str, Any]) -> str | None:
+    """The K-arm section (win matrix, ranking, nfe per arm; app.reporting.ranking), None with 2 arms."""
+    from app.reporting.ranking import ranking_section
+
+    return ranking_section(stats)
 
 
 def statistics_json(stats: dict[str, Any]) -> str:

@@ -12,6 +12,8 @@ from app.statistics.estimates import INDEPENDENCE_NOTE, _t_interval, distributio
 from app.statistics.exclusions import apply_exclusions, normalise_rules
 from app.statistics.jsonsafe import _num
 from app.statistics.quality import quality_summary
+from app.statistics.ranking import METHOD as RANKING_METHOD
+from app.statistics.ranking import comparison_tests, rank_arms, ranking_entries, win_matrix
 from app.statistics.rows import Ratings, StatisticsInputError, preference_mask, ratings_from_rows
 from app.statistics.robust import ESTIMATES, PromptPool, estimates_and_tests, prompt_pool, ratio_parts
 from app.statistics.robust import METHOD as ROBUST_METHOD
@@ -119,6 +121,62 @@ def _multiplicity(out: dict[str, Any], primary: str | None) -> dict[str, Any]:
                        "overall result is descriptive (p_holm None)"}
 
 
+def comparison_arms(rows: Iterable[Mapping[str, Any]]) -> dict[str, tuple[str, str]]:
+    """{comparison label: (treatment arm, baseline arm)} from rating rows that name the arms (else empty)."""
+    out: dict[str, tuple[str, str]] = {}
+    for row in rows:
+        t, b = row.get("treatment_arm"), row.get("baseline_arm")
+        if t in (None, "") or b in (None, "") or row.get("is_gold") in (True, "true", "True", "1", 1):
+            continue
+        label = row.get("comparison", row.get("pair_set"))
+        out.setdefault("(none)" if label in (None, "") else str(label), (str(t), str(b)))
+    return out
+
+
+def add_ranking(out: dict[str, Any], r: Ratings, arms: Mapping[str, tuple[str, str]] | None,
+                confidence: float = 0.95) -> None:
+    """Add the joint ranking of the arms (`app.statistics.ranking`) to one results dict.
+
+    Only adds keys (`ranking`, `ranking_detail`, `win_matrix`), except that with 2 or more
+    comparisons over distinct pairs of arms each comparison's `tests.win_rate.p_holm` becomes Holm
+    over the joint fit's contrasts (chosen by benchmarks/ranking_calibration.py: family-wise error
+    below 0.05 with unbalanced raters, where Holm over the separate win-rate tests exceeded it).
+    With one comparison nothing that was there changes.
+    """
+    pref = preference_mask(r)
+    labels = sorted(set(r.comparison[pref].tolist()))
+    if not arms or not pref.any() or any(lab not in arms for lab in labels):
+        out["ranking"], out["ranking_detail"], out["win_matrix"] = [], None, {}
+        return
+    sub = r.subset(pref)
+    t_arm = [arms[c][0] for c in sub.comparison.tolist()]
+    b_arm = [arms[c][1] for c in sub.comparison.tolist()]
+    rk = rank_arms(t_arm, b_arm, sub.score, sub.participant, sub.prompt, sub.stratum)
+    pairs = [arms[lab] for lab in labels]
+    tests = comparison_tests(rk, pairs)
+    out["ranking"] = ranking_entries(rk, confidence)
+    out["win_matrix"] = win_matrix(t_arm, b_arm, sub.score)
+    joint_holm = len(labels) >= 2 and len({frozenset(p) for p in pairs}) == len(pairs) and not rk.reason
+    out["ranking_detail"] = {
+        "method": RANKING_METHOD, "reference": rk.reference, "arms": rk.arms, "reason": rk.reason,
+        "confidence": float(confidence),
+        "comparisons": {lab: {"treatment_arm": p[0], "baseline_arm": p[1], **t} for lab, p, t in zip(labels, pairs, tests)},
+        "p_holm": ("Holm over the joint fit's contrasts of the study's comparisons" if joint_holm else
+                   "Holm over the comparisons' win-rate tests (one comparison, or comparisons sharing a pair of arms)"),
+    }
+    if joint_holm:
+        for lab, t in zip(labels, tests):
+            wr = out["per_comparison"].get(lab, {}).get("tests", {}).get("win_rate")
+            if wr is not None:
+                wr["p_holm_win_rate_tests"] = wr.get("p_holm")
+                wr["p_holm"] = t["p_holm"]
+        if out.get("multiplicity"):
+            out["multiplicity"]["method"] = ("Holm over the study's comparisons, each tested by its contrast in one "
+                                             "joint Bradley-Terry fit with two-way cluster-robust variance "
+                                             "(app.statistics.ranking); p_holm_win_rate_tests: Holm over the separate "
+                                             "win-rate tests, kept for reference")
+
+
 def preference_results(r: Ratings, *, draws: int, seed: int, confidence: float = 0.95,
                        primary_comparison: str | None = None) -> dict[str, Any]:
     """Preference results overall, per comparison and per stratum (gold, repeats, duplicates left out).
@@ -205,7 +263,9 @@ def compute_statistics(
         raise StatisticsInputError("bootstrap draws must be at least 1")
     if not 0 < confidence < 1:
         raise StatisticsInputError("confidence must be between 0 and 1")
+    rows = rows if isinstance(rows, list) else list(rows)
     r = ratings_from_rows(rows)
+    arms = comparison_arms(rows)
     rules = normalise_rules(exclusion_rules, min_response_ms)
     speed_threshold = rules.get("min_response_ms", min_response_ms)
     tolerance = rules["consistency_tolerance"]
@@ -214,10 +274,12 @@ def compute_statistics(
     result_all = preference_results(r, draws=draws, seed=seed, confidence=confidence,
                                     primary_comparison=primary_comparison)
     result_all["quality"] = {k: v for k, v in quality.items() if k != "participants"}
+    add_ranking(result_all, r, arms, confidence)
     if exclusions["excluded"]:
         kept = r.subset(np.isin(r.participants[r.participant], exclusions["kept"]))
         result_kept = preference_results(kept, draws=draws, seed=seed, confidence=confidence,
                                          primary_comparison=primary_comparison)
+        add_ranking(result_kept, kept, arms, confidence)
         q_kept = quality_summary(kept, speed_threshold, tolerance)
         result_kept["quality"] = {k: v for k, v in q_kept.items() if k != "participants"}
     else:
@@ -258,4 +320,6 @@ def compute_statistics(
         "exclusions": exclusions | {"effect": exclusion_effect(result_all["overall"], result_kept["overall"])},
         "participants": quality["participants"],
         "results": {"all": result_all, "after_exclusions": result_kept},
+        # The joint ranking of the arms after exclusions (app.statistics.ranking; per results group too).
+        "ranking": result_kept.get("ranking", []),
     }

@@ -100,6 +100,10 @@ class StudyConfig(BaseModel):
     question: str = DEFAULT_QUESTION
     scale_labels: list[str] = Field(default_factory=lambda: list(DEFAULT_SCALE_LABELS), min_length=5, max_length=5)
     pair_sets: list[int] = Field(min_length=1, description="pair set ids from `sfgeval import`")
+    comparisons: Literal["vs-baseline", "all-pairs"] | list[list[str]] = Field(
+        default="vs-baseline",
+        description="for pair sets of a K-arm image set (sfgeval.set/1): which pairs of arms participants see, as "
+                    "[[TREATMENT, BASELINE], ...], all-pairs, or vs-baseline (each arm against the reference arm)")
     pairs_per_participant: int = Field(default=20, ge=1)
     ratings_per_pair: int = Field(default=5, ge=1)
     gold_rate: float = Field(default=0.1, ge=0, le=1, description="gold trials per main trial")
@@ -136,6 +140,19 @@ class StudyConfig(BaseModel):
     def _unique(cls, v: list[int]) -> list[int]:
         if len(set(v)) != len(v):
             raise ValueError("a pair set is listed twice")
+        return v
+
+    @field_validator("comparisons")
+    @classmethod
+    def _comparisons(cls, v: Any) -> Any:
+        if isinstance(v, list):
+            if not v:
+                raise ValueError("comparisons: list at least one [TREATMENT, BASELINE] pair")
+            for pair in v:
+                if len(pair) != 2 or pair[0] == pair[1]:
+                    raise ValueError("comparisons: each entry is [TREATMENT, BASELINE], two different arms")
+            if len({tuple(p) for p in v}) != len(v):
+                raise ValueError("comparisons: a pair of arms is listed twice")
         return v
 
     @field_validator("exclusion_rules")
@@ -205,6 +222,16 @@ def _pair_sets(session: Session, ids: list[int]) -> list[PairSet]:
     return [found[i] for i in ids]
 
 
+def _compared(session: Session, ids: list[int], comparisons: Any) -> list[PairSet]:
+    """The pair sets a study compares: `ids` with K-arm sets expanded by `comparisons` (app.studies.arm_sets)."""
+    from app.studies.arm_sets import expand_pair_sets
+
+    try:
+        return expand_pair_sets(session, _pair_sets(session, ids), comparisons)
+    except ValueError as e:
+        raise StudyError(str(e)) from None
+
+
 def comparison_label(ps: PairSet) -> str:
     return f"{ps.name}: {ps.treatment_arm} vs {ps.baseline_arm}"
 
@@ -218,6 +245,7 @@ def study_config(study: Study) -> dict[str, Any]:
         "question": study.question,
         "scale_labels": list(study.scale_labels),
         "pair_sets": [c.pair_set_id for c in study.comparisons],
+        **_comparisons_field(study),
         "pairs_per_participant": study.pairs_per_participant,
         "ratings_per_pair": study.ratings_per_pair,
         "gold_rate": study.gold_rate,
@@ -242,6 +270,14 @@ def study_config(study: Study) -> dict[str, Any]:
     }
 
 
+def _comparisons_field(study: Study) -> dict[str, Any]:
+    """`comparisons` as an explicit list when the study compares arms of a K-arm set (round-trips), else nothing."""
+    from app.studies.arm_sets import explicit_comparisons
+
+    pairs = explicit_comparisons([c.pair_set for c in study.comparisons])
+    return {"comparisons": pairs} if pairs else {}
+
+
 def _snapshot(session: Session, study: Study, note: dict[str, Any] | None = None) -> None:
     session.flush()
     session.add(StudyVersion(study_id=study.id, version=study.version, config=study_config(study), note=note))
@@ -259,7 +295,7 @@ _PLAIN_FIELDS = (
 def create_study(session: Session, config: StudyConfig | dict[str, Any]) -> Study:
     """Create a study (version 1) with one comparison per pair set."""
     cfg = config if isinstance(config, StudyConfig) else parse_config(config)
-    pair_sets = _pair_sets(session, cfg.pair_sets)
+    pair_sets = _compared(session, cfg.pair_sets, cfg.comparisons)
     if cfg.slug and session.scalar(select(Study.id).where(Study.slug == cfg.slug)) is not None:
         raise StudyError(f"a study with slug {cfg.slug!r} already exists")
     study = Study(
@@ -301,13 +337,14 @@ def update_study(session: Session, study: Study, changes: dict[str, Any], note: 
     if cfg.seed != study.seed and _has_trials(session, study):
         raise StudyError("the randomisation seed cannot change once participants have started")
     current = [c.pair_set_id for c in study.comparisons]
-    if cfg.pair_sets != current:
-        removed = set(current) - set(cfg.pair_sets)
+    wanted = [ps.id for ps in _compared(session, cfg.pair_sets, cfg.comparisons)]
+    if wanted != current:
+        removed = set(current) - set(wanted)
         if removed and _has_trials(session, study):
             raise StudyError("pair sets cannot be removed once participants have started")
-        keep = [c for c in study.comparisons if c.pair_set_id in cfg.pair_sets]
+        keep = [c for c in study.comparisons if c.pair_set_id in wanted]
         have = {c.pair_set_id for c in keep}
-        for ps in _pair_sets(session, [i for i in cfg.pair_sets if i not in have]):
+        for ps in _pair_sets(session, [i for i in wanted if i not in have]):
             keep.append(Comparison(pair_set_id=ps.id, label=comparison_label(ps)))
         study.comparisons = keep
     for f in _PLAIN_FIELDS:

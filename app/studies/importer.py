@@ -13,21 +13,14 @@ import random
 from pathlib import Path
 
 from PIL import Image as PILImage
-from PIL import ImageEnhance, ImageFilter
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 from tqdm import tqdm
 
-from app.studies.media import blind_png, encoded_length, load_rgb, new_token, padded_size, sha256_bytes
+from app.studies.media import blind_png, degrade, encoded_length, load_rgb, new_token, padded_size, sha256_bytes
 from app.store.models import Image, Pair, PairSet
-from sampler.manifest import MANIFEST_NAME, ManifestError, PairRecord, read_token_map, sha256_file, validate_folder
-
-
-def degrade(img: PILImage.Image) -> PILImage.Image:
-    """An obviously worse twin for gold trials: heavy blur and washed-out contrast, same size."""
-    radius = max(2.0, min(img.size) / 16)
-    blurred = img.filter(ImageFilter.GaussianBlur(radius))
-    return ImageEnhance.Contrast(blurred).enhance(0.45)
+from sampler.manifest import (MANIFEST_NAME, SET_SCHEMA, ManifestError, PairRecord, manifest_schema, read_token_map,
+                              sha256_file, validate_folder)
 
 
 def manifest_sha256(folder: Path) -> str:
@@ -79,6 +72,11 @@ def import_pair_set(session: Session, folder: Path | str, *, name: str | None = 
     """Validate and add the pair set in `folder` (see the module docstring). Raises ManifestError."""
     folder = Path(folder)
     digest = manifest_sha256(folder)
+    if manifest_schema(folder) == SET_SCHEMA:
+        # K arms per prompt and seed: one pair set per pair of arms over shared images (app.studies.arm_sets).
+        from app.studies.arm_sets import import_arm_set
+
+        return import_arm_set(session, folder, digest, name=name, progress=progress)
     existing = session.scalar(select(PairSet).where(PairSet.manifest_sha256 == digest))
     if existing is not None:
         return existing

@@ -114,3 +114,12 @@ def sha256_bytes(data: bytes) -> str:
 
 # Identical for every image: no ETag, no Last-Modified, no file names.
 IMAGE_HEADERS = {"Cache-Control": "private, max-age=86400, immutable"}
+
+
+def degrade(img: PILImage.Image) -> PILImage.Image:
+    """An obviously worse twin for gold trials: heavy blur and washed-out contrast, same size."""
+    from PIL import ImageEnhance, ImageFilter
+
+    radius = max(2.0, min(img.size) / 16)
+    blurred = img.filter(ImageFilter.GaussianBlur(radius))
+    return ImageEnhance.Contrast(blurred).enhance(0.45)
