@@ -58,7 +58,9 @@ class PrivacyHeaders:
 
 class AdminSessions:
     """Pure ASGI: the signed-cookie session (admin login, CSRF, flash messages) only under /admin.
-    Participants' requests, the hot path, skip its cookie parsing and signing entirely."""
+    Participants' requests, the hot path, skip its cookie parsing and signing entirely. Every
+    /admin response is `Cache-Control: no-store` unless it says otherwise (statistics, exports
+    and codes must not stay in a browser's or proxy's cache)."""
 
     def __init__(self, app, **session_options):
         self.app = app
@@ -66,7 +68,14 @@ class AdminSessions:
 
     async def __call__(self, scope, receive, send):
         if scope["type"] in ("http", "websocket") and scope["path"].startswith("/admin"):
-            return await self.with_session(scope, receive, send)
+            async def send_no_store(message):
+                if message["type"] == "http.response.start":
+                    headers = message.get("headers", [])
+                    if not any(k.lower() == b"cache-control" for k, _ in headers):
+                        message = {**message, "headers": [*headers, (b"cache-control", b"no-store")]}
+                await send(message)
+
+            return await self.with_session(scope, receive, send_no_store)
         return await self.app(scope, receive, send)
 
 

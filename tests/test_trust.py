@@ -292,3 +292,82 @@ def test_sign_up_limiter_refills():
     assert [limiter.take("a") for _ in range(4)] == [0, 0, 0, 2]
     now[0] += 2.0
     assert limiter.take("a") == 0 and limiter.take("b") == 0
+
+
+# ------------------------------------------------------------------ 9: smaller holes
+@pytest.mark.parametrize("field,value", [("sd_participant", "1e308"), ("half_width", "1e-300"),
+                                         ("win_rate", "nan"), ("sd_prompt", "inf"), ("price_per_rating", "1e308")])
+def test_plan_page_refuses_absurd_numbers(client, session, study_factory, field, value):
+    from tests.test_admin import token
+
+    study = study_factory(n_pairs=4)
+    slug = study.slug
+    session.rollback()
+    _admin(client, session)
+    data = {"csrf_token": token(client, f"/admin/studies/{slug}/plan"), "sims": "20", field: value}
+    r = client.post(f"/admin/studies/{slug}/plan", data=data)
+    assert r.status_code == 422, r.text[:300]
+    assert field.replace("_", " ") in r.text
+
+
+@pytest.mark.parametrize("args", [["--sd-participant", "1e308"], ["--half-width", "1e-300"], ["--win-rate", "nan"],
+                                  ["--sd-pair", "1e308"]])
+def test_plan_command_refuses_absurd_numbers(args):
+    from click.testing import CliRunner
+
+    from app import cli
+
+    out = CliRunner().invoke(cli.main, ["plan", "--sims", "20", *args])
+    assert out.exit_code == 1 and isinstance(out.exception, SystemExit) and "Error:" in out.output, out.output
+
+
+def test_zip_with_corrupt_member_data_is_a_4xx(client, session, tmp_path):
+    import io
+    import zipfile
+
+    from tests.conftest import write_pair_set
+    from tests.test_admin import token
+
+    _admin(client, session)
+    folder = write_pair_set(tmp_path / "z", 2, seed=3)
+    for method in (zipfile.ZIP_DEFLATED, zipfile.ZIP_STORED):
+        buf = io.BytesIO()
+        with zipfile.ZipFile(buf, "w", method) as zf:
+            for p in sorted(folder.iterdir()):
+                zf.write(p, p.name)
+        raw = bytearray(buf.getvalue())
+        with zipfile.ZipFile(io.BytesIO(bytes(raw))) as zf:
+            info = next(i for i in zf.infolist() if i.filename.endswith(".png"))
+        start = info.header_offset + 30 + len(info.filename.encode()) + len(info.extra)
+        for k in range(start + 20, start + 60):
+            raw[k] ^= 0xA5  # the member's data is damaged, its headers are intact
+        r = client.post("/admin/pair-sets/import", params={"csrf_token": token(client)},
+                        files={"archive": ("damaged.zip", bytes(raw), "application/zip")})
+        assert r.status_code == 422, r.text[:300]
+
+
+def test_a_draft_study_shows_nothing(client, session, study_factory):
+    study = study_factory(n_pairs=2, state="draft", title="Secret hypothesis: SFG beats CFG")
+    slug = study.slug
+    session.rollback()
+    for r in (client.get(f"/s/{slug}"), client.get(f"/s/{slug}/run"), client.get(f"/s/{slug}/done"),
+              client.get(f"/s/{slug}/full"), client.post(f"/api/studies/{slug}/participants")):
+        assert r.status_code == 404 and "Secret" not in r.text and "SFG" not in r.text, r.text
+
+
+def test_pages_with_tokens_codes_or_statistics_are_not_cached(client, session, study_factory):
+    study = study_factory(n_pairs=2, pairs_per_participant=1, completion_code="NOCACHE1")
+    slug = study.slug
+    session.rollback()
+    start = client.post(f"/s/{slug}/start", data={"consent": "yes"}, follow_redirects=False)
+    assert start.status_code == 303
+    run = client.get(f"/s/{slug}/run")
+    assert run.status_code == 200 and run.headers["Cache-Control"] == "no-store"
+    token = client.cookies.get("participant")
+    assert _answer_all(client, token)["done"] is True
+    done = client.get(f"/s/{slug}/done")
+    assert "NOCACHE1" in done.text and done.headers["Cache-Control"] == "no-store"
+    _admin(client, session)
+    for path in (f"/admin/studies/{slug}/statistics", f"/admin/studies/{slug}", "/admin/studies"):
+        r = client.get(path)
+        assert r.status_code in (200, 422) and r.headers.get("Cache-Control") == "no-store", path

@@ -56,7 +56,8 @@ def _error(e: FlowError) -> JSONResponse:
 
 def _study(session, slug: str) -> Study:
     study = session.scalar(select(Study).where(Study.slug == slug)) if SLUG_RE.match(slug) else None
-    if study is None or study.state == "archived":
+    # A draft shows nothing of itself (not even its title) until it opens.
+    if study is None or study.state in ("draft", "archived"):
         raise HTTPException(404, "no such study")
     return study
 
@@ -235,7 +236,10 @@ def _cookie_participant(request: Request, session, study: Study) -> Participant 
 
 
 def _page(request: Request, name: str, status: int = 200, **ctx) -> HTMLResponse:
-    return templates.TemplateResponse(request, f"participant/{name}", ctx, status_code=status)
+    # Never from a cache: the trial page carries the participant's token, the done page the code.
+    response = templates.TemplateResponse(request, f"participant/{name}", ctx, status_code=status)
+    response.headers["Cache-Control"] = "no-store"
+    return response
 
 
 @router.get("/s/{slug}", response_class=HTMLResponse, include_in_schema=False)
