@@ -138,6 +138,7 @@ def form_to_config(form: Mapping[str, Any], study: Study | None, locked: bool = 
         "exclusion_rules": exclusion,
         **view_fields(form),
         "auto_close": "auto_close" in form,
+        "code_when_full": "code_when_full" in form,
     }
     if study is None:
         config["slug"] = _opt(form.get("slug"))
