@@ -121,6 +121,7 @@ _EXPIRE = (update(_trials).where(_trials.c.id == bindparam("trial_id"), _trials.
            .values(state="expired"))
 _PRESENT = (update(_trials).where(_trials.c.id == bindparam("trial_id"))
             .values(presented_at=bindparam("presented_at"), expires_at=bindparam("expires_at")))
+_PRESENT_RESERVED = _PRESENT.values(reserved=True)
 
 
 def _insert_trial(session: Session, values: dict) -> Trial:
@@ -147,10 +148,12 @@ def _as_object(session: Session, trial) -> Trial:
     return trial if isinstance(trial, Trial) else _attach(session, dict(trial._mapping))
 
 
-def _present(session: Session, trial: Trial, now: datetime, hold: timedelta) -> None:
-    """Mark `trial` as shown now; its hold runs from now (UPDATE, and the object kept in step)."""
+def _present(session: Session, trial: Trial, now: datetime, hold: timedelta, reserve: bool = False) -> None:
+    """Mark `trial` as shown now; its hold runs from now (UPDATE, and the object kept in step).
+    `reserve`: it reserves its pair from now on too (see `_Allocation.promote`)."""
     expires_at = max(trial.expires_at, now + hold)
-    session.connection().execute(_PRESENT, {"trial_id": trial.id, "presented_at": now, "expires_at": expires_at})
+    values = {"trial_id": trial.id, "presented_at": now, "expires_at": expires_at}
+    session.connection().execute(_PRESENT_RESERVED if reserve else _PRESENT, values)
     set_committed_value(trial, "presented_at", now)
     set_committed_value(trial, "expires_at", expires_at)
 
@@ -203,6 +206,7 @@ class _Allocation:
         last_idle = max((t.position for t in own if t.state == "expired" and t.presented_at is not None), default=-1)
         self.proven = last_answer >= 0 and last_answer >= last_idle
         self.closed = False  # a closed study: no new main trials (see `_may_end_in_closed`)
+        self.reserve_on_present = False
 
     def seen(self) -> set[int]:
         """Pairs this participant has compared (main, repeat, practice). Gold checks do not
@@ -227,9 +231,9 @@ class _Allocation:
             tried = {p for p, _ in first}
             yield from (pc for pc in self.main_candidates(salt) if pc[0] not in tried)
 
-    def _claim(self, pair_id: int) -> bool | None:
-        """Lock `pair_id` and check, against committed data, that it is still under target. None
-        when another request holds the pair's lock right now (skipped, never waited for).
+    def _claim(self, pair_id: int) -> int | None:
+        """Lock `pair_id` and count, against committed data, its answered and reserved main trials.
+        None when another request holds the pair's lock right now (skipped, never waited for).
 
         A provisional hold changes no count that the target checks, so it needs no claim."""
         conn = self.session.connection()
@@ -248,20 +252,30 @@ class _Allocation:
                     update(Trial).where(Trial.id.in_(stale_ids), Trial.state == "assigned").values(state="expired")
                 )
             n = conn.scalar(_COMMITTED_OF_PAIR, params)
-        return n < self.study.ratings_per_pair
+        return n
+
+    def _reservable(self, n: int) -> bool:
+        """Whether a pair with `n` answered and reserved main trials may take one more reservation:
+        its last open slot is never reserved (it goes to whoever answers first), so idle sign-ups
+        can never hold a whole study."""
+        return n < self.study.ratings_per_pair - 1
 
     def promote(self, trial: Trial) -> bool:
         """Reserve `trial`, a provisional main hold about to be shown to a progressing participant,
         if its pair still has room. False when the pair is full (the caller fills the slot again).
-        When another request is allocating the pair right now it stays provisional (True): its
-        answer is then checked against the target (`answers.submit_answer`)."""
-        room = self._claim(trial.pair_id)
-        if room is None:
+        It stays provisional (True) when the pair is at its last open slot (`_reservable`) or another
+        request is allocating the pair right now: its answer is then checked against the target
+        (`answers.submit_answer`)."""
+        n = self._claim(trial.pair_id)
+        if n is None:
             return True
-        if room:
-            self.session.connection().execute(_RESERVE, {"trial_id": trial.id})
+        if self._reservable(n):
+            if trial.presented_at is None:
+                self.reserve_on_present = True  # in `_present`'s UPDATE: one statement less
+            else:
+                self.session.connection().execute(_RESERVE, {"trial_id": trial.id})
             set_committed_value(trial, "reserved", True)
-        return bool(room)
+        return n < self.study.ratings_per_pair
 
     def allocate(self, position: int, reserve: bool = True) -> Trial | None:
         """A trial for plan slot `position`, or None when the slot cannot be filled (skip it).
@@ -276,10 +290,15 @@ class _Allocation:
             pass  # the study closed under this participant: the slot is skipped
         elif kind == "main":
             for pair_id, comparison_id in self._ranked(rng.randrange(2**31)):
-                if not reserve or self._claim(pair_id):
-                    trial = _new_trial(self.study, self.participant, position, kind, pair_id, comparison_id,
-                                       side, self.now, self.hold)
-                    break
+                n = self._claim(pair_id) if reserve else 0
+                if n is None or n >= self.study.ratings_per_pair:
+                    continue  # being allocated right now, or full
+                # Candidates come least committed first: when this one is at its last open slot,
+                # the rest are too; it is taken provisionally.
+                reserve = reserve and self._reservable(n)
+                trial = _new_trial(self.study, self.participant, position, kind, pair_id, comparison_id,
+                                   side, self.now, self.hold)
+                break
         elif kind in ("practice", "gold"):
             # Practice takes a pair this participant will not compare later. A gold check prefers
             # a pair already compared (no new image exposure, and it takes nothing from the main
@@ -475,7 +494,7 @@ def _next_trial(session: Session, participant: Participant, now: datetime, defau
     current = _as_object(session, held[0])
     if current.presented_at is None:
         # The hold runs from when the participant first sees the trial, not from the preload.
-        _present(session, current, now, hold)
+        _present(session, current, now, hold, reserve=alloc.reserve_on_present)
     done = sum(t.state == "answered" for t in alloc.trials)
     session.commit()
     return NextResult(current, _as_object(session, held[1]) if len(held) > 1 else None, done, _total(participant))
