@@ -106,10 +106,12 @@ def test_no_pair_twice_except_planned_repeats_with_sides_swapped(session, study_
 def test_gold_trials_show_an_intact_and_a_degraded_image(session, study_factory):
     from app.assignment import trial_images
 
-    study = study_factory(n_pairs=4, pairs_per_participant=4, gold_rate=0.5)
+    # Gold checks take pairs this participant has not been shown (issue 22): 4 main + 2 gold pairs.
+    study = study_factory(n_pairs=8, pairs_per_participant=4, gold_rate=0.5)
     p, _ = create_participant(session, study, None, utcnow())
     trials = _walk(session, p, utcnow(), choice=1)
     golds = [t for t in trials if t.kind == "gold"]
+    assert not any(g.pair_id in {t.pair_id for t in trials if t.position < g.position} for g in golds)
     assert len(golds) == 2
     for g in golds:
         left, right = trial_images(session, g)

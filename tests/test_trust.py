@@ -497,3 +497,118 @@ def test_researcher_may_give_partial_participants_the_code(client, session, stud
     _admin(client, session)
     codes = client.get(f"/admin/studies/{slug}/participants/completion-codes.csv").text
     assert codes.count("PART1") == 2
+
+
+# ------------------------------------------------------------------ 4: gold and repeats from what the browser receives
+class CueBot:
+    """A script that answers from everything a browser receives, never from the pixels: an
+    image URL or image bytes it has been shown before, byte sizes, response headers and fetch
+    times. On a trial whose two images it recognises (a repeat) it repeats its earlier answer
+    (sides swapped); on a trial with exactly one familiar image it takes that one as the intact
+    image of a gold check; otherwise it takes the larger, then the faster image, and answers every
+    other trial at random."""
+
+    def __init__(self, client, token, seed):
+        import random
+
+        self.client, self.token, self.rng = client, token, random.Random(seed)
+        self.seen_urls: set[str] = set()
+        self.seen_hashes: set[str] = set()
+        self.answers: dict[frozenset, tuple[str, int]] = {}  # images -> (left url/hash, choice)
+        self.guesses: dict[str, str] = {}  # trial id -> side it took as intact ("left"/"right")
+        self.cues: dict[str, str] = {}  # trial id -> what it went by
+
+    def _fetch(self, url):
+        import hashlib
+        import time
+
+        t0 = time.perf_counter()
+        r = self.client.get(url)
+        return hashlib.sha256(r.content).hexdigest(), len(r.content), time.perf_counter() - t0, r.headers
+
+    def run(self):
+        while True:
+            body = next_(self.client, self.token).json()
+            if body.get("done") or "trial" not in body:
+                return body
+            left, right = self._fetch(body["left"]), self._fetch(body["right"])
+            fam = [body["left"] in self.seen_urls or left[0] in self.seen_hashes,
+                   body["right"] in self.seen_urls or right[0] in self.seen_hashes]
+            key = frozenset((left[0], right[0]))
+            if all(fam) and key in self.answers:  # a repeat: the same answer, sides swapped or not
+                first_left, choice = self.answers[key]
+                choice = choice if first_left == left[0] else 6 - choice
+                side = "left" if choice < 3 else "right"
+            else:
+                if fam[0] != fam[1]:
+                    side, self.cue = ("left" if fam[0] else "right"), "familiar"
+                elif left[1] != right[1]:
+                    side, self.cue = ("left" if left[1] > right[1] else "right"), "size"
+                elif abs(left[2] - right[2]) > 0.002 or dict(left[3]) != dict(right[3]):
+                    side, self.cue = ("left" if left[2] < right[2] else "right"), "timing"
+                else:
+                    side, self.cue = self.rng.choice(["left", "right"]), "none"
+                choice = self.rng.choice([1, 2]) if side == "left" else self.rng.choice([4, 5])
+                if not body["practice"] and not any(fam):
+                    choice = self.rng.choice([1, 2, 3, 4, 5])  # real trials: at random
+                    side = "left" if choice < 3 else "right"
+            self.guesses[body["trial"]] = side
+            self.cues[body["trial"]] = getattr(self, "cue", "repeat")
+            self.answers[key] = (left[0], choice)
+            self.seen_urls.update((body["left"], body["right"]))
+            self.seen_hashes.update((left[0], right[0]))
+            r = answer(self.client, self.token, body["trial"], choice)
+            assert r.status_code in (200, 409), r.text
+
+
+def _gold_outcomes(session, tokens, bots):
+    """(guessed the intact side, trial) for every gold trial the bots answered."""
+    from app.assignment import trial_images
+    from app.store.models import Pair, Trial
+
+    out = []
+    for token, bot in zip(tokens, bots):
+        trials = session.scalars(select(Trial).join(Participant).where(
+            Participant.token == token, Trial.kind == "gold", Trial.state == "answered")).all()
+        for t in trials:
+            left, _right = trial_images(session, t)
+            pair = session.get(Pair, t.pair_id)
+            intact = pair.baseline_image_id if pair.gold_degraded_arm == "baseline" else pair.treatment_image_id
+            out.append(bot.guesses[t.public_id] == ("left" if left.id == intact else "right"))
+    session.rollback()
+    return out
+
+
+def test_gold_is_not_inferable_from_what_the_browser_receives(client, session, study_factory):
+    # Six pairs: the synthetic pair sets repeat their smooth images every six pairs.
+    study = study_factory(n_pairs=6, pairs_per_participant=2, gold_rate=1.0, ratings_per_pair=1000)
+    slug = study.slug
+    session.rollback()
+    tokens, bots = [], []
+    outcomes: list[bool] = []
+    i = 0
+    while len(outcomes) < 200:
+        for _ in range(20):
+            token = join(client, slug)
+            bot = CueBot(client, token, seed=i)
+            i += 1
+            assert bot.run().get("done") is True
+            tokens.append(token)
+            bots.append(bot)
+        outcomes = _gold_outcomes(session, tokens, bots)
+    accuracy = sum(outcomes) / len(outcomes)
+    assert accuracy <= 0.60, accuracy
+
+
+def test_a_bot_random_on_real_trials_is_never_approved(client, session, study_factory):
+    study = study_factory(n_pairs=30, pairs_per_participant=10, gold_rate=0.6, repeats=2, ratings_per_pair=100,
+                          min_response_ms=0)
+    slug = study.slug
+    session.rollback()
+    for seed in range(10):
+        token = join(client, slug, PROLIFIC_PID=f"{seed:024x}")
+        assert CueBot(client, token, seed).run().get("done") is True
+    _admin(client, session)
+    rows = client.get(f"/admin/studies/{slug}/participants.json").json()["participants"]
+    assert len(rows) == 10
+    assert [r["suggested"] for r in rows if r["suggested"] == "APPROVE"] == [], rows

@@ -300,17 +300,15 @@ class _Allocation:
                                    side, self.now, self.hold)
                 break
         elif kind in ("practice", "gold"):
-            # Practice takes a pair this participant will not compare later. A gold check prefers
-            # a pair already compared (no new image exposure, and it takes nothing from the main
-            # trials' pool), and never repeats a gold pair.
-            seen = self.seen()
-            same_kind = {t.pair_id for t in self.trials if t.kind == kind}
+            # Practice takes a pair this participant will not compare later. A gold check takes a
+            # pair whose images this participant has never been shown (issue 22): an image seen
+            # before would tell the intact one from its degraded twin by familiarity (its URL,
+            # its bytes). Both are padded to the pair set's one byte length and served the same
+            # way, so nothing but the pixels tells them apart. No such pair left: the slot is skipped.
+            shown = {t.pair_id for t in self.trials}
             usable = [(p, c) for p, c, gold in study_pairs(self.session, self.study)
-                      if (gold or kind == "practice") and p not in same_kind]
-            if kind == "practice":
-                pool = [(p, c) for p, c in usable if p not in seen]
-            else:
-                pool = [(p, c) for p, c in usable if p in seen] or usable
+                      if (gold or kind == "practice") and p not in shown]
+            pool = usable
             if pool:
                 pair_id, comparison_id = rng.choice(pool)
                 trial = _new_trial(self.study, self.participant, position, kind, pair_id, comparison_id,

@@ -62,5 +62,6 @@ def split_progress(plan: dict[str, Any], current_position: int | None, done: int
 
 
 def trial_instruction(study: Study, kind: str) -> str | None:
-    """The study's instruction for gold checks on a gold trial; None on every other trial."""
-    return study.gold_instruction if kind == "gold" else None
+    """The study's instruction for gold checks, shown on every trial but practice: shown on gold
+    trials only, it would tell a script which trials are checks (issue 22)."""
+    return study.gold_instruction if kind != "practice" else None
