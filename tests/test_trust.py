@@ -601,8 +601,10 @@ def test_gold_is_not_inferable_from_what_the_browser_receives(client, session, s
 
 
 def test_a_bot_random_on_real_trials_is_never_approved(client, session, study_factory):
+    # The default rules but the speed rule: a script can always wait (tests/test_open_crowd.py).
+    rules = {"fail_gold": True, "straight_lining": True, "min_consistency": 0.5, "max_side_bias": 0.9}
     study = study_factory(n_pairs=30, pairs_per_participant=10, gold_rate=0.6, repeats=2, ratings_per_pair=100,
-                          min_response_ms=0)
+                          min_response_ms=0, exclusion_rules=rules)
     slug = study.slug
     session.rollback()
     for seed in range(10):
