@@ -579,9 +579,9 @@ def _gold_outcomes(session, tokens, bots):
     return out
 
 
-def test_gold_is_not_inferable_from_what_the_browser_receives(client, session, study_factory):
-    # Six pairs: the synthetic pair sets repeat their smooth images every six pairs.
-    study = study_factory(n_pairs=6, pairs_per_participant=2, gold_rate=1.0, ratings_per_pair=1000)
+def test_gold_is_not_inferable_from_what_the_browser_receives(client, session, study_factory, tmp_path):
+    study = study_factory([_unique_pair_set(tmp_path, session, 12)], pairs_per_participant=3, gold_rate=1.0,
+                          ratings_per_pair=1000)
     slug = study.slug
     session.rollback()
     tokens, bots = [], []
@@ -600,11 +600,37 @@ def test_gold_is_not_inferable_from_what_the_browser_receives(client, session, s
     assert accuracy <= 0.60, accuracy
 
 
-def test_a_bot_random_on_real_trials_is_never_approved(client, session, study_factory):
+def _unique_pair_set(tmp_path, session, n):
+    """A synthetic pair set whose images are all different (write_pair_set's smooth images repeat
+    every six pairs, which would hand a script a familiarity cue no real pair set has)."""
+    import hashlib
+    import json
+
+    import numpy as np
+    from PIL import Image as PILImage
+
+    from app.studies.importer import import_pair_set
+    from tests.conftest import write_pair_set
+
+    folder = write_pair_set(tmp_path / "unique", n, seed=11)
+    records = [json.loads(x) for x in (folder / "manifest.jsonl").read_text().splitlines()]
+    for i, rec in enumerate(records):
+        path = folder / rec["baseline"]["file"]
+        arr = np.asarray(PILImage.open(path).convert("RGB")).copy()
+        arr[i // 64, i % 64] = (i * 37 % 256, 255 - i % 256, 128)  # one pixel of its own
+        PILImage.fromarray(arr).save(path, format="PNG")
+        rec["baseline"]["sha256"] = hashlib.sha256(path.read_bytes()).hexdigest()
+    (folder / "manifest.jsonl").write_text("\n".join(json.dumps(r) for r in records) + "\n")
+    ps = import_pair_set(session, folder)
+    session.commit()
+    return ps.id
+
+
+def test_a_bot_random_on_real_trials_is_never_approved(client, session, study_factory, tmp_path):
     # The default rules but the speed rule: a script can always wait (tests/test_open_crowd.py).
     rules = {"fail_gold": True, "straight_lining": True, "min_consistency": 0.5, "max_side_bias": 0.9}
-    study = study_factory(n_pairs=30, pairs_per_participant=10, gold_rate=0.6, repeats=2, ratings_per_pair=100,
-                          min_response_ms=0, exclusion_rules=rules)
+    study = study_factory([_unique_pair_set(tmp_path, session, 30)], pairs_per_participant=10, gold_rate=0.6,
+                          repeats=2, ratings_per_pair=100, min_response_ms=0, exclusion_rules=rules)
     slug = study.slug
     session.rollback()
     for seed in range(10):
