@@ -239,8 +239,16 @@ def lockout(base: str, url: str) -> Outcome:
     guesser = Attacker(base, "203.0.113.40")
     codes = [guesser.login(ADMIN[0], f"guess-{i}").status_code for i in range(12)]
 
-    def parallel(i: int) -> int:
-        return Attacker(base, "203.0.113.41").login(ADMIN[0], f"wrong-{i}").status_code
+    import threading
+
+    barrier = threading.Barrier(12)
+
+    def parallel(i: int) -> int:  # each fetches its form, then all 12 post at the same moment
+        a = Attacker(base, "203.0.113.41")
+        csrf = a.csrf("/admin/login")
+        barrier.wait()
+        return a.http.post("/admin/login", data={"username": ADMIN[0], "password": f"wrong-{i}",
+                                                 "csrf_token": csrf}).status_code
 
     with concurrent.futures.ThreadPoolExecutor(12) as pool:
         burst = list(pool.map(parallel, range(12)))

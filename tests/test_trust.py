@@ -247,9 +247,14 @@ def test_throttle_check_and_count_is_atomic_under_parallel_guesses(app, live_ser
         ensure_admin(s, USER, PASSWORD)
         s.commit()
 
-    def guess(i):
+    import threading
+
+    barrier = threading.Barrier(16)
+
+    def guess(i):  # each fetches its form, then all 16 post at the same moment
         with httpx.Client(base_url=live_server, timeout=60) as c:
             csrf = csrf_of(c.get("/admin/login").text)
+            barrier.wait()
             return c.post("/admin/login", data={"username": USER, "password": f"wrong-{i}", "csrf_token": csrf}).status_code
 
     with concurrent.futures.ThreadPoolExecutor(16) as pool:
