@@ -634,7 +634,7 @@ def _unique_pair_set(tmp_path, session, n):
 def test_a_bot_random_on_real_trials_is_never_approved(client, session, study_factory, tmp_path):
     # The default rules but the speed rule: a script can always wait (tests/test_open_crowd.py).
     rules = {"fail_gold": True, "straight_lining": True, "min_consistency": 0.5, "max_side_bias": 0.9}
-    study = study_factory([_unique_pair_set(tmp_path, session, 30)], pairs_per_participant=10, gold_rate=0.6,
+    study = study_factory([_unique_pair_set(tmp_path, session, 30)], pairs_per_participant=10, gold_rate=0.8,
                           repeats=2, ratings_per_pair=100, min_response_ms=0, exclusion_rules=rules)
     slug = study.slug
     session.rollback()
@@ -644,4 +644,6 @@ def test_a_bot_random_on_real_trials_is_never_approved(client, session, study_fa
     _admin(client, session)
     rows = client.get(f"/admin/studies/{slug}/participants.json").json()["participants"]
     assert len(rows) == 10
-    assert [r["suggested"] for r in rows if r["suggested"] == "APPROVE"] == [], rows
+    assert [r["suggested"] for r in rows if r["suggested"] == "APPROVE"] == [], [
+        {k: r[k] for k in ("n_ratings", "gold_n", "gold_pass_rate", "repeats_n", "consistency", "fast_share")}
+        for r in rows if r["suggested"] == "APPROVE"]
