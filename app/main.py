@@ -17,7 +17,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.middleware.sessions import SessionMiddleware
 
 from app.web.routes import admin, media, participants, planning, site, statistics
-from app.store.db import engine_from_settings, session_factory
+from app.store.db import engine_from_settings, read_session_factory, session_factory
 from app.web.clients import SignupLimiter
 from app.web.guard import FORM_BODY_MAX, RequestGuard, redact_access_log
 from app.web.resilience import RetryOnDisconnect
@@ -56,9 +56,29 @@ class PrivacyHeaders:
         await self.app(scope, receive, send_with_headers)
 
 
+class AdminShare:
+    """Pure ASGI: at most `limit` /admin requests run at once per worker process (the rest wait
+    here, holding no thread): a researcher's page that fires dozens of image and figure requests
+    can never take every request thread from the participants."""
+
+    def __init__(self, app, limit: int):
+        import anyio
+
+        self.app = app
+        self.limiter = anyio.CapacityLimiter(max(1, limit))
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http" and scope["path"].startswith("/admin"):
+            async with self.limiter:
+                return await self.app(scope, receive, send)
+        return await self.app(scope, receive, send)
+
+
 class AdminSessions:
     """Pure ASGI: the signed-cookie session (admin login, CSRF, flash messages) only under /admin.
-    Participants' requests, the hot path, skip its cookie parsing and signing entirely."""
+    Participants' requests, the hot path, skip its cookie parsing and signing entirely. Every
+    /admin response is `Cache-Control: no-store` unless it says otherwise (statistics, exports
+    and codes must not stay in a browser's or proxy's cache)."""
 
     def __init__(self, app, **session_options):
         self.app = app
@@ -66,7 +86,14 @@ class AdminSessions:
 
     async def __call__(self, scope, receive, send):
         if scope["type"] in ("http", "websocket") and scope["path"].startswith("/admin"):
-            return await self.with_session(scope, receive, send)
+            async def send_no_store(message):
+                if message["type"] == "http.response.start":
+                    headers = message.get("headers", [])
+                    if not any(k.lower() == b"cache-control" for k, _ in headers):
+                        message = {**message, "headers": [*headers, (b"cache-control", b"no-store")]}
+                await send(message)
+
+            return await self.with_session(scope, receive, send_no_store)
         return await self.app(scope, receive, send)
 
 
@@ -102,6 +129,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.engine = engine_from_settings(settings)
     app.state.sessionmaker = session_factory(app.state.engine)
+    app.state.read_sessionmaker = read_session_factory(settings, app.state.sessionmaker)
     app.add_middleware(
         AdminSessions,
         secret_key=settings.secret_key,
@@ -111,6 +139,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         https_only=settings.secure_cookies,
     )
 
+    app.add_middleware(AdminShare, limit=settings.threads // 2)
     app.add_middleware(PrivacyHeaders)
     app.add_middleware(RetryOnDisconnect)
     app.add_middleware(RequestGuard)

@@ -6,7 +6,8 @@ N participants (threads, httpx). A participant retries a request that got no ans
 refused or reset) with the same `request_id`, as the participant page does. Phases:
 
     steady -> kill -9 of one worker -> kill -9 of the server (all its processes), restart it
-           -> pg_ctl restart -m immediate -> steady
+           -> pg_ctl restart -m immediate -> steady -> the cheap attacks of issue 22
+              (benchmarks/attacks.py: each with its outcome and the 5xx it drew)
 
 Then it waits until every hold has expired and compares what the server acknowledged (HTTP 200)
 with the database. It prints: acknowledged, stored, lost (acknowledged but not stored as sent),
@@ -35,6 +36,7 @@ import httpx
 import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from attacks import ADMIN, run_attacks  # noqa: E402
 from loadsetup import ROOT, ThrowawayPostgres, free_port, seed_study
 
 HOLD_MINUTES = 0.1  # 6 s: "after expiry" comes quickly
@@ -62,7 +64,10 @@ class Server:
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> None:
-        env = {**os.environ, "DATABASE_URL": self.url, "SFGEVAL_SECRET_KEY": "faults", "PYTHONPATH": str(ROOT)}
+        env = {**os.environ, "DATABASE_URL": self.url, "SFGEVAL_SECRET_KEY": "faults", "PYTHONPATH": str(ROOT),
+               # The attacks (benchmarks/attacks.py) speak from many addresses through X-Forwarded-For.
+               "SFGEVAL_TRUSTED_PROXIES": "127.0.0.1", "SFGEVAL_ADMIN_USER": ADMIN[0],
+               "SFGEVAL_ADMIN_PASSWORD": ADMIN[1]}
         cmd = [sys.executable, "-m", "uvicorn", "app.main:create_app", "--factory", "--host", "127.0.0.1",
                "--port", str(self.port), "--workers", str(self.workers), "--no-access-log", "--log-level", "warning",
                "--no-server-header"]
@@ -123,9 +128,15 @@ class Run:
         return None
 
     def participant(self, k: int) -> None:
-        with httpx.Client(base_url=self.base, timeout=30) as http:
+        # Each simulated participant from an address of its own (the server trusts 127.0.0.1 as a proxy).
+        with httpx.Client(base_url=self.base, timeout=30, headers={"X-Forwarded-For": f"10.99.0.{k + 1}"}) as http:
             while not self.stop.is_set():
                 r = self.call(http, "POST", f"/api/studies/{self.slug}/participants")
+                if r is None:
+                    break
+                if r.status_code == 429:  # the per-address sign-up limit: wait as told
+                    time.sleep(float(r.headers.get("Retry-After", "1")))
+                    continue
                 token = r.json()["participant"]
                 while not self.stop.is_set():
                     r = self.call(http, "GET", "/api/next", headers={"X-Participant": token})
@@ -143,12 +154,15 @@ class Run:
 def check(url: str, run: Run) -> dict[str, int]:
     from sqlalchemy import create_engine, func, select
 
-    from app.store.models import Rating, Trial, utcnow
+    from app.store.models import Rating, Study, Trial, utcnow
 
     engine = create_engine(url)
-    with engine.connect() as conn:
-        rows = conn.execute(select(Rating.request_id, Trial.public_id, Rating.choice).join(Trial)).all()
-        stuck = conn.scalar(select(func.count(Trial.id)).where(Trial.state == "assigned", Trial.expires_at > utcnow()))
+    with engine.connect() as conn:  # the faults' study only (the attacks make studies of their own)
+        study_id = conn.scalar(select(Study.id).where(Study.slug == run.slug))
+        rows = conn.execute(select(Rating.request_id, Trial.public_id, Rating.choice).join(Trial)
+                            .where(Trial.study_id == study_id)).all()
+        stuck = conn.scalar(select(func.count(Trial.id)).where(Trial.study_id == study_id, Trial.state == "assigned",
+                                                               Trial.expires_at > utcnow()))
     engine.dispose()
     stored = {rid: (trial, choice) for rid, trial, choice in rows}
     return {
@@ -201,6 +215,8 @@ def main() -> int:
         phase("server kill -9 + restart", restart_server)
         phase("pg restart -m immediate", pg.restart_immediate)
         phase("after", lambda: None)
+        run.phase = "attacks"  # the cheap attacks of issue 22, while the participants keep answering
+        attacks = run_attacks(server.base, url)
         run.stop.set()
         for t in threads:
             t.join()
@@ -212,11 +228,15 @@ def main() -> int:
             print(f"  {e}")
         for k in ("acknowledged", "stored", "lost", "duplicate"):
             print(f"{k:>13}: {result[k]}")
-        phases = ["steady", "worker kill -9", "server kill -9 + restart", "pg restart -m immediate", "after"]
+        phases = ["steady", "worker kill -9", "server kill -9 + restart", "pg restart -m immediate", "after", "attacks"]
         print("          5xx: " + ", ".join(f"{p} {run.server_errors[p]}" for p in phases))
         print("  no response: " + ", ".join(f"{p} {run.unanswered[p]}" for p in phases) + "  (retried)")
         print(f"  stuck holds: {result['stuck_holds']} (live {HOLD_MINUTES * 60:g} s after the last request)")
+        print("attacks (issue 22), while the participants answer:")
+        for a in attacks:
+            print(f"  {'ok  ' if a.ok else 'FAIL'} {a.name}: {a.detail}; 5xx {a.server_errors}")
         bad = result["lost"] + result["duplicate"] + result["stuck_holds"] + sum(run.server_errors.values())
+        bad += sum(not a.ok for a in attacks) + sum(a.server_errors for a in attacks)
         return 1 if bad or result["acknowledged"] == 0 else 0
     finally:
         if server.proc is not None and server.proc.poll() is None:

@@ -174,9 +174,14 @@ def test_closed_study_and_no_work_left_answer_409(client, session, study_factory
     alice = join(client, study.slug)
     for _ in range(2):
         assert answer(client, alice, next_(client, alice).json()["trial"], 3).status_code == 200
-    next_(client, alice)  # the last pair is held for Alice (reserved: she has answered before)
+    last = next_(client, alice).json()["trial"]  # the last pair's last open slot: held, not reserved (issue 22)
     bob = join(client, study.slug)
-    r = next_(client, bob)
+    r = next_(client, bob)  # so Bob may take it too; the first answer wins
+    assert r.status_code == 200 and answer(client, bob, r.json()["trial"], 3).status_code == 200
+    r = answer(client, alice, last, 3)
+    assert r.status_code == 409 and r.json()["reason"] == "pair_full"
+    carol = join(client, study.slug)
+    r = next_(client, carol)
     assert r.status_code == 409 and "no work left" in r.json()["detail"] and r.json()["reason"] == "no_work"
     update_study(session, study, {"state": "closed"})
     session.commit()

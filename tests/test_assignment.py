@@ -106,10 +106,12 @@ def test_no_pair_twice_except_planned_repeats_with_sides_swapped(session, study_
 def test_gold_trials_show_an_intact_and_a_degraded_image(session, study_factory):
     from app.assignment import trial_images
 
-    study = study_factory(n_pairs=4, pairs_per_participant=4, gold_rate=0.5)
+    # Gold checks take pairs this participant has not been shown (issue 22): 4 main + 2 gold pairs.
+    study = study_factory(n_pairs=8, pairs_per_participant=4, gold_rate=0.5)
     p, _ = create_participant(session, study, None, utcnow())
     trials = _walk(session, p, utcnow(), choice=1)
     golds = [t for t in trials if t.kind == "gold"]
+    assert not any(g.pair_id in {t.pair_id for t in trials if t.position < g.position} for g in golds)
     assert len(golds) == 2
     for g in golds:
         left, right = trial_images(session, g)
@@ -121,25 +123,29 @@ def test_gold_trials_show_an_intact_and_a_degraded_image(session, study_factory)
 
 
 def test_holds_expire_and_are_reissued(session, study_factory):
-    """A reserved hold (issued after its participant's first answer) blocks its pair until it expires."""
-    study = study_factory(n_pairs=3, pairs_per_participant=3, ratings_per_pair=1, hold_minutes=10)
+    """A reserved hold (the trial on screen of a participant who has answered before) keeps its slot
+    from others until it expires. (Issue 22: only while the pair has another open slot; the last
+    open slot of a pair is never reserved, see test_trust.py.)"""
+    study = study_factory(n_pairs=3, pairs_per_participant=3, ratings_per_pair=2, hold_minutes=10)
     t0 = utcnow()
     alice, _ = create_participant(session, study, None, t0)
     bob, _ = create_participant(session, study, None, t0)
+    dave, _ = create_participant(session, study, None, t0)
     for i in range(2):  # two answers: the third pair is then held for Alice, reserved
         t = next_trial(session, alice, t0, HOLD).trial
         submit_answer(session, alice, t.public_id, 3, f"a{i}", t0)
     held = next_trial(session, alice, t0, HOLD).trial
     assert held.reserved
+    _walk(session, bob, t0)  # Bob rates all three pairs: with Alice's hold, every pair is full
     with pytest.raises(FlowError, match="no work left"):
-        next_trial(session, bob, t0 + timedelta(minutes=9), HOLD)
+        next_trial(session, dave, t0 + timedelta(minutes=9), HOLD)
     later = t0 + timedelta(minutes=11)
-    reissued = next_trial(session, bob, later, HOLD).trial
+    reissued = next_trial(session, dave, later, HOLD).trial
     assert reissued.pair_id == held.pair_id and reissued.id != held.id
     with pytest.raises(FlowError, match="expired"):
         submit_answer(session, alice, held.public_id, 3, "late", later)
-    submit_answer(session, bob, reissued.public_id, 3, "bob-1", later)
-    assert set(_main_counts(session, study).values()) == {1}
+    submit_answer(session, dave, reissued.public_id, 3, "dave-1", later)
+    assert set(_main_counts(session, study).values()) == {2}
     assert next_trial(session, alice, later, HOLD).trial is None  # nothing left for her: finished
 
 

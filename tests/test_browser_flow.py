@@ -88,7 +88,10 @@ def test_completion_code_has_a_copy_button(chromium, live_server, study_factory)
 def test_a_full_study_says_so_before_consent(chromium, live_server, client, study_factory):
     study = study_factory(n_pairs=1, pairs_per_participant=1, ratings_per_pair=1)
     token = client.post(f"/api/studies/{study.slug}/participants").json()["participant"]
-    client.get(f"/api/participants/{token}/next")  # holds the only slot
+    trial = client.get(f"/api/participants/{token}/next").json()["trial"]
+    # Answered, the only slot is taken (a sign-up's hold alone does not fill a study, issue 22).
+    client.post(f"/api/trials/{trial}/answer", json={"choice": 3, "request_id": "only-slot"},
+                headers={"X-Participant": token})
     context, page = open_page(chromium, "phone")
     page.goto(f"{live_server}/s/{study.slug}")
     assert page.is_visible("#no-work") and page.locator("#consent").count() == 0

@@ -17,7 +17,8 @@ def db_url(sqlite_url):
 
 
 def test_participant_completes_a_study_with_the_keyboard(chromium, live_server, session, study_factory):
-    study = study_factory(n_pairs=4, pairs_per_participant=3, gold_rate=0.34, repeats=1, practice_trials=1,
+    # Five pairs: the gold check takes a pair never shown to the participant (issue 22).
+    study = study_factory(n_pairs=5, pairs_per_participant=3, gold_rate=0.34, repeats=1, practice_trials=1,
                           completion_code="KB-DONE-9", gold_instruction="Check: pick the sharper image.")
     page = chromium.new_page()
     page.set_default_timeout(15_000)
@@ -55,7 +56,8 @@ def test_participant_completes_a_study_with_the_keyboard(chromium, live_server, 
             assert page.evaluate("getComputedStyle(document.activeElement).outlineWidth") == "3px"
         page.keyboard.press(str(1 + i % 5))
     page.wait_for_url("**/done")
-    assert instructed == ["Check: pick the sharper image."]  # on the one gold trial only
+    # On every trial but practice: on the gold trial only, it would mark it (issue 22).
+    assert instructed == ["Check: pick the sharper image."] * 5
     assert page.text_content("#completion-code").strip() == "KB-DONE-9"
     session.expire_all()
     participant = session.scalar(select(Participant))

@@ -180,7 +180,8 @@ def test_practice_is_counted_apart_and_gold_trials_carry_the_instruction(client,
     assert [s[3]["done"] for s in seen[1:]] == [0, 1, 2] and {s[3]["total"] for s in seen[1:]} == {3}
     assert Counter(s[0] for s in seen) == {"practice": 1, "main": 2, "gold": 1}
     for kind, instruction, _, _ in seen:
-        assert instruction == ("Attention: pick the sharper image." if kind == "gold" else None)
+        # On every trial but practice (issue 22: on gold trials only, it would mark them).
+        assert instruction == ("Attention: pick the sharper image." if kind != "practice" else None)
     assert body["progress"] == {"done": 3, "total": 3, "practice_done": 1, "practice_total": 1}
 
 
@@ -188,7 +189,9 @@ def test_capacity_is_checked_before_consent(client, study_factory):
     study = study_factory(n_pairs=1, pairs_per_participant=1, ratings_per_pair=1)
     assert 'id="consent"' in client.get(f"/s/{study.slug}").text
     token = join(client, study.slug)
-    next_(client, token)  # the only slot is now held
+    # The only slot is now taken. (A hold of a sign-up that has not answered yet does not count,
+    # issue 22: idle sign-ups cannot make the study look full.)
+    assert answer(client, token, next_(client, token).json()["trial"], 3).status_code == 200
     client.cookies.clear()
     page = client.get(f"/s/{study.slug}")
     assert page.status_code == 409 and 'id="no-work"' in page.text and 'id="consent"' not in page.text

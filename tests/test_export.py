@@ -31,7 +31,8 @@ def _complete(client, slug, external_ids, choice):
 
 
 def test_rows_have_the_api_columns_and_true_values(client, session, study_factory):
-    study = study_factory(n_pairs=4, pairs_per_participant=3, gold_rate=0.34, repeats=1, practice_trials=1)
+    # Five pairs: the gold check takes a pair never shown to the participant (issue 22).
+    study = study_factory(n_pairs=5, pairs_per_participant=3, gold_rate=0.34, repeats=1, practice_trials=1)
     _complete(client, study.slug, {"PROLIFIC_PID": "abc"}, 5)
     session.expire_all()
     rows = rating_rows(session, study)

@@ -226,7 +226,8 @@ def test_guessing_from_one_address_does_not_lock_the_admin_out(proxied_client, p
         ensure_admin(s, USER, PASSWORD)
         s.commit()
     attacker = [_login_from(proxied_client, "203.0.113.9", USER, f"guess-{i}").status_code for i in range(12)]
-    assert attacker[:5] == [401] * 5 and set(attacker[5:]) == {429}
+    # Five free guesses, then 1 s, 2 s, 4 s ... apart (a guess that waited its delay is checked).
+    assert attacker[:5] == [401] * 5 and attacker[5:].count(429) >= 5 and attacker.count(401) <= 7, attacker
     proxied_client.cookies.clear()
     r = _login_from(proxied_client, "198.51.100.7", USER, PASSWORD)  # the admin, elsewhere, at once
     assert r.status_code == 303, r.text
@@ -245,9 +246,14 @@ def test_throttle_check_and_count_is_atomic_under_parallel_guesses(app, live_ser
         ensure_admin(s, USER, PASSWORD)
         s.commit()
 
-    def guess(i):
+    import threading
+
+    barrier = threading.Barrier(16)
+
+    def guess(i):  # each fetches its form, then all 16 post at the same moment
         with httpx.Client(base_url=live_server, timeout=60) as c:
             csrf = csrf_of(c.get("/admin/login").text)
+            barrier.wait()
             return c.post("/admin/login", data={"username": USER, "password": f"wrong-{i}", "csrf_token": csrf}).status_code
 
     with concurrent.futures.ThreadPoolExecutor(16) as pool:
@@ -291,3 +297,352 @@ def test_sign_up_limiter_refills():
     assert [limiter.take("a") for _ in range(4)] == [0, 0, 0, 2]
     now[0] += 2.0
     assert limiter.take("a") == 0 and limiter.take("b") == 0
+
+
+# ------------------------------------------------------------------ 9: smaller holes
+@pytest.mark.parametrize("field,value", [("sd_participant", "1e308"), ("half_width", "1e-300"),
+                                         ("win_rate", "nan"), ("sd_prompt", "inf"), ("price_per_rating", "1e308")])
+def test_plan_page_refuses_absurd_numbers(client, session, study_factory, field, value):
+    from tests.test_admin import token
+
+    study = study_factory(n_pairs=4)
+    slug = study.slug
+    session.rollback()
+    _admin(client, session)
+    data = {"csrf_token": token(client, f"/admin/studies/{slug}/plan"), "sims": "20", field: value}
+    r = client.post(f"/admin/studies/{slug}/plan", data=data)
+    assert r.status_code == 422, r.text[:300]
+    assert field.replace("_", " ") in r.text
+
+
+@pytest.mark.parametrize("args", [["--sd-participant", "1e308"], ["--half-width", "1e-300"], ["--win-rate", "nan"],
+                                  ["--sd-pair", "1e308"]])
+def test_plan_command_refuses_absurd_numbers(args):
+    from click.testing import CliRunner
+
+    from app import cli
+
+    out = CliRunner().invoke(cli.main, ["plan", "--sims", "20", *args])
+    assert out.exit_code == 1 and isinstance(out.exception, SystemExit) and "Error:" in out.output, out.output
+
+
+def test_zip_with_corrupt_member_data_is_a_4xx(client, session, tmp_path):
+    import io
+    import zipfile
+
+    from tests.conftest import write_pair_set
+    from tests.test_admin import token
+
+    _admin(client, session)
+    folder = write_pair_set(tmp_path / "z", 2, seed=3)
+    for method in (zipfile.ZIP_DEFLATED, zipfile.ZIP_STORED):
+        buf = io.BytesIO()
+        with zipfile.ZipFile(buf, "w", method) as zf:
+            for p in sorted(folder.iterdir()):
+                zf.write(p, p.name)
+        raw = bytearray(buf.getvalue())
+        with zipfile.ZipFile(io.BytesIO(bytes(raw))) as zf:
+            info = next(i for i in zf.infolist() if i.filename.endswith(".png"))
+        start = info.header_offset + 30 + len(info.filename.encode()) + len(info.extra)
+        for k in range(start + 20, start + 60):
+            raw[k] ^= 0xA5  # the member's data is damaged, its headers are intact
+        r = client.post("/admin/pair-sets/import", params={"csrf_token": token(client)},
+                        files={"archive": ("damaged.zip", bytes(raw), "application/zip")})
+        assert r.status_code == 422, r.text[:300]
+
+
+def test_a_draft_study_shows_nothing(client, session, study_factory):
+    study = study_factory(n_pairs=2, state="draft", title="Secret hypothesis: SFG beats CFG")
+    slug = study.slug
+    session.rollback()
+    for r in (client.get(f"/s/{slug}"), client.get(f"/s/{slug}/run"), client.get(f"/s/{slug}/done"),
+              client.get(f"/s/{slug}/full"), client.post(f"/api/studies/{slug}/participants")):
+        assert r.status_code == 404 and "Secret" not in r.text and "SFG" not in r.text, r.text
+
+
+def test_pages_with_tokens_codes_or_statistics_are_not_cached(client, session, study_factory):
+    study = study_factory(n_pairs=2, pairs_per_participant=1, completion_code="NOCACHE1")
+    slug = study.slug
+    session.rollback()
+    start = client.post(f"/s/{slug}/start", data={"consent": "yes"}, follow_redirects=False)
+    assert start.status_code == 303
+    run = client.get(f"/s/{slug}/run")
+    assert run.status_code == 200 and run.headers["Cache-Control"] == "no-store"
+    token = client.cookies.get("participant")
+    assert _answer_all(client, token)["done"] is True
+    done = client.get(f"/s/{slug}/done")
+    assert "NOCACHE1" in done.text and done.headers["Cache-Control"] == "no-store"
+    _admin(client, session)
+    for path in (f"/admin/studies/{slug}/statistics", f"/admin/studies/{slug}", "/admin/studies"):
+        r = client.get(path)
+        assert r.status_code in (200, 422) and r.headers.get("Cache-Control") == "no-store", path
+
+
+# ------------------------------------------------------------------ 1: slot hoarding by cheap sign-ups
+def _reserved_holds(session, study_id, participant_ids=None) -> int:
+    """Live reserved main holds (what keeps a slot from others), of these participants or all."""
+    from app.store.models import Trial, utcnow
+
+    session.expire_all()
+    q = select(Trial.id).where(Trial.study_id == study_id, Trial.kind == "main", Trial.state == "assigned",
+                               Trial.reserved.is_(True), Trial.expires_at > utcnow())
+    if participant_ids is not None:
+        q = q.where(Trial.participant_id.in_(participant_ids))
+    n = len(session.scalars(q).all())
+    session.rollback()
+    return n
+
+
+def _hoard(client, slug, k):
+    """K scripted sign-ups: each answers the practice trial only, loads the next trial, goes idle."""
+    tokens = []
+    for _ in range(k):
+        token = join(client, slug)
+        t = next_(client, token).json()
+        assert t["practice"] is True
+        assert answer(client, token, t["trial"], 3).status_code == 200
+        assert next_(client, token).status_code == 200  # now looking at a main trial, and idle
+        tokens.append(token)
+    return tokens
+
+
+def _ids(session, tokens):
+    ids = session.scalars(select(Participant.id).where(Participant.token.in_(tokens))).all()
+    session.rollback()
+    return ids
+
+
+def test_idle_sign_ups_block_at_most_one_slot_each_and_a_real_participant_finishes(client, session, study_factory):
+    study = study_factory(n_pairs=15, pairs_per_participant=3, ratings_per_pair=2, practice_trials=1,
+                          completion_code="REAL1", hold_minutes=0.03)
+    slug, study_id = study.slug, study.id
+    session.rollback()
+    k = 16
+    hoarders = _hoard(client, slug, k)
+    blocked = _reserved_holds(session, study_id, _ids(session, hoarders))
+    assert blocked <= k  # one slot each at most: the trial on screen, never the preloaded one
+    # A real participant arriving after them: answered (0) + K (16) < capacity (30): they finish.
+    assert client.get(f"/s/{slug}").status_code == 200  # the consent page does not say "full"
+    real = join(client, slug)
+    end = _answer_all(client, real)
+    assert end["done"] is True and end["completion_code"] == "REAL1" and not end["full"], end
+    # The idle hold is freed after the study's hold time (shown on the admin study page) ...
+    import time
+
+    time.sleep(0.03 * 60 + 0.3)
+    assert _reserved_holds(session, study_id, _ids(session, hoarders)) == 0
+    # ... and the same sign-ups coming back take nothing from others: their holds are provisional
+    # until they answer again.
+    for token in hoarders:
+        assert next_(client, token).status_code == 200
+    assert _reserved_holds(session, study_id, _ids(session, hoarders)) == 0
+    _admin(client, session)
+    page = client.get(f"/admin/studies/{slug}")
+    assert "0.03 min" in page.text and 'id="idle-hold"' in page.text
+
+
+def test_hoarders_cannot_fill_a_study_real_participants_fill_it(client, session, study_factory):
+    # Capacity 12; 16 idle sign-ups that each answered their practice trial.
+    study = study_factory(n_pairs=6, pairs_per_participant=2, ratings_per_pair=2, practice_trials=1,
+                          completion_code="REAL2")
+    slug, study_id = study.slug, study.id
+    session.rollback()
+    hoarders = _hoard(client, slug, 16)
+    held = _reserved_holds(session, study_id)
+    assert held <= 6  # never a whole study: the last open slot of each pair is never held
+    # Real participants keep coming while answered + held < capacity; each who gets work finishes
+    # with the code or ends "study full" without it, never with the code after fewer trials.
+    finished_with_code = real_answers = 0
+    for _ in range(12):
+        token = join(client, slug)
+        end = _answer_all(client, token)
+        if end["status"] == 409:
+            break
+        assert end["done"] is True
+        assert ("completion_code" in end) != end["full"], end
+        finished_with_code += "completion_code" in end
+        real_answers += end["progress"]["done"]
+    # Every slot the hoarders could not hold went to real participants.
+    assert real_answers == 12 - held and finished_with_code >= 2
+
+
+def _fill_under(client, session, study_factory, **config):
+    """A takes pair 1 and preloads pair 2; B answers pairs 2 and 3 meanwhile: the study is full
+    before A could answer their second and third trial."""
+    study = study_factory(n_pairs=3, pairs_per_participant=3, ratings_per_pair=1, completion_code="PART1", **config)
+    slug = study.slug
+    session.rollback()
+    a = join(client, slug, PROLIFIC_PID="a" * 24)
+    first = next_(client, a).json()
+    assert answer(client, a, first["trial"], 3).status_code == 200
+    b = join(client, slug, PROLIFIC_PID="b" * 24)
+    _answer_all(client, b)
+    return slug, a
+
+
+def test_no_completion_code_before_every_promised_trial(client, session, study_factory):
+    slug, a = _fill_under(client, session, study_factory)
+    end = _answer_all(client, a)
+    assert end["done"] is True and end["full"] is True and "completion_code" not in end, end
+    client.cookies.set("participant", a)
+    page = client.get(f"/s/{slug}/done")
+    assert page.status_code == 200 and "PART1" not in page.text and "study-full-end" in page.text
+    _admin(client, session)
+    codes = client.get(f"/admin/studies/{slug}/participants/completion-codes.csv").text
+    assert "PART1" not in codes and codes.count("\n") == 1  # nobody was shown the code
+    rows = client.get(f"/admin/studies/{slug}/participants.json").json()["participants"]
+    assert {r["PROLIFIC_PID"]: r["ending"] for r in rows} == {"a" * 24: "full", "b" * 24: "full"}
+
+
+def test_researcher_may_give_partial_participants_the_code(client, session, study_factory):
+    slug, a = _fill_under(client, session, study_factory, code_when_full=True)
+    end = _answer_all(client, a)
+    assert end["done"] is True and end["full"] is True and end["completion_code"] == "PART1", end
+    _admin(client, session)
+    codes = client.get(f"/admin/studies/{slug}/participants/completion-codes.csv").text
+    assert codes.count("PART1") == 2
+
+
+# ------------------------------------------------------------------ 4: gold and repeats from what the browser receives
+class CueBot:
+    """A script that answers from everything a browser receives, never from the pixels: an
+    image URL or image bytes it has been shown before, byte sizes, response headers and fetch
+    times. On a trial whose two images it recognises (a repeat) it repeats its earlier answer
+    (sides swapped); on a trial with exactly one familiar image it takes that one as the intact
+    image of a gold check; otherwise it takes the larger, then the faster image, and answers every
+    other trial at random."""
+
+    def __init__(self, client, token, seed):
+        import random
+
+        self.client, self.token, self.rng = client, token, random.Random(seed)
+        self.seen_urls: set[str] = set()
+        self.seen_hashes: set[str] = set()
+        self.answers: dict[frozenset, tuple[str, int]] = {}  # images -> (left url/hash, choice)
+        self.guesses: dict[str, str] = {}  # trial id -> side it took as intact ("left"/"right")
+        self.cues: dict[str, str] = {}  # trial id -> what it went by
+
+    def _fetch(self, url):
+        import hashlib
+        import time
+
+        t0 = time.perf_counter()
+        r = self.client.get(url)
+        return hashlib.sha256(r.content).hexdigest(), len(r.content), time.perf_counter() - t0, r.headers
+
+    def run(self):
+        while True:
+            body = next_(self.client, self.token).json()
+            if body.get("done") or "trial" not in body:
+                return body
+            left, right = self._fetch(body["left"]), self._fetch(body["right"])
+            fam = [body["left"] in self.seen_urls or left[0] in self.seen_hashes,
+                   body["right"] in self.seen_urls or right[0] in self.seen_hashes]
+            key = frozenset((left[0], right[0]))
+            if all(fam) and key in self.answers:  # a repeat: the same answer, sides swapped or not
+                first_left, choice = self.answers[key]
+                choice = choice if first_left == left[0] else 6 - choice
+                side = "left" if choice < 3 else "right"
+            else:
+                if fam[0] != fam[1]:
+                    side, self.cue = ("left" if fam[0] else "right"), "familiar"
+                elif left[1] != right[1]:
+                    side, self.cue = ("left" if left[1] > right[1] else "right"), "size"
+                elif abs(left[2] - right[2]) > 0.002 or dict(left[3]) != dict(right[3]):
+                    side, self.cue = ("left" if left[2] < right[2] else "right"), "timing"
+                else:
+                    side, self.cue = self.rng.choice(["left", "right"]), "none"
+                choice = self.rng.choice([1, 2]) if side == "left" else self.rng.choice([4, 5])
+                if not body["practice"] and not any(fam):
+                    choice = self.rng.choice([1, 2, 3, 4, 5])  # real trials: at random
+                    side = "left" if choice < 3 else "right"
+            self.guesses[body["trial"]] = side
+            self.cues[body["trial"]] = getattr(self, "cue", "repeat")
+            self.answers[key] = (left[0], choice)
+            self.seen_urls.update((body["left"], body["right"]))
+            self.seen_hashes.update((left[0], right[0]))
+            r = answer(self.client, self.token, body["trial"], choice)
+            assert r.status_code in (200, 409), r.text
+
+
+def _gold_outcomes(session, tokens, bots):
+    """(guessed the intact side, trial) for every gold trial the bots answered."""
+    from app.assignment import trial_images
+    from app.store.models import Pair, Trial
+
+    out = []
+    for token, bot in zip(tokens, bots):
+        trials = session.scalars(select(Trial).join(Participant).where(
+            Participant.token == token, Trial.kind == "gold", Trial.state == "answered")).all()
+        for t in trials:
+            left, _right = trial_images(session, t)
+            pair = session.get(Pair, t.pair_id)
+            intact = pair.baseline_image_id if pair.gold_degraded_arm == "baseline" else pair.treatment_image_id
+            out.append(bot.guesses[t.public_id] == ("left" if left.id == intact else "right"))
+    session.rollback()
+    return out
+
+
+def test_gold_is_not_inferable_from_what_the_browser_receives(client, session, study_factory, tmp_path):
+    study = study_factory([_unique_pair_set(tmp_path, session, 12)], pairs_per_participant=3, gold_rate=1.0,
+                          ratings_per_pair=1000)
+    slug = study.slug
+    session.rollback()
+    tokens, bots = [], []
+    outcomes: list[bool] = []
+    i = 0
+    while len(outcomes) < 200:
+        for _ in range(20):
+            token = join(client, slug)
+            bot = CueBot(client, token, seed=i)
+            i += 1
+            assert bot.run().get("done") is True
+            tokens.append(token)
+            bots.append(bot)
+        outcomes = _gold_outcomes(session, tokens, bots)
+    accuracy = sum(outcomes) / len(outcomes)
+    assert accuracy <= 0.60, accuracy
+
+
+def _unique_pair_set(tmp_path, session, n):
+    """A synthetic pair set whose images are all different (write_pair_set's smooth images repeat
+    every six pairs, which would hand a script a familiarity cue no real pair set has)."""
+    import hashlib
+    import json
+
+    import numpy as np
+    from PIL import Image as PILImage
+
+    from app.studies.importer import import_pair_set
+    from tests.conftest import write_pair_set
+
+    folder = write_pair_set(tmp_path / "unique", n, seed=11)
+    records = [json.loads(x) for x in (folder / "manifest.jsonl").read_text().splitlines()]
+    for i, rec in enumerate(records):
+        path = folder / rec["baseline"]["file"]
+        arr = np.asarray(PILImage.open(path).convert("RGB")).copy()
+        arr[i // 64, i % 64] = (i * 37 % 256, 255 - i % 256, 128)  # one pixel of its own
+        PILImage.fromarray(arr).save(path, format="PNG")
+        rec["baseline"]["sha256"] = hashlib.sha256(path.read_bytes()).hexdigest()
+    (folder / "manifest.jsonl").write_text("\n".join(json.dumps(r) for r in records) + "\n")
+    ps = import_pair_set(session, folder)
+    session.commit()
+    return ps.id
+
+
+def test_a_bot_random_on_real_trials_is_never_approved(client, session, study_factory, tmp_path):
+    # The default rules but the speed rule: a script can always wait (tests/test_open_crowd.py).
+    rules = {"fail_gold": True, "straight_lining": True, "min_consistency": 0.5, "max_side_bias": 0.9}
+    study = study_factory([_unique_pair_set(tmp_path, session, 30)], pairs_per_participant=10, gold_rate=0.8,
+                          repeats=2, ratings_per_pair=100, min_response_ms=0, exclusion_rules=rules)
+    slug = study.slug
+    session.rollback()
+    for seed in range(10):
+        token = join(client, slug, PROLIFIC_PID=f"{seed:024x}")
+        assert CueBot(client, token, seed).run().get("done") is True
+    _admin(client, session)
+    rows = client.get(f"/admin/studies/{slug}/participants.json").json()["participants"]
+    assert len(rows) == 10
+    assert [r["suggested"] for r in rows if r["suggested"] == "APPROVE"] == [], [
+        {k: r[k] for k in ("n_ratings", "gold_n", "gold_pass_rate", "repeats_n", "consistency", "fast_share")}
+        for r in rows if r["suggested"] == "APPROVE"]

@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 
 from app.store.csvsafe import csv_text
 from app.store.models import Participant, Rating, Study, Trial
+from app.studies.pacing import ended_full, ending, fast_shares
 from app.analysis.ratings import rating_rows
 from app.statistics import (
     apply_exclusions,
@@ -52,6 +53,7 @@ def participant_rows(session: Session, study: Study) -> list[dict[str, Any]]:
         ).all()
     )
     started = select(Trial.participant_id).where(Trial.study_id == study.id).distinct()
+    fast = fast_shares(session, study)
     out = []
     for p in session.scalars(
         select(Participant).where(Participant.study_id == study.id, Participant.id.in_(started))
@@ -81,8 +83,13 @@ def participant_rows(session: Session, study: Study) -> list[dict[str, Any]]:
             "decision": decision,
             "reason": review["reason"] if review else ("; ".join(why) if decision == "REJECT" else ""),
             "overridden": bool(review),
-            "completion_code": study.completion_code if finished else None,
+            # Exactly what they were shown: no code when it was withheld (too fast) or the study
+            # filled up under them and gives no code then (app.studies.pacing.ending).
+            "ending": (ending(session, study, p, fast.get(p.id, (0, 0))) if finished else None),
+            "study_full": ended_full(p),
         })
+    for row in out:
+        row["completion_code"] = study.completion_code if row["ending"] == "code" else None
     return out
 
 
@@ -102,9 +109,9 @@ def decisions_csv(rows: list[dict[str, Any]]) -> str:
 
 
 def completion_codes_csv(rows: list[dict[str, Any]]) -> str:
-    """Every finished participant with the completion code they were shown."""
+    """Exactly the participants who were shown the completion code, with it."""
     out = [[r["PROLIFIC_PID"] or r["workerId"] or "", r["participant"], r["completion_code"], r["finished_at"]]
-           for r in rows if r["finished_at"]]
+           for r in rows if r["completion_code"]]
     return _csv(["crowd_id", "participant", "completion_code", "finished_at"], out)
 
 

@@ -8,6 +8,7 @@ show; `pilot_rows` reads a pilot study's ratings. The plot is `app.reporting.pla
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from sqlalchemy.orm import Session
@@ -19,6 +20,29 @@ from app.studies.config import get_study
 TABLE_COLUMNS = ("participants", "ratings", "half_width", "power", "sims")
 
 
+MAX_SD = 100.0  # latent sds are in units of the noise sd (1): beyond this the votes are coin flips
+MIN_HALF_WIDTH = 1e-3  # a narrower target needs more participants than any study can have
+MAX_PRICE = 1e9
+
+
+def _check_numbers(**values: float | None) -> None:
+    """ValueError (a clear 4xx or CLI error) for a value the simulation cannot use: NaN, infinite,
+    or far outside what a study could have (1e308 overflows the simulation, 1e-300 as a half-width
+    asks for infinitely many participants)."""
+    for name, value in values.items():
+        label = name.replace("_", " ")
+        if value is None:
+            continue
+        if not math.isfinite(value):
+            raise ValueError(f"{label}: must be a finite number, not {value}")
+        if name.startswith("sd_") and not 0 <= value <= MAX_SD:
+            raise ValueError(f"{label}: must be between 0 and {MAX_SD:g} (units of the noise sd)")
+        if name == "half_width" and value < MIN_HALF_WIDTH:
+            raise ValueError(f"{label}: must be at least {MIN_HALF_WIDTH:g}")
+        if name == "price_per_rating" and value > MAX_PRICE:
+            raise ValueError(f"{label}: must be at most {MAX_PRICE:g}")
+
+
 def build_request(*, win_rate: float | None, tie_rate: float, sd_participant: float, sd_prompt: float,
                   sd_pair: float, strata: int, prompts_per_stratum: int, seeds_per_prompt: int,
                   ratings_per_participant: int, half_width: float | None, power: float | None, alpha: float,
@@ -28,6 +52,8 @@ def build_request(*, win_rate: float | None, tie_rate: float, sd_participant: fl
     from app.statistics.clustered import Design, Effects
     from app.statistics.planning import PlanRequest, effects_from_pilot
 
+    _check_numbers(win_rate=win_rate, tie_rate=tie_rate, sd_participant=sd_participant, sd_prompt=sd_prompt,
+                   sd_pair=sd_pair, half_width=half_width, power=power, alpha=alpha, price_per_rating=price_per_rating)
     pilot = None
     if pilot_rows is not None:
         pilot = effects_from_pilot(pilot_rows)

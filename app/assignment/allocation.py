@@ -91,8 +91,7 @@ RANKED_BATCH = 8  # candidates fetched at once; all of them are tried before the
 # name, as on a Trial): loading them as ORM objects cost more CPU than the rest of the allocation.
 _trials = Trial.__table__
 _OWN_TRIALS = (
-    select(*_trials.c).where(_trials.c.participant_id == bindparam("participant_id"), _trials.c.state != "expired")
-    .order_by(_trials.c.position)
+    select(*_trials.c).where(_trials.c.participant_id == bindparam("participant_id")).order_by(_trials.c.position)
 )
 _LOCK_PAIR = select(Pair.id).where(Pair.id == bindparam("pair_id")).with_for_update(key_share=True, skip_locked=True)
 _STALE_OF_PAIR = select(Trial.id).where(
@@ -117,8 +116,12 @@ _CLAIM_COUNTS = select(
 # New trials are written with Core statements on the session's connection, not through the unit
 # of work (which costs more CPU than the INSERT itself), then attached to the session as persistent.
 _INSERT_TRIAL = insert(_trials).returning(_trials.c.id)
+_RESERVE = update(_trials).where(_trials.c.id == bindparam("trial_id")).values(reserved=True)
+_EXPIRE = (update(_trials).where(_trials.c.id == bindparam("trial_id"), _trials.c.state == "assigned")
+           .values(state="expired"))
 _PRESENT = (update(_trials).where(_trials.c.id == bindparam("trial_id"))
             .values(presented_at=bindparam("presented_at"), expires_at=bindparam("expires_at")))
+_PRESENT_RESERVED = _PRESENT.values(reserved=True)
 
 
 def _insert_trial(session: Session, values: dict) -> Trial:
@@ -145,10 +148,12 @@ def _as_object(session: Session, trial) -> Trial:
     return trial if isinstance(trial, Trial) else _attach(session, dict(trial._mapping))
 
 
-def _present(session: Session, trial: Trial, now: datetime, hold: timedelta) -> None:
-    """Mark `trial` as shown now; its hold runs from now (UPDATE, and the object kept in step)."""
+def _present(session: Session, trial: Trial, now: datetime, hold: timedelta, reserve: bool = False) -> None:
+    """Mark `trial` as shown now; its hold runs from now (UPDATE, and the object kept in step).
+    `reserve`: it reserves its pair from now on too (see `_Allocation.promote`)."""
     expires_at = max(trial.expires_at, now + hold)
-    session.connection().execute(_PRESENT, {"trial_id": trial.id, "presented_at": now, "expires_at": expires_at})
+    values = {"trial_id": trial.id, "presented_at": now, "expires_at": expires_at}
+    session.connection().execute(_PRESENT_RESERVED if reserve else _PRESENT, values)
     set_committed_value(trial, "presented_at", now)
     set_committed_value(trial, "expires_at", expires_at)
 
@@ -192,9 +197,16 @@ class _Allocation:
         self.session, self.study, self.participant, self.now, self.hold = session, study, participant, now, hold
         self.postgres = session.get_bind().dialect.name == "postgresql"
         session.flush()  # a caller's pending changes first, as a query through the session would
-        self.trials = list(session.connection().execute(_OWN_TRIALS, {"participant_id": participant.id}))
-        self.proven = any(t.state == "answered" for t in self.trials)
+        own = list(session.connection().execute(_OWN_TRIALS, {"participant_id": participant.id}))
+        self.trials = [t for t in own if t.state != "expired"]
+        # Progressing: the participant's latest event is an answer, not a hold they let expire
+        # while looking at it. Only then do their holds count against others (`committed`): a
+        # sign-up that answered once and went idle reserves nothing once its hold has run out.
+        last_answer = max((t.position for t in self.trials if t.state == "answered"), default=-1)
+        last_idle = max((t.position for t in own if t.state == "expired" and t.presented_at is not None), default=-1)
+        self.proven = last_answer >= 0 and last_answer >= last_idle
         self.closed = False  # a closed study: no new main trials (see `_may_end_in_closed`)
+        self.reserve_on_present = False
 
     def seen(self) -> set[int]:
         """Pairs this participant has compared (main, repeat, practice). Gold checks do not
@@ -219,15 +231,14 @@ class _Allocation:
             tried = {p for p, _ in first}
             yield from (pc for pc in self.main_candidates(salt) if pc[0] not in tried)
 
-    def _claim(self, pair_id: int) -> bool:
-        """Lock `pair_id` and check, against committed data, that it is still under target.
+    def _claim(self, pair_id: int) -> int | None:
+        """Lock `pair_id` and count, against committed data, its answered and reserved main trials.
+        None when another request holds the pair's lock right now (skipped, never waited for).
 
         A provisional hold changes no count that the target checks, so it needs no claim."""
-        if not self.proven:
-            return True
         conn = self.session.connection()
         if self.postgres and conn.scalar(_LOCK_PAIR, {"pair_id": pair_id}) is None:
-            return False
+            return None
         params = {"study_id": self.study.id, "pair_id": pair_id, "now": self.now}
         n, n_stale = conn.execute(_CLAIM_COUNTS, params).one()
         if n_stale:
@@ -241,10 +252,36 @@ class _Allocation:
                     update(Trial).where(Trial.id.in_(stale_ids), Trial.state == "assigned").values(state="expired")
                 )
             n = conn.scalar(_COMMITTED_OF_PAIR, params)
+        return n
+
+    def _reservable(self, n: int) -> bool:
+        """Whether a pair with `n` answered and reserved main trials may take one more reservation:
+        its last open slot is never reserved (it goes to whoever answers first), so idle sign-ups
+        can never hold a whole study."""
+        return n < self.study.ratings_per_pair - 1
+
+    def promote(self, trial: Trial) -> bool:
+        """Reserve `trial`, a provisional main hold about to be shown to a progressing participant,
+        if its pair still has room. False when the pair is full (the caller fills the slot again).
+        It stays provisional (True) when the pair is at its last open slot (`_reservable`) or another
+        request is allocating the pair right now: its answer is then checked against the target
+        (`answers.submit_answer`)."""
+        n = self._claim(trial.pair_id)
+        if n is None:
+            return True
+        if self._reservable(n):
+            if trial.presented_at is None:
+                self.reserve_on_present = True  # in `_present`'s UPDATE: one statement less
+            else:
+                self.session.connection().execute(_RESERVE, {"trial_id": trial.id})
+            set_committed_value(trial, "reserved", True)
         return n < self.study.ratings_per_pair
 
-    def allocate(self, position: int) -> Trial | None:
-        """A trial for plan slot `position`, or None when the slot cannot be filled (skip it)."""
+    def allocate(self, position: int, reserve: bool = True) -> Trial | None:
+        """A trial for plan slot `position`, or None when the slot cannot be filled (skip it).
+        `reserve`: the trial is the one to be shown now, so it reserves its pair when the
+        participant is progressing; otherwise (the preloaded one) it is provisional."""
+        reserve = reserve and self.proven
         plan = self.participant.plan
         kind, side = plan["kinds"][position], plan["sides"][position]
         rng = random.Random(f"{kind}:{self.study.seed}:{self.participant.seed}:{position}")
@@ -253,22 +290,25 @@ class _Allocation:
             pass  # the study closed under this participant: the slot is skipped
         elif kind == "main":
             for pair_id, comparison_id in self._ranked(rng.randrange(2**31)):
-                if self._claim(pair_id):
-                    trial = _new_trial(self.study, self.participant, position, kind, pair_id, comparison_id,
-                                       side, self.now, self.hold)
-                    break
+                n = self._claim(pair_id) if reserve else 0
+                if n is None or n >= self.study.ratings_per_pair:
+                    continue  # being allocated right now, or full
+                # Candidates come least committed first: when this one is at its last open slot,
+                # the rest are too; it is taken provisionally.
+                reserve = reserve and self._reservable(n)
+                trial = _new_trial(self.study, self.participant, position, kind, pair_id, comparison_id,
+                                   side, self.now, self.hold)
+                break
         elif kind in ("practice", "gold"):
-            # Practice takes a pair this participant will not compare later. A gold check prefers
-            # a pair already compared (no new image exposure, and it takes nothing from the main
-            # trials' pool), and never repeats a gold pair.
-            seen = self.seen()
-            same_kind = {t.pair_id for t in self.trials if t.kind == kind}
+            # Practice takes a pair this participant will not compare later. A gold check takes a
+            # pair whose images this participant has never been shown (issue 22): an image seen
+            # before would tell the intact one from its degraded twin by familiarity (its URL,
+            # its bytes). Both are padded to the pair set's one byte length and served the same
+            # way, so nothing but the pixels tells them apart. No such pair left: the slot is skipped.
+            shown = {t.pair_id for t in self.trials}
             usable = [(p, c) for p, c, gold in study_pairs(self.session, self.study)
-                      if (gold or kind == "practice") and p not in same_kind]
-            if kind == "practice":
-                pool = [(p, c) for p, c in usable if p not in seen]
-            else:
-                pool = [(p, c) for p, c in usable if p in seen] or usable
+                      if (gold or kind == "practice") and p not in shown]
+            pool = usable
             if pool:
                 pair_id, comparison_id = rng.choice(pool)
                 trial = _new_trial(self.study, self.participant, position, kind, pair_id, comparison_id,
@@ -284,7 +324,7 @@ class _Allocation:
                                    orig.comparison_id, swap_side(orig.treatment_side), self.now, self.hold,
                                    repeat_of=orig.id)
         if trial is not None:
-            trial = _insert_trial(self.session, {**trial, "reserved": self.proven})
+            trial = _insert_trial(self.session, {**trial, "reserved": reserve})
             self.trials.append(trial)
         return trial
 
@@ -335,6 +375,17 @@ def _may_end_in_closed(session: Session, study: Study, participant: Participant,
         return True
     return bool(study.auto_close) and not session.connection().scalar(
         _PAIRS_UNDER_TARGET, {"study_id": study.id, "target": study.ratings_per_pair})
+
+
+def _ending(session: Session, study: Study, participant: Participant, trials) -> str:
+    """'complete' when the participant answered every main trial the study promised them (their
+    plan's main trials, or as many pairs as they could still compare when the study has fewer),
+    else 'full': the study filled up (or closed at its target) under them."""
+    practice = {t.pair_id for t in trials if t.kind == "practice"}
+    comparable = sum(1 for p, _c, _g in study_pairs(session, study) if p not in practice)
+    promised = min(participant.plan["kinds"].count("main"), comparable)
+    answered = sum(1 for t in trials if t.kind == "main" and t.state == "answered")
+    return "complete" if answered >= promised else "full"
 
 
 NO_WORK = "no work left: every pair in this study has all the ratings it needs"
@@ -392,34 +443,56 @@ def _next_trial(session: Session, participant: Participant, now: datetime, defau
     skipped = list(plan.get("skipped", []))
     taken = {t.position for t in alloc.trials}
     held = [t for t in alloc.trials if t.state == "assigned"]
-    position = 0
-    while len(held) < LOOKAHEAD and position < len(plan["kinds"]):
-        if position not in taken and position not in skipped:
-            trial = alloc.allocate(position)
-            if (trial is None and first_call and plan["kinds"][position] == "main"
-                    and not any(t.kind == "main" for t in held)):
-                session.rollback()  # others took the last pairs meanwhile
-                raise FlowError(409, NO_WORK, "no_work")
-            if trial is None:
-                skipped.append(position)
-            else:
-                held.append(trial)
-        position += 1
+
+    def fill() -> None:
+        position = 0
+        while len(held) < LOOKAHEAD and position < len(plan["kinds"]):
+            if position not in taken and position not in skipped:
+                # Only the trial shown now reserves a pair; the preloaded one is provisional until
+                # it is shown (`promote`): an idle sign-up keeps at most one slot from others.
+                trial = alloc.allocate(position, reserve=all(t.position > position for t in held))
+                if (trial is None and first_call and plan["kinds"][position] == "main"
+                        and not any(t.kind == "main" for t in held)):
+                    session.rollback()  # others took the last pairs meanwhile
+                    raise FlowError(409, NO_WORK, "no_work")
+                if trial is None:
+                    skipped.append(position)
+                else:
+                    held.append(trial)
+                    taken.add(position)
+            position += 1
+        held.sort(key=lambda t: t.position)
+
+    fill()
+    # The trial about to be shown, if it was preloaded provisionally: reserve it now, or (its pair
+    # filled up meanwhile) give it up and fill its slot with another pair.
+    for _attempt in range(LOOKAHEAD + 2):
+        if not held or held[0].kind != "main" or held[0].reserved or not alloc.proven or alloc.closed:
+            break
+        current = held[0] = _as_object(session, held[0])
+        if alloc.promote(current):
+            break
+        session.connection().execute(_EXPIRE, {"trial_id": current.id})
+        set_committed_value(current, "state", "expired")
+        held.pop(0)
+        alloc.trials = [t for t in alloc.trials if t.id != current.id]
+        taken.discard(current.position)
+        fill()
     if skipped != plan.get("skipped", []):
         participant.plan = {**plan, "skipped": sorted(skipped)}
-    held.sort(key=lambda t: t.position)
     if not held:
         answered = [t for t in alloc.trials if t.state == "answered"]
         if not any(t.kind == "main" for t in answered):
             session.rollback()
             raise FlowError(409, NO_WORK, "no_work")
         participant.finished_at = now
+        participant.plan = {**participant.plan, "ended": _ending(session, study, participant, alloc.trials)}
         session.commit()
         return NextResult(None, None, len(answered), _total(participant))
     current = _as_object(session, held[0])
     if current.presented_at is None:
         # The hold runs from when the participant first sees the trial, not from the preload.
-        _present(session, current, now, hold)
+        _present(session, current, now, hold, reserve=alloc.reserve_on_present)
     done = sum(t.state == "answered" for t in alloc.trials)
     session.commit()
     return NextResult(current, _as_object(session, held[1]) if len(held) > 1 else None, done, _total(participant))

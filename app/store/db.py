@@ -30,8 +30,12 @@ def is_sqlite(url: str) -> bool:
     return make_url(url).get_backend_name() == "sqlite"
 
 
-def make_engine(url: str, *, pool_size: int = 10, max_overflow: int = 20) -> Engine:
-    """An engine for `url`; SQLite gets WAL, foreign keys, a busy timeout and BEGIN IMMEDIATE."""
+def make_engine(url: str, *, pool_size: int = 10, max_overflow: int = 20, read_only: bool = False) -> Engine:
+    """An engine for `url`; SQLite gets WAL, foreign keys, a busy timeout and BEGIN IMMEDIATE.
+
+    `read_only` (SQLite): transactions are plain deferred BEGINs on `query_only` connections, so
+    they never take the write lock: under WAL a long read (a researcher's page) runs beside the
+    participants' writes instead of queueing them (see `read_session_factory`)."""
     if is_sqlite(url):
         engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
 
@@ -45,11 +49,13 @@ def make_engine(url: str, *, pool_size: int = 10, max_overflow: int = 20) -> Eng
             cur.execute("PRAGMA busy_timeout=30000")
             if make_url(url).database not in (None, "", ":memory:"):
                 cur.execute("PRAGMA journal_mode=WAL")
+            if read_only:
+                cur.execute("PRAGMA query_only=ON")
             cur.close()
 
         @event.listens_for(engine, "begin")
         def _sqlite_begin(conn) -> None:  # pragma: no cover - driver hook
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
+            conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
         return engine
     # A pooled connection that died with a database restart is replaced before use (`_alive`), and
@@ -117,6 +123,15 @@ def end_reads(session: Session) -> None:
 
 def session_factory(engine: Engine) -> sessionmaker[Session]:
     return sessionmaker(bind=engine, expire_on_commit=False)
+
+
+def read_session_factory(settings: Settings, write_factory: sessionmaker[Session]) -> sessionmaker[Session]:
+    """Sessions for requests that only read (an admin's GET pages, exports, images): on SQLite a
+    second engine whose transactions never take the write lock (`make_engine(read_only=True)`), so
+    nothing a researcher browses can stall participants; elsewhere the ordinary sessions."""
+    if not is_sqlite(settings.database_url):
+        return write_factory
+    return session_factory(make_engine(settings.database_url, read_only=True))
 
 
 @contextmanager

@@ -89,6 +89,9 @@ class Study(Base):
     monitoring: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     # Close the study by itself once every main pair has ratings_per_pair ratings.
     auto_close: Mapped[bool] = mapped_column(default=False)
+    # A participant whose study filled up before they answered every trial they were promised
+    # ends "study full"; whether they still get the completion code (issue 22).
+    code_when_full: Mapped[bool] = mapped_column(default=False)
     # The participant's view (issue 10): compare view on/off, how far images may be enlarged
     # past their natural size, what happens to answers faster than `min_response_ms`
     # ('block' | 'warn' | 'flag'), the too-fast share past which a participant gets the

@@ -116,6 +116,8 @@ class StudyConfig(BaseModel):
     exclusion_rules: dict[str, Any] = Field(default_factory=lambda: dict(DEFAULT_EXCLUSION_RULES))
     monitoring: MonitoringSettings = Field(default_factory=MonitoringSettings)
     auto_close: bool = Field(default=False, description="close once every main pair has ratings_per_pair ratings")
+    code_when_full: bool = Field(default=False, description="give the completion code to a participant whose "
+                                 "study filled up before they answered every trial they were promised")
     # The participant's view (see README, "The participant's view").
     compare_tools: bool = Field(default=True, description="compare view: zoom, pan, flicker")
     max_upscale: float = Field(default=4.0, ge=1, le=64, description="largest display size / natural size")
@@ -258,6 +260,7 @@ def study_config(study: Study) -> dict[str, Any]:
         "exclusion_rules": dict(study.exclusion_rules or {}),
         "monitoring": MonitoringSettings.model_validate(study.monitoring or {}).model_dump(),
         "auto_close": bool(study.auto_close),
+        "code_when_full": bool(study.code_when_full),
         "compare_tools": study.compare_tools,
         "max_upscale": study.max_upscale,
         "fast_answers": study.fast_answers,
@@ -287,7 +290,7 @@ def _snapshot(session: Session, study: Study, note: dict[str, Any] | None = None
 _PLAIN_FIELDS = (
     "title", "instructions", "question", "scale_labels", "pairs_per_participant", "ratings_per_pair",
     "gold_rate", "repeats", "min_response_ms", "practice_trials", "hold_minutes", "redirect_url",
-    "exclusion_rules", "auto_close", "state", "compare_tools", "max_upscale", "fast_answers", "fast_share_limit",
+    "exclusion_rules", "auto_close", "code_when_full", "state", "compare_tools", "max_upscale", "fast_answers", "fast_share_limit",
     "returned_message", "gold_instruction",
 )
 

@@ -18,12 +18,16 @@ from app.store.models import Comparison, Pair, Study, Trial
 
 
 def has_capacity(session: Session, study: Study, now: datetime) -> bool:
-    """True when some pair of `study` has fewer live main ratings (answered, or held and not
-    expired at `now`) than its target: a new participant would get at least one main trial."""
+    """True when some pair of `study` has fewer committed main ratings (answered, or reserved by
+    a progressing participant and not expired at `now`; see `app.assignment.allocation.committed`)
+    than its target: a new participant would get at least one main trial. Provisional holds
+    (sign-ups that have not answered, preloads) do not count, so idle sign-ups cannot make the
+    consent page say "full"."""
     full = (
         select(Trial.pair_id)
         .where(Trial.study_id == study.id, Trial.kind == "main",
-               or_(Trial.state == "answered", and_(Trial.state == "assigned", Trial.expires_at > now)))
+               or_(Trial.state == "answered",
+                   and_(Trial.state == "assigned", Trial.reserved.is_(True), Trial.expires_at > now)))
         .group_by(Trial.pair_id)
         .having(func.count(Trial.id) >= study.ratings_per_pair)
         .subquery()
@@ -58,5 +62,6 @@ def split_progress(plan: dict[str, Any], current_position: int | None, done: int
 
 
 def trial_instruction(study: Study, kind: str) -> str | None:
-    """The study's instruction for gold checks on a gold trial; None on every other trial."""
-    return study.gold_instruction if kind == "gold" else None
+    """The study's instruction for gold checks, shown on every trial but practice: shown on gold
+    trials only, it would tell a script which trials are checks (issue 22)."""
+    return study.gold_instruction if kind != "practice" else None

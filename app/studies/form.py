@@ -178,4 +178,5 @@ def _fields(form: Mapping[str, Any], pair_sets: list[int], exclusion: dict[str, 
         **view_fields(form),
         "auto_close": "auto_close" in form,
         "about": {k: _opt(form.get(f"about_{k}")) for k in ABOUT_LABELS if _opt(form.get(f"about_{k}")) is not None},
+        "code_when_full": "code_when_full" in form,
     }

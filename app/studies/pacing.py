@@ -48,5 +48,50 @@ def withholds_code(session: Session, study: Study, participant: Participant) -> 
     return total > 0 and fast / total > study.fast_share_limit
 
 
+FULL_MESSAGE = (
+    "The study filled up before you could answer every trial: every image pair now has all the "
+    "ratings it needs. Thank you for your time."
+)
+
+
+def ended_full(participant: Participant) -> bool:
+    """Whether the study filled up under `participant` before they answered every main trial
+    they were promised (recorded when they finished, `app.assignment.allocation`)."""
+    return participant.finished_at is not None and (participant.plan or {}).get("ended") == "full"
+
+
+def ending(session: Session, study: Study, participant: Participant,
+           fast: tuple[int, int] | None = None) -> str:
+    """How a finished participant's study ends: 'code' (they get the completion code),
+    'returned' (too many too-fast answers: `withholds_code`) or 'full' (the study filled up
+    under them and the study gives no code then: `Study.code_when_full`). `fast`: their
+    (too fast, answers) when the caller counted them already."""
+    if _withholds(study, fast if fast is not None else None, session, participant):
+        return "returned"
+    if ended_full(participant) and not study.code_when_full:
+        return "full"
+    return "code"
+
+
+def _withholds(study: Study, fast: tuple[int, int] | None, session: Session, participant: Participant) -> bool:
+    if fast is None:
+        return withholds_code(session, study, participant)
+    if study.fast_answers == "flag" or study.fast_share_limit is None or not study.min_response_ms:
+        return False
+    n_fast, total = fast
+    return total > 0 and n_fast / total > study.fast_share_limit
+
+
+def fast_shares(session: Session, study: Study) -> dict[int, tuple[int, int]]:
+    """(too-fast answers, answers) of every participant of `study`, practice left out (one query)."""
+    rows = session.execute(
+        select(Trial.participant_id, func.count(Rating.id).filter(Rating.too_fast), func.count(Rating.id))
+        .join(Trial, Trial.id == Rating.trial_id)
+        .where(Trial.study_id == study.id, Trial.kind != "practice")
+        .group_by(Trial.participant_id)
+    ).all()
+    return {pid: (int(f or 0), int(n or 0)) for pid, f, n in rows}
+
+
 def returned_message(study: Study) -> str:
     return study.returned_message or DEFAULT_RETURNED_MESSAGE

@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 import tempfile
 import zipfile
+import zlib
 from pathlib import Path
 from typing import BinaryIO
 
@@ -40,7 +41,12 @@ def unpack_zip(archive: Path, dest: Path) -> Path:
             total += info.file_size
             if total > MAX_UNPACKED_BYTES:
                 raise ValueError("the zip unpacks to more than 4 GiB")
-        zf.extractall(dest)
+        try:
+            zf.extractall(dest)
+        except (zipfile.BadZipFile, zlib.error, EOFError) as e:  # a member's data is corrupt (CRC, deflate)
+            raise ValueError(f"the zip is damaged: {e}") from None
+        except (NotImplementedError, RuntimeError) as e:  # an unknown compression method, encryption
+            raise ValueError(f"the zip cannot be unpacked: {e}") from None
     manifests = [p for p in dest.rglob(MANIFEST_NAME) if "__MACOSX" not in p.parts]
     if len(manifests) != 1 or len(manifests[0].relative_to(dest).parts) > 2:
         raise ValueError(f"the zip must hold exactly one {MANIFEST_NAME}, at the top or in one folder")

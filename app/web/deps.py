@@ -12,8 +12,13 @@ from app.settings import Settings
 
 
 def get_session(request: Request) -> Iterator[Session]:
-    """One session per request; routes commit explicitly, anything uncommitted is rolled back."""
-    with request.app.state.sessionmaker() as session:
+    """One session per request; routes commit explicitly, anything uncommitted is rolled back.
+    An admin's GET only reads (tests/test_read_only.py): it gets a read session, which on SQLite
+    never holds the write lock that participants' answers need."""
+    factory = request.app.state.sessionmaker
+    if request.method in ("GET", "HEAD") and request.url.path.startswith("/admin"):
+        factory = request.app.state.read_sessionmaker
+    with factory() as session:
         yield session
 
 

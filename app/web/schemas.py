@@ -159,7 +159,9 @@ class ParticipantRow(BaseModel):
     decision: str
     reason: str
     overridden: bool
-    completion_code: str | None
+    ending: str | None = Field(default=None, description="'code', 'returned' or 'full' once finished")
+    study_full: bool = Field(default=False, description="the study filled up before they answered every trial")
+    completion_code: str | None = Field(default=None, description="the code they were shown (None: none shown)")
 
 
 class ParticipantsPage(BaseModel):

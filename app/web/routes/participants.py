@@ -36,7 +36,7 @@ from app.store.models import Participant, Study, utcnow
 from app.studies.config import SLUG_RE
 from app.studies.comparing import Compared
 from app.store.db import end_reads
-from app.studies.pacing import locks_answers, returned_message, withholds_code
+from app.studies.pacing import FULL_MESSAGE, ended_full, ending, locks_answers, returned_message
 from app.studies.flow import has_capacity, split_progress, trial_instruction
 from app.templating import templates
 
@@ -56,7 +56,8 @@ def _error(e: FlowError) -> JSONResponse:
 
 def _study(session, slug: str) -> Study:
     study = session.scalar(select(Study).where(Study.slug == slug)) if SLUG_RE.match(slug) else None
-    if study is None or study.state == "archived":
+    # A draft shows nothing of itself (not even its title) until it opens.
+    if study is None or study.state in ("draft", "archived"):
         raise HTTPException(404, "no such study")
     return study
 
@@ -167,8 +168,11 @@ def _next(token: str, session, settings) -> JSONResponse:
     payload = trial_payload(session, result, participant, study)
     if result.trial is None:
         study = session.get(Study, participant.study_id)
-        payload["returned"] = withholds_code(session, study, participant)
-        if not payload["returned"]:
+        end = ending(session, study, participant)
+        payload["returned"] = end == "returned"
+        # The study filled up under them before they answered every trial they were promised.
+        payload["full"] = ended_full(participant)
+        if end == "code":
             payload["completion_code"] = study.completion_code
             payload["redirect_url"] = study.redirect_url
     end_reads(session)
@@ -235,7 +239,10 @@ def _cookie_participant(request: Request, session, study: Study) -> Participant 
 
 
 def _page(request: Request, name: str, status: int = 200, **ctx) -> HTMLResponse:
-    return templates.TemplateResponse(request, f"participant/{name}", ctx, status_code=status)
+    # Never from a cache: the trial page carries the participant's token, the done page the code.
+    response = templates.TemplateResponse(request, f"participant/{name}", ctx, status_code=status)
+    response.headers["Cache-Control"] = "no-store"
+    return response
 
 
 @router.get("/s/{slug}", response_class=HTMLResponse, include_in_schema=False)
@@ -310,9 +317,12 @@ def page_done(slug: str, request: Request, session: SessionDep) -> Response:
         return RedirectResponse(f"/s/{slug}", status_code=303)
     if participant.finished_at is None:
         return RedirectResponse(f"/s/{slug}/run", status_code=303)
-    if withholds_code(session, study, participant):
+    end = ending(session, study, participant)
+    if end == "returned":
         return _page(request, "returned.html", study=study, message=returned_message(study))
-    return _page(request, "done.html", study=study)
+    if end == "full":
+        return _page(request, "full.html", study=study, ended=True, message=FULL_MESSAGE)
+    return _page(request, "done.html", study=study, full_message=FULL_MESSAGE if ended_full(participant) else None)
 
 
 @router.get("/s/{slug}/full", response_class=HTMLResponse, include_in_schema=False)

@@ -144,6 +144,7 @@ def study_page(request: Request, slug: str, admin: CurrentAdmin, session: Sessio
         request, "admin/study.html", admin, study=study, comparisons=comparisons, versions=versions,
         transitions=TRANSITIONS.get(study.state, ()), action_names=ACTION_NAMES,
         links=participant_links(str(request.base_url), study.slug),
+        default_hold_minutes=request.app.state.settings.hold_minutes,
     )
 
 
