@@ -23,6 +23,8 @@ EXPORT_COLUMNS = (
     "presented_at", "answered_at", "response_ms",
 )
 EXTRA_COLUMNS = (
+    # Issue 24: which question the row answers (one row per answered question per trial).
+    "criterion",
     "comparison", "baseline_arm", "treatment_arm", "pair_key", "trial", "position", "kind",
     "is_practice", "repeat_of_trial", "too_fast", "client_response_ms", "min_response_ms",
     *COMPARE_COLUMNS,
@@ -34,8 +36,13 @@ def _iso(value: datetime | None) -> str | None:
     return value.isoformat() if value is not None else None
 
 
-def rating_rows(session: Session, study: Study, *, include_practice: bool = False) -> list[dict[str, Any]]:
+def rating_rows(session: Session, study: Study, *, include_practice: bool = False,
+                criteria: bool = False) -> list[dict[str, Any]]:
     """Every rating of `study` as a dict with the keys `COLUMNS`, in answer order.
+
+    criteria: False (default) keeps the primary criterion's rows only, one per answered trial, so
+    that every consumer of one question's rows works unchanged; True gives every criterion's rows
+    (the long-format export, and `study_statistics`' per-criterion results; issue 24).
 
     Fetched as plain columns in one query (no ORM objects): a study of 50,000 ratings exports in
     seconds, not minutes.
@@ -47,7 +54,7 @@ def rating_rows(session: Session, study: Study, *, include_practice: bool = Fals
             Pair.prompt_id, Pair.prompt, Pair.stratum, Pair.seed, Rating.treatment_side, Rating.choice,
             Rating.score, Trial.kind, Trial.presented_at, Rating.answered_at, Rating.response_ms,
             Comparison.label, PairSet.baseline_arm, PairSet.treatment_arm, Pair.pair_key, Trial.public_id,
-            Trial.position, original.public_id, Rating.too_fast, Rating.client_response_ms,
+            Trial.position, original.public_id, Rating.too_fast, Rating.client_response_ms, Rating.criterion,
             *(getattr(Rating, c) for c in COMPARE_COLUMNS),
         )
         .join(Trial, Trial.id == Rating.trial_id)
@@ -61,11 +68,13 @@ def rating_rows(session: Session, study: Study, *, include_practice: bool = Fals
     )
     if not include_practice:
         stmt = stmt.where(Trial.kind != "practice")
+    if not criteria:
+        stmt = stmt.where(Rating.is_primary)
     rows = []
     for (
         version, participant, external_ids, pair, pair_set, prompt_id, prompt, stratum, seed, side,
         choice, score, kind, presented_at, answered_at, response_ms, comparison, baseline_arm,
-        treatment_arm, pair_key, trial, position, repeat_of, too_fast, client_response_ms, *compared,
+        treatment_arm, pair_key, trial, position, repeat_of, too_fast, client_response_ms, criterion, *compared,
     ) in session.execute(stmt):
         rows.append({
             "study": study.slug,
@@ -86,6 +95,7 @@ def rating_rows(session: Session, study: Study, *, include_practice: bool = Fals
             "presented_at": _iso(presented_at),
             "answered_at": _iso(answered_at),
             "response_ms": response_ms,
+            "criterion": criterion,
             "comparison": comparison,
             "baseline_arm": baseline_arm,
             "treatment_arm": treatment_arm,

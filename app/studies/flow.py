@@ -4,6 +4,7 @@
   says so up front instead of after the participant agreed).
 - `split_progress`: progress with practice trials counted apart from the main trials.
 - `trial_instruction`: the text a trial shows above the question (gold checks may carry one).
+- `trial_questions`: the questions every trial asks (one, or several criteria: issue 24).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from sqlalchemy import and_, func, or_, select
 from sqlalchemy.orm import Session
 
 from app.store.models import Comparison, Pair, Study, Trial
+from app.studies.config import study_questions
 
 
 def has_capacity(session: Session, study: Study, now: datetime) -> bool:
@@ -60,3 +62,9 @@ def split_progress(plan: dict[str, Any], current_position: int | None, done: int
 def trial_instruction(study: Study, kind: str) -> str | None:
     """The study's instruction for gold checks on a gold trial; None on every other trial."""
     return study.gold_instruction if kind == "gold" else None
+
+
+def trial_questions(study: Study) -> list[dict[str, Any]]:
+    """What `/next` says about the questions: `[{key, text, low, high, labels}]` (issue 24; one entry
+    for a one-question study). The same on every trial of a study: nothing here names an arm."""
+    return study_questions(study)

@@ -47,6 +47,11 @@ def downgrade() -> None:
         batch_op.create_unique_constraint("ratings_request_id_key", ["request_id"])
         batch_op.drop_column("is_primary")
         batch_op.drop_column("criterion")
-    with op.batch_alter_table("studies", schema=None) as batch_op:
-        batch_op.drop_column("primary_criterion")
-        batch_op.drop_column("questions")
+    if op.get_bind().dialect.name == "sqlite":
+        # Not batch mode: recreating `studies` would drop the old table, and with foreign keys on
+        # SQLite deletes its rows' trials and ratings with it (ON DELETE CASCADE).
+        op.execute(sa.text("ALTER TABLE studies DROP COLUMN primary_criterion"))
+        op.execute(sa.text("ALTER TABLE studies DROP COLUMN questions"))
+    else:
+        op.drop_column("studies", "primary_criterion")
+        op.drop_column("studies", "questions")

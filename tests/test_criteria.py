@@ -1,0 +1,144 @@
+"""Several criteria per trial (issue 24): config, the answer path, the export and the migration."""
+
+from __future__ import annotations
+
+import csv
+import io
+import uuid
+
+import pytest
+from alembic import command
+from sqlalchemy import create_engine, select, text
+
+from app.reporting.export import rating_rows, rows_to_csv
+from app.store.db import alembic_config, upgrade_database
+from app.store.models import Rating, Trial
+from app.studies.config import QUESTION_PRESETS, StudyError, parse_config, study_config, update_study
+
+TWO = QUESTION_PRESETS["drawbench"]
+
+
+def _signup(client, slug):
+    return client.post(f"/api/studies/{slug}/participants", json={}).json()["participant"]
+
+
+def _answer(client, token, trial, body):
+    return client.post(f"/api/trials/{trial}/answer", json=body, headers={"X-Participant": token})
+
+
+def test_config_questions_validate_and_round_trip(session, study_factory):
+    with pytest.raises(StudyError, match="same key"):
+        parse_config({"title": "t", "pair_sets": [1], "questions": [{"key": "a", "text": "A"}, {"key": "a", "text": "B"}]})
+    with pytest.raises(StudyError, match="questions"):
+        parse_config({"title": "t", "pair_sets": [1], "questions": [{"key": f"k{i}", "text": "x"} for i in range(4)]})
+    with pytest.raises(StudyError, match="primary"):
+        parse_config({"title": "t", "pair_sets": [1], "questions": [{"key": "a", "text": "A"}], "primary": "b"})
+    with pytest.raises(StudyError, match="key"):
+        parse_config({"title": "t", "pair_sets": [1], "questions": [{"key": "Bad Key", "text": "A"}]})
+    one = study_factory()
+    assert "questions" not in study_config(one) and "primary" not in study_config(one)  # old configs unchanged
+    two = study_factory(questions=TWO["questions"], primary="quality")
+    cfg = study_config(two)
+    assert [q["key"] for q in cfg["questions"]] == ["alignment", "quality"] and cfg["primary"] == "quality"
+    assert parse_config(cfg).model_dump() == parse_config({**cfg}).model_dump()
+
+
+def test_two_questions_answered_atomically_idempotent_and_exported_long(client, session, study_factory):
+    study = study_factory(n_pairs=3, pairs_per_participant=2, questions=TWO["questions"], primary=TWO["primary"])
+    token = _signup(client, study.slug)
+    t = client.get(f"/api/participants/{token}/next").json()
+    assert [q["key"] for q in t["questions"]] == ["alignment", "quality"]
+    assert all(len(q["labels"]) == 5 for q in t["questions"])
+    # The single choice form is refused: this study asks two questions.
+    r = _answer(client, token, t["trial"], {"choice": 2, "request_id": str(uuid.uuid4())})
+    assert r.status_code == 422 and "alignment" in r.json()["detail"]
+    r = _answer(client, token, t["trial"], {"answers": {"alignment": 2}, "request_id": str(uuid.uuid4())})
+    assert r.status_code == 422 and "quality" in r.json()["detail"]
+    r = _answer(client, token, t["trial"], {"answers": {"alignment": 2, "quality": 9}, "request_id": str(uuid.uuid4())})
+    assert r.status_code == 422
+    r = _answer(client, token, t["trial"], {"answers": {"alignment": 2, "quality": 4, "style": 1},
+                                            "request_id": str(uuid.uuid4())})
+    assert r.status_code == 422 and "style" in r.json()["detail"]
+    session.expire_all()
+    assert session.scalar(select(Rating.id)) is None  # nothing stored by refused requests
+    session.rollback()  # SQLite: every transaction holds the write lock
+    rid = str(uuid.uuid4())
+    body = {"answers": {"quality": 4, "alignment": 2}, "request_id": rid}
+    r = _answer(client, token, t["trial"], body)
+    assert r.status_code == 200, r.text
+    assert r.json()["answers"] == {"alignment": 2, "quality": 4} and r.json()["choice"] == 2
+    again = _answer(client, token, t["trial"], body)  # a retry: same result, nothing new
+    assert again.status_code == 200 and again.headers.get("X-Idempotent-Replay") == "true"
+    assert again.json()["answers"] == {"alignment": 2, "quality": 4}
+    session.expire_all()
+    stored = session.execute(select(Rating.criterion, Rating.is_primary, Rating.choice, Rating.request_id)
+                             .order_by(Rating.id)).all()
+    assert [(c, p, ch) for c, p, ch, _ in stored] == [("alignment", True, 2), ("quality", False, 4)]
+    assert {x[3] for x in stored} == {rid}
+    trial = session.scalar(select(Trial).where(Trial.public_id == t["trial"]))
+    assert trial.rating.criterion == "alignment"
+    session.rollback()
+    t2 = client.get(f"/api/participants/{token}/next").json()
+    assert _answer(client, token, t2["trial"], {"answers": {"quality": 5, "alignment": 5},
+                                                "request_id": str(uuid.uuid4())}).status_code == 200
+    session.expire_all()
+    rows = rating_rows(session, study)
+    assert len(rows) == 4 and [r["criterion"] for r in rows] == ["alignment", "quality"] * 2
+    assert len({r["trial"] for r in rows}) == 2
+    table = list(csv.DictReader(io.StringIO(rows_to_csv(rows))))
+    assert [r["criterion"] for r in table] == ["alignment", "quality"] * 2
+    with pytest.raises(StudyError, match="questions"):
+        update_study(session, study, {"primary": "quality"})
+
+
+def test_one_question_study_keeps_the_old_api(client, session, study_factory):
+    study = study_factory(n_pairs=2, pairs_per_participant=1)
+    question, slug = study.question, study.slug
+    session.rollback()
+    token = _signup(client, slug)
+    t = client.get(f"/api/participants/{token}/next").json()
+    assert [q["key"] for q in t["questions"]] == ["overall"] and t["questions"][0]["text"] == question
+    r = _answer(client, token, t["trial"], {"choice": 5, "request_id": "r-1"})
+    assert r.status_code == 200 and "answers" not in r.json()
+    session.expire_all()
+    rows = rating_rows(session, study)
+    assert [(r["criterion"], r["choice"]) for r in rows] == [("overall", 5)]
+    session.rollback()
+    # Reusing a request id on another trial is still refused (unique among primary rows).
+    token2 = _signup(client, slug)
+    t2 = client.get(f"/api/participants/{token2}/next").json()
+    assert _answer(client, token2, t2["trial"], {"choice": 1, "request_id": "r-1"}).status_code == 409
+
+
+RATING_COLUMNS = ("id", "trial_id", "request_id", "study_version", "choice", "score", "treatment_side",
+                  "response_ms", "client_response_ms", "too_fast", "answered_at")
+
+
+def test_existing_ratings_migrate_unchanged(db_url, client, session, study_factory):
+    study = study_factory(n_pairs=4, pairs_per_participant=3, gold_rate=0.34, repeats=1)
+    for choice in (1, 4):
+        token = _signup(client, study.slug)
+        while True:
+            t = client.get(f"/api/participants/{token}/next").json()
+            if t.get("done"):
+                break
+            assert _answer(client, token, t["trial"], {"choice": choice, "request_id": str(uuid.uuid4())}).status_code == 200
+    session.close()
+    engine = create_engine(db_url)
+    cols = ", ".join(RATING_COLUMNS)
+    try:
+        command.downgrade(alembic_config(db_url), "25_datasheet")
+        with engine.connect() as conn:
+            before = conn.execute(text(f"SELECT {cols} FROM ratings ORDER BY id")).all()
+            assert "criterion" not in [c for c in conn.execute(text("SELECT * FROM ratings")).keys()]
+        assert len(before) == 10
+        upgrade_database(db_url)
+        with engine.connect() as conn:
+            after = conn.execute(text(f"SELECT {cols} FROM ratings ORDER BY id")).all()
+            extra = conn.execute(text("SELECT DISTINCT criterion, is_primary FROM ratings")).all()
+        assert after == before
+        assert [(c, bool(p)) for c, p in extra] == [("overall", True)]
+    finally:
+        engine.dispose()
+    session.expire_all()
+    assert len(rating_rows(session, study)) == 10
