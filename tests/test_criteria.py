@@ -142,3 +142,50 @@ def test_existing_ratings_migrate_unchanged(db_url, client, session, study_facto
         engine.dispose()
     session.expire_all()
     assert len(rating_rows(session, study)) == 10
+
+
+def _run_two_question_study(client, session, study_factory, n_participants=6, **config):
+    import random
+
+    study = study_factory(n_pairs=6, pairs_per_participant=4, ratings_per_pair=6, questions=TWO["questions"],
+                          primary=TWO["primary"], **config)
+    slug = study.slug
+    session.rollback()
+    rng = random.Random(3)
+    for _ in range(n_participants):
+        token = _signup(client, slug)
+        while True:
+            t = client.get(f"/api/participants/{token}/next").json()
+            if t.get("done"):
+                break
+            a = rng.randint(1, 5)
+            answers = {"alignment": a, "quality": min(5, max(1, a + rng.choice([-1, 0, 1])))}
+            r = _answer(client, token, t["trial"], {"answers": answers, "request_id": str(uuid.uuid4())})
+            assert r.status_code == 200, r.text
+    session.expire_all()
+    return study
+
+
+def test_statistics_and_report_per_criterion(client, session, study_factory):
+    from app.analysis.study_statistics import study_statistics
+    from app.reporting.report import render_report
+
+    study = _run_two_question_study(client, session, study_factory)
+    stats = study_statistics(session, study, draws=50)
+    assert list(stats["criteria"]) == ["alignment", "quality"]  # the primary first
+    assert stats["criteria"]["alignment"]["role"] == "primary" and stats["criteria"]["quality"]["role"] == "secondary"
+    # The top level is the primary criterion alone: one preference rating per main trial.
+    assert stats["results"]["all"]["overall"]["n_ratings"] == stats["criteria"]["quality"]["results"]["all"]["overall"]["n_ratings"] == 24
+    assert stats["results"] is stats["criteria"]["alignment"]["results"]
+    secondary = stats["criteria"]["quality"]["results"]["all"]
+    for g in secondary["per_comparison"].values():
+        assert g["role"] == "secondary" and "p_holm_secondary" in g["tests"]["win_rate"]
+    ca = stats["criteria_analysis"]
+    assert ca["primary"] == "alignment" and ca["secondary"] == ["quality"] and ca["exclusions_criterion"] == "alignment"
+    (corr,) = ca["correlation"]
+    assert corr["criteria"] == ["alignment", "quality"] and corr["n_trials"] == 24 and corr["pooled"] > 0.5
+    assert corr["per_participant"]["n"] >= 1
+    import json
+    json.dumps(stats, allow_nan=False)
+    html = render_report(stats)
+    assert 'id="criteria-table"' in html and 'id="criteria-correlation"' in html and "(secondary)" in html
