@@ -304,7 +304,8 @@ def page_run(slug: str, request: Request, session: SessionDep) -> Response:
         return RedirectResponse(f"/s/{slug}/done", status_code=303)
     if study.state != "open":
         return _page(request, "closed.html", 409, study=study)
-    return _page(request, "trial.html", study=study, token=participant.token, locks=locks_answers(study))
+    return _page(request, "trial.html", study=study, token=participant.token, locks=locks_answers(study),
+                 questions=trial_questions(study))
 
 
 @router.get("/s/{slug}/done", response_class=HTMLResponse, include_in_schema=False)
