@@ -189,3 +189,31 @@ def test_statistics_and_report_per_criterion(client, session, study_factory):
     json.dumps(stats, allow_nan=False)
     html = render_report(stats)
     assert 'id="criteria-table"' in html and 'id="criteria-correlation"' in html and "(secondary)" in html
+
+
+from tests.test_admin import admin_client, create_via_form, pair_set_id, study_by_slug  # noqa: E402,F401  (fixtures)
+
+
+def test_new_study_form_offers_presets_and_free_text(admin_client, session, pair_set_id):
+    client, ps = admin_client, pair_set_id
+    form = client.get("/admin/new-study").text
+    for value in ("overall", "drawbench", "overall-quality-alignment", "custom"):
+        assert f'name="questions_preset" value="{value}"' in form
+    r = create_via_form(client, ps, title="Two criteria", questions_preset="drawbench")
+    assert r.status_code == 303, r.text
+    study = study_by_slug(client.app, r.headers["location"].rsplit("/", 1)[1])
+    assert [q["key"] for q in study.questions] == ["alignment", "quality"] and study.primary_criterion == "alignment"
+    r = create_via_form(client, ps, title="Own questions", questions_preset="custom", primary="style",
+                        questions_text="sharp | Which is sharper?\nstyle | Which has the nicer style? | Left | Right")
+    assert r.status_code == 303, r.text
+    slug = r.headers["location"].rsplit("/", 1)[1]
+    study = study_by_slug(client.app, slug)
+    assert study.questions[1] == {"key": "style", "text": "Which has the nicer style?", "low": "Left", "high": "Right"}
+    assert study.primary_criterion == "style"
+    edit = client.get(f"/admin/studies/{slug}/edit").text
+    assert 'value="custom" checked' in edit and "style | Which has the nicer style? | Left | Right" in edit
+    r = create_via_form(client, ps, title="Bad", questions_preset="custom", questions_text="only-a-key")
+    assert r.status_code == 422 and "questions, line 1" in r.text
+    r = create_via_form(client, ps, title="Plain")
+    study = study_by_slug(client.app, r.headers["location"].rsplit("/", 1)[1])
+    assert study.questions is None and study.primary_criterion is None
