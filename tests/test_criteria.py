@@ -217,3 +217,33 @@ def test_new_study_form_offers_presets_and_free_text(admin_client, session, pair
     r = create_via_form(client, ps, title="Plain")
     study = study_by_slug(client.app, r.headers["location"].rsplit("/", 1)[1])
     assert study.questions is None and study.primary_criterion is None
+
+
+@pytest.mark.postgres
+@pytest.mark.slow
+def test_load_script_runs_a_two_question_study(postgres_url, tmp_path):
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    out = tmp_path / "load.json"
+    proc = subprocess.run(
+        [sys.executable, str(root / "benchmarks" / "load.py"), "--questions", "2", "--participants", "6",
+         "--workers", "1", "--duration", "4", "--pairs", "12", "--ratings-per-pair", "3",
+         "--pairs-per-participant", "4", "--replay-share", "0.5", "--database-url", postgres_url,
+         "--json-out", str(out)],
+        capture_output=True, text=True, timeout=240, cwd=root,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    result = json.loads(out.read_text())
+    assert result["acknowledged"] > 0 and (result["lost"], result["duplicate"], result["over_target"]) == (0, 0, 0)
+    engine = create_engine(postgres_url)
+    try:
+        with engine.connect() as conn:
+            per_trial = conn.execute(text("SELECT count(*) FROM ratings GROUP BY trial_id")).scalars().all()
+            keys = set(conn.execute(text("SELECT DISTINCT criterion FROM ratings")).scalars())
+    finally:
+        engine.dispose()
+    assert set(per_trial) == {2} and keys == {"alignment", "quality"}
