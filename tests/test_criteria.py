@@ -170,8 +170,14 @@ def test_statistics_and_report_per_criterion(client, session, study_factory):
     from app.analysis.study_statistics import study_statistics
     from app.reporting.report import render_report
 
-    study = _run_two_question_study(client, session, study_factory)
+    study = _run_two_question_study(client, session, study_factory, gold_rate=0.25)
     stats = study_statistics(session, study, draws=50)
+    # Gold trials check the quality answers (the preset marks quality as the gold criterion), not the primary's.
+    gold_quality = [r for r in rating_rows(session, study) if r["is_gold"] and r["criterion"] == "quality"]
+    assert gold_quality and stats["results"]["all"]["quality"]["gold"]["n"] == len(gold_quality)
+    passed = sum(r["score"] > 0 for r in gold_quality) / len(gold_quality)
+    assert stats["results"]["all"]["quality"]["gold"]["pass_rate"] == pytest.approx(passed)
+    assert stats["criteria_analysis"]["exclusion_rules_use"]["gold"] == "quality"
     assert list(stats["criteria"]) == ["alignment", "quality"]  # the primary first
     assert stats["criteria"]["alignment"]["role"] == "primary" and stats["criteria"]["quality"]["role"] == "secondary"
     # The top level is the primary criterion alone: one preference rating per main trial.
@@ -209,6 +215,7 @@ def test_new_study_form_offers_presets_and_free_text(admin_client, session, pair
     slug = r.headers["location"].rsplit("/", 1)[1]
     study = study_by_slug(client.app, slug)
     assert study.questions[1] == {"key": "style", "text": "Which has the nicer style?", "low": "Left", "high": "Right"}
+    assert study.questions[0]["low"] == "Left much better" and "gold" not in study.questions[0]
     assert study.primary_criterion == "style"
     edit = client.get(f"/admin/studies/{slug}/edit").text
     assert 'value="custom" checked' in edit and "style | Which has the nicer style? | Left | Right" in edit

@@ -26,7 +26,7 @@ from app.statistics import compute_statistics
 from app.statistics.criteria import criteria_statistics, rows_by_criterion
 from app.store.models import Rating, Study, Trial
 from app.studies.comparing import compare_summary
-from app.studies.config import study_config, study_primary, study_questions
+from app.studies.config import study_config, study_gold_criterion, study_primary, study_questions
 
 DEFAULT_DRAWS = 1000
 
@@ -75,8 +75,14 @@ def study_statistics(
     groups = rows_by_criterion(rows, primary)
     rows = groups[primary]
     draws_seed = study.seed if seed is None else seed
+    # Gold trials are judged on the criterion they check (a degraded twin: quality), which may not
+    # be the primary: their rows come from that criterion. Gold rows never enter the preference
+    # results, so only the gold pass rate and the gold exclusion rule see the swap.
+    gold = study_gold_criterion(study)
+    gold_rows = {r["trial"]: r for r in groups.get(gold, []) if r.get("is_gold")} if gold != primary else {}
+    checked = [gold_rows.get(r["trial"], r) if r.get("is_gold") else r for r in rows] if gold_rows else rows
     stats = compute_statistics(
-        rows,
+        checked,
         exclusion_rules=study.exclusion_rules or {},
         min_response_ms=study.min_response_ms or None,
         draws=draws,
@@ -87,6 +93,8 @@ def study_statistics(
             groups, primary, stats, exclusion_rules=study.exclusion_rules or {},
             min_response_ms=study.min_response_ms or None, draws=draws, seed=draws_seed)
         stats["criteria_analysis"]["questions"] = study_questions(study)
+        stats["criteria_analysis"]["exclusion_rules_use"] = {
+            "gold": gold, "speed, straight-lining, side bias, consistency": primary}
     stats["monitoring"] = study_monitoring(session, study, kept={str(p) for p in stats["exclusions"]["kept"]})
     stats["comparing"] = compare_summary(rows)
     stats["flow"] = participant_flow(session, study, rows, stats["exclusions"])

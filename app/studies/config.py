@@ -97,6 +97,12 @@ class Question(BaseModel):
     text: str = Field(min_length=1, max_length=1000)
     low: str = Field(default=DEFAULT_SCALE_LABELS[0], min_length=1, max_length=100)
     high: str = Field(default=DEFAULT_SCALE_LABELS[-1], min_length=1, max_length=100)
+    gold: bool = Field(default=False, description="gold trials (an intact image against its degraded twin) check "
+                                                  "this criterion (at most one question; default: the primary)")
+
+    def stored(self) -> dict[str, Any]:
+        """The question as stored and exported (`gold` only when set)."""
+        return {k: v for k, v in self.model_dump().items() if k != "gold" or v}
 
     @field_validator("key")
     @classmethod
@@ -117,7 +123,7 @@ class Question(BaseModel):
 # The new-study form's presets (free text is the fourth choice): the paper's one overall question,
 # DrawBench's two separate criteria, and both together.
 _QUALITY = {"key": "quality", "text": "Which image has better visual quality?",
-            "low": "Left much better", "high": "Right much better"}
+            "low": "Left much better", "high": "Right much better", "gold": True}
 _ALIGNMENT = {"key": "alignment", "text": "Which image matches the prompt better?",
               "low": "Left much better", "high": "Right much better"}
 QUESTION_PRESETS: dict[str, dict[str, Any]] = {
@@ -144,6 +150,12 @@ def study_questions(study: Study) -> list[dict[str, Any]]:
 def study_primary(study: Study) -> str:
     """The key of `study`'s primary criterion."""
     return primary_criterion(study.questions, study.primary_criterion)
+
+
+def study_gold_criterion(study: Study) -> str:
+    """The criterion whose answers gold trials check (and the gold exclusion rule uses): the
+    question marked `gold`, else the primary. Gold images are a degraded twin: a quality check."""
+    return next((q["key"] for q in study.questions or [] if q.get("gold")), study_primary(study))
 
 
 class StudyError(ValueError):
@@ -221,6 +233,8 @@ class StudyConfig(BaseModel):
         keys = criterion_keys([q.model_dump() for q in self.questions] if self.questions else None)
         if len(set(keys)) != len(keys):
             raise ValueError("two questions have the same key")
+        if self.questions and sum(q.gold for q in self.questions) > 1:
+            raise ValueError("at most one question can be the one gold trials check (gold: true)")
         if self.primary is not None and self.primary not in keys:
             raise ValueError(f"primary must be one of the questions' keys ({', '.join(keys)})")
         return self
@@ -336,7 +350,7 @@ _PLAIN_FIELDS = (
 
 def _criteria_fields(cfg: StudyConfig) -> dict[str, Any]:
     """The Study columns of `cfg.questions` and `cfg.primary` (None when not set)."""
-    return {"questions": [q.model_dump() for q in cfg.questions] if cfg.questions else None,
+    return {"questions": [q.stored() for q in cfg.questions] if cfg.questions else None,
             "primary_criterion": cfg.primary}
 
 
