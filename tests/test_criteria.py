@@ -254,3 +254,68 @@ def test_load_script_runs_a_two_question_study(postgres_url, tmp_path):
     finally:
         engine.dispose()
     assert set(per_trial) == {2} and keys == {"alignment", "quality"}
+
+
+def test_racing_double_clicks_store_each_two_question_answer_once(live_server, session, study_factory):
+    """Balanced assignment, holds and idempotency with two questions: 16 participants over HTTP, each
+    answer sent twice at once; every acknowledged trial has exactly one row per criterion, tallies
+    and targets count trials (not rows), and every payload/answer has the same keys (blinding)."""
+    import random
+    import threading
+    from collections import Counter
+    from concurrent.futures import ThreadPoolExecutor
+
+    import httpx
+
+    from app.store.models import PairTally
+
+    target, n_pairs, n_people = 2, 8, 16
+    study = study_factory(n_pairs=n_pairs, pairs_per_participant=3, ratings_per_pair=target, gold_rate=0.34,
+                          repeats=1, questions=TWO["questions"], primary=TWO["primary"])
+    slug, study_id = study.slug, study.id
+    session.rollback()
+    barrier = threading.Barrier(n_people)
+
+    def participant(k):
+        rng, acked, keys = random.Random(k), [], set()
+        with httpx.Client(base_url=live_server, timeout=60) as c:
+            token = c.post(f"/api/studies/{slug}/participants", json={}).json()["participant"]
+            barrier.wait()
+            while True:
+                r = c.get(f"/api/participants/{token}/next")
+                if r.status_code == 409:
+                    return acked, keys
+                body = r.json()
+                if body.get("done"):
+                    return acked, keys
+                keys.add((tuple(sorted(body)), tuple(q["key"] for q in body["questions"])))
+                payload = {"answers": {"alignment": rng.randint(1, 5), "quality": rng.randint(1, 5)},
+                           "request_id": str(uuid.uuid4())}
+                url, headers = f"/api/trials/{body['trial']}/answer", {"X-Participant": token}
+                with ThreadPoolExecutor(2) as pool:
+                    results = [f.result() for f in [pool.submit(c.post, url, json=payload, headers=headers)
+                                                    for _ in range(2)]]
+                if any(x.json().get("reason") == "pair_full" for x in results):
+                    continue
+                assert all(x.status_code == 200 for x in results), [x.text for x in results]
+                assert results[0].json() == results[1].json()
+                keys.add(tuple(sorted(results[0].json())))
+                acked.append((payload["request_id"], payload["answers"]))
+
+    with ThreadPoolExecutor(n_people) as pool:
+        outcomes = list(pool.map(participant, range(n_people)))
+    acked = dict(a for o in outcomes for a in o[0])
+    seen_keys = set().union(*(o[1] for o in outcomes))
+    assert len({k for k in seen_keys if isinstance(k[0], tuple)}) == 1  # one payload shape, one question list
+    session.expire_all()
+    rows = session.execute(select(Rating.request_id, Rating.criterion, Rating.choice, Trial.pair_id, Trial.kind,
+                                  Rating.is_primary).join(Trial, Trial.id == Rating.trial_id)).all()
+    stored: dict[str, dict[str, int]] = {}
+    for rid, crit, choice, *_ in rows:
+        stored.setdefault(rid, {})[crit] = choice
+    assert stored == acked  # nothing lost, nothing twice, each criterion as sent
+    main = Counter(pair for _, _, _, pair, kind, primary in rows if kind == "main" and primary)
+    assert max(main.values()) <= target and sum(main.values()) == n_pairs * target
+    tallies = dict(session.execute(select(PairTally.pair_id, PairTally.answered)
+                                   .where(PairTally.study_id == study_id)).all())
+    assert tallies == dict(main)
