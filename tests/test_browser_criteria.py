@@ -8,7 +8,13 @@ from sqlalchemy import select
 
 from app.store.models import Rating
 from app.studies.config import QUESTION_PRESETS
-from tests.browser_helpers import axe_violations, open_page, screenshot, start, wait_unlocked
+from tests.browser_helpers import (
+    axe_violations,
+    open_page,
+    screenshot,
+    start,
+    wait_unlocked,
+)
 
 pytestmark = pytest.mark.browser
 TWO = QUESTION_PRESETS["drawbench"]

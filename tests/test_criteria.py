@@ -13,7 +13,13 @@ from sqlalchemy import create_engine, select, text
 from app.reporting.export import rating_rows, rows_to_csv
 from app.store.db import alembic_config, upgrade_database
 from app.store.models import Rating, Trial
-from app.studies.config import QUESTION_PRESETS, StudyError, parse_config, study_config, update_study
+from app.studies.config import (
+    QUESTION_PRESETS,
+    StudyError,
+    parse_config,
+    study_config,
+    update_study,
+)
 
 TWO = QUESTION_PRESETS["drawbench"]
 
@@ -130,7 +136,7 @@ def test_existing_ratings_migrate_unchanged(db_url, client, session, study_facto
         command.downgrade(alembic_config(db_url), "25_datasheet")
         with engine.connect() as conn:
             before = conn.execute(text(f"SELECT {cols} FROM ratings ORDER BY id")).all()
-            assert "criterion" not in [c for c in conn.execute(text("SELECT * FROM ratings")).keys()]
+            assert "criterion" not in list(conn.execute(text("SELECT * FROM ratings")).keys())
         assert len(before) == 10
         upgrade_database(db_url)
         with engine.connect() as conn:
@@ -197,10 +203,10 @@ def test_statistics_and_report_per_criterion(client, session, study_factory):
     assert 'id="criteria-table"' in html and 'id="criteria-correlation"' in html and "(secondary)" in html
 
 
-from tests.test_admin import admin_client, create_via_form, pair_set_id, study_by_slug  # noqa: E402,F401  (fixtures)
+from tests.test_admin import admin_client, create_via_form, pair_set_id, study_by_slug  # noqa: F401  (fixtures)
 
 
-def test_new_study_form_offers_presets_and_free_text(admin_client, session, pair_set_id):
+def test_new_study_form_offers_presets_and_free_text(admin_client, session, pair_set_id):  # noqa: F811
     client, ps = admin_client, pair_set_id
     form = client.get("/admin/new-study").text
     for value in ("overall", "drawbench", "overall-quality-alignment", "custom"):
@@ -241,7 +247,7 @@ def test_load_script_runs_a_two_question_study(postgres_url, tmp_path):
          "--workers", "1", "--duration", "4", "--pairs", "12", "--ratings-per-pair", "3",
          "--pairs-per-participant", "4", "--replay-share", "0.5", "--database-url", postgres_url,
          "--json-out", str(out)],
-        capture_output=True, text=True, timeout=240, cwd=root,
+        check=False, capture_output=True, text=True, timeout=240, cwd=root,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     result = json.loads(out.read_text())

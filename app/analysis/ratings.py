@@ -15,7 +15,9 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, aliased
 
 from app.store.models import Comparison, Pair, PairSet, Participant, Rating, Study, Trial
+from app.statistics.criteria import rows_by_criterion
 from app.studies.comparing import COMPARE_COLUMNS
+from app.studies.config import study_gold_criterion, study_primary
 
 EXPORT_COLUMNS = (
     "study", "study_version", "participant", "external_ids", "pair", "pair_set", "prompt_id",
@@ -111,3 +113,19 @@ def rating_rows(session: Session, study: Study, *, include_practice: bool = Fals
             **dict(zip(COMPARE_COLUMNS, compared)),
         })
     return rows
+
+
+def checked_rows(study: Study, rows: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], dict[str, list[dict[str, Any]]]]:
+    """(the rows quality control and the primary analysis use, every criterion's rows).
+
+    `rows`: `rating_rows(..., criteria=True)` (or the primary's alone). The first list is the
+    primary criterion's rows, except that a gold trial's row comes from the criterion gold trials
+    check (`study_gold_criterion`, e.g. quality), when that is another one: gold rows never enter
+    the preference results, so only the gold pass rate and the gold exclusion rule see the swap.
+    """
+    primary = study_primary(study)
+    groups = rows_by_criterion(rows, primary)
+    gold = study_gold_criterion(study)
+    gold_rows = {r["trial"]: r for r in groups.get(gold, []) if r.get("is_gold")} if gold != primary else {}
+    main = groups[primary]
+    return ([gold_rows.get(r["trial"], r) if r.get("is_gold") else r for r in main] if gold_rows else main), groups

@@ -21,9 +21,9 @@ from sqlalchemy.orm import Session
 
 from app.analysis.monitoring_study import apply_auto_close, study_monitoring
 from app.analysis.participant_flow import participant_flow
-from app.analysis.ratings import rating_rows
+from app.analysis.ratings import checked_rows, rating_rows
 from app.statistics import compute_statistics
-from app.statistics.criteria import criteria_statistics, rows_by_criterion
+from app.statistics.criteria import criteria_statistics
 from app.store.models import Rating, Study, Trial
 from app.studies.comparing import compare_summary
 from app.studies.config import study_config, study_gold_criterion, study_primary, study_questions
@@ -71,16 +71,10 @@ def study_statistics(
     between criteria. Rows without a `criterion` answer the primary one.
     """
     rows = rating_rows(session, study, criteria=True) if rows is None else rows
-    primary = study_primary(study)
-    groups = rows_by_criterion(rows, primary)
+    primary, gold = study_primary(study), study_gold_criterion(study)
+    checked, groups = checked_rows(study, rows)  # gold trials judged on the criterion they check
     rows = groups[primary]
     draws_seed = study.seed if seed is None else seed
-    # Gold trials are judged on the criterion they check (a degraded twin: quality), which may not
-    # be the primary: their rows come from that criterion. Gold rows never enter the preference
-    # results, so only the gold pass rate and the gold exclusion rule see the swap.
-    gold = study_gold_criterion(study)
-    gold_rows = {r["trial"]: r for r in groups.get(gold, []) if r.get("is_gold")} if gold != primary else {}
-    checked = [gold_rows.get(r["trial"], r) if r.get("is_gold") else r for r in rows] if gold_rows else rows
     stats = compute_statistics(
         checked,
         exclusion_rules=study.exclusion_rules or {},
