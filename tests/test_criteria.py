@@ -176,14 +176,23 @@ def test_statistics_and_report_per_criterion(client, session, study_factory):
     from app.analysis.study_statistics import study_statistics
     from app.reporting.report import render_report
 
-    study = _run_two_question_study(client, session, study_factory, gold_rate=0.25)
+    study = _run_two_question_study(client, session, study_factory, gold_rate=0.5)
     stats = study_statistics(session, study, draws=50)
-    # Gold trials check the quality answers (the preset marks quality as the gold criterion), not the primary's.
-    gold_quality = [r for r in rating_rows(session, study) if r["is_gold"] and r["criterion"] == "quality"]
-    assert gold_quality and stats["results"]["all"]["quality"]["gold"]["n"] == len(gold_quality)
-    passed = sum(r["score"] > 0 for r in gold_quality) / len(gold_quality)
+    # Gold trials take turns by position: other_prompt checks alignment, degraded checks quality; each
+    # is judged on the answer to the criterion it checks.
+    rows = rating_rows(session, study)
+    answers = {(r["trial"], r["criterion"]): r for r in rows}
+    gold = [answers[(r["trial"], ("alignment", "quality")[r["position"] % 2])] for r in rows
+            if r["is_gold"] and r["criterion"] == "alignment"]
+    assert {r["criterion"] for r in gold} == {"alignment", "quality"}
+    assert stats["results"]["all"]["quality"]["gold"]["n"] == len(gold)
+    passed = sum(r["score"] > 0 for r in gold) / len(gold)
     assert stats["results"]["all"]["quality"]["gold"]["pass_rate"] == pytest.approx(passed)
-    assert stats["criteria_analysis"]["exclusion_rules_use"]["gold"] == "quality"
+    # A secondary criterion's own quality control counts only the gold trials that check it.
+    own = [r for r in gold if r["criterion"] == "quality"]
+    assert 0 < stats["criteria"]["quality"]["results"]["all"]["quality"]["gold"]["n"] == len(own) < len(gold)
+    assert stats["criteria_analysis"]["exclusion_rules_use"]["gold"] == (
+        "alignment (other prompt gold trials), quality (degraded gold trials)")
     assert list(stats["criteria"]) == ["alignment", "quality"]  # the primary first
     assert stats["criteria"]["alignment"]["role"] == "primary" and stats["criteria"]["quality"]["role"] == "secondary"
     # The top level is the primary criterion alone: one preference rating per main trial.
@@ -325,3 +334,28 @@ def test_racing_double_clicks_store_each_two_question_answer_once(live_server, s
     tallies = dict(session.execute(select(PairTally.pair_id, PairTally.answered)
                                    .where(PairTally.study_id == study_id)).all())
     assert tallies == dict(main)
+
+
+def test_gold_trials_check_alignment_with_another_prompts_image(client, session, study_factory):
+    """An 'other_prompt' gold trial shows the pair's image against an image made for another
+    prompt; a 'degraded' one the intact image against its degraded twin; the kinds take turns."""
+    from app.assignment import trial_images
+    from app.store.models import Pair
+
+    study = _run_two_question_study(client, session, study_factory, n_participants=3, gold_rate=0.5)
+    golds = session.scalars(select(Trial).where(Trial.study_id == study.id, Trial.kind == "gold")).all()
+    kinds = set()
+    for t in golds:
+        pair = session.get(Pair, t.pair_id)
+        left, right = trial_images(session, t)
+        intact, other = (left, right) if t.treatment_side == "left" else (right, left)
+        if t.position % 2 == 0:  # other_prompt: the pair's treatment image vs another prompt's
+            kinds.add("other_prompt")
+            assert intact.id == pair.treatment_image_id
+            owner = session.scalar(select(Pair).where(Pair.treatment_image_id == other.id))
+            assert owner is not None and owner.prompt != pair.prompt
+        else:
+            kinds.add("degraded")
+            assert other.id == pair.gold_image_id
+    assert kinds == {"other_prompt", "degraded"}
+    session.rollback()

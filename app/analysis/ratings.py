@@ -15,9 +15,9 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, aliased
 
 from app.store.models import Comparison, Pair, PairSet, Participant, Rating, Study, Trial
-from app.statistics.criteria import rows_by_criterion
+from app.statistics.criteria import gold_target, rows_by_criterion
 from app.studies.comparing import COMPARE_COLUMNS
-from app.studies.config import study_gold_criterion, study_primary
+from app.studies.config import study_gold_targets, study_primary
 
 EXPORT_COLUMNS = (
     "study", "study_version", "participant", "external_ids", "pair", "pair_set", "prompt_id",
@@ -118,14 +118,24 @@ def rating_rows(session: Session, study: Study, *, include_practice: bool = Fals
 def checked_rows(study: Study, rows: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], dict[str, list[dict[str, Any]]]]:
     """(the rows quality control and the primary analysis use, every criterion's rows).
 
-    `rows`: `rating_rows(..., criteria=True)` (or the primary's alone). The first list is the
-    primary criterion's rows, except that a gold trial's row comes from the criterion gold trials
-    check (`study_gold_criterion`, e.g. quality), when that is another one: gold rows never enter
-    the preference results, so only the gold pass rate and the gold exclusion rule see the swap.
+    `rows`: `rating_rows(..., criteria=True)` (or the primary's alone). Each gold trial checks one
+    criterion (`study_gold_targets`: a degraded twin checks quality, another prompt's image checks
+    alignment) and is judged on that criterion's answer: the first list is the primary
+    criterion's rows with each gold trial's row taken from the criterion it checks, and in the
+    groups a criterion keeps only the gold trials that check it. Gold rows never enter the
+    preference results: only the gold pass rate and the gold exclusion rule see this.
     """
     primary = study_primary(study)
     groups = rows_by_criterion(rows, primary)
-    gold = study_gold_criterion(study)
-    gold_rows = {r["trial"]: r for r in groups.get(gold, []) if r.get("is_gold")} if gold != primary else {}
-    main = groups[primary]
-    return ([gold_rows.get(r["trial"], r) if r.get("is_gold") else r for r in main] if gold_rows else main), groups
+    targets = study_gold_targets(study)
+    if len(groups) == 1 and all(key == primary for _, key in targets):
+        return groups[primary], groups
+    by_trial = {(key, r["trial"]): r for key, group in groups.items() for r in group if r.get("is_gold")}
+    checked = []
+    for r in groups[primary]:
+        if r.get("is_gold"):
+            r = by_trial.get((gold_target(targets, r["position"])[1], r["trial"]), r)
+        checked.append(r)
+    kept = {key: [r for r in group if not r.get("is_gold") or gold_target(targets, r["position"])[1] == key]
+            for key, group in groups.items()}
+    return checked, kept

@@ -26,7 +26,7 @@ from app.statistics import compute_statistics
 from app.statistics.criteria import criteria_statistics
 from app.store.models import Rating, Study, Trial
 from app.studies.comparing import compare_summary
-from app.studies.config import study_config, study_gold_criterion, study_primary, study_questions
+from app.studies.config import study_config, study_gold_targets, study_primary, study_questions
 
 DEFAULT_DRAWS = 1000
 
@@ -71,7 +71,7 @@ def study_statistics(
     between criteria. Rows without a `criterion` answer the primary one.
     """
     rows = rating_rows(session, study, criteria=True) if rows is None else rows
-    primary, gold = study_primary(study), study_gold_criterion(study)
+    primary = study_primary(study)
     checked, groups = checked_rows(study, rows)  # gold trials judged on the criterion they check
     rows = groups[primary]
     draws_seed = study.seed if seed is None else seed
@@ -88,7 +88,8 @@ def study_statistics(
             min_response_ms=study.min_response_ms or None, draws=draws, seed=draws_seed)
         stats["criteria_analysis"]["questions"] = study_questions(study)
         stats["criteria_analysis"]["exclusion_rules_use"] = {
-            "gold": gold, "speed, straight-lining, side bias, consistency": primary}
+            "gold": ", ".join(f"{key} ({kind.replace('_', ' ')} gold trials)" for kind, key in study_gold_targets(study)),
+            "speed, straight-lining, side bias, consistency": primary}
     stats["monitoring"] = study_monitoring(session, study, kept={str(p) for p in stats["exclusions"]["kept"]})
     stats["comparing"] = compare_summary(rows)
     stats["flow"] = participant_flow(session, study, rows, stats["exclusions"])

@@ -19,6 +19,25 @@ MAX_QUESTIONS = 3
 CRITERION_KEY_RE = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
 
 
+# What a gold trial shows (issue 24): "degraded": the pair's intact image against its degraded twin
+# (a quality check, as before); "other_prompt": the pair's image against an image made for another
+# prompt (an alignment check). In both the image that passes plays "treatment": score > 0 = passed.
+GOLD_KINDS = ("degraded", "other_prompt")
+
+
+def gold_targets(questions: Sequence[Mapping[str, Any]] | None, primary: str | None) -> list[tuple[str, str]]:
+    """[(gold kind, criterion it checks)] of a study: the questions marked `gold`, in order, else
+    one degraded-twin check of the primary criterion."""
+    marked = [(str(q["gold"]), str(q["key"])) for q in questions or [] if q.get("gold")]
+    return marked or [("degraded", primary_criterion(questions, primary))]
+
+
+def gold_target(targets: Sequence[tuple[str, str]], position: int) -> tuple[str, str]:
+    """The (gold kind, criterion) of the gold trial at plan `position`: the kinds take turns by
+    position (positions of gold trials are shuffled per participant, so the kinds are mixed)."""
+    return targets[int(position) % len(targets)]
+
+
 def criterion_keys(questions: Sequence[Mapping[str, Any]] | None) -> list[str]:
     """The criterion keys of a study's `questions` (None or empty: the one default criterion)."""
     return [str(q["key"]) for q in questions] if questions else [DEFAULT_CRITERION]

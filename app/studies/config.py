@@ -16,7 +16,14 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from app.statistics.criteria import CRITERION_KEY_RE, DEFAULT_CRITERION, MAX_QUESTIONS, criterion_keys, primary_criterion
+from app.statistics.criteria import (
+    CRITERION_KEY_RE,
+    DEFAULT_CRITERION,
+    MAX_QUESTIONS,
+    criterion_keys,
+    gold_targets,
+    primary_criterion,
+)
 from app.statistics.monitoring import MonitoringSettings
 from app.store.models import STUDY_STATES, Comparison, PairSet, Rating, Study, StudyVersion, Trial
 from app.statistics import StatisticsInputError, normalise_rules
@@ -97,8 +104,16 @@ class Question(BaseModel):
     text: str = Field(min_length=1, max_length=1000)
     low: str = Field(default=DEFAULT_SCALE_LABELS[0], min_length=1, max_length=100)
     high: str = Field(default=DEFAULT_SCALE_LABELS[-1], min_length=1, max_length=100)
-    gold: bool = Field(default=False, description="gold trials (an intact image against its degraded twin) check "
-                                                  "this criterion (at most one question; default: the primary)")
+    gold: Literal["degraded", "other_prompt"] | None = Field(
+        default=None, description="gold trials check this criterion: 'degraded' (the intact image against its "
+                                  "degraded twin: quality) or 'other_prompt' (the pair's image against one made for "
+                                  "another prompt: alignment); true means 'degraded'. Default: a degraded-twin check "
+                                  "of the primary criterion")
+
+    @field_validator("gold", mode="before")
+    @classmethod
+    def _gold(cls, v: Any) -> Any:
+        return "degraded" if v is True else None if v is False else v
 
     def stored(self) -> dict[str, Any]:
         """The question as stored and exported (`gold` only when set)."""
@@ -123,9 +138,9 @@ class Question(BaseModel):
 # The new-study form's presets (free text is the fourth choice): the paper's one overall question,
 # DrawBench's two separate criteria, and both together.
 _QUALITY = {"key": "quality", "text": "Which image has better visual quality?",
-            "low": "Left much better", "high": "Right much better", "gold": True}
+            "low": "Left much better", "high": "Right much better", "gold": "degraded"}
 _ALIGNMENT = {"key": "alignment", "text": "Which image matches the prompt better?",
-              "low": "Left much better", "high": "Right much better"}
+              "low": "Left much better", "high": "Right much better", "gold": "other_prompt"}
 QUESTION_PRESETS: dict[str, dict[str, Any]] = {
     "overall": {"label": "One overall question (as in the paper)", "questions": None, "primary": None},
     "drawbench": {"label": "Quality and prompt alignment, separately (as DrawBench)",
@@ -152,10 +167,11 @@ def study_primary(study: Study) -> str:
     return primary_criterion(study.questions, study.primary_criterion)
 
 
-def study_gold_criterion(study: Study) -> str:
-    """The criterion whose answers gold trials check (and the gold exclusion rule uses): the
-    question marked `gold`, else the primary. Gold images are a degraded twin: a quality check."""
-    return next((q["key"] for q in study.questions or [] if q.get("gold")), study_primary(study))
+def study_gold_targets(study: Study) -> list[tuple[str, str]]:
+    """[(gold kind, criterion)] of `study`'s gold trials (`app.statistics.criteria.gold_targets`):
+    each gold trial checks one criterion, and is judged (gold pass rate, the gold exclusion rule)
+    on that criterion's answer."""
+    return gold_targets(study.questions, study.primary_criterion)
 
 
 class StudyError(ValueError):
@@ -233,8 +249,9 @@ class StudyConfig(BaseModel):
         keys = criterion_keys([q.model_dump() for q in self.questions] if self.questions else None)
         if len(set(keys)) != len(keys):
             raise ValueError("two questions have the same key")
-        if self.questions and sum(q.gold for q in self.questions) > 1:
-            raise ValueError("at most one question can be the one gold trials check (gold: true)")
+        golds = [q.gold for q in self.questions or [] if q.gold]
+        if len(set(golds)) != len(golds):
+            raise ValueError("each kind of gold check (degraded, other_prompt) can check one question only")
         if self.primary is not None and self.primary not in keys:
             raise ValueError(f"primary must be one of the questions' keys ({', '.join(keys)})")
         return self

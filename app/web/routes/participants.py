@@ -123,7 +123,7 @@ def trial_payload(session, result, participant: Participant, study: Study) -> di
     if result.trial is None:
         return {"done": True, "progress": progress}
     shown = [result.trial] + ([result.preload] if result.preload is not None else [])
-    tokens = trial_image_tokens(session, shown)
+    tokens = trial_image_tokens(session, shown, study)
     prefetch(session, [token for pair in tokens for token in pair])  # the browser asks for them next
     payload: dict[str, Any] = {
         "trial": result.trial.public_id,
