@@ -359,3 +359,37 @@ def test_gold_trials_check_alignment_with_another_prompts_image(client, session,
             assert other.id == pair.gold_image_id
     assert kinds == {"other_prompt", "degraded"}
     session.rollback()
+
+
+def test_a_two_question_trial_reveals_nothing(client, session, study_factory):
+    """Blinding audit with two questions and both kinds of gold check: the page, every /next payload
+    and every answer response name no arm, method, gold check or score; one payload shape."""
+    import re
+
+    from tests.test_blinding import FORBIDDEN
+
+    study = study_factory(n_pairs=6, pairs_per_participant=4, gold_rate=0.5, repeats=1, title="Image study",
+                          instructions="Compare the two images.", questions=TWO["questions"], primary=TWO["primary"])
+    slug = study.slug
+    session.rollback()
+    run = client.post(f"/s/{slug}/start", data={"consent": "yes"})
+    texts = [(f"/s/{slug}/run", run.text)]
+    token = run.text.split('data-token="')[1].split('"')[0]
+    shapes, sizes = set(), set()
+    while True:
+        r = client.get(f"/api/participants/{token}/next")
+        body = r.json()
+        if body.get("done"):
+            break
+        texts.append(("next", r.text))
+        shapes.add((tuple(sorted(body)), str(body["questions"])))
+        for side in ("left", "right"):
+            sizes.add(len(client.get(body[side]).content))
+        a = _answer(client, token, body["trial"], {"answers": {"alignment": 1, "quality": 5},
+                                                   "request_id": str(uuid.uuid4())})
+        assert a.status_code == 200
+        texts.append(("answer", a.text))
+    assert len(shapes) == 1 and len(sizes) == 1  # the same keys and questions; one image size
+    for where, body in texts:
+        for pattern in FORBIDDEN:
+            assert not re.search(pattern, body, re.IGNORECASE), f"{pattern!r} in {where}"

@@ -67,4 +67,5 @@ def trial_instruction(study: Study, kind: str) -> str | None:
 def trial_questions(study: Study) -> list[dict[str, Any]]:
     """What `/next` says about the questions: `[{key, text, low, high, labels}]` (issue 24; one entry
     for a one-question study). The same on every trial of a study: nothing here names an arm."""
-    return study_questions(study)
+    # Only what the page shows: which question a gold check targets is the researcher's business.
+    return [{k: q[k] for k in ("key", "text", "low", "high", "labels")} for q in study_questions(study)]
