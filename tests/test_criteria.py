@@ -172,7 +172,7 @@ def _run_two_question_study(client, session, study_factory, n_participants=6, **
     return study
 
 
-def test_statistics_and_report_per_criterion(client, session, study_factory):
+def test_statistics_and_report_per_criterion(client, session, study_factory, tmp_path):
     from app.analysis.study_statistics import study_statistics
     from app.reporting.report import render_report
 
@@ -210,6 +210,19 @@ def test_statistics_and_report_per_criterion(client, session, study_factory):
     json.dumps(stats, allow_nan=False)
     html = render_report(stats)
     assert 'id="criteria-table"' in html and 'id="criteria-correlation"' in html and "(secondary)" in html
+    # The report bundle: ratings.csv in long format, statistics.json with every criterion, the paper's
+    # methods sentence names both questions.
+    from app.reporting.paper import methods_text
+    from app.reporting.report import write_study_report
+
+    out = write_study_report(session, study, tmp_path / "report", draws=20)
+    table = list(csv.DictReader(io.StringIO(out.paths["ratings"].read_text())))
+    assert {r["criterion"] for r in table} == {"alignment", "quality"} and out.n_ratings == len(table)
+    saved = json.loads((tmp_path / "report" / "statistics.json").read_text())
+    assert list(saved["criteria"]) == ["alignment", "quality"] and "Results per criterion" in (
+        tmp_path / "report" / "report.html").read_text()
+    assert "(alignment, primary)" in " ".join(t for t, _ in methods_text(stats))
+    assert "better? (primary); quality: " in saved["datasheet"]["fields"]["question"]["value"]
 
 
 from tests.test_admin import admin_client, create_via_form, pair_set_id, study_by_slug  # noqa: F401  (fixtures)
