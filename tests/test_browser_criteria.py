@@ -69,6 +69,11 @@ def test_two_questions_answered_by_keyboard(chromium, live_server, session, stud
     # The second trial starts with nothing picked.
     assert page.locator(".answer[aria-pressed='true']").count() == 0
     if size == "phone":
+        # The compare view opens with a tap and closes again; nothing is picked meanwhile.
+        page.tap("#left-open")
+        assert page.is_visible("#viewer")
+        page.tap("#v-close")
+        assert not page.is_visible("#viewer")
         # Touch: tap one answer per question, then Next.
         page.tap(".criterion >> nth=1 >> .answer[data-choice='5']")
         page.tap(".criterion >> nth=0 >> .answer[data-choice='1']")
