@@ -179,7 +179,8 @@ def _criteria_answers(found, choice: int | None, answers: dict[str, int] | None)
         answers = {keys[0]: choice}
     missing, unknown = [k for k in keys if k not in answers], [k for k in answers if k not in keys]
     if unknown:
-        raise FlowError(422, f"unknown question key(s) {', '.join(map(str, unknown))}; this study asks "
+        named = ", ".join(repr(k[:40]) for k in unknown[:3]) + (", ..." if len(unknown) > 3 else "")
+        raise FlowError(422, f"unknown question key(s) {named}; this study asks "
                              f"{', '.join(keys)}")
     if missing:
         raise FlowError(422, f"answer every question: missing {', '.join(missing)}")
