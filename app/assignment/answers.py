@@ -155,7 +155,7 @@ def _replay(session: Session, participant_id: int, public_id: str, request_id: s
     """The stored result for `request_id`, if this participant already sent it for this trial."""
     found = session.execute(
         select(Rating, Trial).join(Trial, Trial.id == Rating.trial_id)
-        .where(Rating.request_id == request_id, Rating.is_primary)
+        .where(Rating.request_id == request_id, _IS_PRIMARY)
     ).first()
     if found is None:
         return None
