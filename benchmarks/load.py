@@ -24,6 +24,7 @@ exits non-zero when anything is lost, duplicated or over target.
     python3 benchmarks/load.py --compare-anchor --participants 100 --duration 20 --warmup 10 --rounds 4
                                                      # the same, both servers measured in alternation
     python3 benchmarks/load.py --participants 300 --burst 2 --think-ms 5000       # 300 sign-ups in 2 s
+    python3 benchmarks/load.py --questions 2 --participants 50 --duration 20      # two criteria per trial
 """
 
 from __future__ import annotations
@@ -226,6 +227,8 @@ def main() -> int:
     ap.add_argument("--gold-rate", type=float, default=0.1)
     ap.add_argument("--repeats", type=int, default=1)
     ap.add_argument("--practice", type=int, default=1, help="practice trials per participant")
+    ap.add_argument("--questions", type=int, default=1, choices=(1, 2, 3),
+                    help="questions (criteria) per trial; 2 or 3: one answer request carries them all (issue 24)")
     ap.add_argument("--replay-share", type=float, default=0.05, help="share of answers sent twice")
     ap.add_argument("--think-ms", type=float, default=0.0, help="mean pause before answering")
     ap.add_argument("--burst", type=float, default=0.0, dest="burst_s", metavar="SECONDS",

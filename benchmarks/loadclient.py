@@ -65,9 +65,12 @@ async def timed(client: aiohttp.ClientSession, stats: Stats, what: str, method: 
     return r
 
 
-async def submit(client, stats: Stats, trial: str, token: str, choice: int, request_id: str) -> Reply | None:
-    """POST an answer; retry up to 3 times with the same request_id on a network error or 5xx."""
-    body = {"choice": choice, "request_id": request_id, "response_ms": random.randint(800, 4000)}
+async def submit(client, stats: Stats, trial: str, token: str, choice: int, request_id: str,
+                 answers: dict[str, int] | None = None) -> Reply | None:
+    """POST an answer; retry up to 3 times with the same request_id on a network error or 5xx.
+    `answers`: {criterion: 1..5} for a study with several questions (then `choice` is the primary's)."""
+    body = {"request_id": request_id, "response_ms": random.randint(800, 4000)}
+    body.update({"answers": answers} if answers else {"choice": choice})
     for attempt in range(4):
         try:
             r = await timed(client, stats, "submit", "POST", f"/api/trials/{trial}/answer",
@@ -132,14 +135,17 @@ async def participant_loop(client: aiohttp.ClientSession, slug: str, deadline: f
             if args.think_ms:
                 await asyncio.sleep(rng.uniform(0.5, 1.5) * args.think_ms / 1000)
             choice, request_id = rng.randint(1, 5), str(uuid.uuid4())
-            r = await submit(client, stats, data["trial"], token, choice, request_id)
+            # Several questions (issue 24): one answer per question, the first (the primary) is `choice`.
+            keys = [q["key"] for q in data.get("questions") or []]
+            answers = {k: (choice if i == 0 else rng.randint(1, 5)) for i, k in enumerate(keys)} if len(keys) > 1 else None
+            r = await submit(client, stats, data["trial"], token, choice, request_id, answers)
             if r is None or r.status_code != 200:
                 continue
             stats.acked[request_id] = (data["trial"], choice)
             stats.ack_times.append(time.monotonic())
             stats.acked_trials[data["trial"]] += 1
             if rng.random() < args.replay_share:  # a double click: same request_id again
-                r2 = await submit(client, stats, data["trial"], token, choice, request_id)
+                r2 = await submit(client, stats, data["trial"], token, choice, request_id, answers)
                 stats.replays += 1
                 if r2 is not None and r2.status_code != 200:
                     stats.errors[f"replay answered {r2.status_code}"] += 1

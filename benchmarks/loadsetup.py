@@ -127,6 +127,11 @@ def write_synthetic_pair_set(folder: Path, n: int, size: int = 32, seed: int = 0
     return folder
 
 
+QUESTIONS = [{"key": "alignment", "text": "Which image matches the prompt better?"},
+             {"key": "quality", "text": "Which image has better visual quality?"},
+             {"key": "overall", "text": "Which image is better overall?"}]
+
+
 def seed_study(url: str, args: argparse.Namespace) -> str:
     """Migrate the database and create an open study over a synthetic pair set; returns its slug."""
     from app.store.db import session_scope, upgrade_database
@@ -144,6 +149,8 @@ def seed_study(url: str, args: argparse.Namespace) -> str:
                 "pairs_per_participant": args.pairs_per_participant,
                 "ratings_per_pair": args.ratings_per_pair, "gold_rate": args.gold_rate,
                 "repeats": args.repeats, "practice_trials": args.practice, "min_response_ms": 0,
+                # --questions N (issue 24): N criteria per trial, the first one primary.
+                **({"questions": QUESTIONS[: args.questions]} if getattr(args, "questions", 1) > 1 else {}),
             })
     return slug
 
@@ -231,7 +238,10 @@ def app_image_bytes(url: str) -> int:
 
 
 def app_rows(url: str, slug: str) -> tuple[list[tuple[str, str, int]], list[int], int]:
-    """The app's stored ratings (request_id, trial, choice), main ratings per pair, the target."""
+    """The app's stored ratings (request_id, trial, choice), main ratings per pair, the target.
+
+    With several questions (issue 24) the primary criterion's rows; a trial whose answer lacks a
+    criterion's row (or has one twice) shows up as a row with choice -1 (counted as lost)."""
     from sqlalchemy import func, select
 
     from app.store.db import session_scope
@@ -241,11 +251,18 @@ def app_rows(url: str, slug: str) -> tuple[list[tuple[str, str, int]], list[int]
         study = session.scalar(select(Study).where(Study.slug == slug))
         rows = session.execute(
             select(Rating.request_id, Trial.public_id, Rating.choice)
-            .join(Trial, Rating.trial_id == Trial.id).where(Trial.study_id == study.id)
+            .join(Trial, Rating.trial_id == Trial.id).where(Trial.study_id == study.id, Rating.is_primary)
         ).all()
+        n_criteria = len(study.questions or [None])
+        incomplete = session.execute(
+            select(Rating.request_id, Trial.public_id).join(Trial, Rating.trial_id == Trial.id)
+            .where(Trial.study_id == study.id).group_by(Rating.request_id, Trial.public_id)
+            .having(func.count(Rating.id) != n_criteria)
+        ).all()
+        rows = [*rows, *((rid, trial, -1) for rid, trial in incomplete)]
         per_pair = session.execute(
             select(func.count(Rating.id)).join(Trial, Rating.trial_id == Trial.id)
-            .where(Trial.study_id == study.id, Trial.kind == "main").group_by(Trial.pair_id)
+            .where(Trial.study_id == study.id, Trial.kind == "main", Rating.is_primary).group_by(Trial.pair_id)
         ).scalars().all()
         return [tuple(r) for r in rows], list(per_pair), study.ratings_per_pair
 

@@ -2,6 +2,9 @@
 // answers after the study's minimum time (countdown), send the answer with the compare view's log
 // (idempotent retries), preload the following pair. Keys: 1-5 answer, C compare view, F flicker.
 // While the compare view is open every key goes to it: 1-5 close it and answer nothing.
+// Several questions per trial (issue 24): keys 1-5 answer the question in focus (else the first
+// unanswered one) and move to the next; a click or tap does the same; Next or Enter sends every
+// answer in one request once all are given.
 (function () {
   "use strict";
   var root = document.getElementById("study");
@@ -12,13 +15,61 @@
   var el = function (id) { return document.getElementById(id); };
   var current = null, busy = true, unlocked = false, arrivedAt = 0, unlockedAt = 0, countdown = null;
   var viewer = tools ? window.CompareView({ maxUpscale: maxUpscale, onClose: viewerClosed }) : null;
+  var groups = Array.prototype.slice.call(document.querySelectorAll(".criterion"));
+  var several = groups.length > 1, sendButton = el("send"), picked = {}, active = 0;
 
   function uuid() {
     if (window.crypto && crypto.randomUUID) return crypto.randomUUID();
     var b = new Uint8Array(16); crypto.getRandomValues(b);
     return Array.prototype.map.call(b, function (x) { return (x + 256).toString(16).slice(1); }).join("");
   }
-  function setEnabled(on) { buttons.forEach(function (b) { b.disabled = !on; }); }
+  function setEnabled(on) {
+    buttons.forEach(function (b) { b.disabled = !on; });
+    if (sendButton) sendButton.disabled = !(on && allPicked());
+  }
+  // ---- several questions: what is picked, which question keys go to
+  function keyOf(i) { return groups[i].dataset.key; }
+  function allPicked() { return groups.every(function (g) { return picked[g.dataset.key] !== undefined; }); }
+  function setActive(i) {
+    active = i;
+    groups.forEach(function (g, j) { g.classList.toggle("current", j === i && !allPicked()); });
+  }
+  function resetPicks() {
+    picked = {};
+    buttons.forEach(function (b) { b.setAttribute("aria-pressed", "false"); });
+    setActive(0);
+    if (sendButton) sendButton.disabled = true;
+    el("send-hint").textContent = "Answer every question to go on.";
+  }
+  function pick(i, choice, moveFocus) {
+    var key = keyOf(i), label = "";
+    picked[key] = choice;
+    groups[i].querySelectorAll(".answer").forEach(function (b) {
+      var on = parseInt(b.dataset.choice, 10) === choice;
+      b.setAttribute("aria-pressed", on ? "true" : "false");
+      if (on) label = b.querySelector("span").textContent;
+    });
+    var done = allPicked();
+    sendButton.disabled = !(done && unlocked && !busy);
+    el("send-hint").textContent = done ? "All answered: Next sends them." : "Answer every question to go on.";
+    el("sr-status").textContent = groups[i].querySelector("legend").textContent.replace(/^\s*\d+\.\s*/, "") + ": " + label +
+      (done ? ". All answered: press Next." : "");
+    // The next question without an answer (after this one first), or Next when all are answered.
+    var nextIndex = -1;
+    for (var k = 1; k <= groups.length; k++) {
+      var j = (i + k) % groups.length;
+      if (picked[keyOf(j)] === undefined) { nextIndex = j; break; }
+    }
+    setActive(nextIndex < 0 ? Math.min(i + 1, groups.length - 1) : nextIndex);
+    if (!moveFocus) return;
+    var target = nextIndex < 0 ? sendButton : groups[nextIndex].querySelector(".answer");
+    target.focus({ preventScroll: true });
+    target.scrollIntoView({ block: "nearest" });
+  }
+  function focusedGroup() {
+    var g = document.activeElement && document.activeElement.closest ? document.activeElement.closest(".criterion") : null;
+    return g ? groups.indexOf(g) : -1;
+  }
   function showError(msg) { var e = el("error"); e.textContent = msg; e.hidden = !msg; }
   function note(msg) { var n = el("note"); n.textContent = msg || ""; n.hidden = !msg; }
   function preload(urls) { if (urls) [urls.left, urls.right].forEach(function (u) { new Image().src = u; }); }
@@ -77,6 +128,7 @@
     // browser would otherwise keep the previous trial's scroll position).
     window.scrollTo(0, 0);
     note(""); el("warning").hidden = true;
+    if (several) resetPicks();
     el("prompt").textContent = t.prompt;
     el("instruction").textContent = t.instruction || "";
     el("instruction").hidden = !t.instruction;
@@ -120,11 +172,14 @@
 
   function answer(choice) {
     if (busy || !current || !unlocked) return;
+    if (several && !allPicked()) return;
     busy = true; setEnabled(false);
     var compared = viewer ? viewer.takeLog() : { used_zoom: false, used_flicker: false, max_zoom: 1, compare_view_ms: 0, flicker_ms: 0 };
     compared.unlock_ms = Math.round(unlockedAt - arrivedAt);
-    var body = JSON.stringify({ choice: choice, request_id: uuid(), response_ms: Math.round(performance.now() - arrivedAt),
-                                compared: compared });
+    var fields = { request_id: uuid(), response_ms: Math.round(performance.now() - arrivedAt), compared: compared };
+    if (several) { fields.answers = {}; Object.keys(picked).forEach(function (k) { fields.answers[k] = picked[k]; }); }
+    else { fields.choice = choice; }
+    var body = JSON.stringify(fields);
     var trial = current.trial, tries = 0;
     (function send() {
       fetch("/api/trials/" + encodeURIComponent(trial) + "/answer", {
@@ -154,14 +209,34 @@
 
   buttons.forEach(function (b) {
     b.addEventListener("click", function (e) {
+      if (several) {
+        if (busy || !unlocked) return;
+        pick(groups.indexOf(b.closest(".criterion")), parseInt(b.dataset.choice, 10), true);
+        return;
+      }
       if (e.detail > 0) b.blur();  // a tap or click leaves no highlight on the next pair
       answer(parseInt(b.dataset.choice, 10));
     });
   });
+  if (several) {
+    sendButton.addEventListener("click", function (e) { if (e.detail > 0) sendButton.blur(); answer(null); });
+    groups.forEach(function (g, i) { g.addEventListener("focusin", function () { setActive(i); }); });
+  }
   document.addEventListener("keydown", function (e) {
     if (viewer && viewer.isOpen()) { viewer.onKey(e); return; }
     if (e.ctrlKey || e.metaKey || e.altKey) return;
-    if (e.key >= "1" && e.key <= "5") { e.preventDefault(); answer(parseInt(e.key, 10)); }
+    if (several && e.key >= "1" && e.key <= "5") {
+      e.preventDefault();
+      if (busy || !current || !unlocked) return;
+      var i = focusedGroup();
+      pick(i >= 0 ? i : active, parseInt(e.key, 10), true);
+    }
+    else if (several && e.key === "Enter") {
+      // Enter sends once every question has an answer (it never re-picks the focused button).
+      if (allPicked() || focusedGroup() >= 0) e.preventDefault();
+      if (allPicked()) answer(null);
+    }
+    else if (e.key >= "1" && e.key <= "5") { e.preventDefault(); answer(parseInt(e.key, 10)); }
     else if (viewer && (e.key === "c" || e.key === "C")) { e.preventDefault(); openViewer(false); }
     else if (viewer && (e.key === "f" || e.key === "F")) { e.preventDefault(); openViewer(true); }
   });

@@ -35,7 +35,7 @@ def monitoring_rows(session: Session, study: Study) -> list[dict[str, Any]]:
         .join(Trial, Trial.id == Rating.trial_id)
         .join(Pair, Pair.id == Trial.pair_id)
         .join(Comparison, Comparison.id == Trial.comparison_id)
-        .where(Trial.study_id == study.id, Trial.kind != "practice")
+        .where(Trial.study_id == study.id, Trial.kind != "practice", Rating.is_primary)  # the primary criterion
         .order_by(Rating.id)
     )
     # pair and stratum: the report's duplicate rule and strata (issue 23: one statistics core).
@@ -76,7 +76,8 @@ def overall(comparisons: dict[str, dict[str, Any]]) -> str:
 def pairs_short(session: Session, study: Study) -> dict[str, int]:
     """Per comparison label: pairs with fewer main ratings than the target (work left to hand out)."""
     counts = (select(Trial.pair_id, func.count(Rating.id).label("n")).join(Rating, Rating.trial_id == Trial.id)
-              .where(Trial.study_id == study.id, Trial.kind == "main").group_by(Trial.pair_id).subquery())
+              .where(Trial.study_id == study.id, Trial.kind == "main", Rating.is_primary).group_by(Trial.pair_id)
+              .subquery())
     rows = session.execute(
         select(Comparison.label, func.count(Pair.id))
         .join(Pair, Pair.pair_set_id == Comparison.pair_set_id)

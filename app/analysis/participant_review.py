@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 from app.store.csvsafe import csv_text
 from app.store.models import Participant, Rating, Study, Trial
 from app.studies.pacing import ended_full, ending, fast_shares
-from app.analysis.ratings import rating_rows
+from app.analysis.ratings import checked_rows, rating_rows
 from app.statistics import (
     apply_exclusions,
     normalise_rules,
@@ -36,7 +36,7 @@ def _seconds(start: datetime | None, end: datetime | None) -> int | None:
 
 def participant_rows(session: Session, study: Study) -> list[dict[str, Any]]:
     """Every participant given at least one trial (visitors turned away are not listed), oldest first."""
-    rows = rating_rows(session, study)
+    rows, _ = checked_rows(study, rating_rows(session, study, criteria=True))  # gold: the criterion it checks
     rules = normalise_rules(study.exclusion_rules or {}, study.min_response_ms or None)
     quality = participant_quality(ratings_from_rows(rows), rules.get("min_response_ms")) if rows else []
     exclusions = apply_exclusions(quality, rules)

@@ -15,7 +15,9 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, aliased
 
 from app.store.models import Comparison, Pair, PairSet, Participant, Rating, Study, Trial
+from app.statistics.criteria import gold_target, rows_by_criterion
 from app.studies.comparing import COMPARE_COLUMNS
+from app.studies.config import study_gold_targets, study_primary
 
 EXPORT_COLUMNS = (
     "study", "study_version", "participant", "external_ids", "pair", "pair_set", "prompt_id",
@@ -23,6 +25,8 @@ EXPORT_COLUMNS = (
     "presented_at", "answered_at", "response_ms",
 )
 EXTRA_COLUMNS = (
+    # Issue 24: which question the row answers (one row per answered question per trial).
+    "criterion",
     "comparison", "baseline_arm", "treatment_arm", "pair_key", "trial", "position", "kind",
     "is_practice", "repeat_of_trial", "too_fast", "client_response_ms", "min_response_ms",
     *COMPARE_COLUMNS,
@@ -34,8 +38,13 @@ def _iso(value: datetime | None) -> str | None:
     return value.isoformat() if value is not None else None
 
 
-def rating_rows(session: Session, study: Study, *, include_practice: bool = False) -> list[dict[str, Any]]:
+def rating_rows(session: Session, study: Study, *, include_practice: bool = False,
+                criteria: bool = False) -> list[dict[str, Any]]:
     """Every rating of `study` as a dict with the keys `COLUMNS`, in answer order.
+
+    criteria: False (default) keeps the primary criterion's rows only, one per answered trial, so
+    that every consumer of one question's rows works unchanged; True gives every criterion's rows
+    (the long-format export, and `study_statistics`' per-criterion results; issue 24).
 
     Fetched as plain columns in one query (no ORM objects): a study of 50,000 ratings exports in
     seconds, not minutes.
@@ -47,7 +56,7 @@ def rating_rows(session: Session, study: Study, *, include_practice: bool = Fals
             Pair.prompt_id, Pair.prompt, Pair.stratum, Pair.seed, Rating.treatment_side, Rating.choice,
             Rating.score, Trial.kind, Trial.presented_at, Rating.answered_at, Rating.response_ms,
             Comparison.label, PairSet.baseline_arm, PairSet.treatment_arm, Pair.pair_key, Trial.public_id,
-            Trial.position, original.public_id, Rating.too_fast, Rating.client_response_ms,
+            Trial.position, original.public_id, Rating.too_fast, Rating.client_response_ms, Rating.criterion,
             *(getattr(Rating, c) for c in COMPARE_COLUMNS),
         )
         .join(Trial, Trial.id == Rating.trial_id)
@@ -61,11 +70,13 @@ def rating_rows(session: Session, study: Study, *, include_practice: bool = Fals
     )
     if not include_practice:
         stmt = stmt.where(Trial.kind != "practice")
+    if not criteria:
+        stmt = stmt.where(Rating.is_primary)
     rows = []
     for (
         version, participant, external_ids, pair, pair_set, prompt_id, prompt, stratum, seed, side,
         choice, score, kind, presented_at, answered_at, response_ms, comparison, baseline_arm,
-        treatment_arm, pair_key, trial, position, repeat_of, too_fast, client_response_ms, *compared,
+        treatment_arm, pair_key, trial, position, repeat_of, too_fast, client_response_ms, criterion, *compared,
     ) in session.execute(stmt):
         rows.append({
             "study": study.slug,
@@ -86,6 +97,7 @@ def rating_rows(session: Session, study: Study, *, include_practice: bool = Fals
             "presented_at": _iso(presented_at),
             "answered_at": _iso(answered_at),
             "response_ms": response_ms,
+            "criterion": criterion,
             "comparison": comparison,
             "baseline_arm": baseline_arm,
             "treatment_arm": treatment_arm,
@@ -101,3 +113,29 @@ def rating_rows(session: Session, study: Study, *, include_practice: bool = Fals
             **dict(zip(COMPARE_COLUMNS, compared)),
         })
     return rows
+
+
+def checked_rows(study: Study, rows: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], dict[str, list[dict[str, Any]]]]:
+    """(the rows quality control and the primary analysis use, every criterion's rows).
+
+    `rows`: `rating_rows(..., criteria=True)` (or the primary's alone). Each gold trial checks one
+    criterion (`study_gold_targets`: a degraded twin checks quality, another prompt's image checks
+    alignment) and is judged on that criterion's answer: the first list is the primary
+    criterion's rows with each gold trial's row taken from the criterion it checks, and in the
+    groups a criterion keeps only the gold trials that check it. Gold rows never enter the
+    preference results: only the gold pass rate and the gold exclusion rule see this.
+    """
+    primary = study_primary(study)
+    groups = rows_by_criterion(rows, primary)
+    targets = study_gold_targets(study)
+    if len(groups) == 1 and all(key == primary for _, key in targets):
+        return groups[primary], groups
+    by_trial = {(key, r["trial"]): r for key, group in groups.items() for r in group if r.get("is_gold")}
+    checked = []
+    for r in groups[primary]:
+        if r.get("is_gold"):
+            r = by_trial.get((gold_target(targets, r["position"])[1], r["trial"]), r)
+        checked.append(r)
+    kept = {key: [r for r in group if not r.get("is_gold") or gold_target(targets, r["position"])[1] == key]
+            for key, group in groups.items()}
+    return checked, kept

@@ -21,11 +21,12 @@ from sqlalchemy.orm import Session
 
 from app.analysis.monitoring_study import apply_auto_close, study_monitoring
 from app.analysis.participant_flow import participant_flow
-from app.analysis.ratings import rating_rows
+from app.analysis.ratings import checked_rows, rating_rows
 from app.statistics import compute_statistics
+from app.statistics.criteria import criteria_statistics
 from app.store.models import Rating, Study, Trial
 from app.studies.comparing import compare_summary
-from app.studies.config import study_config
+from app.studies.config import study_config, study_gold_targets, study_primary, study_questions
 
 DEFAULT_DRAWS = 1000
 
@@ -63,15 +64,32 @@ def study_statistics(
 
     rows: the study's export rows (`app.analysis.ratings.rating_rows`) if already loaded.
     seed defaults to the study's own seed, so a report can be recomputed exactly.
+
+    Several criteria (issue 24): the top-level results are the primary criterion's (so monitoring,
+    planning and the verdict use it); `criteria` holds every criterion's results, the primary
+    first, and `criteria_analysis` the secondary Holm family and the per-participant correlation
+    between criteria. Rows without a `criterion` answer the primary one.
     """
-    rows = rating_rows(session, study) if rows is None else rows
+    rows = rating_rows(session, study, criteria=True) if rows is None else rows
+    primary = study_primary(study)
+    checked, groups = checked_rows(study, rows)  # gold trials judged on the criterion they check
+    rows = groups[primary]
+    draws_seed = study.seed if seed is None else seed
     stats = compute_statistics(
-        rows,
+        checked,
         exclusion_rules=study.exclusion_rules or {},
         min_response_ms=study.min_response_ms or None,
         draws=draws,
-        seed=study.seed if seed is None else seed,
+        seed=draws_seed,
     )
+    if len(groups) > 1 or len(study_questions(study)) > 1:
+        stats["criteria"], stats["criteria_analysis"] = criteria_statistics(
+            groups, primary, stats, exclusion_rules=study.exclusion_rules or {},
+            min_response_ms=study.min_response_ms or None, draws=draws, seed=draws_seed)
+        stats["criteria_analysis"]["questions"] = study_questions(study)
+        stats["criteria_analysis"]["exclusion_rules_use"] = {
+            "gold": ", ".join(f"{key} ({kind.replace('_', ' ')} gold trials)" for kind, key in study_gold_targets(study)),
+            "speed, straight-lining, side bias, consistency": primary}
     stats["monitoring"] = study_monitoring(session, study, kept={str(p) for p in stats["exclusions"]["kept"]})
     stats["comparing"] = compare_summary(rows)
     stats["flow"] = participant_flow(session, study, rows, stats["exclusions"])

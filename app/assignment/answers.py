@@ -1,4 +1,5 @@
-"""Recording answers: one rating per trial, idempotent per `request_id`."""
+"""Recording answers: one rating row per criterion of a trial (one for a one-question study), all
+written by one request in one transaction, idempotent per `request_id`."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Integer, bindparam, func, insert, select, update
+from sqlalchemy import Integer, bindparam, func, insert, literal_column, select, update
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
@@ -17,17 +18,24 @@ from app.assignment.allocation import committed
 from app.assignment.errors import FlowError
 from app.store.db import end_reads
 from app.store.models import Pair, PairTally, Participant, Rating, Study, Trial
+from app.statistics.criteria import criterion_keys, ordered_criteria, primary_criterion
 from app.statistics.scoring import CHOICES, score_from_choice
 
 
 @dataclass
 class AnswerResult:
-    rating: Rating
+    rating: Rating  # the primary criterion's
     created: bool
     trial_public_id: str
     auto_close: bool = False  # the study closes itself at target (checked after a new rating)
     study_id: int | None = None
     monitoring_close: bool = False  # the study closes itself at a monitoring stop (checked after a new rating)
+    answers: dict[str, int] | None = None  # criterion -> choice, every criterion the request answered
+
+
+# A primary row (every answer has exactly one), written so that the partial unique index on
+# request_id (`uq_ratings_primary_request`, WHERE is_primary) serves the lookup on both backends.
+_IS_PRIMARY = literal_column("ratings.is_primary")
 
 
 # submit_answer's statements, built once and bound per call. They read and write plain columns
@@ -50,8 +58,10 @@ def _answer_lookup(requester_id):
                    _earlier_trial.position < Trial.position)
             .scalar_subquery()
             .label("unanswered_before"),
-            select(Rating.id).where(Rating.request_id == bindparam("request_id")).scalar_subquery()
+            select(Rating.id).where(Rating.request_id == bindparam("request_id"), _IS_PRIMARY).scalar_subquery()
             .label("request_rating_id"),
+            Study.questions.label("questions"),
+            Study.primary_criterion.label("primary_criterion"),
             Study.auto_close.label("auto_close"),
             Study.monitoring["auto_close"].as_boolean().label("monitoring_close"),
             Study.fast_answers.label("fast_answers"),
@@ -144,27 +154,71 @@ class _TryReplay(Exception):
 def _replay(session: Session, participant_id: int, public_id: str, request_id: str) -> AnswerResult | None:
     """The stored result for `request_id`, if this participant already sent it for this trial."""
     found = session.execute(
-        select(Rating, Trial).join(Trial, Trial.id == Rating.trial_id).where(Rating.request_id == request_id)
+        select(Rating, Trial).join(Trial, Trial.id == Rating.trial_id)
+        .where(Rating.request_id == request_id, _IS_PRIMARY)
     ).first()
     if found is None:
         return None
     rating, trial = found
     if trial.public_id != public_id or trial.participant_id != participant_id:
         raise FlowError(409, "this request_id was already used for a different trial; send a new one")
-    return AnswerResult(rating, False, trial.public_id, study_id=trial.study_id)
+    answers = dict(session.execute(select(Rating.criterion, Rating.choice).where(
+        Rating.trial_id == trial.id, Rating.request_id == request_id).order_by(Rating.id)).all())
+    return AnswerResult(rating, False, trial.public_id, study_id=trial.study_id, answers=answers)
+
+
+def _criteria_answers(found, choice: int | None, answers: dict[str, int] | None) -> tuple[list[tuple[str, int]], str]:
+    """[(criterion, choice)], the primary first, and the primary's key, for the study's questions;
+    FlowError 422 when the request does not answer exactly the study's questions."""
+    keys = criterion_keys(found.questions)
+    primary = primary_criterion(found.questions, found.primary_criterion)
+    if answers is None:
+        if len(keys) > 1:
+            raise FlowError(422, f"this study asks {len(keys)} questions: send \"answers\": {{KEY: 1..5}} for each of "
+                                 f"{', '.join(keys)}")
+        answers = {keys[0]: choice}
+    missing, unknown = [k for k in keys if k not in answers], [k for k in answers if k not in keys]
+    if unknown:
+        named = ", ".join(repr(k[:40]) for k in unknown[:3]) + (", ..." if len(unknown) > 3 else "")
+        raise FlowError(422, f"unknown question key(s) {named}; this study asks "
+                             f"{', '.join(keys)}")
+    if missing:
+        raise FlowError(422, f"answer every question: missing {', '.join(missing)}")
+    return [(k, answers[k]) for k in ordered_criteria(keys, primary)], primary
+
+
+_CHOICE_PROBLEM = "choice must be an integer from 1 (left much better) to 5 (right much better)"
+
+
+def _answers_problem(choice: Any, answers: Any) -> str | None:
+    """What is wrong with the request's answer fields (the study's keys are checked later), or None."""
+    if answers is None:
+        return None if type(choice) is int and choice in CHOICES else _CHOICE_PROBLEM
+    if choice is not None:
+        return "send either choice (one-question studies) or answers, not both"
+    if not isinstance(answers, dict) or not answers:
+        return "answers must be an object {question key: 1..5}"
+    for key, value in answers.items():
+        if not isinstance(key, str) or type(value) is not int or value not in CHOICES:
+            return "answers: each value must be an integer from 1 (left much better) to 5 (right much better)"
+    return None
 
 
 def submit_answer(
     session: Session,
     participant: Participant | str,
     public_id: str,
-    choice: int,
+    choice: int | None,
     request_id: str,
     now: datetime,
     client_response_ms: int | None = None,
     compared: dict[str, Any] | None = None,
+    answers: dict[str, int] | None = None,
 ) -> AnswerResult:
-    """Store one rating, idempotently per `request_id`. Raises FlowError (4xx) for bad answers.
+    """Store one answer, idempotently per `request_id`. Raises FlowError (4xx) for bad answers.
+
+    `choice`: the answer of a one-question study; `answers`: {criterion key: 1..5} answering every
+    question of the study (then `choice` is None). One rating row per criterion, all or none.
 
     `participant`: the Participant answering, or their token (looked up in the trial's round trip;
     FlowError 403 when unknown). Commits. The trial moves from 'assigned' to 'answered' with a
@@ -172,17 +226,15 @@ def submit_answer(
     to exactly one outcome.
     """
     try:
-        if type(choice) is not int or choice not in CHOICES:
-            problem = "choice must be an integer from 1 (left much better) to 5 (right much better)"
-        elif not request_id or len(request_id) > 100:
+        problem = _answers_problem(choice, answers)
+        if problem is None and (not request_id or len(request_id) > 100):
             problem = "request_id must be a non-empty string of at most 100 characters"
-        else:
-            problem = None
         if problem is not None:
             participant_id_of(session, participant)  # an unknown participant hears that first
             raise FlowError(422, problem)
         try:
-            return _store(session, participant, public_id, choice, request_id, now, client_response_ms, compared)
+            return _store(session, participant, public_id, choice, request_id, now, client_response_ms, compared,
+                          answers)
         except _TryReplay as maybe:
             # Nothing was written on these paths (a failed INSERT has rolled back already): end the
             # reads, so that the replay lookup sees what committed meanwhile.
@@ -199,8 +251,9 @@ def submit_answer(
         raise
 
 
-def _store(session: Session, participant: Participant | str, public_id: str, choice: int, request_id: str,
-           now: datetime, client_response_ms: int | None, compared: dict[str, Any] | None) -> AnswerResult:
+def _store(session: Session, participant: Participant | str, public_id: str, choice: int | None, request_id: str,
+           now: datetime, client_response_ms: int | None, compared: dict[str, Any] | None,
+           answers: dict[str, int] | None) -> AnswerResult:
     # One round trip for the trial, the study fields the rating needs, the unanswered trials
     # before it (answers must come in order), whether `request_id` was seen before, and (given a
     # token) who is answering.
@@ -219,6 +272,7 @@ def _store(session: Session, participant: Participant | str, public_id: str, cho
     trial = found  # the trial's columns, by name
     if trial.participant_id != participant_id:
         raise FlowError(403, "this trial belongs to another participant")
+    criteria, primary = _criteria_answers(found, choice, answers)
     if trial.state == "answered":
         # Maybe by this very request, committed since the lookup above.
         raise _TryReplay(lambda: FlowError(409, ALREADY_ANSWERED), participant_id)
@@ -251,12 +305,10 @@ def _store(session: Session, participant: Participant | str, public_id: str, cho
         raise _TryReplay(answered_or_expired, participant_id)
     if trial.kind == "main":  # in this transaction, so the tally moves exactly when the trial does
         conn.execute(_COUNT_ANSWER[conn.dialect.name], {"study_id": trial.study_id, "pair_id": trial.pair_id})
-    values = dict(
+    shared = dict(
         trial_id=trial.id,
         request_id=request_id,
         study_version=found.study_version,
-        choice=choice,
-        score=score_from_choice(choice, trial.treatment_side),
         treatment_side=trial.treatment_side,
         response_ms=response_ms,
         client_response_ms=client_response_ms,
@@ -264,8 +316,13 @@ def _store(session: Session, participant: Participant | str, public_id: str, cho
         answered_at=now,
         **(compared or {}),
     )
+    # One row per criterion, the primary first; several rows go as one executemany (one statement
+    # for the driver to pipeline), in the transaction that answers the trial: all or nothing.
+    rows = [dict(shared, criterion=key, is_primary=key == primary, choice=c,
+                 score=score_from_choice(c, trial.treatment_side)) for key, c in criteria]
+    values = rows[0]
     try:
-        conn.execute(_INSERT_RATING, values)
+        conn.execute(_INSERT_RATING, rows if len(rows) > 1 else values)
         session.commit()
     except IntegrityError:
         session.rollback()
@@ -274,4 +331,4 @@ def _store(session: Session, participant: Participant | str, public_id: str, cho
     _forget(session, trial_id)
     # What the route reports back (not attached to the session: the row is already stored).
     return AnswerResult(Rating(**values), True, trial.public_id, bool(found.auto_close), trial.study_id,
-                        bool(found.monitoring_close))
+                        bool(found.monitoring_close), dict(criteria))

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session, aliased
 
+from app.statistics.criteria import gold_target, gold_targets
 from app.store.models import Comparison, Image, Pair, Study, Trial
 
 _STUDY_PAIRS: dict[tuple[str, int, int], list[tuple[int, int, bool]]] = {}
@@ -107,9 +108,33 @@ def pair_views(session: Session, pair_ids: set[int]) -> dict[int, PairView]:
     return out
 
 
-def _image_ids(pair: Pair | PairView, trial: Trial) -> tuple[int, int]:
-    """(left, right) image ids of a trial. For gold trials the intact image plays 'treatment'."""
-    if trial.kind == "gold":
+def _other_prompt_pair(session: Session, study: Study, pair_id: int, prompt: str) -> int:
+    """The pair whose image an 'other_prompt' gold trial of `pair_id` shows (issue 24): the next
+    pair of the study (in id order, cyclically) made for a different prompt, or `pair_id` itself."""
+    ids = [p for p, _, _ in study_pairs(session, study)]
+    start = ids.index(pair_id) if pair_id in ids else -1
+    for k in range(1, len(ids)):
+        candidate = ids[(start + k) % len(ids)]
+        if pair_views(session, {candidate})[candidate].prompt != prompt:
+            return candidate
+    return pair_id
+
+
+def _gold_kind(session: Session, trial: Trial, study: Study | None) -> str | None:
+    """'degraded' or 'other_prompt' for a gold trial (`app.statistics.criteria.gold_target`), else None."""
+    if trial.kind != "gold":
+        return None
+    study = study if study is not None else session.get(Study, trial.study_id)
+    return gold_target(gold_targets(study.questions, study.primary_criterion), trial.position)[0]
+
+
+def _image_ids(pair: Pair | PairView, trial: Trial, other: PairView | None = None) -> tuple[int, int]:
+    """(left, right) image ids of a trial. For gold trials the intact image plays 'treatment'; for
+    an 'other_prompt' gold trial (`other`: the pair made for another prompt) the pair's own
+    treatment image plays 'treatment' and `other`'s plays 'baseline'."""
+    if trial.kind == "gold" and other is not None:
+        treatment, baseline = pair.treatment_image_id, other.treatment_image_id
+    elif trial.kind == "gold":
         treatment = pair.baseline_image_id if pair.gold_degraded_arm == "baseline" else pair.treatment_image_id
         baseline = pair.gold_image_id
     else:
@@ -117,18 +142,31 @@ def _image_ids(pair: Pair | PairView, trial: Trial) -> tuple[int, int]:
     return (treatment, baseline) if trial.treatment_side == "left" else (baseline, treatment)
 
 
-def trial_images(session: Session, trial: Trial) -> tuple[Image, Image]:
+def _other_view(session: Session, trial: Trial, view: PairView, study: Study | None) -> PairView | None:
+    if _gold_kind(session, trial, study) != "other_prompt":
+        return None
+    study = study if study is not None else session.get(Study, trial.study_id)
+    other = _other_prompt_pair(session, study, trial.pair_id, view.prompt)
+    return pair_views(session, {other})[other] if other != trial.pair_id else None
+
+
+def trial_images(session: Session, trial: Trial, study: Study | None = None) -> tuple[Image, Image]:
     """(left, right) images of a trial (image bytes not loaded)."""
-    left, right = _image_ids(session.get(Pair, trial.pair_id), trial)
+    pair = session.get(Pair, trial.pair_id)
+    other = _other_view(session, trial, pair_views(session, {trial.pair_id})[trial.pair_id], study)
+    left, right = _image_ids(pair, trial, other)
     return session.get(Image, left), session.get(Image, right)
 
 
-def trial_image_tokens(session: Session, trials: list[Trial]) -> list[tuple[str, str]]:
-    """(left token, right token) for each trial, in at most one query whatever the number of trials."""
+def trial_image_tokens(session: Session, trials: list[Trial], study: Study | None = None) -> list[tuple[str, str]]:
+    """(left token, right token) for each trial, in at most one query whatever the number of trials
+    (a gold trial of a study with an 'other_prompt' check may need its study: pass it if at hand)."""
     views = pair_views(session, {t.pair_id for t in trials})
     out = []
     for t in trials:
         view = views[t.pair_id]
-        left, right = _image_ids(view, t)
-        out.append((view.tokens[left], view.tokens[right]))
+        other = _other_view(session, t, view, study)
+        left, right = _image_ids(view, t, other)
+        tokens = {**view.tokens, **other.tokens} if other is not None else view.tokens
+        out.append((tokens[left], tokens[right]))
     return out

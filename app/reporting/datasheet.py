@@ -49,7 +49,11 @@ def study_datasheet(session: Session, study: Study, stats: dict[str, Any] | None
         "title": _field("Study title", cfg["title"], "config"),
         "task": _field("Task as shown", "a text prompt above two images from the same prompt and seed; the "
                        "participant answers the question with one of five buttons (keys 1 to 5)", "product"),
-        "question": _field("Question text as shown", cfg["question"], "config"),
+        "question": _field("Question text as shown", cfg["question"], "config") if not cfg.get("questions") else
+        _field("Questions as shown, one per criterion (issue 24)",
+               "; ".join(f"{q['key']}: {q['text']}" + (" (primary)" if q["key"] == (cfg.get("primary") or
+                                                                     cfg["questions"][0]["key"]) else "")
+                         for q in cfg["questions"]), "config"),
         "scale_labels": _field("Answer labels as shown", cfg["scale_labels"], "config"),
         "instructions": _field("Instructions as shown", cfg["instructions"], "config"),
         "gold_instruction": _field("Text shown on check (gold) trials", cfg.get("gold_instruction"), "config"),

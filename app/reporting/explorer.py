@@ -47,7 +47,7 @@ def study_pairs(session: Session, study: Study) -> list[dict[str, Any]]:
     scores: dict[int, list[int]] = {}
     for pair_id, score in session.execute(
         select(Trial.pair_id, Rating.score).join(Rating, Rating.trial_id == Trial.id)
-        .where(Trial.study_id == study.id, Trial.kind == "main")
+        .where(Trial.study_id == study.id, Trial.kind == "main", Rating.is_primary)  # the primary criterion
     ):
         scores.setdefault(pair_id, []).append(int(score))
     return [

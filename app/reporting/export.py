@@ -1,4 +1,4 @@
-"""Raw ratings export: one row per rating, the columns of api.md, as CSV or JSON.
+"""Raw ratings export: one row per rating (per answered question of a trial), the columns of api.md, as CSV or JSON.
 
 The rows come from `app.analysis.ratings.rating_rows` (what the statistics and both exports consume). Columns, in order:
 `EXPORT_COLUMNS` exactly as api.md lists them, then `EXTRA_COLUMNS`. Score convention:
@@ -11,8 +11,15 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from app.analysis.ratings import COLUMNS, EXPORT_COLUMNS, EXTRA_COLUMNS, rating_rows  # noqa: F401  (the export's rows)
+from app.analysis import ratings
+from app.analysis.ratings import COLUMNS, EXPORT_COLUMNS, EXTRA_COLUMNS  # noqa: F401  (the export's rows)
 from app.store.csvsafe import csv_text
+
+def rating_rows(session: Any, study: Any, *, include_practice: bool = False) -> list[dict[str, Any]]:
+    """The export's rows: long format, one row per answered question per trial (`criterion`;
+    issue 24), in answer order. A one-question study has one row per trial, as before."""
+    return ratings.rating_rows(session, study, include_practice=include_practice, criteria=True)
+
 
 def _csv_value(value: Any) -> Any:
     if isinstance(value, dict):

@@ -178,7 +178,13 @@ def methods_text(stats: dict[str, Any], datasheet: dict[str, Any] | None = None)
     design = (f"We ran a blind paired comparison of {treat} against {base}: each trial showed one text prompt above "
               f"two images generated from the same prompt and seed, one per method, in random left/right order, ")
     question = study.get("question") or cfg.get("question")
-    design += (f"and asked \"{question}\" " if question else "and asked for a preference ")
+    questions = cfg.get("questions") or []
+    if len(questions) > 1:  # several criteria (issue 24): every question, the primary named
+        primary = cfg.get("primary") or questions[0]["key"]
+        design += ("and asked " + ", ".join(f"\"{q['text']}\" ({q['key']}{', primary' if q['key'] == primary else ''})"
+                                           for q in questions) + ", each ")
+    else:
+        design += (f"and asked \"{question}\" " if question else "and asked for a preference ")
     design += (f"on a five-point scale "
                f"({', '.join((cfg.get('scale_labels') or [])) or 'left much better to right much better'}).")
     out.append((design, ""))

@@ -61,6 +61,27 @@ def report_figures(stats: dict[str, Any]) -> dict[str, dict[str, str]]:
     return figures
 
 
+def criteria_views(stats: dict[str, Any]) -> list[dict[str, Any]]:
+    """Per criterion of a several-question study (issue 24), the primary first: its role, question,
+    after-exclusions results with their figures and groups; [] for a one-question study."""
+    criteria = stats.get("criteria") or {}
+    if len(criteria) < 2:
+        return []
+    arms = overall_arms(stats)
+    texts = {q["key"]: q["text"] for q in (stats.get("criteria_analysis") or {}).get("questions") or []}
+    views = []
+    for i, (key, c) in enumerate(criteria.items()):
+        result = c["results"]["after_exclusions"]
+        groups = _groups(result)
+        figs = {"bars": diverging_bar_svg(groups, f"Answers ({key})", salt=f"criterion-{i}-bars", arms=arms),
+                "win_rate": win_rate_svg(groups, f"Win rate with 95% interval ({key})", salt=f"criterion-{i}-win",
+                                         arms=arms)} if groups else None
+        views.append({"key": key, "role": c["role"], "question": texts.get(key), "result": result,
+                      "overall": result.get("overall"), "figs": figs, "groups": groups,
+                      "title": f"{key} ({c['role']}): {texts.get(key, '')}".rstrip(": ")})
+    return views
+
+
 def render_report(stats: dict[str, Any], *, live: bool = False, refresh_seconds: int = 30,
                   json_url: str | None = None, gallery: list[dict[str, Any]] | None = None) -> str:
     """The report as one self-contained HTML page. `live` adds an auto-refresh (statistics page);
@@ -75,7 +96,7 @@ def render_report(stats: dict[str, Any], *, live: bool = False, refresh_seconds:
         datasheet=stats.get("datasheet"),
         groups={k: _groups(v) for k, v in stats["results"].items()}, live=live,
         refresh_seconds=refresh_seconds, json_url=json_url, score_names=SCORE_NAMES, scores=SCORES,
-        colours=SCORE_COLOURS, gallery=gallery, arm_ranking=_arm_ranking(stats),
+        colours=SCORE_COLOURS, gallery=gallery, arm_ranking=_arm_ranking(stats), criteria=criteria_views(stats),
     )
 
 
@@ -138,7 +159,7 @@ def write_study_report(session: Session, study: Study, out_dir: Path, *, draws: 
     where the data changes (after an answer, or by an admin), never by a report."""
     from app.reporting.datasheet import study_datasheet
 
-    rows = rating_rows(session, study)
+    rows = rating_rows(session, study, criteria=True)  # ratings.csv in long format (issue 24)
     stats = study_statistics(session, study, draws=draws, seed=seed, rows=rows)
     stats["datasheet"] = study_datasheet(session, study, stats)
     return StudyReport(write_report(out_dir, stats, rows, report_gallery(session, study)), len(rows))

@@ -102,6 +102,11 @@ class Study(Base):
     fast_share_limit: Mapped[float | None] = mapped_column(Float, nullable=True)
     returned_message: Mapped[str | None] = mapped_column(Text, nullable=True)
     gold_instruction: Mapped[str | None] = mapped_column(Text, nullable=True)
+    # Several criteria per trial (issue 24; `app.studies.config.Question`): a list of
+    # {key, text, low, high}, None = the one question above (criterion `overall`); `primary_criterion`:
+    # the key monitoring, planning and the verdict use (None = the first question).
+    questions: Mapped[list[Any] | None] = mapped_column(JSON, nullable=True)
+    primary_criterion: Mapped[str | None] = mapped_column(String(64), nullable=True)
     # Datasheet details (issue 25; `app.studies.config.StudyAbout`): platform, pay, consent text, ...
     about: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     state: Mapped[str] = mapped_column(String(16), default="draft")
@@ -270,7 +275,10 @@ class Trial(Base):
     participant: Mapped[Participant] = relationship()
     pair: Mapped[Pair] = relationship()
     comparison: Mapped[Comparison] = relationship()
-    rating: Mapped[Rating | None] = relationship(back_populates="trial", uselist=False)
+    # The primary criterion's rating (a trial of a several-question study has one row per criterion).
+    rating: Mapped[Rating | None] = relationship(
+        primaryjoin="and_(Trial.id == Rating.trial_id, Rating.is_primary)", uselist=False, viewonly=True
+    )
 
 
 class PairTally(Base):
@@ -287,11 +295,24 @@ class PairTally(Base):
 
 
 class Rating(Base):
+    """One answer to one criterion of a trial (issue 24: a trial of a study with several questions
+    has one row per criterion, all written by one request in one transaction). `is_primary` marks
+    the row of the study's primary criterion: counts of answered trials and the primary analysis
+    read those rows only; a one-question study's rows are all primary (criterion `overall`)."""
+
     __tablename__ = "ratings"
+    __table_args__ = (
+        UniqueConstraint("trial_id", "criterion", name="uq_ratings_trial_criterion"),
+        # One request per answer: its request id is unique among the primary rows (every answer has one).
+        Index("uq_ratings_primary_request", "request_id", unique=True, sqlite_where=text("is_primary"),
+              postgresql_where=text("is_primary")),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    trial_id: Mapped[int] = mapped_column(ForeignKey("trials.id", ondelete="CASCADE"), unique=True)
-    request_id: Mapped[str] = mapped_column(String(100), unique=True)
+    trial_id: Mapped[int] = mapped_column(ForeignKey("trials.id", ondelete="CASCADE"))
+    request_id: Mapped[str] = mapped_column(String(100))
+    criterion: Mapped[str] = mapped_column(String(64), server_default="overall")
+    is_primary: Mapped[bool] = mapped_column(server_default=true())
     study_version: Mapped[int] = mapped_column(Integer)
     choice: Mapped[int] = mapped_column(Integer)
     score: Mapped[int] = mapped_column(Integer)
@@ -308,7 +329,7 @@ class Rating(Base):
     unlock_ms: Mapped[int | None] = mapped_column(Integer, nullable=True)
     answered_at: Mapped[datetime] = mapped_column(default=utcnow)
 
-    trial: Mapped[Trial] = relationship(back_populates="rating")
+    trial: Mapped[Trial] = relationship()
 
 
 class AdminUser(Base):

@@ -16,6 +16,14 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from app.statistics.criteria import (
+    CRITERION_KEY_RE,
+    DEFAULT_CRITERION,
+    MAX_QUESTIONS,
+    criterion_keys,
+    gold_targets,
+    primary_criterion,
+)
 from app.statistics.monitoring import MonitoringSettings
 from app.store.models import STUDY_STATES, Comparison, PairSet, Rating, Study, StudyVersion, Trial
 from app.statistics import StatisticsInputError, normalise_rules
@@ -85,6 +93,87 @@ class StudyAbout(BaseModel):
         return (v.strip() or None) if isinstance(v, str) else v
 
 
+class Question(BaseModel):
+    """One question a trial asks (issue 24), answered on the study's 5-point scale: `low` labels
+    answer 1 (left much better), `high` answer 5 (right much better); the three middle answers
+    keep the study's `scale_labels`. `key` names the criterion in the export and the statistics."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    key: str = Field(description="criterion id: lowercase letters, digits, '_', e.g. quality")
+    text: str = Field(min_length=1, max_length=1000)
+    low: str = Field(default=DEFAULT_SCALE_LABELS[0], min_length=1, max_length=100)
+    high: str = Field(default=DEFAULT_SCALE_LABELS[-1], min_length=1, max_length=100)
+    gold: Literal["degraded", "other_prompt"] | None = Field(
+        default=None, description="gold trials check this criterion: 'degraded' (the intact image against its "
+                                  "degraded twin: quality) or 'other_prompt' (the pair's image against one made for "
+                                  "another prompt: alignment); true means 'degraded'. Default: a degraded-twin check "
+                                  "of the primary criterion")
+
+    @field_validator("gold", mode="before")
+    @classmethod
+    def _gold(cls, v: Any) -> Any:
+        return "degraded" if v is True else None if v is False else v
+
+    def stored(self) -> dict[str, Any]:
+        """The question as stored and exported (`gold` only when set)."""
+        return {k: v for k, v in self.model_dump().items() if k != "gold" or v}
+
+    @field_validator("key")
+    @classmethod
+    def _key(cls, v: str) -> str:
+        if not CRITERION_KEY_RE.match(v):
+            raise ValueError("a question's key must start with a lowercase letter and hold only lowercase letters, "
+                             "digits and '_' (at most 32 characters)")
+        return v
+
+    @field_validator("text", "low", "high")
+    @classmethod
+    def _strip(cls, v: str) -> str:
+        if not v.strip():
+            raise ValueError("must not be blank")
+        return v.strip()
+
+
+# The new-study form's presets (free text is the fourth choice): the paper's one overall question,
+# DrawBench's two separate criteria, and both together.
+_QUALITY = {"key": "quality", "text": "Which image has better visual quality?",
+            "low": "Left much better", "high": "Right much better", "gold": "degraded"}
+_ALIGNMENT = {"key": "alignment", "text": "Which image matches the prompt better?",
+              "low": "Left much better", "high": "Right much better", "gold": "other_prompt"}
+QUESTION_PRESETS: dict[str, dict[str, Any]] = {
+    "overall": {"label": "One overall question (as in the paper)", "questions": None, "primary": None},
+    "drawbench": {"label": "Quality and prompt alignment, separately (as DrawBench)",
+                  "questions": [_ALIGNMENT, _QUALITY], "primary": "alignment"},
+    "overall-quality-alignment": {
+        "label": "Overall, quality and prompt alignment",
+        "questions": [{"key": DEFAULT_CRITERION, "text": DEFAULT_QUESTION, "low": DEFAULT_SCALE_LABELS[0],
+                       "high": DEFAULT_SCALE_LABELS[-1]}, _QUALITY, _ALIGNMENT],
+        "primary": DEFAULT_CRITERION},
+}
+
+
+def study_questions(study: Study) -> list[dict[str, Any]]:
+    """The questions a trial of `study` asks, each `{key, text, low, high, labels}` (`labels`: the
+    five answer labels); a study without `questions` asks its one `question` (criterion `overall`)."""
+    scale = list(study.scale_labels or DEFAULT_SCALE_LABELS)
+    questions = study.questions or [{"key": DEFAULT_CRITERION, "text": study.question, "low": scale[0],
+                                     "high": scale[-1]}]
+    return [{**q, "labels": [q["low"], *scale[1:4], q["high"]]} for q in questions]
+
+
+def study_primary(study: Study) -> str:
+    """The key of `study`'s primary criterion."""
+    return primary_criterion(study.questions, study.primary_criterion)
+
+
+def study_gold_targets(study: Study) -> list[tuple[str, str]]:
+    """[(gold kind, criterion)] of `study`'s gold trials (`app.statistics.criteria.gold_targets`):
+    each gold trial checks one criterion, and is judged (gold pass rate, the gold exclusion rule)
+    on that criterion's answer."""
+    return gold_targets(study.questions, study.primary_criterion)
+
+
 class StudyError(ValueError):
     """A study config or state change that cannot be applied; the message says why."""
 
@@ -98,6 +187,11 @@ class StudyConfig(BaseModel):
     slug: str | None = None
     instructions: str = DEFAULT_INSTRUCTIONS
     question: str = DEFAULT_QUESTION
+    questions: list[Question] | None = Field(
+        default=None, min_length=1, max_length=MAX_QUESTIONS,
+        description="1-3 questions per trial, one criterion each (default: `question` alone, criterion 'overall')")
+    primary: str | None = Field(default=None, description="the criterion monitoring, planning and the verdict use "
+                                                          "(default: the first question)")
     scale_labels: list[str] = Field(default_factory=lambda: list(DEFAULT_SCALE_LABELS), min_length=5, max_length=5)
     pair_sets: list[int] = Field(min_length=1, description="pair set ids from `sfgeval import`")
     comparisons: Literal["vs-baseline", "all-pairs"] | list[list[str]] = Field(
@@ -168,6 +262,18 @@ class StudyConfig(BaseModel):
         except StatisticsInputError as e:
             raise ValueError(str(e)) from None
         return v
+
+    @model_validator(mode="after")
+    def _criteria(self) -> StudyConfig:
+        keys = criterion_keys([q.model_dump() for q in self.questions] if self.questions else None)
+        if len(set(keys)) != len(keys):
+            raise ValueError("two questions have the same key")
+        golds = [q.gold for q in self.questions or [] if q.gold]
+        if len(set(golds)) != len(golds):
+            raise ValueError("each kind of gold check (degraded, other_prompt) can check one question only")
+        if self.primary is not None and self.primary not in keys:
+            raise ValueError(f"primary must be one of the questions' keys ({', '.join(keys)})")
+        return self
 
     @model_validator(mode="after")
     def _speed_rule_has_a_limit(self) -> StudyConfig:
@@ -245,6 +351,9 @@ def study_config(study: Study) -> dict[str, Any]:
         "slug": study.slug,
         "instructions": study.instructions,
         "question": study.question,
+        # Only when set: a one-question study's config (and its export) stays as it was.
+        **({"questions": [dict(q) for q in study.questions]} if study.questions else {}),
+        **({"primary": study.primary_criterion} if study.primary_criterion else {}),
         "scale_labels": list(study.scale_labels),
         "pair_sets": [c.pair_set_id for c in study.comparisons],
         **_comparisons_field(study),
@@ -295,6 +404,12 @@ _PLAIN_FIELDS = (
 )
 
 
+def _criteria_fields(cfg: StudyConfig) -> dict[str, Any]:
+    """The Study columns of `cfg.questions` and `cfg.primary` (None when not set)."""
+    return {"questions": [q.stored() for q in cfg.questions] if cfg.questions else None,
+            "primary_criterion": cfg.primary}
+
+
 def create_study(session: Session, config: StudyConfig | dict[str, Any]) -> Study:
     """Create a study (version 1) with one comparison per pair set."""
     cfg = config if isinstance(config, StudyConfig) else parse_config(config)
@@ -308,6 +423,7 @@ def create_study(session: Session, config: StudyConfig | dict[str, Any]) -> Stud
         version=1,
         monitoring=cfg.monitoring.model_dump(),
         about=cfg.about.model_dump(exclude_none=True) or None,
+        **_criteria_fields(cfg),
         **{f: getattr(cfg, f) for f in _PLAIN_FIELDS},
     )
     study.comparisons = [Comparison(pair_set_id=ps.id, label=comparison_label(ps)) for ps in pair_sets]
@@ -333,6 +449,10 @@ def update_study(session: Session, study: Study, changes: dict[str, Any], note: 
         raise StudyError(f"a study that is {study.state} cannot be moved to {cfg.state}")
     if cfg.exclusion_rules != (study.exclusion_rules or {}) and has_ratings(session, study):
         raise StudyError("the exclusion rules cannot change once the study has ratings (set them before data comes in)")
+    criteria = _criteria_fields(cfg)
+    if criteria != {"questions": study.questions, "primary_criterion": study.primary_criterion} and (
+            has_ratings(session, study)):
+        raise StudyError("the questions and the primary criterion cannot change once the study has ratings")
     if cfg.slug != study.slug:
         raise StudyError("a study's slug cannot change (participant links use it)")
     if cfg.monitoring.look_every != current["monitoring"]["look_every"] and has_ratings(session, study):
@@ -354,6 +474,7 @@ def update_study(session: Session, study: Study, changes: dict[str, Any], note: 
         setattr(study, f, getattr(cfg, f))
     study.monitoring = cfg.monitoring.model_dump()
     study.about = cfg.about.model_dump(exclude_none=True) or None
+    study.questions, study.primary_criterion = criteria["questions"], criteria["primary_criterion"]
     study.completion_code = cfg.completion_code or study.completion_code
     study.seed = cfg.seed if cfg.seed is not None else study.seed
     study.version += 1

@@ -4,6 +4,7 @@
   says so up front instead of after the participant agreed).
 - `split_progress`: progress with practice trials counted apart from the main trials.
 - `trial_instruction`: the text a trial shows above the question (gold checks may carry one).
+- `trial_questions`: the questions every trial asks (one, or several criteria: issue 24).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from sqlalchemy import and_, func, or_, select
 from sqlalchemy.orm import Session
 
 from app.store.models import Comparison, Pair, Study, Trial
+from app.studies.config import study_questions
 
 
 def has_capacity(session: Session, study: Study, now: datetime) -> bool:
@@ -65,3 +67,10 @@ def trial_instruction(study: Study, kind: str) -> str | None:
     """The study's instruction for gold checks, shown on every trial but practice: shown on gold
     trials only, it would tell a script which trials are checks (issue 22)."""
     return study.gold_instruction if kind != "practice" else None
+
+
+def trial_questions(study: Study) -> list[dict[str, Any]]:
+    """What `/next` says about the questions: `[{key, text, low, high, labels}]` (issue 24; one entry
+    for a one-question study). The same on every trial of a study: nothing here names an arm."""
+    # Only what the page shows: which question a gold check targets is the researcher's business.
+    return [{k: q[k] for k in ("key", "text", "low", "high", "labels")} for q in study_questions(study)]

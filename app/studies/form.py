@@ -14,7 +14,7 @@ from pydantic import ValidationError
 
 from app.store.models import Study
 from app.statistics.exclusions import ExclusionRules
-from app.studies.config import StudyError, parse_config
+from app.studies.config import QUESTION_PRESETS, StudyError, parse_config
 
 # Form labels of the rules (a field without one shows its name).
 RULE_LABELS = {
@@ -76,11 +76,53 @@ def config_error(e: ValidationError, prefix: str) -> str:
     return "; ".join(f"{prefix}{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in e.errors())
 
 
+CUSTOM_QUESTIONS = "custom"
+
+
+def questions_text(questions: list[dict[str, Any]] | None) -> str:
+    """The free-text form of `questions`: one line per question, `key | text | low label | high label`."""
+    return "\n".join(" | ".join(str(q.get(k) or "") for k in ("key", "text", "low", "high")) for q in questions or [])
+
+
+def questions_from_form(form: Mapping[str, Any]) -> tuple[list[dict[str, Any]] | None, str | None]:
+    """(questions, primary) from the form's preset choice, or its free text (one question per line,
+    `key | text | low label | high label`, the labels optional). Raises StudyError for a bad line."""
+    preset = str(form.get("questions_preset") or "overall")
+    primary = _opt(form.get("primary"))
+    if preset != CUSTOM_QUESTIONS:
+        chosen = QUESTION_PRESETS.get(preset) or QUESTION_PRESETS["overall"]
+        return chosen["questions"], primary or chosen["primary"]
+    questions = []
+    for n, line in enumerate(str(form.get("questions_text") or "").splitlines(), 1):
+        if not line.strip():
+            continue
+        parts = [p.strip() for p in line.split("|")]
+        if len(parts) < 2 or len(parts) > 4 or not parts[0] or not parts[1]:
+            raise StudyError(f"questions, line {n}: write 'key | question text | low label | high label' "
+                             "(the two labels optional)")
+        q = dict(zip(("key", "text", "low", "high"), parts))
+        questions.append({k: v for k, v in q.items() if v})
+    if not questions:
+        raise StudyError("questions: write at least one question, or choose a preset")
+    return questions, primary
+
+
+def _preset_of(config: Mapping[str, Any]) -> str:
+    questions = config.get("questions")
+    for name, preset in QUESTION_PRESETS.items():
+        if (questions or None) == preset["questions"]:
+            return name
+    return CUSTOM_QUESTIONS
+
+
 def form_values(config: dict[str, Any]) -> dict[str, Any]:
     """Template values for the study form from a config dict (as exported or as submitted)."""
     rules = config.get("exclusion_rules")
     return {
         **config,
+        "questions_preset": _preset_of(config),
+        "questions_text": questions_text(config.get("questions")),
+        "question_presets": {k: v["label"] for k, v in QUESTION_PRESETS.items()},
         "selected": {int(i) for i in config.get("pair_sets") or []},
         "exclusion_rules": rules if isinstance(rules, dict) else {},
     }
@@ -134,6 +176,8 @@ def form_to_config(form: Mapping[str, Any], study: Study | None, locked: bool = 
     else:
         exclusion = rules_from_form(form, study.exclusion_rules if study is not None else {})
     config = _fields(form, pair_sets, exclusion)
+    if study is not None and locked:  # the questions are fixed once there are ratings (inputs disabled)
+        config["questions"], config["primary"] = study.questions, study.primary_criterion
     if study is None:
         config["slug"] = _opt(form.get("slug"))
         config["seed"] = _opt(form.get("seed"))
@@ -164,6 +208,7 @@ def _fields(form: Mapping[str, Any], pair_sets: list[int], exclusion: dict[str, 
         "instructions": str(form.get("instructions") or "").strip(),
         "question": str(form.get("question") or "").strip(),
         "scale_labels": [str(form.get(f"scale_label_{i}") or "").strip() for i in range(1, 6)],
+        **dict(zip(("questions", "primary"), questions_from_form(form))),
         "pair_sets": pair_sets,
         "pairs_per_participant": _opt(form.get("pairs_per_participant")),
         "ratings_per_pair": _opt(form.get("ratings_per_pair")),

@@ -26,7 +26,7 @@ def pairs_below_target(session: Session, study: Study) -> int:
     counts = (
         select(Trial.pair_id, func.count(Rating.id).label("n"))
         .join(Rating, Rating.trial_id == Trial.id)
-        .where(Trial.study_id == study.id, Trial.kind == "main")
+        .where(Trial.study_id == study.id, Trial.kind == "main", Rating.is_primary)  # one per answered trial
         .group_by(Trial.pair_id)
         .subquery()
     )

@@ -35,7 +35,7 @@ def fast_share(session: Session, participant: Participant) -> tuple[int, int]:
     fast, total = session.execute(
         select(func.count(Rating.id).filter(Rating.too_fast), func.count(Rating.id))
         .join(Trial, Trial.id == Rating.trial_id)
-        .where(Trial.participant_id == participant.id, Trial.kind != "practice")
+        .where(Trial.participant_id == participant.id, Trial.kind != "practice", Rating.is_primary)
     ).one()
     return int(fast or 0), int(total or 0)
 

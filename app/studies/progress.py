@@ -41,7 +41,7 @@ def study_progress(session: Session, study: Study, now: datetime | None = None) 
         session.execute(
             select(Trial.kind, func.count(Rating.id))
             .join(Rating, Rating.trial_id == Trial.id)
-            .where(Trial.study_id == study.id)
+            .where(Trial.study_id == study.id, Rating.is_primary)  # one row per answered trial
             .group_by(Trial.kind)
         ).all()
     )
@@ -54,19 +54,20 @@ def study_progress(session: Session, study: Study, now: datetime | None = None) 
         session.scalars(
             select(Rating.response_ms)
             .join(Trial, Rating.trial_id == Trial.id)
-            .where(Trial.study_id == study.id, Trial.kind != "practice")
+            .where(Trial.study_id == study.id, Trial.kind != "practice", Rating.is_primary)
         ).all(),
         dtype=float,
     )
     too_fast = session.scalar(
         select(func.count(Rating.id))
         .join(Trial, Rating.trial_id == Trial.id)
-        .where(Trial.study_id == study.id, Trial.kind != "practice", Rating.too_fast.is_(True))
+        .where(Trial.study_id == study.id, Trial.kind != "practice", Rating.too_fast.is_(True),
+               Rating.is_primary)
     ) or 0
 
     main_counts = select(Trial.pair_id, func.count(Rating.id).label("n")).join(
         Rating, Rating.trial_id == Trial.id
-    ).where(Trial.study_id == study.id, Trial.kind == "main").group_by(Trial.pair_id).subquery()
+    ).where(Trial.study_id == study.id, Trial.kind == "main", Rating.is_primary).group_by(Trial.pair_id).subquery()
     rows = session.execute(
         select(
             Pair.id, Pair.pair_key, Pair.pair_set_id, Comparison.label, Pair.prompt_id, Pair.prompt,

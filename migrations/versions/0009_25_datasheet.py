@@ -23,5 +23,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    with op.batch_alter_table("studies", schema=None) as batch_op:
-        batch_op.drop_column("about")
+    # Not batch mode on SQLite: recreating `studies` drops the old table, and with foreign keys on
+    # SQLite would delete its rows' trials and ratings with it (ON DELETE CASCADE).
+    op.drop_column("studies", "about") if op.get_bind().dialect.name != "sqlite" else op.execute(
+        sa.text("ALTER TABLE studies DROP COLUMN about"))

@@ -37,7 +37,7 @@ from app.studies.config import SLUG_RE
 from app.studies.comparing import Compared
 from app.store.db import end_reads
 from app.studies.pacing import FULL_MESSAGE, ended_full, ending, locks_answers, returned_message
-from app.studies.flow import has_capacity, split_progress, trial_instruction
+from app.studies.flow import has_capacity, split_progress, trial_instruction, trial_questions
 from app.templating import templates
 
 router = APIRouter(max_body_size=API_BODY_MAX)
@@ -75,7 +75,9 @@ class NewParticipant(BaseModel):
 
 
 class Answer(BaseModel):
-    choice: Any = Field(description="1..5 as shown; validated in app.assignment for a clear message")
+    choice: Any = Field(default=None, description="1..5 as shown (one-question studies); validated in "
+                                                  "app.assignment for a clear message")
+    answers: Any = Field(default=None, description="{question key: 1..5} for every question of the study (issue 24)")
     request_id: Annotated[str, AfterValidator(clean_text)] = Field(min_length=1, max_length=100)
     response_ms: int | None = Field(default=None, ge=0, lt=2**31, description="client-measured, optional")
     compared: Compared | None = Field(default=None, description="how the images were compared (app.studies.comparing)")
@@ -122,7 +124,7 @@ def trial_payload(session, result, participant: Participant, study: Study) -> di
     if result.trial is None:
         return {"done": True, "progress": progress}
     shown = [result.trial] + ([result.preload] if result.preload is not None else [])
-    tokens = trial_image_tokens(session, shown)
+    tokens = trial_image_tokens(session, shown, study)
     prefetch(session, [token for pair in tokens for token in pair])  # the browser asks for them next
     payload: dict[str, Any] = {
         "trial": result.trial.public_id,
@@ -132,6 +134,7 @@ def trial_payload(session, result, participant: Participant, study: Study) -> di
         "progress": progress,
         "practice": result.trial.kind == "practice",
         "instruction": trial_instruction(study, result.trial.kind),
+        "questions": trial_questions(study),
         "preload": None,
     }
     if result.preload is not None:
@@ -207,7 +210,7 @@ def _answer(session: Session, trial_id: str, answer: Answer,
         # By token: the participant is looked up in the same round trip as the trial.
         result = submit_answer(
             session, x_participant, trial_id, answer.choice, answer.request_id, utcnow(), answer.response_ms,
-            answer.compared.model_dump() if answer.compared else None,
+            answer.compared.model_dump() if answer.compared else None, answer.answers,
         )
     except FlowError as e:
         end_reads(session)
@@ -220,6 +223,8 @@ def _answer(session: Session, trial_id: str, answer: Answer,
         "answered_at": result.rating.answered_at.isoformat(),
         "too_fast": result.rating.too_fast,
     }
+    if result.answers and len(result.answers) > 1:
+        body["answers"] = result.answers
     headers = {"Cache-Control": "no-store"}
     if result.created and result.auto_close:
         close_if_complete(session, result.study_id)
@@ -306,7 +311,8 @@ def page_run(slug: str, request: Request, session: SessionDep) -> Response:
         return RedirectResponse(f"/s/{slug}/done", status_code=303)
     if study.state != "open":
         return _page(request, "closed.html", 409, study=study)
-    return _page(request, "trial.html", study=study, token=participant.token, locks=locks_answers(study))
+    return _page(request, "trial.html", study=study, token=participant.token, locks=locks_answers(study),
+                 questions=trial_questions(study))
 
 
 @router.get("/s/{slug}/done", response_class=HTMLResponse, include_in_schema=False)

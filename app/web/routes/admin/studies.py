@@ -44,7 +44,7 @@ def study_rows(session: Session) -> list[dict[str, Any]]:
     for study_id, kind, n in session.execute(
         select(Trial.study_id, Trial.kind, func.count(Rating.id))
         .join(Rating, Rating.trial_id == Trial.id)
-        .where(Trial.kind != "practice")
+        .where(Trial.kind != "practice", Rating.is_primary)  # one row per answered trial
         .group_by(Trial.study_id, Trial.kind)
     ):
         counts.setdefault(study_id, {})[kind] = int(n)

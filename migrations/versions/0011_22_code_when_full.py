@@ -2,7 +2,7 @@
 gets the completion code (issue 22)
 
 Revision ID: 22_code_when_full
-Revises: 12_trial_study_index
+Revises: 24_criteria
 Create Date: 2026-12-03 07:00:00
 """
 
@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "22_code_when_full"
-down_revision = "12_trial_study_index"
+down_revision = "24_criteria"
 branch_labels = None
 depends_on = None
 
@@ -23,5 +23,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    with op.batch_alter_table("studies", schema=None) as batch_op:
-        batch_op.drop_column("code_when_full")
+    # Not batch mode on SQLite: recreating `studies` drops the old table, and with foreign keys on
+    # SQLite would delete its rows' trials and ratings with it (ON DELETE CASCADE).
+    op.drop_column("studies", "code_when_full") if op.get_bind().dialect.name != "sqlite" else op.execute(
+        sa.text("ALTER TABLE studies DROP COLUMN code_when_full"))
