@@ -30,6 +30,11 @@ def run_migrations_online() -> None:
     engine = make_engine(_url())
     try:
         with engine.connect() as connection:
+            if connection.dialect.name == "sqlite":
+                # Batch mode rebuilds a table (copy, drop, rename). With foreign keys on, dropping
+                # `studies` would cascade deletes to its trials and ratings: SQLite's own recipe for
+                # altering tables turns them off around the change (outside any transaction).
+                connection.connection.driver_connection.execute("PRAGMA foreign_keys=OFF")  # no BEGIN yet
             context.configure(connection=connection, target_metadata=target_metadata, render_as_batch=True)
             with context.begin_transaction():
                 if connection.dialect.name == "postgresql":

@@ -49,3 +49,29 @@ def test_servers_starting_together_migrate_once(postgres_url):
             assert compare_metadata(MigrationContext.configure(conn), Base.metadata) == []
     finally:
         engine.dispose()
+
+
+def test_downgrading_study_columns_keeps_every_trial_and_rating(db_url, client, study_factory):
+    """Dropping a column of `studies` (monitoring, datasheet, code_when_full) on the way down must not
+    lose data: a batch rebuild of `studies` on SQLite cascaded deletes to trials and ratings."""
+    import uuid
+
+    study = study_factory(n_pairs=3, pairs_per_participant=2)
+    token = client.post(f"/api/studies/{study.slug}/participants", json=None).json()["participant"]
+    while not (t := client.get(f"/api/participants/{token}/next").json()).get("done"):
+        r = client.post(f"/api/trials/{t['trial']}/answer", headers={"X-Participant": token},
+                        json={"choice": 2, "request_id": str(uuid.uuid4())})
+        assert r.status_code == 200
+    engine = create_engine(db_url)
+    try:
+        with engine.connect() as conn:
+            before = [conn.execute(text(f"SELECT count(*) FROM {t}")).scalar() for t in ("studies", "trials", "ratings")]
+        assert before[2] == 2
+        command.downgrade(alembic_config(db_url), "13_monitoring")
+        with engine.connect() as conn:
+            assert [conn.execute(text(f"SELECT count(*) FROM {t}")).scalar() for t in ("studies", "trials", "ratings")] == before
+        upgrade_database(db_url)
+        with engine.connect() as conn:
+            assert [conn.execute(text(f"SELECT count(*) FROM {t}")).scalar() for t in ("studies", "trials", "ratings")] == before
+    finally:
+        engine.dispose()

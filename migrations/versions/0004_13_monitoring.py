@@ -26,5 +26,8 @@ def upgrade() -> None:
 def downgrade() -> None:
     with op.batch_alter_table("study_versions", schema=None) as batch_op:
         batch_op.drop_column("note")
-    with op.batch_alter_table("studies", schema=None) as batch_op:
-        batch_op.drop_column("monitoring")
+    # Not batch mode on SQLite: recreating `studies` would cascade deletes to trials and ratings.
+    if op.get_bind().dialect.name == "sqlite":
+        op.execute(sa.text("ALTER TABLE studies DROP COLUMN monitoring"))
+    else:
+        op.drop_column("studies", "monitoring")
