@@ -194,12 +194,19 @@ def submitted_values(form: Mapping[str, Any]) -> dict[str, Any]:
     pair_sets = [int(v) for v in form.getlist("pair_set") if str(v).isdigit()]  # type: ignore[attr-defined]
     rules = {f["name"]: (f["input"] in form) if f["kind"] == "check" else _opt(form.get(f["input"]))
              for f in rule_fields({})}
-    config = _fields(form, pair_sets, rules)
+    try:
+        config = _fields(form, pair_sets, rules)
+        preset = None
+    except StudyError:  # the free-text questions were malformed: show them again as typed
+        config = _fields({**{k: form.get(k) for k in form.keys()}, "questions_preset": "overall"},  # type: ignore[attr-defined]
+                         pair_sets, rules)
+        preset = {"questions_preset": CUSTOM_QUESTIONS, "questions_text": str(form.get("questions_text") or "")}
     config.update(slug=_opt(form.get("slug")), seed=_opt(form.get("seed")))
     # A blank number falls back to its default, except where blank itself means something.
     blank_ok = {"hold_minutes", "seed", "fast_share_limit", "slug", "completion_code", "redirect_url",
                 "returned_message", "gold_instruction"}
-    return form_values({**blank_form(), **{k: v for k, v in config.items() if v is not None or k in blank_ok}})
+    values = form_values({**blank_form(), **{k: v for k, v in config.items() if v is not None or k in blank_ok}})
+    return {**values, **(preset or {})}
 
 
 def _fields(form: Mapping[str, Any], pair_sets: list[int], exclusion: dict[str, Any]) -> dict[str, Any]:
