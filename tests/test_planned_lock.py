@@ -106,3 +106,27 @@ def test_a_recorded_stop_stays_after_a_later_exclusion_and_the_report_shows_both
     html = (tmp_path / "report.html").read_text()
     assert f"look {recorded['look']} ({recorded['n_ratings']} ratings)" in html
     assert f"(as recorded; the data now say:\n      {after['post_hoc']['recommendation']})" in html
+
+
+def test_the_studys_first_comparison_is_primary(client, app, session, study_factory, make_pair_set, tmp_path):
+    """`study_statistics` names the study's first comparison primary (not the first by label), and
+    the report marks it; Holm's family is every comparison."""
+    from app.analysis.study_statistics import study_statistics
+    from app.reporting.report import render_report
+    from app.studies.importer import import_pair_set
+
+    ids = [import_pair_set(session, make_pair_set(tmp_path / name, 4, seed=i), name=name).id
+           for i, name in enumerate(("zeta", "alpha"))]
+    session.commit()
+    study = study_factory(pair_set_ids=ids, pairs_per_participant=4, ratings_per_pair=2, exclusion_rules={})
+    rng = np.random.default_rng(2)
+    for _ in range(4):
+        rate(client, study.slug, lambda: rng.integers(1, 6))
+    labels = [c.label for c in study.comparisons]
+    assert labels[0].startswith("zeta") and sorted(labels)[0].startswith("alpha")
+    stats = read(app, lambda s: study_statistics(s, s.get(Study, study.id), draws=10))
+    assert stats["results"]["after_exclusions"]["multiplicity"]["primary"] == labels[0]
+    assert sorted(stats["results"]["after_exclusions"]["multiplicity"]["family"]) == sorted(labels)
+    groups = stats["results"]["after_exclusions"]["per_comparison"]
+    assert groups[labels[0]]["primary"] is True and groups[labels[1]]["primary"] is False
+    assert f"{labels[0]} (primary)" in render_report(stats)

@@ -71,6 +71,8 @@ def study_statistics(
         min_response_ms=study.min_response_ms or None,
         draws=draws,
         seed=study.seed if seed is None else seed,
+        # The study's first comparison is its primary one (Holm's family is every comparison).
+        primary_comparison=study.comparisons[0].label if study.comparisons else None,
     )
     stats["monitoring"] = study_monitoring(session, study, kept={str(p) for p in stats["exclusions"]["kept"]})
     stats["comparing"] = compare_summary(rows)
