@@ -51,7 +51,9 @@ def test_analyze_of_an_export_gives_the_reports_statistics(seeded, db_url, tmp_p
         assert json.dumps(offline[key], sort_keys=True) == json.dumps(report[key], sort_keys=True), key
     assert offline["exclusions"]["excluded"]  # the always-"left" participant, as in the report
     assert "monitoring" not in offline and offline["source"]["files"] == [str(export)]
-    assert "statistics computed from a ratings file" in (out / "report.html").read_text(encoding="utf-8")
+    html = (out / "report.html").read_text(encoding="utf-8")
+    assert "statistics computed from a ratings file" in html and "offline analysis of 1 export file(s)" in html
+    assert offline["study_versions_in_ratings"] == report["study_versions_in_ratings"]
 
 
 def test_analyze_pools_several_exports(seeded, db_url, tmp_path):  # noqa: F811

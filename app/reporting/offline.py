@@ -13,6 +13,7 @@ participant flow, no datasheet, no gallery. It never opens a database.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -39,4 +40,7 @@ def write_offline_report(paths: Iterable[str | Path], out_dir: Path,
     files = [Path(p) for p in paths]
     rows = read_exports(files)
     stats = analyze_exports(files, rules, draws=draws, seed=seed, primary_comparison=primary_comparison)
+    versions = {r.get("study_version") for r in rows} - {None}
+    stats["study_versions_in_ratings"] = sorted(v for v in versions if isinstance(v, int))
+    stats["generated_at"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
     return OfflineReport(write_report(Path(out_dir), stats, rows), stats, len(rows))
