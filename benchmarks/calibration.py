@@ -1,6 +1,11 @@
 """Coverage and width of the 95% intervals, balanced and unbalanced crowds, and the level of every test.
 
-    python3 benchmarks/calibration.py [--reps 1000] [--seed 0] [--only SUBSTRING] [--markdown]
+    python3 benchmarks/calibration.py [--reps 1000] [--seed 0] [--only SUBSTRING] [--explore]
+
+`--explore` also prints the candidates issue 23 tried and rejected (docs/statistics.md, "What
+still misses"): CR2-SATT for every estimate, and per-stratum intervals with the
+`prompt-satterthwaite` df rule beside the report's. Scenario seeds are seed + 1000 x the
+scenario's index among those run, so an `--only` run draws other studies than the full grid.
 
 Each scenario simulates `--reps` studies (fresh participants and prompts each time) and analyses
 every study with the candidate methods of `app.statistics.robust`:
@@ -53,6 +58,8 @@ OFFSETS = (-0.2, 0.0, 0.2)
 T_SLIGHT, T_STRONG = 0.5, 1.5
 METHODS = {"OLD": ("cr1", "classic"), "CR2-SATT": ("cr2", "satterthwaite"), "CR2-MIN": ("cr2", "min")}
 CHOSEN = "CR2-MIN"
+EXPLORE_RULE = "prompt-satterthwaite"  # the per-stratum df rule --explore shows beside the report's
+EXPLORE = False  # --explore: CR2-SATT for every estimate and per-stratum Satterthwaite df (candidates)
 
 
 @dataclass(frozen=True)
@@ -170,7 +177,7 @@ def analyse(d: dict[str, np.ndarray], s: Scenario) -> dict:
             for method, (adj, rule) in METHODS.items():
                 if adj != adjust:
                     continue
-                if method != CHOSEN and name != "win_rate":
+                if method != CHOSEN and name != "win_rate" and not (EXPLORE and method == "CR2-SATT"):
                     continue
                 v, df = robust.combine(p_p.v / b2, p_q.v / b2, p_pq.v / b2, p_p.df, p_q.df, rule,
                                        classic=(np.array([n_p - 1.0]), np.array([max(n_q - s.n_strata, 1.0)])))
@@ -180,8 +187,11 @@ def analyse(d: dict[str, np.ndarray], s: Scenario) -> dict:
             pool = robust.prompt_pool(aa, bb, pp, qq, ss)
             for h in range(s.n_strata):
                 m = ss == h
-                for kind, pl in (("pooled", pool), ("own", None)):
-                    est = robust.two_way(aa[m], bb[m], pp[m], qq[m], ss[m], pool=pl,
+                kinds = [("pooled", pool, robust.DF_RULE), ("own", None, robust.DF_RULE)]
+                if EXPLORE:
+                    kinds.append(("pooled-satt", pool, EXPLORE_RULE))
+                for kind, pl, rule in kinds:
+                    est = robust.two_way(aa[m], bb[m], pp[m], qq[m], ss[m], pool=pl, df_rule=rule,
                                          pool_stratum=str(h) if pl is not None else None)
                     half = sps.t.ppf(0.975, est.df) * math.sqrt(est.v) if est.v else math.nan
                     th = math.nan if est.theta is None else est.theta
@@ -205,7 +215,7 @@ def run(s: Scenario, reps: int, seed: int) -> dict:
         if key == "p":
             continue
         vals = np.array([r[key][:3] for r in res], dtype=float)
-        if key[0] in ("pooled", "own"):
+        if key[0] in ("pooled", "own", "pooled-satt"):
             t = true_h[key[1]][key[2]]
         else:
             t = true[key[1]]
@@ -217,7 +227,7 @@ def run(s: Scenario, reps: int, seed: int) -> dict:
                                                                           / reps)),
                "width_ratio": float(width / (2 * 1.959964 * spread)) if spread > 0 else math.nan,
                "no_interval": float(1 - ok.mean())}
-        if key[0] in ("pooled", "own"):
+        if key[0] in ("pooled", "own", "pooled-satt"):
             summary["strata"].setdefault((key[0], key[2]), []).append(row)
         else:
             row["df"] = float(np.nanmean([r[key][3] for r in res]))
@@ -260,7 +270,11 @@ def main() -> None:
     ap.add_argument("--reps", type=int, default=1000, help="simulated studies per scenario")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--only", default="", help="run only scenarios whose name contains this")
+    ap.add_argument("--explore", action="store_true",
+                    help="also print candidate rules: CR2-SATT for every estimate, per-stratum Satterthwaite df")
     args = ap.parse_args()
+    global EXPLORE
+    EXPLORE = args.explore
     scenarios = [s for s in grid() if args.only in s.name]
     started = time.perf_counter()
     results = []
@@ -303,6 +317,22 @@ def main() -> None:
             cells.append(f"{min(x['coverage'] for x in rows):.3f}-{max(x['coverage'] for x in rows):.3f} / "
                          f"{max(x['width_ratio'] for x in rows):.2f}")
         print(f"| {s.name} | {cells[0]} | {cells[1]} |")
+    if EXPLORE:
+        print(f"\nCandidates: CR2-SATT for every estimate (coverage / width ratio); per-stratum pooled with "
+              f"df rule {EXPLORE_RULE!r} ('satt' below) and the report's ('min' below): worst-best coverage / "
+              f"widest ratio\n")
+        for s, r in results:
+            cells = " | ".join(f"{r['rows'][('CR2-SATT', n)]['coverage']:.3f} / {r['rows'][('CR2-SATT', n)]['width_ratio']:.2f}"
+                               for n in ESTIMATES)
+            strata = ""
+            if r["strata"]:
+                for n in ESTIMATES:
+                    rows = r["strata"][("pooled-satt", n)]
+                    own = r["strata"][("pooled", n)]
+                    strata += (f" | {n}: satt {min(x['coverage'] for x in rows):.3f}-{max(x['coverage'] for x in rows):.3f}"
+                               f" / {max(x['width_ratio'] for x in rows):.2f}; min {min(x['coverage'] for x in own):.3f}-"
+                               f"{max(x['coverage'] for x in own):.3f} / {max(x['width_ratio'] for x in own):.2f}")
+            print(f"| {s.name} | {cells}{strata} |")
     tests = [(s, r) for s, r in results if r["tests"]]
     if tests:
         print("\nNull scenarios: share of studies rejecting at 0.05 (MC SE)\n")

@@ -2,8 +2,11 @@
 
 - `study_monitoring(session, study, kept)` runs `app.statistics.monitoring.monitor_comparisons` on the
   study's preference ratings in arrival order (rating id), planned ratings per comparison =
-  pairs of its pair set x the study's ratings per pair, with the study's `monitoring` settings;
-  it adds the overall recommendation and the stops already recorded in the version history.
+  pairs of its pair set x the study's ratings per pair, locked at the comparison's first rating
+  (`planned_totals`: read from the version snapshot that rating was given under; a later edit of
+  the ratings per pair is reported as refused, never used), with the study's `monitoring`
+  settings; it adds the overall recommendation and the stops already recorded in the version
+  history.
 - `apply_auto_close(session, study, monitoring)`: when the study is open, `auto_close` is on
   and every comparison says stop, close the study; the new version's note records, per
   comparison, the look, the statistic and the rule. Called where the data changes
@@ -22,7 +25,7 @@ from sqlalchemy.orm import Session
 
 from app.studies.config import set_state
 from app.store.models import Comparison, Pair, Rating, Study, StudyVersion, Trial
-from app.statistics.monitoring import MonitoringSettings, monitor_comparisons
+from app.statistics.monitoring import MonitoringSettings, lock_planned_total, monitor_comparisons
 
 NOTE_KIND = "monitoring stop"
 
@@ -52,6 +55,51 @@ def planned_ratings(session: Session, study: Study) -> dict[str, int]:
         .where(Pair.pair_set_id.in_([c.pair_set_id for c in study.comparisons])).group_by(Pair.pair_set_id)
     ).all())
     return {c.label: max(int(counts.get(c.pair_set_id, 0)) * study.ratings_per_pair, 1) for c in study.comparisons}
+
+
+def locked_planned(session: Session, study: Study) -> dict[str, int]:
+    """Per comparison label with ratings: the planned total locked at its first rating.
+
+    The lock is read from the version history, not stored anew: a rating records the study
+    version it was given under, and that version's snapshot (immutable) holds the ratings per
+    pair then; the comparison's pair set is fixed. So the locked total is pairs x the ratings per
+    pair of the config in force at the comparison's first (non-practice) rating, whatever the
+    config says now. Comparisons without ratings are absent (their total is not locked yet)."""
+    first = session.execute(
+        select(Comparison.label, Comparison.pair_set_id, func.min(Rating.id))
+        .join(Trial, Trial.comparison_id == Comparison.id)
+        .join(Rating, Rating.trial_id == Trial.id)
+        .where(Comparison.study_id == study.id, Trial.study_id == study.id, Trial.kind != "practice")
+        .group_by(Comparison.label, Comparison.pair_set_id)
+    ).all()
+    if not first:
+        return {}
+    versions = dict(session.execute(
+        select(Rating.id, Rating.study_version).where(Rating.id.in_([rid for _, _, rid in first]))).all())
+    configs = dict(session.execute(
+        select(StudyVersion.version, StudyVersion.config)
+        .where(StudyVersion.study_id == study.id, StudyVersion.version.in_(set(versions.values())))).all())
+    counts = dict(session.execute(
+        select(Pair.pair_set_id, func.count(Pair.id))
+        .where(Pair.pair_set_id.in_([ps for _, ps, _ in first])).group_by(Pair.pair_set_id)).all())
+    out = {}
+    for label, pair_set_id, rid in first:
+        config = configs.get(versions.get(rid)) or {}
+        per_pair = int(config.get("ratings_per_pair") or study.ratings_per_pair)
+        out[label] = max(int(counts.get(pair_set_id, 0)) * per_pair, 1)
+    return out
+
+
+def planned_totals(session: Session, study: Study) -> dict[str, dict[str, Any]]:
+    """Per comparison label: `lock_planned_total` of the locked total (`locked_planned`) and the
+    configured one (`planned_ratings`): {planned, locked, lock_now, refused_change}. Monitoring
+    uses `planned`; a configured total that differs from the locked one (a later edit of the
+    ratings per pair, e.g. a top-up) is reported as `refused_change`, never used: choosing the
+    total after seeing data would inflate the type-I error."""
+    configured = planned_ratings(session, study)
+    locked = locked_planned(session, study)
+    return {label: lock_planned_total(locked.get(label), total, 1 if label in locked else 0)
+            for label, total in configured.items()}
 
 
 def recorded_stops(session: Session, study: Study) -> list[dict[str, Any]]:
@@ -106,11 +154,16 @@ def study_monitoring(session: Session, study: Study, kept: set[str] | None = Non
         for label, c in (note.get("comparisons") or {}).items():
             if label not in first and str(c.get("recommendation", "")).startswith("stop") and "statistic" in c:
                 first[label] = c
-    comparisons = monitor_comparisons(monitoring_rows(session, study), planned_ratings(session, study),
+    totals = planned_totals(session, study)
+    comparisons = monitor_comparisons(monitoring_rows(session, study),
+                                      {label: t["planned"] for label, t in totals.items()},
                                       look_every=settings.look_every, margin=settings.margin, participants=kept,
                                       recorded_stops=first)
     short = pairs_short(session, study)
     for label, m in comparisons.items():
+        t = totals[label]
+        m["planned_locked"] = t["locked"]
+        m["planned_change_refused"] = t["refused_change"]
         m["work_left"] = bool(short.get(label))
         if not m["work_left"] and str(m.get("recommendation", "")).startswith("continue"):
             m["recommendation"] = NO_WORK_LEFT.format(n=m.get("n_ratings"), planned=m.get("planned_ratings"))

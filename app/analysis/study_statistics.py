@@ -81,6 +81,8 @@ def study_statistics(
         min_response_ms=study.min_response_ms or None,
         draws=draws,
         seed=draws_seed,
+        # The study's first comparison is its primary one (Holm's family is every comparison).
+        primary_comparison=study.comparisons[0].label if study.comparisons else None,
     )
     if len(groups) > 1 or len(study_questions(study)) > 1:
         stats["criteria"], stats["criteria_analysis"] = criteria_statistics(

@@ -226,6 +226,38 @@ def report_cmd(slug: str, out: Path, draws: int, seed: int | None, database_url:
         click.echo(path)
 
 
+# ------------------------------------------------------------------ analyze
+@main.command("analyze")
+@click.argument("exports", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--rules", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="exclusion rules: a YAML/JSON mapping, or a study config with exclusion_rules [default: none]")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("report"), show_default=True,
+              help="folder for report.html, statistics.json and ratings.csv (created if needed)")
+@click.option("--draws", default=1000, show_default=True, type=click.IntRange(1, 1_000_000),
+              help="crossed-bootstrap draws")
+@click.option("--seed", default=0, show_default=True, type=int, help="bootstrap seed")
+@click.option("--primary", default=None, help="the primary comparison's label [default: the first by label]")
+def analyze_cmd(exports: tuple[Path, ...], rules: Path | None, out: Path, draws: int, seed: int,
+                primary: str | None) -> None:
+    """Offline analysis: the report bundle from export files (CSV or JSON), with no database.
+
+    EXPORTS are files written by `sfgeval export` (or a report's ratings.csv); several are pooled.
+    Writes the same report.html, statistics.json and ratings.csv as `sfgeval report`, without
+    what only the database knows (monitoring, study description, participant flow)."""
+    from app.reporting.offline import write_offline_report
+    from app.statistics import StatisticsInputError
+
+    try:
+        report = write_offline_report(exports, out, rules, draws=draws, seed=seed, primary_comparison=primary)
+    except StatisticsInputError as e:
+        raise click.ClickException(str(e)) from None
+    except OSError as e:
+        raise click.ClickException(f"cannot write to {out}: {e.strerror or e}") from None
+    click.echo(f"{report.n_ratings} ratings from {len(exports)} file(s)", err=True)
+    for path in report.paths.values():
+        click.echo(path)
+
+
 # ------------------------------------------------------------------ serving
 def _prepare_environment(url: str) -> None:
     """Make the settings every worker process reads agree with this command's options."""

@@ -58,14 +58,37 @@ def _value(column: str, v: Any) -> Any:
 
 
 def _read_one(path: Path) -> list[dict[str, Any]]:
-    text = path.read_text(encoding="utf-8-sig")
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError:
+        raise StatisticsInputError(f"{path}: not a UTF-8 text file (an export is CSV or JSON)") from None
+    except OSError as e:
+        raise StatisticsInputError(f"{path}: cannot read ({e.strerror or e})") from None
+    if not text.strip():
+        raise StatisticsInputError(f"{path}: empty file (no header row)")
     if path.suffix.lower() == ".json" or text.lstrip().startswith("["):
-        data = json.loads(text)
-        if not isinstance(data, list):
+        try:
+            data = json.loads(text)
+        except ValueError as e:
+            raise StatisticsInputError(f"{path}: not valid JSON ({e})") from None
+        if not isinstance(data, list) or not all(isinstance(r, Mapping) for r in data):
             raise StatisticsInputError(f"{path}: a JSON export is an array of rating objects")
         raw = [dict(r) for r in data]
     else:
-        raw = list(csv.DictReader(text.splitlines()))
+        try:
+            reader = csv.DictReader(text.splitlines())
+            header = reader.fieldnames or []
+            missing = [c for c in REQUIRED_COLUMNS if c not in header]
+            if missing:
+                raise StatisticsInputError(f"{path}: missing column(s) {', '.join(missing)}")
+            raw = list(reader)
+        except csv.Error as e:
+            raise StatisticsInputError(f"{path}: not a valid CSV file ({e})") from None
+        for i, r in enumerate(raw):
+            if None in r:  # more cells than the header has columns
+                raise StatisticsInputError(f"{path}: data row {i + 1} has more cells than the header")
+            if any(v is None for v in r.values()):
+                raise StatisticsInputError(f"{path}: data row {i + 1} has fewer cells than the header")
     if raw:
         missing = [c for c in REQUIRED_COLUMNS if c not in raw[0]]
         if missing:
@@ -101,7 +124,12 @@ def load_rules(rules: str | Path | Mapping[str, Any] | None) -> dict[str, Any] |
         return None if rules is None else dict(rules)
     import yaml
 
-    data = yaml.safe_load(Path(rules).read_text(encoding="utf-8")) or {}
+    try:
+        data = yaml.safe_load(Path(rules).read_text(encoding="utf-8")) or {}
+    except (OSError, UnicodeDecodeError) as e:
+        raise StatisticsInputError(f"{rules}: cannot read the exclusion rules ({getattr(e, 'strerror', None) or e})") from None
+    except yaml.YAMLError as e:
+        raise StatisticsInputError(f"{rules}: not valid YAML or JSON ({e})") from None
     if not isinstance(data, Mapping):
         raise StatisticsInputError(f"{rules}: exclusion rules must be a mapping")
     return dict(data.get("exclusion_rules", data))

@@ -55,7 +55,7 @@ from scipy import stats as sps
 
 ESTIMATES = ("win_rate", "tie_half_rate", "mean_score")
 ADJUSTMENTS = ("cr2", "cr1")
-DF_RULES = ("min", "satterthwaite", "classic")
+DF_RULES = ("min", "satterthwaite", "prompt-satterthwaite", "classic")
 ADJUST, DF_RULE = "cr2", "min"  # chosen by benchmarks/calibration.py (docs/statistics.md)
 METHOD = ("two-way cluster-robust variance V_P + V_Q - V_PQ (participants, prompts within strata, participant x "
           "prompt cells), bias-reduced CR2 cluster weights under a random-effects working model, t interval with "
@@ -181,6 +181,12 @@ def combine(v_p: np.ndarray, v_q: np.ndarray, v_pq: np.ndarray, df_p: np.ndarray
             df = np.fmin(df_p, df_q)
         elif df_rule == "satterthwaite":
             df = v**2 / (v_p**2 / df_p + v_q**2 / df_q)
+        elif df_rule == "prompt-satterthwaite":
+            # Candidate (benchmarks/calibration.py --explore), not the report's: when the prompt part
+            # limits the df, a Satterthwaite combination kept between min(df_P, df_Q) and df_P.
+            satt = v**2 / (v_p**2 / df_p + v_q**2 / df_q)
+            low = np.fmin(df_p, df_q)
+            df = np.where(df_q < df_p, np.fmax(low, np.fmin(df_p, satt)), low)
         elif df_rule == "classic":
             df = np.maximum(np.minimum(*classic), 1.0)
         else:

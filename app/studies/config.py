@@ -25,7 +25,7 @@ from app.statistics.criteria import (
     primary_criterion,
 )
 from app.statistics.monitoring import MonitoringSettings
-from app.store.models import STUDY_STATES, Comparison, PairSet, Rating, Study, StudyVersion, Trial
+from app.store.models import STUDY_STATES, Comparison, Pair, PairSet, Rating, Study, StudyVersion, Trial
 from app.statistics import StatisticsInputError, normalise_rules
 
 DEFAULT_QUESTION = "Which image has better quality and matches the prompt better?"
@@ -470,6 +470,8 @@ def update_study(session: Session, study: Study, changes: dict[str, Any], note: 
         for ps in _pair_sets(session, [i for i in wanted if i not in have]):
             keep.append(Comparison(pair_set_id=ps.id, label=comparison_label(ps)))
         study.comparisons = keep
+    if cfg.ratings_per_pair != study.ratings_per_pair and has_ratings(session, study):
+        note = {**(note or {}), "planned_total": _planned_change(session, study, cfg.ratings_per_pair)}
     for f in _PLAIN_FIELDS:
         setattr(study, f, getattr(cfg, f))
     study.monitoring = cfg.monitoring.model_dump()
@@ -480,6 +482,23 @@ def update_study(session: Session, study: Study, changes: dict[str, Any], note: 
     study.version += 1
     _snapshot(session, study, note)
     return study
+
+
+def _planned_change(session: Session, study: Study, ratings_per_pair: int) -> dict[str, Any]:
+    """The version note of an edit of the ratings per pair once ratings exist (issue 23): the
+    planned total per comparison before and after. Monitoring keeps the total locked at each
+    comparison's first rating (`app.analysis.monitoring_study.planned_totals`); this records that
+    the configured total changed and was not used by monitoring."""
+    counts = dict(session.execute(
+        select(Pair.pair_set_id, func.count(Pair.id))
+        .where(Pair.pair_set_id.in_([c.pair_set_id for c in study.comparisons])).group_by(Pair.pair_set_id)
+    ).all())
+    return {"ratings_per_pair": {"before": study.ratings_per_pair, "after": ratings_per_pair},
+            "per_comparison": {c.label: {"before": int(counts.get(c.pair_set_id, 0)) * study.ratings_per_pair,
+                                         "after": int(counts.get(c.pair_set_id, 0)) * ratings_per_pair}
+                               for c in study.comparisons},
+            "monitoring": "the planned total stays locked at each comparison's first rating; this change sets "
+                          "how many ratings are collected and is not used by monitoring"}
 
 
 def set_state(session: Session, study: Study, state: str, note: dict[str, Any] | None = None) -> Study:
