@@ -199,6 +199,12 @@ def test_demo_serves_the_shipped_pair_set_without_torch(tmp_path):
         assert sorted((c.pair_set.treatment_arm, c.pair_set.baseline_arm) for c in arms.comparisons) == [
             ("pag", "cfg"), ("pag", "sfg"), ("sfg", "cfg")]
         assert "/s/demo-arms" in r.stdout
+        # Simulated raters are already in, so the ranking shows at once (cfg, sfg, pag).
+        from app.analysis.study_statistics import study_statistics
+
+        ranking = study_statistics(session, arms, draws=20)["ranking"]
+        assert {e["arm"] for e in ranking} == {"cfg", "sfg", "pag"} and ranking[-1]["rank"] == 3
+        assert "simulated raters already in" in r.stdout
         assert len(pairs) == 6 and {p.stratum for p in pairs} == {"objects", "scenes", "animals"}
         # Every pair keeps its SFG token map (researcher-only), with a legend of prompt words.
         for p in pairs:

@@ -41,6 +41,9 @@ DEMO_PROMPTS = (
 SHIPPED_DEMO_PAIRS = Path(__file__).resolve().parent.parent / "demo_pairs"
 # Three arms (cfg, sfg, pag) of the same six prompts, made once with the tiny model (`generate --arms`).
 SHIPPED_DEMO_SET = Path(__file__).resolve().parent.parent / "demo_set"
+# The demo's simulated raters of the 3-arm study: arm strengths on the log-odds scale (cfg = 0).
+DEMO_SIMULATED_PARTICIPANTS = 12
+DEMO_ARM_STRENGTHS = {"cfg": 0.0, "sfg": 0.8, "pag": 0.4}
 
 
 def _load_config(path: Path) -> dict[str, Any]:
@@ -370,7 +373,8 @@ def demo(generate_pairs: bool, model_dir: Path | None, n_prompts: int, steps: in
         ensure_admin(session, admin_user, password)
     base = f"http://{host}:{port}"
     click.echo(f"participant link: {base}/s/{slug}")
-    click.echo(f"three-arm study:  {base}/s/{arms_slug} (cfg, sfg, pag; every pair of arms, ranked in the report)")
+    click.echo(f"three-arm study:  {base}/s/{arms_slug} (cfg, sfg, pag; every pair of arms; {DEMO_SIMULATED_PARTICIPANTS} "
+               f"simulated raters already in, ranking at {base}/admin/studies/{arms_slug}/statistics)")
     click.echo(f"admin link:       {base}/admin")
     click.echo(f"admin login:      {admin_user} / {password}")
     if not no_serve:
@@ -380,7 +384,12 @@ def demo(generate_pairs: bool, model_dir: Path | None, n_prompts: int, steps: in
 
 
 def _demo_arms_study(session: Any) -> str:
-    """The demo's second study: the shipped 3-arm set, every pair of arms compared (issue 26)."""
+    """The demo's second study: the shipped 3-arm set, every pair of arms compared (issue 26).
+
+    Created once with twelve simulated participants' ratings (`app.assignment.simulated`: seeded,
+    crowd id `simulated`), so its statistics page shows a ranking at once; people who open the
+    link add their own ratings to theirs."""
+    from app.assignment.simulated import simulate_participants
     from app.studies.config import StudyError, create_study, get_study
     from app.studies.importer import import_pair_set
 
@@ -388,13 +397,16 @@ def _demo_arms_study(session: Any) -> str:
     try:
         return get_study(session, "demo-arms").slug
     except StudyError:
-        return create_study(session, {
+        study = create_study(session, {
             "title": "Which image is better? (three methods)", "slug": "demo-arms", "pair_sets": [first.id],
-            "comparisons": "all-pairs", "pairs_per_participant": 6, "ratings_per_pair": 3, "gold_rate": 0.2,
+            "comparisons": "all-pairs", "pairs_per_participant": 6, "ratings_per_pair": 6, "gold_rate": 0.2,
             "repeats": 1, "max_upscale": 8,
             "gold_instruction": "Attention check: one of these images is damaged; pick the other one.",
             "state": "open",
-        }).slug
+        })
+        session.commit()
+        simulate_participants(session, study, DEMO_SIMULATED_PARTICIPANTS, DEMO_ARM_STRENGTHS, seed=0)
+        return study.slug
 
 
 if __name__ == "__main__":
