@@ -22,25 +22,28 @@ from app.store.models import Study
 log = logging.getLogger(__name__)
 
 _guard = threading.Lock()
-_pending: dict[int, bool] = {}  # study id -> another answer arrived while its check ran
+# (database, study id) -> another answer arrived while its check ran. Keyed by the app's
+# sessionmaker too: several apps (databases) in one process have studies with the same ids.
+_pending: dict[tuple[int, int], bool] = {}
 
 
 def check_after_answer(sessionmaker: Callable[[], Any], study_id: int) -> None:
+    key = (id(sessionmaker), study_id)
     with _guard:
-        if study_id in _pending:
-            _pending[study_id] = True
+        if key in _pending:
+            _pending[key] = True
             return
-        _pending[study_id] = False
+        _pending[key] = False
     try:
         while True:
             _check(sessionmaker, study_id)
             with _guard:
-                if not _pending[study_id]:
+                if not _pending[key]:
                     break
-                _pending[study_id] = False
+                _pending[key] = False
     finally:
         with _guard:
-            _pending.pop(study_id, None)
+            _pending.pop(key, None)
 
 
 def _check(sessionmaker: Callable[[], Any], study_id: int) -> None:
