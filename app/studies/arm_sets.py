@@ -30,7 +30,7 @@ from sqlalchemy.orm import Session
 from tqdm import tqdm
 
 from app.store.models import Image, Pair, PairSet
-from app.studies.media import blind_png, degrade, encoded_length, load_rgb, new_token, padded_size, sha256_bytes
+from app.studies.media import blind_png, degrade, encoded_length, load_manifest_image, new_token, padded_size, sha256_bytes
 from sampler.manifest import MANIFEST_NAME, ManifestError, SetRecord, validate_set_folder
 
 COMPARISON_RULES = ("vs-baseline", "all-pairs")
@@ -67,11 +67,6 @@ def _check(folder: Path, records: list[SetRecord]) -> list[str]:
     return arms
 
 
-def _load(folder: Path, rec_no: int, file: str) -> PILImage.Image:
-    try:
-        return load_rgb((folder / file).read_bytes())
-    except Exception as e:  # PIL raises many types for broken files
-        raise ManifestError(f"{folder / MANIFEST_NAME}: record {rec_no}: image {file} cannot be decoded ({e})") from None
 
 
 def _nfe(records: list[SetRecord], arms: list[str]) -> dict[str, dict[str, float | None]]:
@@ -97,7 +92,7 @@ def import_arm_set(session: Session, folder: Path, digest: str, *, name: str | N
     rng = random.Random(int(digest[:16], 16))
 
     def images_of(i: int, rec: SetRecord) -> dict[str, PILImage.Image]:
-        ims = {a: _load(folder, i + 1, rec.images[a].file) for a in arms}
+        ims = {a: load_manifest_image(folder, i + 1, rec.images[a].file) for a in arms}
         sizes = {im.size for im in ims.values()}
         if len(sizes) != 1:
             raise ManifestError(f"{folder / MANIFEST_NAME}: record {i + 1}: the arms' images differ in size "

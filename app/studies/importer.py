@@ -17,7 +17,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 from tqdm import tqdm
 
-from app.studies.media import blind_png, degrade, encoded_length, load_rgb, new_token, padded_size, sha256_bytes
+from app.studies.media import blind_png, degrade, encoded_length, load_manifest_image, new_token, padded_size, sha256_bytes
 from app.store.models import Image, Pair, PairSet
 from sampler.manifest import (MANIFEST_NAME, SET_SCHEMA, ManifestError, PairRecord, manifest_schema, read_token_map,
                               sha256_file, validate_folder)
@@ -61,11 +61,6 @@ def _check_arms(folder: Path, records: list[PairRecord]) -> tuple[str, str]:
     return arms
 
 
-def _load(folder: Path, rec_no: int, file: str) -> PILImage.Image:
-    try:
-        return load_rgb((folder / file).read_bytes())
-    except Exception as e:  # PIL raises many types for broken files
-        raise ManifestError(f"{folder / MANIFEST_NAME}: record {rec_no}: image {file} cannot be decoded ({e})") from None
 
 
 def import_pair_set(session: Session, folder: Path | str, *, name: str | None = None, progress: bool = False) -> PairSet:
@@ -89,8 +84,8 @@ def import_pair_set(session: Session, folder: Path | str, *, name: str | None = 
     degraded_arm = [rng.choice(("baseline", "treatment")) for _ in records]
 
     def images_of(i: int, rec: PairRecord) -> tuple[PILImage.Image, PILImage.Image, PILImage.Image]:
-        base = _load(folder, i + 1, rec.baseline.file)
-        treat = _load(folder, i + 1, rec.treatment.file)
+        base = load_manifest_image(folder, i + 1, rec.baseline.file)
+        treat = load_manifest_image(folder, i + 1, rec.treatment.file)
         if base.size != treat.size:
             raise ManifestError(
                 f"{folder / MANIFEST_NAME}: record {i + 1}: the two images differ in size "

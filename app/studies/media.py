@@ -10,6 +10,7 @@ partner. Images are then addressed only by a random token (`/i/{token}`).
 from __future__ import annotations
 
 import hashlib
+from pathlib import Path
 import io
 import secrets
 import struct
@@ -123,3 +124,13 @@ def degrade(img: PILImage.Image) -> PILImage.Image:
     radius = max(2.0, min(img.size) / 16)
     blurred = img.filter(ImageFilter.GaussianBlur(radius))
     return ImageEnhance.Contrast(blurred).enhance(0.45)
+
+
+def load_manifest_image(folder: Path, rec_no: int, file: str) -> PILImage.Image:
+    """Image `file` of a pair-set folder as RGB; ManifestError naming the record when it cannot be decoded."""
+    from sampler.manifest import MANIFEST_NAME, ManifestError
+
+    try:
+        return load_rgb((folder / file).read_bytes())
+    except Exception as e:  # PIL raises many types for broken files
+        raise ManifestError(f"{folder / MANIFEST_NAME}: record {rec_no}: image {file} cannot be decoded ({e})") from None
