@@ -151,36 +151,27 @@ def iter_records(folder: Path) -> Iterator[tuple[int, PairRecord]]:
     Does not look at the image files: see `validate_folder`.
     """
     path = Path(folder) / MANIFEST_NAME
-    if not path.is_file():
-        raise ManifestError(f"{path}: no manifest.jsonl in this folder")
     seen: dict[str, int] = {}
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                raw = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ManifestError(f"{path}:{lineno}: not valid JSON ({e.msg} at column {e.colno})") from None
-            if not isinstance(raw, dict):
-                raise ManifestError(f"{path}:{lineno}: a record must be a JSON object")
-            bad = _bad_text(raw)
-            if bad is not None:
-                raise ManifestError(
-                    f"{path}:{lineno}: field '{bad}': text contains a NUL character or an unpaired surrogate"
-                )
-            try:
-                rec = PairRecord.model_validate(raw)
-            except ValidationError as e:
-                first = e.errors()[0]
-                where = ".".join(str(p) for p in first["loc"]) or "record"
-                raise ManifestError(f"{path}:{lineno}: field '{where}': {first['msg']}") from None
-            if rec.pair_key in seen:
-                raise ManifestError(
-                    f"{path}:{lineno}: pair_key {rec.pair_key!r} repeats line {seen[rec.pair_key]}"
-                )
-            seen[rec.pair_key] = lineno
-            yield lineno, rec
+    for lineno, raw in _json_lines(path):
+        if not isinstance(raw, dict):
+            raise ManifestError(f"{path}:{lineno}: a record must be a JSON object")
+        bad = _bad_text(raw)
+        if bad is not None:
+            raise ManifestError(
+                f"{path}:{lineno}: field '{bad}': text contains a NUL character or an unpaired surrogate"
+            )
+        try:
+            rec = PairRecord.model_validate(raw)
+        except ValidationError as e:
+            first = e.errors()[0]
+            where = ".".join(str(p) for p in first["loc"]) or "record"
+            raise ManifestError(f"{path}:{lineno}: field '{where}': {first['msg']}") from None
+        if rec.pair_key in seen:
+            raise ManifestError(
+                f"{path}:{lineno}: pair_key {rec.pair_key!r} repeats line {seen[rec.pair_key]}"
+            )
+        seen[rec.pair_key] = lineno
+        yield lineno, rec
 
 
 def validate_folder(folder: Path) -> list[PairRecord]:
@@ -326,22 +317,13 @@ def manifest_schema(folder: Path) -> str | None:
 def iter_set_records(folder: Path) -> Iterator[tuple[int, SetRecord]]:
     """Yield (line number, record) of a set/1 manifest; ManifestError naming the first bad line."""
     path = Path(folder) / MANIFEST_NAME
-    if not path.is_file():
-        raise ManifestError(f"{path}: no manifest.jsonl in this folder")
     seen: dict[str, int] = {}
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                raw = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ManifestError(f"{path}:{lineno}: not valid JSON ({e.msg} at column {e.colno})") from None
-            rec = validate_set_line(raw, f"{path}:{lineno}")
-            if rec.pair_key in seen:
-                raise ManifestError(f"{path}:{lineno}: pair_key {rec.pair_key!r} repeats line {seen[rec.pair_key]}")
-            seen[rec.pair_key] = lineno
-            yield lineno, rec
+    for lineno, raw in _json_lines(path):
+        rec = validate_set_line(raw, f"{path}:{lineno}")
+        if rec.pair_key in seen:
+            raise ManifestError(f"{path}:{lineno}: pair_key {rec.pair_key!r} repeats line {seen[rec.pair_key]}")
+        seen[rec.pair_key] = lineno
+        yield lineno, rec
 
 
 def validate_set_folder(folder: Path) -> list[SetRecord]:
@@ -360,3 +342,18 @@ def validate_set_folder(folder: Path) -> list[SetRecord]:
     if not records:
         raise ManifestError(f"{folder / MANIFEST_NAME}: the manifest holds no image sets")
     return records
+
+
+def _json_lines(path: Path) -> Iterator[tuple[int, Any]]:
+    """(line number, parsed JSON) of every non-blank line of a manifest; ManifestError when it is
+    missing or a line is not JSON."""
+    if not path.is_file():
+        raise ManifestError(f"{path}: no manifest.jsonl in this folder")
+    with open(path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                yield lineno, json.loads(line)
+            except json.JSONDecodeError as e:
+                raise ManifestError(f"{path}:{lineno}: not valid JSON ({e.msg} at column {e.colno})") from None
