@@ -211,6 +211,59 @@ def gold_cues(base: str, url: str, n_bots: int = 40) -> Outcome:
                    f"cue bot's gold accuracy {acc:.2f} over {len(rows)} gold trials (chance 0.5)", a.errors)
 
 
+def gold_passing_random(base: str, url: str, n_people: int = 24) -> Outcome:
+    """Bots that pass every gold check and repeat (they read the truth from the database, as a
+    script measuring sharpness and remembering pixels could) but answer real pairs at random,
+    among people who answer each pair's visible preference with noise: no bot may be suggested
+    APPROVE (the agreement check, app/statistics/agreement.py)."""
+    from sqlalchemy import create_engine, select
+
+    from app.store.models import Rating, Trial
+
+    slug = _study(url, pairs=30, pairs_per_participant=20, ratings_per_pair=10_000, gold_rate=0.2, repeats=2)
+    engine = create_engine(url)
+    a = Attacker(base)
+
+    def choose(rng: random.Random, bot: bool):
+        def pick(body: dict) -> int:
+            with engine.connect() as conn:
+                kind, side, pair, first = conn.execute(select(
+                    Trial.kind, Trial.treatment_side, Trial.pair_id, Trial.repeat_of_trial_id).where(
+                    Trial.public_id == body["trial"])).one()
+                earlier = conn.scalar(select(Rating.score).where(Rating.trial_id == first)) if first else None
+            if body.get("practice"):
+                return 3
+            if kind == "gold":  # a gold rating scores > 0 exactly when the intact image is chosen
+                score = 2
+            elif kind == "repeat" and bot:
+                score = earlier
+            elif bot:
+                return rng.randint(1, 5)
+            else:
+                latent = random.Random(pair).choice([-1.3, 1.3])
+                score = max(-2, min(2, round(latent + rng.gauss(0, 1))))
+            return 3 - score if side == "left" else 3 + score
+        return pick
+
+    bots = set()
+    for k in range(n_people):
+        a.http.headers["X-Forwarded-For"] = f"198.18.{k // 200}.{k % 200 + 1}"
+        pid = f"{k:024x}"
+        if k % 3 == 2:
+            bots.add(pid)
+        a.finish(a.join(slug, PROLIFIC_PID=pid).json()["participant"], choose(random.Random(k), pid in bots))
+    engine.dispose()
+    assert a.login(*ADMIN).status_code in (200, 303)
+    rows = a.http.get(f"/admin/studies/{slug}/participants.json").json()["participants"]
+    got = {r["PROLIFIC_PID"]: r["suggested"] for r in rows}
+    bots_ok = sum(got[p] == "APPROVE" for p in bots)
+    people_ok = sum(v == "APPROVE" for p, v in got.items() if p not in bots)
+    gold = [r["gold_pass_rate"] for r in rows if r["PROLIFIC_PID"] in bots]
+    return Outcome("4 random on real pairs", bots_ok == 0 and len(got) == n_people,
+                   f"{len(bots)} bots passing gold ({min(gold):.0%}-{max(gold):.0%}) and repeats: {bots_ok} suggested "
+                   f"APPROVE; people answering like each other: {people_ok} of {n_people - len(bots)}", a.errors)
+
+
 def csv_injection(base: str, url: str) -> Outcome:
     slug = _study(url, pairs=4, pairs_per_participant=2, ratings_per_pair=5)
     a = Attacker(base, "203.0.113.31")
@@ -294,7 +347,7 @@ def smaller(base: str, url: str) -> Outcome:
     return Outcome("9 smaller holes", not bad, "all hold" if not bad else f"failed: {bad}", a.errors + p.errors)
 
 
-ATTACKS = (hoarding, flooding, crowd_ids, gold_cues, csv_injection, last_answer, lockout, smaller)
+ATTACKS = (hoarding, flooding, crowd_ids, gold_cues, gold_passing_random, csv_injection, last_answer, lockout, smaller)
 
 
 def run_attacks(base: str, url: str) -> list[Outcome]:

@@ -104,7 +104,8 @@ def test_pair_explorer_lists_sorts_filters_and_links_each_pair(admin_client, ses
 def test_participants_page_decisions_and_completion_codes(admin_client, session, study_factory):
     study = study_factory(n_pairs=4, gold_rate=0.5, completion_code="CODE-7", slug="people",
                           exclusion_rules={"fail_gold": True, "straight_lining": False, "max_side_bias": None,
-                                           "min_consistency": None, "max_fast_share": None})
+                                           "min_consistency": None, "max_fast_share": None,
+                                           "approve_agreement_alpha": None})  # two raters: nothing to agree with
     add_answers(session, study, [
         # Odd positions show the treatment (the intact gold image) on the left.
         (0, 0, "main", 4, 2000), (0, 1, "gold", 1, 2000),        # finished, passes gold

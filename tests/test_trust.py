@@ -646,3 +646,90 @@ def test_a_bot_random_on_real_trials_is_never_approved(client, session, study_fa
     assert [r["suggested"] for r in rows if r["suggested"] == "APPROVE"] == [], [
         {k: r[k] for k in ("n_ratings", "gold_n", "gold_pass_rate", "repeats_n", "consistency", "fast_share")}
         for r in rows if r["suggested"] == "APPROVE"]
+
+
+class PixelBot:
+    """The strongest cheap cheater: it passes every gold check (as a script measuring sharpness
+    would) and every repeat (as one remembering pixels would), and answers every real pair at
+    random. Here it reads the truth from the database instead of computing it from pixels."""
+
+    def __init__(self, client, session, token, seed, honest_latent=None):
+        import random
+
+        self.client, self.session, self.token = client, session, token
+        self.rng, self.latent = random.Random(seed), honest_latent
+
+    def _choice(self, trial) -> int:
+        from app.assignment import trial_images
+        from app.store.models import Pair, Rating
+
+        treatment_left = trial.treatment_side == "left"
+        if trial.kind == "gold":
+            pair = self.session.get(Pair, trial.pair_id)
+            intact = pair.baseline_image_id if pair.gold_degraded_arm == "baseline" else pair.treatment_image_id
+            left, _ = trial_images(self.session, trial)
+            return 1 if left.id == intact else 5
+        if trial.kind == "repeat" and self.latent is None:  # the same preference as the first time
+            first = self.session.scalars(select(Rating.score).where(Rating.trial_id == trial.repeat_of_trial_id)).first()
+            score = first
+        elif self.latent is None:
+            return self.rng.randint(1, 5)  # a real pair: at random
+        else:  # an honest person: the pair's visible preference, with noise
+            score = max(-2, min(2, round(self.latent[trial.pair_id] + self.rng.gauss(0, 1))))
+        return 3 - score if treatment_left else 3 + score
+
+    def run(self):
+        from app.store.models import Trial
+
+        while True:
+            body = next_(self.client, self.token).json()
+            if body.get("done") or "trial" not in body:
+                return body
+            trial = self.session.scalars(select(Trial).where(Trial.public_id == body["trial"])).one()
+            choice = 3 if body["practice"] else self._choice(trial)
+            self.session.rollback()
+            r = answer(self.client, self.token, body["trial"], choice)
+            assert r.status_code == 200, r.text
+
+
+def test_a_bot_passing_gold_and_repeats_but_random_on_real_pairs_is_never_approved(client, session, study_factory,
+                                                                                      tmp_path):
+    import csv
+    import io
+    import random
+
+    from app.store.models import Pair
+
+    rules = {"fail_gold": True, "straight_lining": True, "min_consistency": 0.5, "max_side_bias": 0.9}
+    # 20 real pairs each: with 10, people who answer like the others reach the evidence about a
+    # third of the time (tests/test_agreement.py); a random answerer never does.
+    study = study_factory([_unique_pair_set(tmp_path, session, 40)], pairs_per_participant=20, gold_rate=0.2,
+                          repeats=2, ratings_per_pair=100, min_response_ms=0, exclusion_rules=rules)
+    slug = study.slug
+    rng = random.Random(7)  # each pair shows one method visibly better, as real pairs often do
+    latent = {p.id: rng.choice([-1.3, 1.3]) for p in session.scalars(select(Pair).where(
+        Pair.pair_set_id == study.comparisons[0].pair_set_id))}
+    session.rollback()
+    bots, honest = set(), set()
+    for i in range(30):
+        pid = f"{i:024x}"
+        token = join(client, slug, PROLIFIC_PID=pid)
+        is_bot = i % 3 == 2
+        (bots if is_bot else honest).add(pid)
+        assert PixelBot(client, session, token, seed=i, honest_latent=None if is_bot else latent).run()["done"]
+    _admin(client, session)
+    rows = {r["PROLIFIC_PID"]: r for r in
+            client.get(f"/admin/studies/{slug}/participants.json").json()["participants"]}
+    for pid in bots:  # the checks it can pass, it passes ...
+        assert rows[pid]["gold_pass_rate"] == 1 and rows[pid]["consistency"] == 1 and not rows[pid]["excluded"]
+    # ... and still none is suggested APPROVE: their real answers do not follow the images.
+    assert {rows[pid]["suggested"] for pid in bots} == {"REVIEW"}, {pid: rows[pid] for pid in bots}
+    assert all("do not follow the other raters" in rows[pid]["reason"] for pid in bots)
+    approved = [pid for pid in honest if rows[pid]["suggested"] == "APPROVE"]
+    assert len(approved) >= 16, [(rows[p]["agreement"], rows[p]["agreement_evidence"]) for p in honest]
+    page = client.get(f"/admin/studies/{slug}/participants").text
+    review = sum(r["suggested"] == "REVIEW" for r in rows.values())
+    assert f"{review} participant(s) need your decision" in page
+    decisions = list(csv.DictReader(io.StringIO(client.get(f"/admin/studies/{slug}/participants/decisions.csv").text)))
+    assert {d["decision"] for d in decisions} <= {"APPROVE", "REJECT"}
+    assert not bots & {d["participant_id"] for d in decisions}

@@ -53,6 +53,11 @@ class ExclusionRules(BaseModel):
       least consistency_min_repeats repeats can be excluded (with one or two repeats a single
       disagreement would decide, which removes people near indifference and biases the result);
     - max_side_bias (0.5..1), with side_bias_min_votes decisive answers.
+    Not an exclusion but the crowd-review check (`app.statistics.agreement`): approve_agreement_alpha
+    (default 0.05; None = off): a finished, kept participant is suggested APPROVE only when their
+    real-trial answers follow the other raters beyond chance (likelihood ratio against answering
+    blind >= 1 / this; a blind answerer gets there at most this often) over at least
+    approve_agreement_min_trials shared trials; otherwise the suggestion is REVIEW.
     Unknown keys are refused: a typo must not silently switch a rule off.
     """
 
@@ -69,6 +74,8 @@ class ExclusionRules(BaseModel):
     consistency_min_repeats: Annotated[int, _in_range(1, 1000)] = 3
     max_side_bias: Annotated[float, _in_range(0.5, 1)] | None = None
     side_bias_min_votes: Count = 5
+    approve_agreement_alpha: Share | None = 0.05
+    approve_agreement_min_trials: Annotated[int, _in_range(1, 1000)] = 5
 
     @field_validator("*", mode="before")
     @classmethod
@@ -84,7 +91,7 @@ class ExclusionRules(BaseModel):
 SWITCHES = ("fail_gold", "straight_lining")
 # Parameters of a rule (always have a value) as opposed to rule settings (None = off).
 PARAMETERS = ("min_gold_pass_rate", "straight_lining_min_trials", "consistency_tolerance", "consistency_min_repeats",
-              "side_bias_min_votes")
+              "side_bias_min_votes", "approve_agreement_min_trials")
 DEFAULT_RULE_PARAMS = {name: ExclusionRules.model_fields[name].default for name in PARAMETERS}
 
 

@@ -27,6 +27,9 @@ RULE_LABELS = {
     "min_gold_pass_rate": "Min gold pass rate (0 to 1)",
     "straight_lining_min_trials": "Straight-lining: at least this many trials",
     "side_bias_min_votes": "Side bias: at least this many decisive answers",
+    "approve_agreement_alpha": "Suggest APPROVE only if answers follow other raters beyond chance: "
+                               "error rate for blind answering at most (blank: off)",
+    "approve_agreement_min_trials": "Agreement check: at least this many real trials shared with others",
 }
 
 

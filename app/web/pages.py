@@ -23,10 +23,12 @@ from starlette.datastructures import FormData
 
 from app.web.auth import CurrentAdmin, csrf_token, pop_flashes, verify_csrf
 from app.store.models import AdminUser, Study
+from app.analysis.participant_review import lr_text
 from app.studies.form import rule_fields
 from app.templating import templates
 
 templates.env.globals["rule_fields"] = rule_fields
+templates.env.globals["lr_text"] = lr_text
 
 F = TypeVar("F", bound=Callable[..., Any])
 

@@ -153,9 +153,14 @@ class ParticipantRow(BaseModel):
     gold_pass_rate: float | None
     repeats_n: int
     consistency: float | None
+    agreement_n: int = Field(default=0, description="real trials on pairs other (kept) raters judged one way")
+    agreement: float | None = Field(default=None, description="share of those answered the others' way (tie: half)")
+    agreement_evidence: float | None = Field(
+        default=None, description="log10 likelihood ratio, following the others vs answering blind "
+                                  "(app.statistics.agreement)")
     excluded: bool
     exclusion_reasons: list[str]
-    suggested: str
+    suggested: str = Field(description="APPROVE, REVIEW, REJECT or '' (not finished)")
     decision: str
     reason: str
     overridden: bool
