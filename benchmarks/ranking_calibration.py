@@ -274,7 +274,7 @@ def main(argv: list[str] | None = None) -> None:
                   f"{r['davidson_pairs']:.3f} / {r['davidson_pairs_min']:.3f} | {r['width_ratio']:.3f} |", flush=True)
         return
     se = lambda p, n: math.sqrt(max(p * (1 - p), 1e-12) / max(n, 1))  # noqa: E731
-    print(f"| scenario | studies | strength coverage (mean / lowest arm) | pairwise coverage (mean / lowest pair) | "
+    print("| scenario | studies | strength coverage (mean / lowest arm) | pairwise coverage (mean / lowest pair) | "
           "FWER joint + Holm | FWER win-rate tests + Holm |")
     print("|---|---|---|---|---|---|")
     for i, sc in enumerate(SCENARIOS):

@@ -447,7 +447,7 @@ def test_hoarders_cannot_fill_a_study_real_participants_fill_it(client, session,
                           completion_code="REAL2")
     slug, study_id = study.slug, study.id
     session.rollback()
-    hoarders = _hoard(client, slug, 16)
+    _hoard(client, slug, 16)
     held = _reserved_holds(session, study_id)
     assert held <= 6  # never a whole study: the last open slot of each pair is never held
     # Real participants keep coming while answered + held < capacity; each who gets work finishes
