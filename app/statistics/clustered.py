@@ -221,7 +221,8 @@ def clustered_win_rate(participant: np.ndarray, prompt: np.ndarray, score: np.nd
             parts.append(cluster_part(r, nn, block, st_ids, s, rho))
         b2 = d_tot**2
         with np.errstate(invalid="ignore", divide="ignore"):
-            v, df = combine(parts[0].v / b2, parts[1].v / b2, parts[2].v / b2, parts[0].df, parts[1].df, DF_RULE)
+            v, df = combine(parts[0].v / b2, parts[1].v / b2, parts[2].v / b2, parts[0].df, parts[1].df, DF_RULE,
+                            e=(parts[0].e, parts[1].e, parts[2].e))
             n_p = (dsum[0] > 0).sum(axis=1)
             n_q = (dsum[1] > 0).sum(axis=1)
             ok = (n_p >= 2) & (n_q >= 2) & np.isfinite(df) & (df > 0) & np.isfinite(v) & (v > 1e-10 * (w + 1) ** 2)
