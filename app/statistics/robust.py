@@ -55,8 +55,8 @@ from scipy import stats as sps
 
 ESTIMATES = ("win_rate", "tie_half_rate", "mean_score")
 ADJUSTMENTS = ("cr2", "cr1")
-DF_RULES = ("participant-satterthwaite", "min", "satterthwaite", "prompt-satterthwaite", "classic")
-ADJUST, DF_RULE = "cr2", "participant-satterthwaite"  # chosen by benchmarks/calibration.py (docs/statistics.md)
+DF_RULES = ("min-working", "participant-satterthwaite", "min", "satterthwaite", "prompt-satterthwaite", "classic")
+ADJUST, DF_RULE = "cr2", "min-working"  # chosen by benchmarks/calibration.py (docs/statistics.md)
 METHOD = ("two-way cluster-robust variance V_P + V_Q - V_PQ (participants, prompts within strata, participant x "
           "prompt cells), bias-reduced CR2 cluster weights under a random-effects working model, t interval with "
           "df = min(Bell-McCaffrey df of the participant part, of the prompt part); per-stratum intervals pool the "
@@ -188,16 +188,22 @@ def combine(v_p: np.ndarray, v_q: np.ndarray, v_pq: np.ndarray, df_p: np.ndarray
     """(V, df) of the two-way variance from its parts (arrays of studies); see the module docstring.
 
     e: the parts' working expectations (E_P, E_Q, E_PQ), any common unit; needed by
-    "participant-satterthwaite".
+    "min-working" (the report's) and "participant-satterthwaite".
     """
     v = v_p + v_q - v_pq
     v = np.where(v > 0, v, np.maximum(v_p, v_q))
     with np.errstate(invalid="ignore", divide="ignore"):
-        if df_rule == "participant-satterthwaite":
+        if df_rule in ("min-working", "participant-satterthwaite") and e is None:
+            raise ValueError(f"df_rule {df_rule!r} needs the working expectations e")
+        if df_rule == "min-working":
+            # min(df_P, df_Q), lowered to the Satterthwaite df of the sum from the working
+            # expectations where that is smaller (the prompt part's noise adds variance to V).
+            low = np.fmin(df_p, df_q)
+            ws = working_df(*e, df_p, df_q)
+            df = np.where(np.isfinite(ws), np.fmin(low, ws), low)
+        elif df_rule == "participant-satterthwaite":
             # Where the participant part has the fewer df (few or unequal raters), the df of the sum
             # from the working expectations; where the prompt part limits, min(df_P, df_Q).
-            if e is None:
-                raise ValueError("df_rule 'participant-satterthwaite' needs the working expectations e")
             low = np.fmin(df_p, df_q)
             df = np.where(df_p <= df_q, working_df(*e, df_p, df_q), low)
             df = np.where(np.isfinite(df), df, low)
@@ -368,6 +374,8 @@ def robust_variance(a: np.ndarray, b: np.ndarray, participant: np.ndarray, promp
 
 
 RANGES = {"win_rate": (0.0, 1.0), "tie_half_rate": (0.0, 1.0), "mean_score": (-2.0, 2.0)}
+SCALES = ("asin", "symmetric")
+SCALE = {"win_rate": "asin", "tie_half_rate": "asin", "mean_score": "asin"}  # chosen by benchmarks/calibration.py
 
 
 def _to_unit(theta, name: str):
@@ -375,7 +383,8 @@ def _to_unit(theta, name: str):
     return (np.asarray(theta, dtype=float) - lo) / (hi - lo), hi - lo
 
 
-def bounds(theta, se, df, name: str, confidence: float = 0.95) -> tuple[np.ndarray, np.ndarray]:
+def bounds(theta, se, df, name: str, confidence: float = 0.95, scale: str | None = None
+           ) -> tuple[np.ndarray, np.ndarray]:
     """(low, high) of the t interval on the arcsine-square-root scale of the estimate's range,
     mapped back (numpy, any shape; nan where se or df is not finite and positive).
 
@@ -386,9 +395,18 @@ def bounds(theta, se, df, name: str, confidence: float = 0.95) -> tuple[np.ndarr
     ends of the range it extends further towards the middle than towards the end (like the
     Wilson interval), where a symmetric interval missed on the far side (issue 23).
     """
+    scale = SCALE[name] if scale is None else scale
     u, span = _to_unit(theta, name)
     se, df = np.asarray(se, dtype=float), np.asarray(df, dtype=float)
     ok = np.isfinite(u) & np.isfinite(se) & (se > 0) & np.isfinite(df) & (df > 0)
+    if scale == "symmetric":  # theta +- t(df) se, within the range
+        with np.errstate(invalid="ignore"):
+            half = sps.t.ppf(0.5 + confidence / 2, np.where(ok, df, 1.0)) * np.where(ok, se, 1.0)
+            lo_, hi_ = RANGES[name]
+            theta = np.asarray(theta, dtype=float)
+            return (np.where(ok, np.maximum(theta - half, lo_), np.nan), np.where(ok, np.minimum(theta + half, hi_), np.nan))
+    if scale != "asin":
+        raise ValueError(f"scale must be one of {SCALES}")
     with np.errstate(invalid="ignore", divide="ignore"):
         uc = np.clip(np.where(ok, u, 0.5), 0.0, 1.0)
         g = np.arcsin(np.sqrt(uc))
@@ -405,6 +423,9 @@ def t_test(est: Estimate, null: float, name: str = "win_rate") -> dict[str, floa
     (arcsine-square-root) scale, so p < 1 - confidence exactly when the interval excludes null."""
     if est.v is None or est.df is None or est.theta is None:
         return {"statistic": None, "df": None, "p_value": None}
+    if SCALE[name] == "symmetric":
+        t = (est.theta - null) / math.sqrt(est.v)
+        return {"statistic": float(t), "df": float(est.df), "p_value": float(min(1.0, 2 * sps.t.sf(abs(t), est.df)))}
     u, span = _to_unit(est.theta, name)
     u0, _ = _to_unit(null, name)
     u = float(min(max(u, 0.0), 1.0))
