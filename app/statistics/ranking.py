@@ -147,7 +147,7 @@ def two_way_contrasts(psi: np.ndarray, u: np.ndarray, participant: np.ndarray, p
     part_p = factor(p, psi, np.zeros_like(p), 1, True)
     part_q = factor(q, psi_strat, s, n_s, True)
     part_pq = factor(cell, psi_strat, s, n_s, False)
-    return combine(part_p.v, part_q.v, part_pq.v, part_p.df, part_q.df)
+    return combine(part_p.v, part_q.v, part_pq.v, part_p.df, part_q.df, e=(part_p.e, part_q.e, part_pq.e))
 
 
 def rank_arms(treatment_arm: Sequence[str], baseline_arm: Sequence[str], score: np.ndarray, participant: np.ndarray,

@@ -28,16 +28,25 @@ G / (G - 1) missed (its variance was 6-12% small with few effective clusters).
 Degrees of freedom: per factor, the Bell-McCaffrey / Satterthwaite approximation
 df = tr(AW)^2 / tr((AW)^2) of the same quadratic form under the same working model (closed form,
 O(clusters)); it equals G - 1 for G equal clusters and falls towards the effective number of
-clusters when a few participants carry most of the votes. The interval is
-theta +- t(df) sqrt(V) with df = min(df_P, df_Q) (the factor with fewer effective clusters
-limits how well V is known). Chosen by `benchmarks/calibration.py` against CR1 with
-df = min(P - 1, Q - strata) (the previous method) and CR2 with a Satterthwaite combination of the
-parts; see docs/statistics.md for the table.
+clusters when a few participants carry most of the votes. The df of the interval is
+min(df_P, df_Q, df_W) ("min-working"): the factor with fewer effective clusters limits how well V
+is known, and df_W = E^2 / (E_P^2 / df_P + E_Q^2 / df_Q), the Satterthwaite df of the sum from
+the parts' working expectations E (E = E_P + E_Q - E_PQ, at least max(E_P, E_Q); not the noisy
+estimates, so it cannot collapse when they nearly cancel), lowers it where the prompt part's
+noise adds variance to V (no random effects: min(df_P, df_Q) = 14 covered 0.928-0.937).
+
+The interval is the t interval on the arcsine-square-root scale of the estimate's range (rates:
+theta; mean score: (m + 2) / 4), mapped back (`bounds`): near the middle of the range it is
+theta +- t(df) sqrt(V); towards an end it reaches further towards the middle, where the symmetric
+interval missed (5 participants: coverage 0.92). The shown t tests use the same scale, so a test
+rejects exactly when the interval excludes the null. Chosen by `benchmarks/calibration.py`
+against CR1 with df = min(P - 1, Q - strata) (before issue 23), CR2 with df = min(df_P, df_Q) and
+a symmetric interval (before this change) and other candidates; see docs/statistics.md.
 
 Per-stratum results pool the within-stratum prompt variance across strata (the prompt part of a
-stratum is lambda * its working expectation, lambda estimated from every stratum's prompts, with
-the pooled df): with 3 prompts per stratum a stratum's own 2 df make a t interval about twice as
-wide as the sampling spread.
+stratum is lambda * its working expectation times its own vote-level variance relative to the
+overall one, lambda estimated from every stratum's prompts, with the pooled df): with 3 prompts
+per stratum a stratum's own 2 df make a t interval about twice as wide as the sampling spread.
 
 No interval (and a `reason` saying why) with fewer than 2 participants, no stratum with 2
 prompts, no decisive votes (win rate) or a zero variance (every cluster answered alike): an
@@ -58,9 +67,10 @@ ADJUSTMENTS = ("cr2", "cr1")
 DF_RULES = ("min-working", "participant-satterthwaite", "min", "satterthwaite", "prompt-satterthwaite", "classic")
 ADJUST, DF_RULE = "cr2", "min-working"  # chosen by benchmarks/calibration.py (docs/statistics.md)
 METHOD = ("two-way cluster-robust variance V_P + V_Q - V_PQ (participants, prompts within strata, participant x "
-          "prompt cells), bias-reduced CR2 cluster weights under a random-effects working model, t interval with "
-          "df = min(Bell-McCaffrey df of the participant part, of the prompt part); per-stratum intervals pool the "
-          "prompt variance across strata (app.statistics.robust)")
+          "prompt cells), bias-reduced CR2 cluster weights under a random-effects working model, t interval on the "
+          "arcsine-square-root scale with df = min(Bell-McCaffrey df of the participant part, of the prompt part, "
+          "Satterthwaite df of their sum under the working model); per-stratum intervals pool the prompt variance "
+          "across strata (app.statistics.robust)")
 
 
 def ratio_parts(scores: np.ndarray) -> dict[str, tuple[np.ndarray, np.ndarray]]:
