@@ -216,6 +216,13 @@ def analyse(d: dict[str, np.ndarray], s: Scenario) -> dict:
         est_m = robust.two_way(*robust.ratio_parts(score)["mean_score"], part, prompt, stratum)
         out["p"] = {"win-rate t test (report)": robust.t_test(est_w, 0.5)["p_value"],
                     "mean-score t test (report)": robust.t_test(est_m, 0.0, "mean_score")["p_value"]}
+        if EXPLORE:  # the rejected candidate that raises the df (participant-satterthwaite), same scale
+            for label, (a, b), null, name in (("win-rate t test, PSAT-ASIN candidate", robust.ratio_parts(score)["win_rate"],
+                                               0.5, "win_rate"),
+                                              ("mean-score t test, PSAT-ASIN candidate",
+                                               robust.ratio_parts(score)["mean_score"], 0.0, "mean_score")):
+                est = robust.two_way(a, b, part, prompt, stratum, df_rule="participant-satterthwaite")
+                out["p"][label] = robust.t_test(est, null, name)["p_value"]
         old = independent_vote_tests(score, prompt)
         out["p"].update({f"{k} (not shown)": v for k, v in old.items()})
     return out
