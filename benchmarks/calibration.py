@@ -2,19 +2,22 @@
 
     python3 benchmarks/calibration.py [--reps 1000] [--seed 0] [--only SUBSTRING] [--explore]
 
-`--explore` also prints the candidates issue 23 tried and rejected (docs/statistics.md, "What
-still misses"): CR2-SATT for every estimate, and per-stratum intervals with the
-`prompt-satterthwaite` df rule beside the report's. Scenario seeds are seed + 1000 x the
-scenario's index among those run, so an `--only` run draws other studies than the full grid.
+Scenario seeds are seed + 1000 x the scenario's index in the full grid, so an `--only` run draws
+the same studies as the full grid. `--explore` also prints the candidates issue 23 measured beside
+the report's (docs/statistics.md, "What still misses"): MINW-SYM / MINW-ASIN (the report's df rule
+with a symmetric / arcsine-scale interval), PSAT-ASIN / PSAT-SYM (df raised to the working
+Satterthwaite df where the participant part limits), CR2-SATT (Satterthwaite combination of the
+estimated parts), and the heavy-rater null level of PSAT-ASIN's tests.
 
 Each scenario simulates `--reps` studies (fresh participants and prompts each time) and analyses
-every study with the candidate methods of `app.statistics.robust`:
+every study with the methods of `app.statistics.robust`:
 
-- OLD: CR1 cluster weights G / (G - 1), df = min(participants - 1, prompts - strata) (the method
-  before issue 23);
-- CR2-SATT: bias-reduced CR2 weights under the random-effects working model, df = Satterthwaite
-  combination of the participant and prompt parts' Bell-McCaffrey df;
-- CR2-MIN: the same weights, df = min of the two parts' Bell-McCaffrey df (what the report uses).
+- OLD: CR1 cluster weights G / (G - 1), df = min(participants - 1, prompts - strata), symmetric
+  t interval (the method before issue 23);
+- CR2-MIN: bias-reduced CR2 weights under the random-effects working model, df = min of the two
+  parts' Bell-McCaffrey df, symmetric t interval (the report before this change);
+- REPORT: CR2 weights, df = min(df_P, df_Q, df_W) (`robust.DF_RULE`), t interval on the
+  arcsine-square-root scale (`robust.bounds`, `robust.SCALE`): what the report uses.
 
 Generative models: `latent` (normal participant, prompt and noise terms, cut at +-0.5 and +-1.5
 into five answers, as `app/simulation.py`) and `logit` (cumulative logit with skewed, centred
@@ -27,12 +30,14 @@ at random. True values are population values (400,000 draws of the random effect
 answer probabilities given them), per stratum too.
 
 Printed per scenario: coverage (with its Monte Carlo SE) of each method for the win rate; for
-CR2-MIN also the tie-as-half rate and mean score, and the mean width over the true-spread width
-(2 x 1.96 x the SD of the estimate across the simulated studies); per-stratum intervals
-(CR2-MIN with the prompt variance pooled across strata, and with each stratum's own) with their
-coverage and width ratio. Null scenarios (true win rate 0.5, mean score 0) also give the share of
-studies each test rejects at 0.05: the cluster-robust t tests the report shows, and the tests the
-report no longer shows (sign test and Wilcoxon on votes, Wilcoxon and t test on prompt means).
+CR2-MIN and REPORT also the tie-as-half rate and mean score, and the mean width over the
+true-spread width (2 x 1.96 x the SD of the estimate across the simulated studies); per-stratum
+intervals (the report's: prompt variance pooled across strata, scaled by each stratum's vote
+variance; each stratum's own prompt variance; pooled with df = min and a symmetric interval) with
+their coverage and width ratio. Null scenarios (true win rate 0.5, mean score 0) also give the
+share of studies each test rejects at 0.05: the cluster-robust t tests the report shows, and the
+tests the report no longer shows (sign test and Wilcoxon on votes, Wilcoxon and t test on prompt
+means).
 """
 
 from __future__ import annotations
