@@ -161,7 +161,7 @@ def clustered_win_rate(participant: np.ndarray, prompt: np.ndarray, score: np.nd
     Inputs are (S, N) arrays (or 1-D for one study) in rating order; `looks` default: all N;
     `stratum` (int codes of each rating's prompt's stratum; default one stratum). The variance,
     df and the cases without an interval are exactly the report's (`app.statistics.robust`:
-    CR2 weights under the random-effects working model, Bell-McCaffrey df, min over the factors;
+    CR2 weights under the random-effects working model, df = min(df_P, df_Q, df_W) (`robust.DF_RULE`);
     prompts centred within strata): `cluster_part` evaluates every study at once.
     """
     from app.statistics.robust import DF_RULE, cluster_part, combine, working_rho
