@@ -2,19 +2,22 @@
 
     python3 benchmarks/calibration.py [--reps 1000] [--seed 0] [--only SUBSTRING] [--explore]
 
-`--explore` also prints the candidates issue 23 tried and rejected (docs/statistics.md, "What
-still misses"): CR2-SATT for every estimate, and per-stratum intervals with the
-`prompt-satterthwaite` df rule beside the report's. Scenario seeds are seed + 1000 x the
-scenario's index among those run, so an `--only` run draws other studies than the full grid.
+Scenario seeds are seed + 1000 x the scenario's index in the full grid, so an `--only` run draws
+the same studies as the full grid. `--explore` also prints the candidates issue 23 measured beside
+the report's (docs/statistics.md, "What still misses"): MINW-SYM / MINW-ASIN (the report's df rule
+with a symmetric / arcsine-scale interval), PSAT-ASIN / PSAT-SYM (df raised to the working
+Satterthwaite df where the participant part limits), CR2-SATT (Satterthwaite combination of the
+estimated parts), and the heavy-rater null level of PSAT-ASIN's tests.
 
 Each scenario simulates `--reps` studies (fresh participants and prompts each time) and analyses
-every study with the candidate methods of `app.statistics.robust`:
+every study with the methods of `app.statistics.robust`:
 
-- OLD: CR1 cluster weights G / (G - 1), df = min(participants - 1, prompts - strata) (the method
-  before issue 23);
-- CR2-SATT: bias-reduced CR2 weights under the random-effects working model, df = Satterthwaite
-  combination of the participant and prompt parts' Bell-McCaffrey df;
-- CR2-MIN: the same weights, df = min of the two parts' Bell-McCaffrey df (what the report uses).
+- OLD: CR1 cluster weights G / (G - 1), df = min(participants - 1, prompts - strata), symmetric
+  t interval (the method before issue 23);
+- CR2-MIN: bias-reduced CR2 weights under the random-effects working model, df = min of the two
+  parts' Bell-McCaffrey df, symmetric t interval (the report before this change);
+- REPORT: CR2 weights, df = min(df_P, df_Q, df_W) (`robust.DF_RULE`), t interval on the
+  arcsine-square-root scale (`robust.bounds`, `robust.SCALE`): what the report uses.
 
 Generative models: `latent` (normal participant, prompt and noise terms, cut at +-0.5 and +-1.5
 into five answers, as `app/simulation.py`) and `logit` (cumulative logit with skewed, centred
@@ -27,12 +30,14 @@ at random. True values are population values (400,000 draws of the random effect
 answer probabilities given them), per stratum too.
 
 Printed per scenario: coverage (with its Monte Carlo SE) of each method for the win rate; for
-CR2-MIN also the tie-as-half rate and mean score, and the mean width over the true-spread width
-(2 x 1.96 x the SD of the estimate across the simulated studies); per-stratum intervals
-(CR2-MIN with the prompt variance pooled across strata, and with each stratum's own) with their
-coverage and width ratio. Null scenarios (true win rate 0.5, mean score 0) also give the share of
-studies each test rejects at 0.05: the cluster-robust t tests the report shows, and the tests the
-report no longer shows (sign test and Wilcoxon on votes, Wilcoxon and t test on prompt means).
+CR2-MIN and REPORT also the tie-as-half rate and mean score, and the mean width over the
+true-spread width (2 x 1.96 x the SD of the estimate across the simulated studies); per-stratum
+intervals (the report's: prompt variance pooled across strata, scaled by each stratum's vote
+variance; each stratum's own prompt variance; pooled with df = min and a symmetric interval) with
+their coverage and width ratio. Null scenarios (true win rate 0.5, mean score 0) also give the
+share of studies each test rejects at 0.05: the cluster-robust t tests the report shows, and the
+tests the report no longer shows (sign test and Wilcoxon on votes, Wilcoxon and t test on prompt
+means).
 """
 
 from __future__ import annotations
@@ -56,10 +61,26 @@ from app.statistics.significance import independent_vote_tests  # noqa: E402
 ESTIMATES = robust.ESTIMATES
 OFFSETS = (-0.2, 0.0, 0.2)
 T_SLIGHT, T_STRONG = 0.5, 1.5
-METHODS = {"OLD": ("cr1", "classic"), "CR2-SATT": ("cr2", "satterthwaite"), "CR2-MIN": ("cr2", "min")}
-CHOSEN = "CR2-MIN"
-EXPLORE_RULE = "prompt-satterthwaite"  # the per-stratum df rule --explore shows beside the report's
-EXPLORE = False  # --explore: CR2-SATT for every estimate and per-stratum Satterthwaite df (candidates)
+# method: (cluster weights, df rule, interval scale); scale "report" = the report's per estimate (robust.SCALE)
+METHODS = {"OLD": ("cr1", "classic", "symmetric"), "CR2-MIN": ("cr2", "min", "symmetric"),
+           "REPORT": ("cr2", robust.DF_RULE, "report")}
+CHOSEN = "REPORT"
+# --explore: the candidates issue 23 measured beside the report's (docs/statistics.md)
+CANDIDATES = {"MINW-SYM": ("cr2", "min-working", "symmetric"), "MINW-ASIN": ("cr2", "min-working", "asin"),
+              "PSAT-ASIN": ("cr2", "participant-satterthwaite", "asin"),
+              "PSAT-SYM": ("cr2", "participant-satterthwaite", "symmetric"), "CR2-SATT": ("cr2", "satterthwaite", "symmetric")}
+EXPLORE = False
+STRATUM_KINDS = ("pooled", "own", "pooled-min-sym")
+
+
+def _interval(theta: float, v: float, df: float, name: str, scale: str) -> tuple[float, float]:
+    if not (v > 0 and df > 0 and math.isfinite(v) and math.isfinite(df)):
+        return math.nan, math.nan
+    if scale == "symmetric":  # unclipped, as the methods before issue 23
+        half = sps.t.ppf(0.975, df) * math.sqrt(v)
+        return theta - half, theta + half
+    lo, hi = robust.bounds(theta, math.sqrt(v), df, name, scale=None if scale == "report" else scale)
+    return float(lo), float(hi)
 
 
 @dataclass(frozen=True)
@@ -164,9 +185,10 @@ def simulate(s: Scenario, rng: np.random.Generator) -> dict[str, np.ndarray]:
 
 
 def analyse(d: dict[str, np.ndarray], s: Scenario) -> dict:
-    """{(method, estimate): (theta, lo, hi)}, per-stratum {(kind, h, estimate): ...}, test p-values."""
+    """{(method, estimate): (theta, lo, hi, df)}, per-stratum {(kind, h, estimate): ...}, test p-values."""
     part, prompt, stratum, score = d["participant"], d["prompt"], d["stratum"], d["score"]
     out: dict = {}
+    methods = {**METHODS, **(CANDIDATES if EXPLORE else {})}
     for name, (a, b) in robust.ratio_parts(score).items():
         keep = b != 0
         aa, bb, pp, qq, ss = a[keep], b[keep], part[keep], prompt[keep], stratum[keep]
@@ -174,33 +196,38 @@ def analyse(d: dict[str, np.ndarray], s: Scenario) -> dict:
             theta, p_p, p_q, p_pq, _, _ = robust._parts(aa, bb, pp, qq, ss, adjust)
             b2 = bb.sum() ** 2
             n_p, n_q = np.unique(pp).size, np.unique(qq).size
-            for method, (adj, rule) in METHODS.items():
-                if adj != adjust:
-                    continue
-                if method != CHOSEN and name != "win_rate" and not (EXPLORE and method == "CR2-SATT"):
+            for method, (adj, rule, scale) in methods.items():
+                if adj != adjust or (method == "OLD" and name != "win_rate"):
                     continue
                 v, df = robust.combine(p_p.v / b2, p_q.v / b2, p_pq.v / b2, p_p.df, p_q.df, rule,
-                                       classic=(np.array([n_p - 1.0]), np.array([max(n_q - s.n_strata, 1.0)])))
-                half = sps.t.ppf(0.975, df[0]) * math.sqrt(v[0]) if v[0] > 0 and df[0] > 0 else math.nan
-                out[(method, name)] = (theta, theta - half, theta + half, df[0])
+                                       classic=(np.array([n_p - 1.0]), np.array([max(n_q - s.n_strata, 1.0)])),
+                                       e=(p_p.e, p_q.e, p_pq.e))
+                lo, hi = _interval(theta, v[0], df[0], name, scale)
+                out[(method, name)] = (theta, lo, hi, df[0])
         if s.n_strata > 1:
             pool = robust.prompt_pool(aa, bb, pp, qq, ss)
             for h in range(s.n_strata):
                 m = ss == h
-                kinds = [("pooled", pool, robust.DF_RULE), ("own", None, robust.DF_RULE)]
-                if EXPLORE:
-                    kinds.append(("pooled-satt", pool, EXPLORE_RULE))
-                for kind, pl, rule in kinds:
+                kinds = [("pooled", pool, robust.DF_RULE, "report"), ("own", None, robust.DF_RULE, "report"),
+                         ("pooled-min-sym", pool, "min", "symmetric")]
+                for kind, pl, rule, scale in kinds:
                     est = robust.two_way(aa[m], bb[m], pp[m], qq[m], ss[m], pool=pl, df_rule=rule,
                                          pool_stratum=str(h) if pl is not None else None)
-                    half = sps.t.ppf(0.975, est.df) * math.sqrt(est.v) if est.v else math.nan
                     th = math.nan if est.theta is None else est.theta
-                    out[(kind, h, name)] = (th, th - half, th + half)
+                    lo, hi = _interval(th, est.v or math.nan, est.df or math.nan, name, scale)
+                    out[(kind, h, name)] = (th, lo, hi)
     if s.null:
         est_w = robust.two_way(*robust.ratio_parts(score)["win_rate"], part, prompt, stratum)
         est_m = robust.two_way(*robust.ratio_parts(score)["mean_score"], part, prompt, stratum)
         out["p"] = {"win-rate t test (report)": robust.t_test(est_w, 0.5)["p_value"],
-                    "mean-score t test (report)": robust.t_test(est_m, 0.0)["p_value"]}
+                    "mean-score t test (report)": robust.t_test(est_m, 0.0, "mean_score")["p_value"]}
+        if EXPLORE:  # the rejected candidate that raises the df (participant-satterthwaite), same scale
+            for label, (a, b), null, name in (("win-rate t test, PSAT-ASIN candidate", robust.ratio_parts(score)["win_rate"],
+                                               0.5, "win_rate"),
+                                              ("mean-score t test, PSAT-ASIN candidate",
+                                               robust.ratio_parts(score)["mean_score"], 0.0, "mean_score")):
+                est = robust.two_way(a, b, part, prompt, stratum, df_rule="participant-satterthwaite")
+                out["p"][label] = robust.t_test(est, null, name)["p_value"]
         old = independent_vote_tests(score, prompt)
         out["p"].update({f"{k} (not shown)": v for k, v in old.items()})
     return out
@@ -215,7 +242,7 @@ def run(s: Scenario, reps: int, seed: int) -> dict:
         if key == "p":
             continue
         vals = np.array([r[key][:3] for r in res], dtype=float)
-        if key[0] in ("pooled", "own", "pooled-satt"):
+        if key[0] in STRATUM_KINDS:
             t = true_h[key[1]][key[2]]
         else:
             t = true[key[1]]
@@ -227,7 +254,7 @@ def run(s: Scenario, reps: int, seed: int) -> dict:
                                                                           / reps)),
                "width_ratio": float(width / (2 * 1.959964 * spread)) if spread > 0 else math.nan,
                "no_interval": float(1 - ok.mean())}
-        if key[0] in ("pooled", "own", "pooled-satt"):
+        if key[0] in STRATUM_KINDS:
             summary["strata"].setdefault((key[0], key[2]), []).append(row)
         else:
             row["df"] = float(np.nanmean([r[key][3] for r in res]))
@@ -265,28 +292,35 @@ def grid() -> list[Scenario]:
     ]
 
 
+def _band(rows: list[dict]) -> str:
+    return (f"{min(x['coverage'] for x in rows):.3f}-{max(x['coverage'] for x in rows):.3f} / "
+            f"{max(x['width_ratio'] for x in rows):.2f}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--reps", type=int, default=1000, help="simulated studies per scenario")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--only", default="", help="run only scenarios whose name contains this")
     ap.add_argument("--explore", action="store_true",
-                    help="also print candidate rules: CR2-SATT for every estimate, per-stratum Satterthwaite df")
+                    help="also print the candidates: each of the report's two changes alone, and CR2-SATT")
     args = ap.parse_args()
     global EXPLORE
     EXPLORE = args.explore
-    scenarios = [s for s in grid() if args.only in s.name]
+    # Scenario seeds: seed + 1000 x the scenario's index in the full grid, so an --only run draws the
+    # same studies as the full grid.
+    scenarios = [(i, s) for i, s in enumerate(grid()) if args.only in s.name]
     started = time.perf_counter()
     results = []
-    for i, s in enumerate(scenarios):
+    for i, s in scenarios:
         t0 = time.perf_counter()
         results.append((s, run(s, args.reps, args.seed + 1000 * i)))
         print(f"  {s.name}: {time.perf_counter() - t0:.0f} s", file=sys.stderr, flush=True)
     mc = math.sqrt(0.95 * 0.05 / args.reps)
     print(f"{args.reps} simulated studies per scenario (seed {args.seed}); Monte Carlo SE of a coverage near 0.95: "
           f"{mc:.4f}; width ratio = mean width / (2 x 1.96 x SD of the estimate across studies)\n")
-    print("Win rate, nominal 95%: coverage (MC SE) of each method, and CR2-MIN's width ratio and mean df\n")
-    print("| scenario | truth | " + " | ".join(METHODS) + " | CR2-MIN width ratio | CR2-MIN mean df |")
+    print("Win rate, nominal 95%: coverage (MC SE) of each method, and the report's width ratio and mean df\n")
+    print("| scenario | truth | " + " | ".join(METHODS) + " | REPORT width ratio | REPORT mean df |")
     print("|---|---|" + "---|" * (len(METHODS) + 2))
     for s, r in results:
         cells = " | ".join(f"{r['rows'][(m, 'win_rate')]['coverage']:.3f} ({r['rows'][(m, 'win_rate')]['mc_se']:.3f})"
@@ -296,43 +330,36 @@ def main() -> None:
     for m in METHODS:
         cov = [r["rows"][(m, "win_rate")]["coverage"] for _, r in results]
         print(f"\n{m}: win-rate coverage {min(cov):.3f}-{max(cov):.3f}", end="")
-    print("\n\nCR2-MIN (the report's method), all three estimates: coverage (MC SE) / width ratio\n")
-    print("| scenario | " + " | ".join(ESTIMATES) + " |")
-    print("|---|" + "---|" * len(ESTIMATES))
-    for s, r in results:
-        cells = " | ".join(f"{r['rows'][(CHOSEN, n)]['coverage']:.3f} ({r['rows'][(CHOSEN, n)]['mc_se']:.3f}) / "
-                           f"{r['rows'][(CHOSEN, n)]['width_ratio']:.2f}" for n in ESTIMATES)
-        print(f"| {s.name} | {cells} |")
-    allcov = [r["rows"][(CHOSEN, n)]["coverage"] for _, r in results for n in ESTIMATES]
-    print(f"\nCR2-MIN coverage over every scenario and estimate: {min(allcov):.3f}-{max(allcov):.3f}")
-    print("\nPer-stratum win-rate intervals (CR2-MIN): coverage (worst stratum) / width ratio (widest stratum)\n")
-    print("| scenario | pooled prompt variance (report) | each stratum's own |")
-    print("|---|---|---|")
+    shown = [m for m in (*METHODS, *(CANDIDATES if EXPLORE else {})) if m != "OLD"]
+    for m in shown:
+        print(f"\n\n{m}{' (the report)' if m == CHOSEN else ''}, all three estimates: coverage (MC SE) / width ratio\n")
+        print("| scenario | " + " | ".join(ESTIMATES) + " |")
+        print("|---|" + "---|" * len(ESTIMATES))
+        for s, r in results:
+            cells = " | ".join(f"{r['rows'][(m, n)]['coverage']:.3f} ({r['rows'][(m, n)]['mc_se']:.3f}) / "
+                               f"{r['rows'][(m, n)]['width_ratio']:.2f}" for n in ESTIMATES)
+            print(f"| {s.name} | {cells} |")
+        allcov = [r["rows"][(m, n)]["coverage"] for _, r in results for n in ESTIMATES]
+        print(f"\n{m} coverage over every scenario and estimate: {min(allcov):.3f}-{max(allcov):.3f}", end="")
+    print("\n\nPer-stratum intervals: coverage of the worst-best stratum / width ratio of the widest stratum;")
+    print("report = prompt variance pooled across strata (scaled by each stratum's vote variance), the report's df rule")
+    print("and arcsine scale; own = each stratum's own prompt variance; previous = pooled, df = min, symmetric\n")
+    print("| scenario | " + " | ".join(f"{n} report | {n} own | {n} previous" for n in ESTIMATES) + " |")
+    print("|---|" + "---|---|---|" * len(ESTIMATES))
+    worst: dict[str, list] = {}
     for s, r in results:
         if not r["strata"]:
             continue
         cells = []
-        for kind in ("pooled", "own"):
-            rows = r["strata"][(kind, "win_rate")]
-            cells.append(f"{min(x['coverage'] for x in rows):.3f}-{max(x['coverage'] for x in rows):.3f} / "
-                         f"{max(x['width_ratio'] for x in rows):.2f}")
-        print(f"| {s.name} | {cells[0]} | {cells[1]} |")
-    if EXPLORE:
-        print(f"\nCandidates: CR2-SATT for every estimate (coverage / width ratio); per-stratum pooled with "
-              f"df rule {EXPLORE_RULE!r} ('satt' below) and the report's ('min' below): worst-best coverage / "
-              f"widest ratio\n")
-        for s, r in results:
-            cells = " | ".join(f"{r['rows'][('CR2-SATT', n)]['coverage']:.3f} / {r['rows'][('CR2-SATT', n)]['width_ratio']:.2f}"
-                               for n in ESTIMATES)
-            strata = ""
-            if r["strata"]:
-                for n in ESTIMATES:
-                    rows = r["strata"][("pooled-satt", n)]
-                    own = r["strata"][("pooled", n)]
-                    strata += (f" | {n}: satt {min(x['coverage'] for x in rows):.3f}-{max(x['coverage'] for x in rows):.3f}"
-                               f" / {max(x['width_ratio'] for x in rows):.2f}; min {min(x['coverage'] for x in own):.3f}-"
-                               f"{max(x['coverage'] for x in own):.3f} / {max(x['width_ratio'] for x in own):.2f}")
-            print(f"| {s.name} | {cells}{strata} |")
+        for n in ESTIMATES:
+            for kind in ("pooled", "own", "pooled-min-sym"):
+                rows = r["strata"][(kind, n)]
+                worst.setdefault(kind, []).extend(rows)
+                cells.append(_band(rows))
+        print(f"| {s.name} | " + " | ".join(cells) + " |")
+    for kind, rows in worst.items():
+        print(f"\nper-stratum {kind}: coverage {_band(rows)} (widest)", end="")
+    print()
     tests = [(s, r) for s, r in results if r["tests"]]
     if tests:
         print("\nNull scenarios: share of studies rejecting at 0.05 (MC SE)\n")

@@ -59,16 +59,27 @@ def by_hand(a, b, participant, prompt, stratum):
             aw = amat @ np.diag(w)
             e += np.trace(aw)
             q += np.trace(aw @ aw)
-        return v, e * e / q
+        return v, e * e / q, e
 
     b2 = sum(b) ** 2
-    v_p, df_p = part(participant, [0] * len(a), lambda h: theta, True)
-    v_q, df_q = part(prompt, stratum, theta_h.get, True)
-    v_pq, _ = part(list(zip(participant, prompt)), stratum, theta_h.get, False)
+    v_p, df_p, e_p = part(participant, [0] * len(a), lambda h: theta, True)
+    v_q, df_q, e_q = part(prompt, stratum, theta_h.get, True)
+    v_pq, _, e_pq = part(list(zip(participant, prompt)), stratum, theta_h.get, False)
     v = v_p + v_q - v_pq
     if v <= 0:
         v = max(v_p, v_q)
-    return theta, v / b2, min(df_p, df_q)
+    e = max(e_p + e_q - e_pq, e_p, e_q)  # min(df_P, df_Q, Satterthwaite df from the working expectations)
+    df = min(df_p, df_q, e**2 / (e_p**2 / df_p + e_q**2 / df_q))
+    return theta, v / b2, df
+
+
+def asin_interval(theta, se, df, lo=0.0, hi=1.0):
+    """The report's interval by hand: t interval on the arcsine-square-root scale of (theta - lo) / (hi - lo)."""
+    span = hi - lo
+    u = (theta - lo) / span
+    g = np.arcsin(np.sqrt(u))
+    half = sps.t.ppf(0.975, df) * se / span / (2 * np.sqrt(u * (1 - u)))
+    return (lo + span * np.sin(max(g - half, 0.0)) ** 2, lo + span * np.sin(min(g + half, np.pi / 2)) ** 2)
 
 
 def test_robust_variance_matches_a_hand_computation():
@@ -87,8 +98,11 @@ def test_robust_variance_matches_a_hand_computation():
         assert df == pytest.approx(df_hand, rel=1e-9) and 1 <= df
     out = robust.robust_intervals(scores, participant, prompt, stratum)
     win = out["win_rate"]
-    half = sps.t.ppf(0.975, win["df"]) * win["se"]
-    assert (win["ci_low"], win["ci_high"]) == (pytest.approx(win["estimate"] - half), pytest.approx(win["estimate"] + half))
+    assert (win["ci_low"], win["ci_high"]) == tuple(pytest.approx(x) for x in asin_interval(win["estimate"], win["se"],
+                                                                                       win["df"]))
+    mean = out["mean_score"]
+    assert (mean["ci_low"], mean["ci_high"]) == tuple(pytest.approx(x) for x in asin_interval(
+        mean["estimate"], mean["se"], mean["df"], -2.0, 2.0))
 
 
 def test_heavy_raters_get_fewer_degrees_of_freedom_and_a_larger_weight():
@@ -222,3 +236,69 @@ def test_two_clusters_each_way_give_a_wide_interval():
     out = _overall(rows)
     w = out["win_rate"]
     assert w["ci_low"] is not None and w["df"] <= 1.0 + 1e-9 and w["ci_high"] - w["ci_low"] > 0.5
+
+
+def test_interval_scale_is_arcsine_square_root_asymmetric_near_the_ends_and_never_zero_width():
+    """Issue 23: the symmetric t interval missed on the far side near 0 or 1 (5 participants: 0.91-0.92);
+    the report's interval is the t interval on the arcsine-square-root scale, mapped back."""
+    lo, hi = robust.bounds(0.5, 0.05, 30, "win_rate")
+    half = sps.t.ppf(0.975, 30) * 0.05
+    assert (lo, hi) == (pytest.approx(0.5 - half, abs=2e-3), pytest.approx(0.5 + half, abs=2e-3))
+    assert 0.5 - lo == pytest.approx(hi - 0.5)  # symmetric at the middle of the range
+    lo, hi = robust.bounds(0.85, 0.05, 10, "win_rate")
+    assert 0.85 - lo > hi - 0.85 > 0  # reaches further towards the middle than towards 1
+    assert 0 <= lo < hi <= 1
+    lo, hi = robust.bounds(1.6, 0.2, 5, "mean_score")  # the mean score's range is -2..+2
+    assert -2 <= lo < 1.6 < hi <= 2 and 1.6 - lo > hi - 1.6
+    theta = np.array([1e-6, 0.02, 0.5, 0.98, 1 - 1e-6])
+    lo, hi = robust.bounds(theta, np.full(5, 1e-4), np.full(5, 2.0), "tie_half_rate")
+    assert np.all(hi > lo) and np.all((lo >= 0) & (hi <= 1))
+    lo, hi = robust.bounds(np.array([0.5, 0.5, 0.5]), np.array([np.nan, 0.0, 0.1]), np.array([3.0, 3.0, np.nan]),
+                           "win_rate")
+    assert np.all(np.isnan(lo)) and np.all(np.isnan(hi))  # no se, zero se or no df: no interval
+
+
+def test_df_is_lowered_to_the_working_satterthwaite_df_never_raised():
+    """Issue 23: without random effects min(df_P, df_Q) was too large (coverage 0.928-0.937): the prompt
+    part's noise adds variance to V. The df is min(df_P, df_Q, the Satterthwaite df of V_P + V_Q - V_PQ
+    from the parts' working expectations); raising it above min (participant-satterthwaite, which fixed
+    the Zipf over-coverage) broke the heavy-rater test's level (0.056-0.057), so it is never raised."""
+    one = np.array([1.0])
+    # no prompt variance (E_Q = E_PQ, e.g. zero effects): the df falls below min(df_P, df_Q)
+    v, df = robust.combine(one, one, one, one * 14.0, one * 27.0, e=(one * 100, one * 100, one * 100))
+    assert v[0] == 1.0 and df[0] == pytest.approx(1 / (1 / 14 + 1 / 27)) and df[0] < 14
+    # the participant part dominates: the Satterthwaite df is larger than df_P, the df stays df_P
+    v, df = robust.combine(one, one * 0.3, one * 0.2, one * 3.0, one * 20.0, e=(one * 10, one * 3, one * 2))
+    assert v[0] == pytest.approx(1.1) and df[0] == 3.0
+    ws = robust.working_df(one * 10, one * 3, one * 2, one * 3.0, one * 20.0)
+    assert ws[0] == pytest.approx(11**2 / (10**2 / 3 + 3**2 / 20)) and ws[0] > 3.0
+    _, df_psat = robust.combine(one, one * 0.3, one * 0.2, one * 3.0, one * 20.0, "participant-satterthwaite",
+                                e=(one * 10, one * 3, one * 2))
+    assert df_psat[0] == pytest.approx(ws[0])  # the rejected candidate raises it
+    # the estimated parts nearly cancel: the df does not collapse (working expectations, not estimates)
+    v, df = robust.combine(one * 1e-3, one * 5.0, one * 5.0, one * 14.0, one * 27.0, e=(one * 100, one * 100, one * 100))
+    assert df[0] >= 1 / (1 / 14 + 1 / 27) - 1e-9
+    # the prompt part has the fewer df and dominates: min(df_P, df_Q)
+    v, df = robust.combine(one, one, one * 0.5, one * 40.0, one * 6.0, e=(one * 10, one * 30, one * 5))
+    assert df[0] == 6.0
+    with pytest.raises(ValueError):
+        robust.combine(one, one, one, one, one)  # the report's rule needs the working expectations
+
+
+def test_pooled_prompt_variance_follows_each_strata_vote_variance():
+    """Issue 23: a stratum whose rate is nearer 0.5 has more variance per vote; the pooled prompt part
+    is scaled by each stratum's own vote variance (with one pooled scale the stratum at 0.56 covered
+    0.923 and the one at 0.70 0.962)."""
+    rng = np.random.default_rng(11)
+    n = 3000
+    participant = rng.integers(0, 60, n)
+    prompt = rng.integers(0, 30, n)
+    stratum = prompt // 10
+    p_win = np.array([0.55, 0.7, 0.9])[stratum] + rng.normal(0, 0.05, 30)[prompt]
+    a = (rng.random(n) < p_win).astype(float)
+    b = np.ones(n)
+    pool = robust.prompt_pool(a, b, participant, prompt, stratum)
+    sig2 = np.array([a[stratum == h].var() for h in range(3)])
+    e_share = np.array([pool.e_stratum[str(h)] / pool.e_own[str(h)] for h in range(3)])
+    assert e_share == pytest.approx(sig2 / a.var(), rel=1e-9)
+    assert pool.part("0")[0] / pool.e_own["0"] > pool.part("2")[0] / pool.e_own["2"]

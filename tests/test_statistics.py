@@ -103,9 +103,11 @@ def test_vote_level_tests_match_scipy():
 def test_shown_tests_are_the_cluster_robust_t_tests_of_the_headline_interval():
     rows = simulate_rows(SimulatedStudy(n_participants=20, n_prompts=12, trials_per_participant=8, effect=0.2), seed=4)
     overall = st.compute_statistics(rows, draws=20)["results"]["all"]["overall"]
-    for name, null in (("win_rate", 0.5), ("mean_score", 0.0)):
+    for name, null, lo, span in (("win_rate", 0.5, 0.0, 1.0), ("mean_score", 0.0, -2.0, 4.0)):
         est, test = overall[name], overall["tests"][name]
-        t = (est["estimate"] - null) / est["se"]
+        # on the interval's arcsine-square-root scale of (theta - lo) / span (issue 23)
+        u, u0 = (est["estimate"] - lo) / span, (null - lo) / span
+        t = (np.arcsin(np.sqrt(u)) - np.arcsin(np.sqrt(u0))) / (est["se"] / span / (2 * np.sqrt(u * (1 - u))))
         assert test["statistic"] == pytest.approx(t) and test["df"] == pytest.approx(est["df"])
         assert test["p_value"] == pytest.approx(2 * sps.t.sf(abs(t), est["df"]))
         assert test["shown_as_evidence"] is True

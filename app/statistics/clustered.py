@@ -161,7 +161,7 @@ def clustered_win_rate(participant: np.ndarray, prompt: np.ndarray, score: np.nd
     Inputs are (S, N) arrays (or 1-D for one study) in rating order; `looks` default: all N;
     `stratum` (int codes of each rating's prompt's stratum; default one stratum). The variance,
     df and the cases without an interval are exactly the report's (`app.statistics.robust`:
-    CR2 weights under the random-effects working model, Bell-McCaffrey df, min over the factors;
+    CR2 weights under the random-effects working model, df = min(df_P, df_Q, df_W) (`robust.DF_RULE`);
     prompts centred within strata): `cluster_part` evaluates every study at once.
     """
     from app.statistics.robust import DF_RULE, cluster_part, combine, working_rho
@@ -221,7 +221,8 @@ def clustered_win_rate(participant: np.ndarray, prompt: np.ndarray, score: np.nd
             parts.append(cluster_part(r, nn, block, st_ids, s, rho))
         b2 = d_tot**2
         with np.errstate(invalid="ignore", divide="ignore"):
-            v, df = combine(parts[0].v / b2, parts[1].v / b2, parts[2].v / b2, parts[0].df, parts[1].df, DF_RULE)
+            v, df = combine(parts[0].v / b2, parts[1].v / b2, parts[2].v / b2, parts[0].df, parts[1].df, DF_RULE,
+                            e=(parts[0].e, parts[1].e, parts[2].e))
             n_p = (dsum[0] > 0).sum(axis=1)
             n_q = (dsum[1] > 0).sum(axis=1)
             ok = (n_p >= 2) & (n_q >= 2) & np.isfinite(df) & (df > 0) & np.isfinite(v) & (v > 1e-10 * (w + 1) ** 2)

@@ -96,7 +96,7 @@ def _intervals(batch: Mapping[str, np.ndarray], alpha: float, estimator: str, se
                looks: list[int] | None = None) -> tuple[np.ndarray, ...]:
     """(estimate, low, high, se, df) per simulated study (rows) and look (columns): the report's
     two-sided 1 - alpha interval (its CR2 SE and t(df), `app.statistics.robust`)."""
-    from scipy.stats import t as t_dist
+    from app.statistics.robust import bounds
 
     n = batch["score"].shape[1]
     looks = looks or [n]
@@ -104,9 +104,8 @@ def _intervals(batch: Mapping[str, np.ndarray], alpha: float, estimator: str, se
         est = clustered_win_rate(batch["participant"], batch["prompt"], batch["score"], looks=looks,
                                  stratum=batch.get("stratum"))
         w, se = est.win_rate, est.se
-        crit = t_dist.isf(alpha / 2, np.where(np.isfinite(est.df), est.df, 1.0))
-        half = np.where(np.isfinite(se), crit * se, np.nan)
-        return w, np.maximum(w - half, 0.0), np.minimum(w + half, 1.0), se, est.df
+        lo, hi = bounds(w, se, est.df, "win_rate", 1 - alpha)
+        return w, lo, hi, se, est.df
     rows = np.array([[report_interval(batch["participant"][i, :k], batch["prompt"][i, :k], batch["score"][i, :k],
                                       confidence=1 - alpha, seed=seed + i,
                                       stratum=batch["stratum"][i, :k] if "stratum" in batch else None)

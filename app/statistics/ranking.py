@@ -11,7 +11,7 @@ the least-squares-on-the-score sense, so with two arms beta_treatment = logit(wi
 Intervals. The votes are not independent (one participant's and one prompt's votes go together), so
 the model-based variance is replaced by the same two-way cluster-robust variance the win rate uses
 (`app.statistics.robust`: V_P + V_Q - V_PQ, CR2 bias-reduced cluster weights under a random-effects
-working model, Bell-McCaffrey df, df = min(df_P, df_Q), prompts within strata). For a contrast
+working model, df = min(df_P, df_Q, df_W) as `robust.DF_RULE`, prompts within strata). For a contrast
 c'beta the estimator is linearised: vote i's influence is psi_i = c' B^-1 x_i (y_i - p_i)
 (B = X'WX, the Fisher information) and its working variance u_i = (c' B^-1 x_i)^2 p_i (1 - p_i);
 the cluster totals of psi and u enter `robust.cluster_part` in place of the ratio's residual totals
@@ -147,7 +147,7 @@ def two_way_contrasts(psi: np.ndarray, u: np.ndarray, participant: np.ndarray, p
     part_p = factor(p, psi, np.zeros_like(p), 1, True)
     part_q = factor(q, psi_strat, s, n_s, True)
     part_pq = factor(cell, psi_strat, s, n_s, False)
-    return combine(part_p.v, part_q.v, part_pq.v, part_p.df, part_q.df)
+    return combine(part_p.v, part_q.v, part_pq.v, part_p.df, part_q.df, e=(part_p.e, part_q.e, part_pq.e))
 
 
 def rank_arms(treatment_arm: Sequence[str], baseline_arm: Sequence[str], score: np.ndarray, participant: np.ndarray,

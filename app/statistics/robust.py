@@ -28,16 +28,25 @@ G / (G - 1) missed (its variance was 6-12% small with few effective clusters).
 Degrees of freedom: per factor, the Bell-McCaffrey / Satterthwaite approximation
 df = tr(AW)^2 / tr((AW)^2) of the same quadratic form under the same working model (closed form,
 O(clusters)); it equals G - 1 for G equal clusters and falls towards the effective number of
-clusters when a few participants carry most of the votes. The interval is
-theta +- t(df) sqrt(V) with df = min(df_P, df_Q) (the factor with fewer effective clusters
-limits how well V is known). Chosen by `benchmarks/calibration.py` against CR1 with
-df = min(P - 1, Q - strata) (the previous method) and CR2 with a Satterthwaite combination of the
-parts; see docs/statistics.md for the table.
+clusters when a few participants carry most of the votes. The df of the interval is
+min(df_P, df_Q, df_W) ("min-working"): the factor with fewer effective clusters limits how well V
+is known, and df_W = E^2 / (E_P^2 / df_P + E_Q^2 / df_Q), the Satterthwaite df of the sum from
+the parts' working expectations E (E = E_P + E_Q - E_PQ, at least max(E_P, E_Q); not the noisy
+estimates, so it cannot collapse when they nearly cancel), lowers it where the prompt part's
+noise adds variance to V (no random effects: min(df_P, df_Q) = 14 covered 0.928-0.937).
+
+The interval is the t interval on the arcsine-square-root scale of the estimate's range (rates:
+theta; mean score: (m + 2) / 4), mapped back (`bounds`): near the middle of the range it is
+theta +- t(df) sqrt(V); towards an end it reaches further towards the middle, where the symmetric
+interval missed (5 participants: coverage 0.92). The shown t tests use the same scale, so a test
+rejects exactly when the interval excludes the null. Chosen by `benchmarks/calibration.py`
+against CR1 with df = min(P - 1, Q - strata) (before issue 23), CR2 with df = min(df_P, df_Q) and
+a symmetric interval (before this change) and other candidates; see docs/statistics.md.
 
 Per-stratum results pool the within-stratum prompt variance across strata (the prompt part of a
-stratum is lambda * its working expectation, lambda estimated from every stratum's prompts, with
-the pooled df): with 3 prompts per stratum a stratum's own 2 df make a t interval about twice as
-wide as the sampling spread.
+stratum is lambda * its working expectation times its own vote-level variance relative to the
+overall one, lambda estimated from every stratum's prompts, with the pooled df): with 3 prompts
+per stratum a stratum's own 2 df make a t interval about twice as wide as the sampling spread.
 
 No interval (and a `reason` saying why) with fewer than 2 participants, no stratum with 2
 prompts, no decisive votes (win rate) or a zero variance (every cluster answered alike): an
@@ -48,19 +57,20 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from scipy import stats as sps
 
 ESTIMATES = ("win_rate", "tie_half_rate", "mean_score")
 ADJUSTMENTS = ("cr2", "cr1")
-DF_RULES = ("min", "satterthwaite", "prompt-satterthwaite", "classic")
-ADJUST, DF_RULE = "cr2", "min"  # chosen by benchmarks/calibration.py (docs/statistics.md)
+DF_RULES = ("min-working", "participant-satterthwaite", "min", "satterthwaite", "prompt-satterthwaite", "classic")
+ADJUST, DF_RULE = "cr2", "min-working"  # chosen by benchmarks/calibration.py (docs/statistics.md)
 METHOD = ("two-way cluster-robust variance V_P + V_Q - V_PQ (participants, prompts within strata, participant x "
-          "prompt cells), bias-reduced CR2 cluster weights under a random-effects working model, t interval with "
-          "df = min(Bell-McCaffrey df of the participant part, of the prompt part); per-stratum intervals pool the "
-          "prompt variance across strata (app.statistics.robust)")
+          "prompt cells), bias-reduced CR2 cluster weights under a random-effects working model, t interval on the "
+          "arcsine-square-root scale with df = min(Bell-McCaffrey df of the participant part, of the prompt part, "
+          "Satterthwaite df of their sum under the working model); per-stratum intervals pool the prompt variance "
+          "across strata (app.statistics.robust)")
 
 
 def ratio_parts(scores: np.ndarray) -> dict[str, tuple[np.ndarray, np.ndarray]]:
@@ -170,14 +180,44 @@ def cluster_part(r: np.ndarray, n: np.ndarray, block: np.ndarray, study: np.ndar
     return Part(v=v, e=e, q=q, g=g, e_block=e_block, rho=rho_s.copy())
 
 
+def working_df(e_p: np.ndarray, e_q: np.ndarray, e_pq: np.ndarray, df_p: np.ndarray, df_q: np.ndarray
+               ) -> np.ndarray:
+    """Satterthwaite df of V_P + V_Q - V_PQ from the parts' working-model expectations (not their
+    noisy estimates): E^2 / (E_P^2 / df_P + E_Q^2 / df_Q), E = E_P + E_Q - E_PQ, at least
+    max(E_P, E_Q) (E_Q - E_PQ is the prompt variance, >= 0 under the working model), so the df
+    cannot collapse when the estimated parts nearly cancel; V_PQ (one cluster per cell, many
+    cells) is treated as known. Between 1 / (1 / df_P + 1 / df_Q) and df_P + df_Q."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        e = np.maximum(e_p + e_q - e_pq, np.maximum(e_p, e_q))
+        return e**2 / (e_p**2 / df_p + e_q**2 / df_q)
+
+
 def combine(v_p: np.ndarray, v_q: np.ndarray, v_pq: np.ndarray, df_p: np.ndarray, df_q: np.ndarray,
-            df_rule: str = DF_RULE, classic: tuple[np.ndarray, np.ndarray] | None = None
-            ) -> tuple[np.ndarray, np.ndarray]:
-    """(V, df) of the two-way variance from its parts (arrays of studies); see the module docstring."""
+            df_rule: str = DF_RULE, classic: tuple[np.ndarray, np.ndarray] | None = None,
+            e: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(V, df) of the two-way variance from its parts (arrays of studies); see the module docstring.
+
+    e: the parts' working expectations (E_P, E_Q, E_PQ), any common unit; needed by
+    "min-working" (the report's) and "participant-satterthwaite".
+    """
     v = v_p + v_q - v_pq
     v = np.where(v > 0, v, np.maximum(v_p, v_q))
     with np.errstate(invalid="ignore", divide="ignore"):
-        if df_rule == "min":
+        if df_rule in ("min-working", "participant-satterthwaite") and e is None:
+            raise ValueError(f"df_rule {df_rule!r} needs the working expectations e")
+        if df_rule == "min-working":
+            # min(df_P, df_Q), lowered to the Satterthwaite df of the sum from the working
+            # expectations where that is smaller (the prompt part's noise adds variance to V).
+            low = np.fmin(df_p, df_q)
+            ws = working_df(*e, df_p, df_q)
+            df = np.where(np.isfinite(ws), np.fmin(low, ws), low)
+        elif df_rule == "participant-satterthwaite":
+            # Where the participant part has the fewer df (few or unequal raters), the df of the sum
+            # from the working expectations; where the prompt part limits, min(df_P, df_Q).
+            low = np.fmin(df_p, df_q)
+            df = np.where(df_p <= df_q, working_df(*e, df_p, df_q), low)
+            df = np.where(np.isfinite(df), df, low)
+        elif df_rule == "min":
             df = np.fmin(df_p, df_q)
         elif df_rule == "satterthwaite":
             df = v**2 / (v_p**2 / df_p + v_q**2 / df_q)
@@ -202,6 +242,7 @@ class PromptPool:
     lam: float
     df: float
     e_stratum: Mapping[str, float]
+    e_own: Mapping[str, float] = field(default_factory=dict)  # E_h in the stratum's own sigma2 units (df)
 
     def part(self, stratum: str) -> tuple[float, float]:
         """(unscaled V_Q of the stratum's own estimate, df)."""
@@ -256,11 +297,28 @@ def prompt_pool(a: np.ndarray, b: np.ndarray, participant: np.ndarray, prompt: n
     a, b = np.asarray(a, float), np.asarray(b, float)
     if b.sum() <= 0:
         return None
-    _, _, pq, _, labels, _ = _parts(a, b, np.asarray(participant), np.asarray(prompt), np.asarray(stratum), adjust)
-    if not pq.e[0] > 0:
+    stratum = np.asarray(stratum)
+    theta, _, pq, _, labels, _ = _parts(a, b, np.asarray(participant), np.asarray(prompt), stratum, adjust)
+    # Each stratum's own vote-level variance relative to the overall one (sigma2_h / sigma2): the
+    # prompt part's working expectation scales with it (a stratum whose rate is nearer 0.5 has more
+    # variance per vote and, on the rate scale, per prompt).
+    _, s = np.unique(stratum, return_inverse=True)
+    s = s.reshape(-1)
+    n_s = labels.size
+    b_h = np.bincount(s, b, n_s)
+    theta_h = np.bincount(s, a, n_s) / np.where(b_h > 0, b_h, 1.0)
+    sig2_h = np.bincount(s, (a - theta_h[s] * b) ** 2, n_s) / np.where(b_h > 0, b_h, 1.0)
+    sig2 = float(((a - theta * b) ** 2).sum() / b.sum())
+    scale = sig2_h / sig2 if sig2 > 0 else np.ones(n_s)
+    e_own = np.zeros(n_s)
+    e_own[:min(n_s, pq.e_block.size)] = pq.e_block[:n_s]
+    e_h = e_own * scale
+    if not pq.e[0] > 0 or not e_h.sum() > 0:
         return None
-    return PromptPool(lam=float(pq.v[0] / pq.e[0]), df=float(pq.df[0]),
-                      e_stratum={str(lab): float(pq.e_block[i]) for i, lab in enumerate(labels.tolist())})
+    keys = [str(lab) for lab in labels.tolist()]
+    return PromptPool(lam=float(pq.v[0] / e_h.sum()), df=float(pq.df[0]),
+                      e_stratum={k: float(e_h[i]) for i, k in enumerate(keys)},
+                      e_own={k: float(e_own[i]) for i, k in enumerate(keys)})
 
 
 @dataclass(frozen=True)
@@ -298,14 +356,15 @@ def two_way(a: np.ndarray, b: np.ndarray, participant: np.ndarray, prompt: np.nd
     if pool is not None and pool_stratum is not None:
         vq, dfq = pool.part(pool_stratum)
         v_q, df_q = np.array([vq / b2]), np.array([dfq])
+        e_q = np.array([pool.e_own.get(pool_stratum, math.nan)])
     else:
-        v_q, df_q = pq.v / b2, pq.df
+        v_q, df_q, e_q = pq.v / b2, pq.df, pq.e
     if not np.isfinite(df_q[0]) or df_q[0] <= 0:
         return Estimate(theta, None, None, "no stratum has 2 prompts with votes: the spread between prompts cannot be "
                         "estimated, so no interval is given", n_p, n_q)
     h_count = int(np.unique(stratum).size)
     v, df = combine(v_p, v_q, ppq.v / b2, df_p, df_q, df_rule,
-                    classic=(np.array([n_p - 1.0]), np.array([max(n_q - h_count, 1.0)])))
+                    classic=(np.array([n_p - 1.0]), np.array([max(n_q - h_count, 1.0)])), e=(pp.e, e_q, ppq.e))
     # Rounding leaves ~1e-17 where every cluster answered alike: treat a variance that small as zero.
     if not (np.isfinite(v[0]) and v[0] > 1e-10 * (abs(theta) + 1) ** 2 and np.isfinite(df[0]) and df[0] > 0):
         return Estimate(theta, None, None, "no variation between participants or prompts (every cluster answered "
@@ -324,23 +383,73 @@ def robust_variance(a: np.ndarray, b: np.ndarray, participant: np.ndarray, promp
             nan if est.df is None else est.df)
 
 
-def t_test(est: Estimate, null: float) -> dict[str, float | None]:
-    """Two-sided t test of theta = null with the interval's own SE and df (cluster-valid)."""
+RANGES = {"win_rate": (0.0, 1.0), "tie_half_rate": (0.0, 1.0), "mean_score": (-2.0, 2.0)}
+SCALES = ("asin", "symmetric")
+SCALE = {"win_rate": "asin", "tie_half_rate": "asin", "mean_score": "asin"}  # chosen by benchmarks/calibration.py
+
+
+def _to_unit(theta, name: str):
+    lo, hi = RANGES[name]
+    return (np.asarray(theta, dtype=float) - lo) / (hi - lo), hi - lo
+
+
+def bounds(theta, se, df, name: str, confidence: float = 0.95, scale: str | None = None
+           ) -> tuple[np.ndarray, np.ndarray]:
+    """(low, high) of the t interval on the arcsine-square-root scale of the estimate's range,
+    mapped back (numpy, any shape; nan where se or df is not finite and positive).
+
+    u = (theta - lo) / (hi - lo) in [0, 1] (rates: u = theta; mean score: (m + 2) / 4),
+    g(u) = asin(sqrt(u)), se_g = se / (hi - lo) * g'(u) = se / (hi - lo) / (2 sqrt(u (1 - u))):
+    interval lo + (hi - lo) sin^2(g -+ t(df) se_g), clipped to [0, pi / 2] on that scale. The
+    variance-stabilising scale of a proportion: near 0.5 the same as theta +- t se; towards the
+    ends of the range it extends further towards the middle than towards the end (like the
+    Wilson interval), where a symmetric interval missed on the far side (issue 23).
+    """
+    scale = SCALE[name] if scale is None else scale
+    u, span = _to_unit(theta, name)
+    se, df = np.asarray(se, dtype=float), np.asarray(df, dtype=float)
+    ok = np.isfinite(u) & np.isfinite(se) & (se > 0) & np.isfinite(df) & (df > 0)
+    if scale == "symmetric":  # theta +- t(df) se, within the range
+        with np.errstate(invalid="ignore"):
+            half = sps.t.ppf(0.5 + confidence / 2, np.where(ok, df, 1.0)) * np.where(ok, se, 1.0)
+            lo_, hi_ = RANGES[name]
+            theta = np.asarray(theta, dtype=float)
+            return (np.where(ok, np.maximum(theta - half, lo_), np.nan), np.where(ok, np.minimum(theta + half, hi_), np.nan))
+    if scale != "asin":
+        raise ValueError(f"scale must be one of {SCALES}")
+    with np.errstate(invalid="ignore", divide="ignore"):
+        uc = np.clip(np.where(ok, u, 0.5), 0.0, 1.0)
+        g = np.arcsin(np.sqrt(uc))
+        se_g = np.where(ok, se, 1.0) / span / (2 * np.sqrt(np.maximum(uc * (1 - uc), 1e-300)))
+        half = sps.t.ppf(0.5 + confidence / 2, np.where(ok, df, 1.0)) * se_g
+        lo_, _ = RANGES[name]
+        low = lo_ + span * np.sin(np.clip(g - half, 0.0, np.pi / 2)) ** 2
+        high = lo_ + span * np.sin(np.clip(g + half, 0.0, np.pi / 2)) ** 2
+    return np.where(ok, low, np.nan), np.where(ok, high, np.nan)
+
+
+def t_test(est: Estimate, null: float, name: str = "win_rate") -> dict[str, float | None]:
+    """Two-sided t test of theta = null with the interval's own SE and df, on the interval's
+    (arcsine-square-root) scale, so p < 1 - confidence exactly when the interval excludes null."""
     if est.v is None or est.df is None or est.theta is None:
         return {"statistic": None, "df": None, "p_value": None}
-    t = (est.theta - null) / math.sqrt(est.v)
+    if SCALE[name] == "symmetric":
+        t = (est.theta - null) / math.sqrt(est.v)
+        return {"statistic": float(t), "df": float(est.df), "p_value": float(min(1.0, 2 * sps.t.sf(abs(t), est.df)))}
+    u, span = _to_unit(est.theta, name)
+    u0, _ = _to_unit(null, name)
+    u = float(min(max(u, 0.0), 1.0))
+    se_g = math.sqrt(est.v) / span / (2 * math.sqrt(max(u * (1 - u), 1e-300)))
+    t = (math.asin(math.sqrt(u)) - math.asin(math.sqrt(float(u0)))) / se_g
     return {"statistic": float(t), "df": float(est.df), "p_value": float(min(1.0, 2 * sps.t.sf(abs(t), est.df)))}
 
 
 def interval(est: Estimate, name: str, confidence: float) -> dict[str, float | str | None]:
-    """{estimate, ci_low, ci_high, se, df, reason} of one estimate (rates clipped to [0, 1])."""
+    """{estimate, ci_low, ci_high, se, df, reason} of one estimate (`bounds`: within the range)."""
     if est.v is None:
         return {"estimate": est.theta, "ci_low": None, "ci_high": None, "se": None, "df": None, "reason": est.reason}
     se = math.sqrt(est.v)
-    half = float(sps.t.ppf(0.5 + confidence / 2, est.df)) * se
-    lo, hi = est.theta - half, est.theta + half
-    if name != "mean_score":
-        lo, hi = max(lo, 0.0), min(hi, 1.0)
+    lo, hi = bounds(est.theta, se, est.df, name, confidence)
     return {"estimate": est.theta, "ci_low": float(lo), "ci_high": float(hi), "se": se, "df": est.df, "reason": None}
 
 

@@ -23,15 +23,15 @@ from app.statistics.robust import Estimate, t_test
 
 WITHDRAWN = ("withdrawn: assumes independent votes; with a few heavy raters it rejects far more than 5% of studies "
              "with no true preference (docs/statistics.md), so it is not evidence")
-CLUSTER_TEST = ("two-sided t test with the headline interval's two-way cluster-robust SE (CR2) and "
-                "Bell-McCaffrey degrees of freedom (app.statistics.robust)")
+CLUSTER_TEST = ("two-sided t test with the headline interval's two-way cluster-robust SE (CR2) and degrees "
+                "of freedom, on the interval's arcsine-square-root scale (app.statistics.robust)")
 
 
 def cluster_tests(win: Estimate, mean: Estimate) -> dict[str, Any]:
     """The cluster-valid tests the report shows: win rate = 0.5 and mean score = 0."""
     out = {}
     for key, est, null in (("win_rate", win, 0.5), ("mean_score", mean, 0.0)):
-        t = t_test(est, null)
+        t = t_test(est, null, key)
         out[key] = {"null": null, "estimate": _num(est.theta) if est.theta is not None else None, **t,
                     "test": CLUSTER_TEST, "shown_as_evidence": True}
         if t["p_value"] is None:
