@@ -10,8 +10,8 @@ import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import (BigInteger, Integer, and_, bindparam, cast, func, insert, literal_column, null, or_, select,
-                        union_all, update)
+from sqlalchemy import (BigInteger, Integer, String, and_, bindparam, cast, false, func, insert, literal_column, null,
+                        or_, select, union_all, update)
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, aliased
 from sqlalchemy.orm.attributes import set_committed_value
@@ -122,6 +122,29 @@ _EXPIRE = (update(_trials).where(_trials.c.id == bindparam("trial_id"), _trials.
 _PRESENT = (update(_trials).where(_trials.c.id == bindparam("trial_id"))
             .values(presented_at=bindparam("presented_at"), expires_at=bindparam("expires_at")))
 _PRESENT_RESERVED = _PRESENT.values(reserved=True)
+
+
+# A provisional main hold needs no claim (see `_Allocation`): it takes the best candidate as ranked,
+# so the ranking and the INSERT are one statement (one round trip; no row when no pair is left).
+# The study and participant parameters of the ranking are the trial's own; its `now` is the
+# trial's issue time. Typed casts: bare parameters in a SELECT list would be taken for text.
+_best = _RANKED.limit(1).subquery("best")
+_INSERT_BEST = insert(_trials).from_select(
+    ["public_id", "study_id", "participant_id", "pair_id", "comparison_id", "position", "kind", "treatment_side",
+     "repeat_of_trial_id", "state", "issued_at", "presented_at", "expires_at", "reserved"],
+    select(cast(bindparam("new_public_id", type_=String()), String()),
+           cast(bindparam("study_id", type_=Integer()), Integer()),
+           cast(bindparam("participant_id", type_=Integer()), Integer()),
+           _best.c[0], _best.c[1],
+           cast(bindparam("new_position", type_=Integer()), Integer()),
+           literal_column("'main'", String()),
+           cast(bindparam("new_treatment_side", type_=String()), String()),
+           null(), literal_column("'assigned'", String()),
+           cast(bindparam("now", type_=_trials.c.issued_at.type), _trials.c.issued_at.type),
+           null(),
+           cast(bindparam("new_expires_at", type_=_trials.c.expires_at.type), _trials.c.expires_at.type),
+           false()),
+).returning(_trials.c.id, _trials.c.pair_id, _trials.c.comparison_id)
 
 
 def _insert_trial(session: Session, values: dict) -> Trial:
@@ -277,6 +300,20 @@ class _Allocation:
             set_committed_value(trial, "reserved", True)
         return n < self.study.ratings_per_pair
 
+    def _insert_best(self, position: int, side: str, salt: int) -> Trial | None:
+        """A provisional main trial on the best candidate pair (`_INSERT_BEST`), or None."""
+        values = _new_trial(self.study, self.participant, position, "main", None, None, side, self.now, self.hold)
+        params = {"study_id": self.study.id, "participant_id": self.participant.id, "now": self.now,
+                  "target": self.study.ratings_per_pair, "salt": salt, "new_public_id": values["public_id"],
+                  "new_position": position, "new_treatment_side": side, "new_expires_at": values["expires_at"]}
+        row = self.session.connection().execute(_INSERT_BEST, params).first()
+        if row is None:
+            return None
+        trial = _attach(self.session, {**values, "id": row[0], "pair_id": row[1], "comparison_id": row[2],
+                                       "reserved": False})
+        self.trials.append(trial)
+        return trial
+
     def allocate(self, position: int, reserve: bool = True) -> Trial | None:
         """A trial for plan slot `position`, or None when the slot cannot be filled (skip it).
         `reserve`: the trial is the one to be shown now, so it reserves its pair when the
@@ -288,6 +325,8 @@ class _Allocation:
         trial = None
         if kind == "main" and self.closed:
             pass  # the study closed under this participant: the slot is skipped
+        elif kind == "main" and not reserve:
+            return self._insert_best(position, side, rng.randrange(2**31))
         elif kind == "main":
             for pair_id, comparison_id in self._ranked(rng.randrange(2**31)):
                 n = self._claim(pair_id) if reserve else 0

@@ -28,6 +28,7 @@ from app.assignment import (
     next_trial,
     pair_views,
     participant_id_of,
+    study_at_version,
     submit_answer,
     trial_image_tokens,
 )
@@ -63,9 +64,11 @@ def _study(session, slug: str) -> Study:
 
 
 # The per-request lookup, built once and bound per call (building a select() costs more CPU than
-# Postgres spends running it).
+# Postgres spends running it): the participant and their study's version, whose config comes
+# from the process's cache (`study_at_version`).
 _PARTICIPANT_AND_STUDY_BY_TOKEN = (
-    select(Participant, Study).join(Study, Study.id == Participant.study_id).where(Participant.token == bindparam("token"))
+    select(Participant, Study.version).join(Study, Study.id == Participant.study_id)
+    .where(Participant.token == bindparam("token"))
 )
 
 
@@ -163,7 +166,8 @@ def _next(token: str, session, settings) -> JSONResponse:
         PARTICIPANT_TOKEN.match(token)) else None
     if found is None:
         raise HTTPException(403, "unknown participant token")
-    participant, study = found
+    participant, version = found
+    study = study_at_version(session, participant.study_id, version)
     try:
         result = next_trial(session, participant, utcnow(), settings.hold_minutes, study)
     except FlowError as e:
