@@ -13,8 +13,8 @@ from datetime import datetime, timedelta
 from sqlalchemy import (BigInteger, Integer, String, and_, bindparam, cast, false, func, insert, literal_column, null,
                         or_, select, union_all, update)
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session, aliased
-from sqlalchemy.orm.attributes import set_committed_value
+from sqlalchemy.orm import Session, aliased, configure_mappers
+from sqlalchemy.orm.attributes import instance_state, set_committed_value
 from sqlalchemy.orm.session import make_transient_to_detached
 from sqlalchemy.sql.elements import BindParameter
 
@@ -113,6 +113,31 @@ _CLAIM_COUNTS = select(
 ).where(Trial.study_id == bindparam("study_id"), Trial.pair_id == bindparam("pair_id"))
 
 
+# `promote` of a trial not shown yet, its pair locked: `_CLAIM_COUNTS` and `_PRESENT` in one
+# UPDATE, done only when the pair has no stale holds and is under target (else no row comes back and
+# `promote` counts as before). It reserves the trial unless the pair is at its last open slot (see
+# `_Allocation._reservable`). Its own statement after the lock, so it counts what committed before
+# the lock was taken, as `_CLAIM_COUNTS` does. The parameters of the count are named "claim_*":
+# a parameter named like a column of trials would also be SET by the UPDATE.
+_counted = aliased(Trial)
+_COUNTS_NOW = select(
+    func.count(_counted.id).filter(
+        _counted.kind == "main",
+        or_(_counted.state == "answered", and_(_counted.state == "assigned", _counted.reserved.is_(True))),
+    ).label("n"),
+    func.count(_counted.id).filter(_counted.state == "assigned",
+                                   _counted.expires_at <= bindparam("claim_now")).label("n_stale"),
+).where(_counted.study_id == bindparam("claim_study_id"), _counted.pair_id == bindparam("claim_pair_id")).subquery("claim")
+_PRESENT_COUNTED = (
+    update(_trials)
+    .where(_trials.c.id == bindparam("trial_id"), _COUNTS_NOW.c.n_stale == 0,
+           _COUNTS_NOW.c.n < bindparam("claim_target"))
+    .values(presented_at=bindparam("presented_at"), expires_at=bindparam("expires_at"),
+            reserved=_COUNTS_NOW.c.n < bindparam("claim_last_slot"))
+    .returning(_trials.c.reserved)
+)
+
+
 # New trials are written with Core statements on the session's connection, not through the unit
 # of work (which costs more CPU than the INSERT itself), then attached to the session as persistent.
 _INSERT_TRIAL = insert(_trials).returning(_trials.c.id)
@@ -160,10 +185,26 @@ def _attach(session: Session, values: dict) -> Trial:
         for key, value in values.items():
             set_committed_value(trial, key, value)
         return trial
-    trial = Trial(**values)
+    # As the ORM's own loading does: the values go straight into the instance's dict (the
+    # constructor would run an attribute event per column), then it becomes persistent.
+    if not _mappers_ready:
+        _ready_mappers()
+    trial = _new_trial_instance()
+    instance_state(trial).dict.update(values)
     make_transient_to_detached(trial)
     session.add(trial)
     return trial
+
+
+_new_trial_instance = Trial._sa_class_manager.new_instance
+_mappers_ready = False
+
+
+def _ready_mappers() -> None:
+    """Configure the mappers (the constructor would), once: a first Trial may be made before any ORM query."""
+    global _mappers_ready
+    configure_mappers()
+    _mappers_ready = True
 
 
 def _as_object(session: Session, trial) -> Trial:
@@ -254,14 +295,21 @@ class _Allocation:
             tried = {p for p, _ in first}
             yield from (pc for pc in self.main_candidates(salt) if pc[0] not in tried)
 
+    def _lock(self, pair_id: int) -> bool:
+        """Take `pair_id`'s row lock (PostgreSQL; SQLite's transactions hold the database lock
+        anyway): False when another request holds it right now (skipped, never waited for)."""
+        return not self.postgres or self.session.connection().scalar(_LOCK_PAIR, {"pair_id": pair_id}) is not None
+
     def _claim(self, pair_id: int) -> int | None:
         """Lock `pair_id` and count, against committed data, its answered and reserved main trials.
         None when another request holds the pair's lock right now (skipped, never waited for).
 
         A provisional hold changes no count that the target checks, so it needs no claim."""
+        return self._count_locked(pair_id) if self._lock(pair_id) else None
+
+    def _count_locked(self, pair_id: int) -> int:
+        """`_claim`'s count, the pair's lock taken."""
         conn = self.session.connection()
-        if self.postgres and conn.scalar(_LOCK_PAIR, {"pair_id": pair_id}) is None:
-            return None
         params = {"study_id": self.study.id, "pair_id": pair_id, "now": self.now}
         n, n_stale = conn.execute(_CLAIM_COUNTS, params).one()
         if n_stale:
@@ -289,9 +337,11 @@ class _Allocation:
         It stays provisional (True) when the pair is at its last open slot (`_reservable`) or another
         request is allocating the pair right now: its answer is then checked against the target
         (`answers.submit_answer`)."""
-        n = self._claim(trial.pair_id)
-        if n is None:
+        if not self._lock(trial.pair_id):
             return True
+        if trial.presented_at is None and self._present_counted(trial):
+            return True
+        n = self._count_locked(trial.pair_id)
         if self._reservable(n):
             if trial.presented_at is None:
                 self.reserve_on_present = True  # in `_present`'s UPDATE: one statement less
@@ -299,6 +349,23 @@ class _Allocation:
                 self.session.connection().execute(_RESERVE, {"trial_id": trial.id})
             set_committed_value(trial, "reserved", True)
         return n < self.study.ratings_per_pair
+
+    def _present_counted(self, trial: Trial) -> bool:
+        """The usual case of `promote` for a trial not shown yet, in one statement after the lock
+        (`_PRESENT_COUNTED`): when its pair has no stale holds and is under target, show the trial
+        now (as `_present` would) and reserve it unless the pair is at its last open slot. False
+        when nothing was done (stale holds to expire, or the pair is full): `promote` goes on."""
+        expires_at = max(trial.expires_at, self.now + self.hold)
+        reserved = self.session.connection().scalar(_PRESENT_COUNTED, {
+            "trial_id": trial.id, "presented_at": self.now, "expires_at": expires_at, "claim_now": self.now,
+            "claim_study_id": self.study.id, "claim_pair_id": trial.pair_id,
+            "claim_target": self.study.ratings_per_pair, "claim_last_slot": self.study.ratings_per_pair - 1})
+        if reserved is None:
+            return False
+        set_committed_value(trial, "presented_at", self.now)
+        set_committed_value(trial, "expires_at", expires_at)
+        set_committed_value(trial, "reserved", bool(reserved))
+        return True
 
     def _insert_best(self, position: int, side: str, salt: int) -> Trial | None:
         """A provisional main trial on the best candidate pair (`_INSERT_BEST`), or None."""
