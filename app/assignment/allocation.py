@@ -13,15 +13,15 @@ from datetime import datetime, timedelta
 from sqlalchemy import (BigInteger, Integer, String, and_, bindparam, cast, false, func, insert, literal_column, null,
                         or_, select, union_all, update)
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session, aliased, configure_mappers
-from sqlalchemy.orm.attributes import instance_state, set_committed_value
+from sqlalchemy.orm import Session, aliased
+from sqlalchemy.orm.attributes import set_committed_value
 from sqlalchemy.orm.session import make_transient_to_detached
 from sqlalchemy.sql.elements import BindParameter
 
 from app.assignment.errors import FlowError
 from app.assignment.pair_cache import study_pairs
 from app.store.db import end_reads
-from app.store.models import Comparison, Pair, PairTally, Participant, Study, Trial
+from app.store.models import Comparison, Pair, PairTally, Participant, Study, Trial, with_values
 from app.statistics.scoring import swap_side
 
 LOOKAHEAD = 2  # trials held at once: the current one and the preloaded next one
@@ -180,31 +180,22 @@ def _insert_trial(session: Session, values: dict) -> Trial:
 def _attach(session: Session, values: dict) -> Trial:
     """The trial with these column values as a persistent object of `session`, loaded as if by a query
     (the session's own object for it, brought up to date, if it has one)."""
-    trial = session.identity_map.get(session.identity_key(Trial, values["id"]))
-    if trial is not None:
+    return attach(session, Trial, values)
+
+
+def attach(session: Session, cls: type, values: dict):
+    """The `cls` row with these column values (its primary key `id` among them) as a persistent
+    object of `session`, loaded as if by a query (the session's own object for it, brought up to
+    date, if it has one): what a Core statement read or wrote, without the ORM's per-query cost."""
+    obj = session.identity_map.get(session.identity_key(cls, values["id"]))
+    if obj is not None:
         for key, value in values.items():
-            set_committed_value(trial, key, value)
-        return trial
-    # As the ORM's own loading does: the values go straight into the instance's dict (the
-    # constructor would run an attribute event per column), then it becomes persistent.
-    if not _mappers_ready:
-        _ready_mappers()
-    trial = _new_trial_instance()
-    instance_state(trial).dict.update(values)
-    make_transient_to_detached(trial)
-    session.add(trial)
-    return trial
-
-
-_new_trial_instance = Trial._sa_class_manager.new_instance
-_mappers_ready = False
-
-
-def _ready_mappers() -> None:
-    """Configure the mappers (the constructor would), once: a first Trial may be made before any ORM query."""
-    global _mappers_ready
-    configure_mappers()
-    _mappers_ready = True
+            set_committed_value(obj, key, value)
+        return obj
+    obj = with_values(cls, values)
+    make_transient_to_detached(obj)
+    session.add(obj)
+    return obj
 
 
 def _as_object(session: Session, trial) -> Trial:

@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session, aliased
 from app.assignment.allocation import committed
 from app.assignment.errors import FlowError
 from app.store.db import end_reads
-from app.store.models import Pair, PairTally, Participant, Rating, Study, Trial
+from app.store.models import Pair, PairTally, Participant, Rating, Study, Trial, with_values
 from app.statistics.criteria import criterion_keys, ordered_criteria, primary_criterion
 from app.statistics.scoring import CHOICES, score_from_choice
 from app.studies.comparing import COMPARE_COLUMNS
@@ -381,5 +381,5 @@ def _store(session: Session, participant: Participant | str, public_id: str, cho
                          participant_id) from None
     _forget(session, trial_id)
     # What the route reports back (not attached to the session: the row is already stored).
-    return AnswerResult(Rating(**values), True, trial.public_id, bool(found.auto_close), trial.study_id,
+    return AnswerResult(with_values(Rating, values), True, trial.public_id, bool(found.auto_close), trial.study_id,
                         bool(found.monitoring_close), dict(criteria))
