@@ -152,22 +152,23 @@ _PRESENT_RESERVED = _PRESENT.values(reserved=True)
 # A provisional main hold needs no claim (see `_Allocation`): it takes the best candidate as ranked,
 # so the ranking and the INSERT are one statement (one round trip; no row when no pair is left).
 # The study and participant parameters of the ranking are the trial's own; its `now` is the
-# trial's issue time. Typed casts: bare parameters in a SELECT list would be taken for text.
+# trial's issue time. Typed parameters, no CAST: PostgreSQL's driver dialect types each parameter
+# itself (`%(x)s::INTEGER`), and SQLite would turn a CAST to a date-time type into a number.
 _best = _RANKED.limit(1).subquery("best")
 _INSERT_BEST = insert(_trials).from_select(
     ["public_id", "study_id", "participant_id", "pair_id", "comparison_id", "position", "kind", "treatment_side",
      "repeat_of_trial_id", "state", "issued_at", "presented_at", "expires_at", "reserved"],
-    select(cast(bindparam("new_public_id", type_=String()), String()),
-           cast(bindparam("study_id", type_=Integer()), Integer()),
-           cast(bindparam("participant_id", type_=Integer()), Integer()),
+    select(bindparam("new_public_id", type_=String()),
+           bindparam("study_id", type_=Integer()),
+           bindparam("participant_id", type_=Integer()),
            _best.c[0], _best.c[1],
-           cast(bindparam("new_position", type_=Integer()), Integer()),
+           bindparam("new_position", type_=Integer()),
            literal_column("'main'", String()),
-           cast(bindparam("new_treatment_side", type_=String()), String()),
+           bindparam("new_treatment_side", type_=String()),
            null(), literal_column("'assigned'", String()),
-           cast(bindparam("now", type_=_trials.c.issued_at.type), _trials.c.issued_at.type),
+           bindparam("now", type_=_trials.c.issued_at.type),
            null(),
-           cast(bindparam("new_expires_at", type_=_trials.c.expires_at.type), _trials.c.expires_at.type),
+           bindparam("new_expires_at", type_=_trials.c.expires_at.type),
            false()),
 ).returning(_trials.c.id, _trials.c.pair_id, _trials.c.comparison_id)
 
