@@ -121,16 +121,18 @@ _CLAIM_COUNTS = select(
 # a parameter named like a column of trials would also be SET by the UPDATE.
 _counted = aliased(Trial)
 _COUNTS_NOW = select(
+    _counted.pair_id,
     func.count(_counted.id).filter(
         _counted.kind == "main",
         or_(_counted.state == "answered", and_(_counted.state == "assigned", _counted.reserved.is_(True))),
     ).label("n"),
     func.count(_counted.id).filter(_counted.state == "assigned",
                                    _counted.expires_at <= bindparam("claim_now")).label("n_stale"),
-).where(_counted.study_id == bindparam("claim_study_id"), _counted.pair_id == bindparam("claim_pair_id")).subquery("claim")
+).where(_counted.study_id == bindparam("claim_study_id"), _counted.pair_id == bindparam("claim_pair_id")
+        ).group_by(_counted.pair_id).subquery("claim")  # one row: the trial itself is one of the pair's
 _PRESENT_COUNTED = (
     update(_trials)
-    .where(_trials.c.id == bindparam("trial_id"), _COUNTS_NOW.c.n_stale == 0,
+    .where(_trials.c.id == bindparam("trial_id"), _trials.c.pair_id == _COUNTS_NOW.c.pair_id, _COUNTS_NOW.c.n_stale == 0,
            _COUNTS_NOW.c.n < bindparam("claim_target"))
     .values(presented_at=bindparam("presented_at"), expires_at=bindparam("expires_at"),
             reserved=_COUNTS_NOW.c.n < bindparam("claim_last_slot"))
@@ -493,8 +495,9 @@ def next_trial(session: Session, participant: Participant, now: datetime, defaul
                study: Study | None = None) -> NextResult:
     """The participant's current trial (allocating as needed), or trial=None when finished.
 
-    `study`: the participant's study, if the caller loaded it fresh in the current transaction
-    (saves a query); otherwise it is read here. Raises FlowError(409) when the study is not open
+    `study`: the participant's study as of the current transaction, if the caller has it (saves a
+    query): loaded in it, or the snapshot of the version read in it (`study_at_version`; only its
+    columns are read); otherwise it is read here. Raises FlowError(409) when the study is not open
     or has no work left for this participant. Commits. Two simultaneous calls for one participant
     cannot fill a slot twice (unique live slot index); the loser retries.
     """
