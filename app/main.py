@@ -140,6 +140,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
 
     app.add_middleware(AdminShare, limit=settings.threads // 2)
+    app.add_middleware(media.CachedImages)  # inside the privacy headers, outside the admin layers
     app.add_middleware(PrivacyHeaders)
     app.add_middleware(RetryOnDisconnect)
     app.add_middleware(RequestGuard)

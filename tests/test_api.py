@@ -320,7 +320,7 @@ def test_a_rating_costs_few_queries(client, app, study_factory):
     statements: list[str] = []
 
     def count(_conn, _cursor, sql, *_args) -> None:
-        if sql.lstrip().split(None, 1)[0].upper() in ("SELECT", "INSERT", "UPDATE", "DELETE"):
+        if sql.lstrip().split(None, 1)[0].upper() in ("SELECT", "INSERT", "UPDATE", "DELETE", "WITH"):
             statements.append(sql)
 
     event.listen(app.state.engine, "before_cursor_execute", count)
@@ -329,7 +329,7 @@ def test_a_rating_costs_few_queries(client, app, study_factory):
         statements.clear()
         assert answer(client, token, t["trial"], 3).status_code == 200
         # A provisional trial (before the participant's first answer) also locks and recounts its pair.
-        assert len(statements) <= 6, statements
+        assert len(statements) <= 6, "\n".join(s[:90] for s in statements)
         assert answer(client, token, next_(client, token).json()["trial"], 3).status_code == 200
         t = next_(client, token).json()  # from now on the trials are reserved
         client.get(t["left"])
@@ -338,13 +338,15 @@ def test_a_rating_costs_few_queries(client, app, study_factory):
         assert statements == []
         assert answer(client, token, t["trial"], 3).status_code == 200
         # answer lookup with the participant, UPDATE, the pair's tally +1 (saves /next counting every
-        # rating), INSERT
-        assert len(statements) == 4, statements
+        # rating), INSERT; on PostgreSQL the last three are one statement (data-modifying CTEs)
+        postgres = app.state.engine.dialect.name == "postgresql"
+        assert len(statements) == (2 if postgres else 4), statements
         statements.clear()
         assert next_(client, token).status_code == 200  # allocates the next preload
-        # the participant with their study, their trials, the ranking, the pair's lock (PostgreSQL)
-        # and count, INSERT of the preload, UPDATE of the trial now shown
-        assert len(statements) <= 8, statements
+        # the participant with their study's version, their trials, the pair's lock (PostgreSQL)
+        # and count, the ranking with the INSERT of the preload, UPDATE of the trial now shown, the
+        # preload's image bytes (not cached yet)
+        assert len(statements) <= 7, statements
         statements.clear()
         assert next_(client, token).status_code == 200  # the same trials again: pairs are cached
         assert not any("FROM pairs" in s for s in statements), statements

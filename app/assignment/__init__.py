@@ -42,6 +42,7 @@ from app.assignment.errors import FlowError
 from app.assignment.pair_cache import (
     PairView,
     pair_views,
+    study_at_version,
     trial_image_tokens,
     trial_images,
 )
@@ -57,5 +58,5 @@ from app.assignment.signup import (
 __all__ = [
     "CROWD_ID_KEYS", "LOOKAHEAD", "MAX_EXTERNAL_IDS", "NO_WORK", "PERSON_KEYS", "AnswerResult", "FlowError",
     "NextResult", "PairView", "clean_external_ids", "create_participant", "hold_for", "make_plan",
-    "next_trial", "pair_views", "participant_id_of", "progress", "submit_answer", "trial_image_tokens", "trial_images",
+    "next_trial", "pair_views", "participant_id_of", "progress", "study_at_version", "submit_answer", "trial_image_tokens", "trial_images",
 ]

@@ -10,8 +10,8 @@ import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import (BigInteger, Integer, and_, bindparam, cast, func, insert, literal_column, null, or_, select,
-                        union_all, update)
+from sqlalchemy import (BigInteger, Integer, String, and_, bindparam, cast, false, func, insert, literal_column, null,
+                        or_, select, union_all, update)
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, aliased
 from sqlalchemy.orm.attributes import set_committed_value
@@ -21,7 +21,7 @@ from sqlalchemy.sql.elements import BindParameter
 from app.assignment.errors import FlowError
 from app.assignment.pair_cache import study_pairs
 from app.store.db import end_reads
-from app.store.models import Comparison, Pair, PairTally, Participant, Study, Trial
+from app.store.models import Comparison, Pair, PairTally, Participant, Study, Trial, with_values
 from app.statistics.scoring import swap_side
 
 LOOKAHEAD = 2  # trials held at once: the current one and the preloaded next one
@@ -113,6 +113,33 @@ _CLAIM_COUNTS = select(
 ).where(Trial.study_id == bindparam("study_id"), Trial.pair_id == bindparam("pair_id"))
 
 
+# `promote` of a trial not shown yet, its pair locked: `_CLAIM_COUNTS` and `_PRESENT` in one
+# UPDATE, done only when the pair has no stale holds and is under target (else no row comes back and
+# `promote` counts as before). It reserves the trial unless the pair is at its last open slot (see
+# `_Allocation._reservable`). Its own statement after the lock, so it counts what committed before
+# the lock was taken, as `_CLAIM_COUNTS` does. The parameters of the count are named "claim_*":
+# a parameter named like a column of trials would also be SET by the UPDATE.
+_counted = aliased(Trial)
+_COUNTS_NOW = select(
+    _counted.pair_id,
+    func.count(_counted.id).filter(
+        _counted.kind == "main",
+        or_(_counted.state == "answered", and_(_counted.state == "assigned", _counted.reserved.is_(True))),
+    ).label("n"),
+    func.count(_counted.id).filter(_counted.state == "assigned",
+                                   _counted.expires_at <= bindparam("claim_now")).label("n_stale"),
+).where(_counted.study_id == bindparam("claim_study_id"), _counted.pair_id == bindparam("claim_pair_id")
+        ).group_by(_counted.pair_id).subquery("claim")  # one row: the trial itself is one of the pair's
+_PRESENT_COUNTED = (
+    update(_trials)
+    .where(_trials.c.id == bindparam("trial_id"), _trials.c.pair_id == _COUNTS_NOW.c.pair_id, _COUNTS_NOW.c.n_stale == 0,
+           _COUNTS_NOW.c.n < bindparam("claim_target"))
+    .values(presented_at=bindparam("presented_at"), expires_at=bindparam("expires_at"),
+            reserved=_COUNTS_NOW.c.n < bindparam("claim_last_slot"))
+    .returning(_trials.c.reserved)
+)
+
+
 # New trials are written with Core statements on the session's connection, not through the unit
 # of work (which costs more CPU than the INSERT itself), then attached to the session as persistent.
 _INSERT_TRIAL = insert(_trials).returning(_trials.c.id)
@@ -124,6 +151,30 @@ _PRESENT = (update(_trials).where(_trials.c.id == bindparam("trial_id"))
 _PRESENT_RESERVED = _PRESENT.values(reserved=True)
 
 
+# A provisional main hold needs no claim (see `_Allocation`): it takes the best candidate as ranked,
+# so the ranking and the INSERT are one statement (one round trip; no row when no pair is left).
+# The study and participant parameters of the ranking are the trial's own; its `now` is the
+# trial's issue time. Typed parameters, no CAST: PostgreSQL's driver dialect types each parameter
+# itself (`%(x)s::INTEGER`), and SQLite would turn a CAST to a date-time type into a number.
+_best = _RANKED.limit(1).subquery("best")
+_INSERT_BEST = insert(_trials).from_select(
+    ["public_id", "study_id", "participant_id", "pair_id", "comparison_id", "position", "kind", "treatment_side",
+     "repeat_of_trial_id", "state", "issued_at", "presented_at", "expires_at", "reserved"],
+    select(bindparam("new_public_id", type_=String()),
+           bindparam("study_id", type_=Integer()),
+           bindparam("participant_id", type_=Integer()),
+           _best.c[0], _best.c[1],
+           bindparam("new_position", type_=Integer()),
+           literal_column("'main'", String()),
+           bindparam("new_treatment_side", type_=String()),
+           null(), literal_column("'assigned'", String()),
+           bindparam("now", type_=_trials.c.issued_at.type),
+           null(),
+           bindparam("new_expires_at", type_=_trials.c.expires_at.type),
+           false()),
+).returning(_trials.c.id, _trials.c.pair_id, _trials.c.comparison_id)
+
+
 def _insert_trial(session: Session, values: dict) -> Trial:
     """INSERT a trial (all columns but the id given) and return it as a persistent, loaded object."""
     return _attach(session, {"id": session.connection().execute(_INSERT_TRIAL, values).scalar_one(), **values})
@@ -132,15 +183,22 @@ def _insert_trial(session: Session, values: dict) -> Trial:
 def _attach(session: Session, values: dict) -> Trial:
     """The trial with these column values as a persistent object of `session`, loaded as if by a query
     (the session's own object for it, brought up to date, if it has one)."""
-    trial = session.identity_map.get(session.identity_key(Trial, values["id"]))
-    if trial is not None:
+    return attach(session, Trial, values)
+
+
+def attach(session: Session, cls: type, values: dict):
+    """The `cls` row with these column values (its primary key `id` among them) as a persistent
+    object of `session`, loaded as if by a query (the session's own object for it, brought up to
+    date, if it has one): what a Core statement read or wrote, without the ORM's per-query cost."""
+    obj = session.identity_map.get(session.identity_key(cls, values["id"]))
+    if obj is not None:
         for key, value in values.items():
-            set_committed_value(trial, key, value)
-        return trial
-    trial = Trial(**values)
-    make_transient_to_detached(trial)
-    session.add(trial)
-    return trial
+            set_committed_value(obj, key, value)
+        return obj
+    obj = with_values(cls, values)
+    make_transient_to_detached(obj)
+    session.add(obj)
+    return obj
 
 
 def _as_object(session: Session, trial) -> Trial:
@@ -231,14 +289,21 @@ class _Allocation:
             tried = {p for p, _ in first}
             yield from (pc for pc in self.main_candidates(salt) if pc[0] not in tried)
 
+    def _lock(self, pair_id: int) -> bool:
+        """Take `pair_id`'s row lock (PostgreSQL; SQLite's transactions hold the database lock
+        anyway): False when another request holds it right now (skipped, never waited for)."""
+        return not self.postgres or self.session.connection().scalar(_LOCK_PAIR, {"pair_id": pair_id}) is not None
+
     def _claim(self, pair_id: int) -> int | None:
         """Lock `pair_id` and count, against committed data, its answered and reserved main trials.
         None when another request holds the pair's lock right now (skipped, never waited for).
 
         A provisional hold changes no count that the target checks, so it needs no claim."""
+        return self._count_locked(pair_id) if self._lock(pair_id) else None
+
+    def _count_locked(self, pair_id: int) -> int:
+        """`_claim`'s count, the pair's lock taken."""
         conn = self.session.connection()
-        if self.postgres and conn.scalar(_LOCK_PAIR, {"pair_id": pair_id}) is None:
-            return None
         params = {"study_id": self.study.id, "pair_id": pair_id, "now": self.now}
         n, n_stale = conn.execute(_CLAIM_COUNTS, params).one()
         if n_stale:
@@ -266,9 +331,11 @@ class _Allocation:
         It stays provisional (True) when the pair is at its last open slot (`_reservable`) or another
         request is allocating the pair right now: its answer is then checked against the target
         (`answers.submit_answer`)."""
-        n = self._claim(trial.pair_id)
-        if n is None:
+        if not self._lock(trial.pair_id):
             return True
+        if trial.presented_at is None and self._present_counted(trial):
+            return True
+        n = self._count_locked(trial.pair_id)
         if self._reservable(n):
             if trial.presented_at is None:
                 self.reserve_on_present = True  # in `_present`'s UPDATE: one statement less
@@ -276,6 +343,37 @@ class _Allocation:
                 self.session.connection().execute(_RESERVE, {"trial_id": trial.id})
             set_committed_value(trial, "reserved", True)
         return n < self.study.ratings_per_pair
+
+    def _present_counted(self, trial: Trial) -> bool:
+        """The usual case of `promote` for a trial not shown yet, in one statement after the lock
+        (`_PRESENT_COUNTED`): when its pair has no stale holds and is under target, show the trial
+        now (as `_present` would) and reserve it unless the pair is at its last open slot. False
+        when nothing was done (stale holds to expire, or the pair is full): `promote` goes on."""
+        expires_at = max(trial.expires_at, self.now + self.hold)
+        reserved = self.session.connection().scalar(_PRESENT_COUNTED, {
+            "trial_id": trial.id, "presented_at": self.now, "expires_at": expires_at, "claim_now": self.now,
+            "claim_study_id": self.study.id, "claim_pair_id": trial.pair_id,
+            "claim_target": self.study.ratings_per_pair, "claim_last_slot": self.study.ratings_per_pair - 1})
+        if reserved is None:
+            return False
+        set_committed_value(trial, "presented_at", self.now)
+        set_committed_value(trial, "expires_at", expires_at)
+        set_committed_value(trial, "reserved", bool(reserved))
+        return True
+
+    def _insert_best(self, position: int, side: str, salt: int) -> Trial | None:
+        """A provisional main trial on the best candidate pair (`_INSERT_BEST`), or None."""
+        values = _new_trial(self.study, self.participant, position, "main", None, None, side, self.now, self.hold)
+        params = {"study_id": self.study.id, "participant_id": self.participant.id, "now": self.now,
+                  "target": self.study.ratings_per_pair, "salt": salt, "new_public_id": values["public_id"],
+                  "new_position": position, "new_treatment_side": side, "new_expires_at": values["expires_at"]}
+        row = self.session.connection().execute(_INSERT_BEST, params).first()
+        if row is None:
+            return None
+        trial = _attach(self.session, {**values, "id": row[0], "pair_id": row[1], "comparison_id": row[2],
+                                       "reserved": False})
+        self.trials.append(trial)
+        return trial
 
     def allocate(self, position: int, reserve: bool = True) -> Trial | None:
         """A trial for plan slot `position`, or None when the slot cannot be filled (skip it).
@@ -288,6 +386,8 @@ class _Allocation:
         trial = None
         if kind == "main" and self.closed:
             pass  # the study closed under this participant: the slot is skipped
+        elif kind == "main" and not reserve:
+            return self._insert_best(position, side, rng.randrange(2**31))
         elif kind == "main":
             for pair_id, comparison_id in self._ranked(rng.randrange(2**31)):
                 n = self._claim(pair_id) if reserve else 0
@@ -395,8 +495,9 @@ def next_trial(session: Session, participant: Participant, now: datetime, defaul
                study: Study | None = None) -> NextResult:
     """The participant's current trial (allocating as needed), or trial=None when finished.
 
-    `study`: the participant's study, if the caller loaded it fresh in the current transaction
-    (saves a query); otherwise it is read here. Raises FlowError(409) when the study is not open
+    `study`: the participant's study as of the current transaction, if the caller has it (saves a
+    query): loaded in it, or the snapshot of the version read in it (`study_at_version`; only its
+    columns are read); otherwise it is read here. Raises FlowError(409) when the study is not open
     or has no work left for this participant. Commits. Two simultaneous calls for one participant
     cannot fill a slot twice (unique live slot index); the loser retries.
     """

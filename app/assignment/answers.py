@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Integer, bindparam, func, insert, literal_column, select, update
+from sqlalchemy import Integer, String, bindparam, cast, func, insert, literal_column, select, update
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
@@ -17,9 +17,10 @@ from sqlalchemy.orm import Session, aliased
 from app.assignment.allocation import committed
 from app.assignment.errors import FlowError
 from app.store.db import end_reads
-from app.store.models import Pair, PairTally, Participant, Rating, Study, Trial
+from app.store.models import Pair, PairTally, Participant, Rating, Study, Trial, with_values
 from app.statistics.criteria import criterion_keys, ordered_criteria, primary_criterion
 from app.statistics.scoring import CHOICES, score_from_choice
+from app.studies.comparing import COMPARE_COLUMNS
 
 
 @dataclass
@@ -120,6 +121,49 @@ def _count_answer(dialect_insert):
 
 
 _COUNT_ANSWER = {"postgresql": _count_answer(postgresql_insert), "sqlite": _count_answer(sqlite_insert)}
+
+_ratings = Rating.__table__
+# Every column of a rating row but its id and trial (the compare columns NULL when not sent, as
+# when they are left out of the INSERT: they have no default).
+_RATING_VALUES = ("request_id", "criterion", "is_primary", "study_version", "choice", "score", "treatment_side",
+                  "response_ms", "client_response_ms", "too_fast", "answered_at", *COMPARE_COLUMNS)
+
+
+def _answer_in_one(count: bool):
+    """PostgreSQL: `_ANSWER`, `_COUNT_ANSWER` (`count`: a main trial) and `_INSERT_RATING` of a
+    one-row answer as one statement, one round trip instead of three. The conditional UPDATE is a
+    CTE whose RETURNING row (none when the trial is no longer assigned or its hold ran out) feeds
+    the tally upsert and the rating INSERT, so they happen exactly when the trial moves, in the
+    same transaction, as before: the INSERT's row count says whether the answer won."""
+    won = (update(_trials)
+           .where(_trials.c.id == bindparam("trial_id"), _trials.c.state == "assigned",
+                  _trials.c.expires_at > bindparam("now"))
+           .values(state="answered")
+           .returning(_trials.c.id, _trials.c.study_id, _trials.c.pair_id)
+           .cte("won"))
+    stmt = insert(_ratings).from_select(
+        ["trial_id", *_RATING_VALUES],
+        # Typed casts: a NULL parameter in a SELECT list would otherwise be taken for text. No
+        # length on text (a cast to VARCHAR(n) would cut a longer value instead of refusing it).
+        # The parameters are named "rating_<column>": a parameter named like a column of trials
+        # would also be SET by the UPDATE (SQLAlchemy adds SET clauses for such names).
+        select(won.c.id, *(cast(bindparam(f"rating_{c}", type_=_ratings.c[c].type),
+                                String() if isinstance(_ratings.c[c].type, String) else _ratings.c[c].type)
+                           for c in _RATING_VALUES)),
+    )
+    if count:
+        tally = (postgresql_insert(_tallies)
+                 .from_select(["study_id", "pair_id", "answered"],
+                              select(won.c.study_id, won.c.pair_id, literal_column("1", Integer)))
+                 .on_conflict_do_update(index_elements=[_tallies.c.study_id, _tallies.c.pair_id],
+                                        set_={"answered": _tallies.c.answered + 1}))
+        stmt = stmt.add_cte(tally.cte("counted"))
+    # The INSERT's row count is the answer's outcome: SQLAlchemy keeps it only for UPDATE and
+    # DELETE unless asked (else -1, which would read as a win).
+    return stmt.execution_options(preserve_rowcount=True)
+
+
+_ANSWER_IN_ONE = {True: _answer_in_one(True), False: _answer_in_one(False)}
 
 
 def _forget(session: Session, trial_id: int) -> None:
@@ -299,12 +343,6 @@ def _store(session: Session, participant: Participant | str, public_id: str, cho
         session.commit()
         _forget(session, trial_id)
         raise FlowError(409, PAIR_FULL, "pair_full")
-    won = conn.execute(_ANSWER, {"trial_id": trial_id, "now": now}).rowcount
-    if not won:
-        # A concurrent request answered it (maybe this very request_id) or it just expired.
-        raise _TryReplay(answered_or_expired, participant_id)
-    if trial.kind == "main":  # in this transaction, so the tally moves exactly when the trial does
-        conn.execute(_COUNT_ANSWER[conn.dialect.name], {"study_id": trial.study_id, "pair_id": trial.pair_id})
     shared = dict(
         trial_id=trial.id,
         request_id=request_id,
@@ -321,8 +359,21 @@ def _store(session: Session, participant: Participant | str, public_id: str, cho
     rows = [dict(shared, criterion=key, is_primary=key == primary, choice=c,
                  score=score_from_choice(c, trial.treatment_side)) for key, c in criteria]
     values = rows[0]
+    in_one = conn.dialect.name == "postgresql" and len(rows) == 1
     try:
-        conn.execute(_INSERT_RATING, rows if len(rows) > 1 else values)
+        if in_one:
+            won = conn.execute(_ANSWER_IN_ONE[trial.kind == "main"],
+                               {"trial_id": trial_id, "now": now,
+                                **{f"rating_{c}": values.get(c) for c in _RATING_VALUES}}).rowcount
+        else:
+            won = conn.execute(_ANSWER, {"trial_id": trial_id, "now": now}).rowcount
+        if not won:
+            # A concurrent request answered it (maybe this very request_id) or it just expired.
+            raise _TryReplay(answered_or_expired, participant_id)
+        if not in_one:
+            if trial.kind == "main":  # in this transaction, so the tally moves exactly when the trial does
+                conn.execute(_COUNT_ANSWER[conn.dialect.name], {"study_id": trial.study_id, "pair_id": trial.pair_id})
+            conn.execute(_INSERT_RATING, rows if len(rows) > 1 else values)
         session.commit()
     except IntegrityError:
         session.rollback()
@@ -330,5 +381,5 @@ def _store(session: Session, participant: Participant | str, public_id: str, cho
                          participant_id) from None
     _forget(session, trial_id)
     # What the route reports back (not attached to the session: the row is already stored).
-    return AnswerResult(Rating(**values), True, trial.public_id, bool(found.auto_close), trial.study_id,
+    return AnswerResult(with_values(Rating, values), True, trial.public_id, bool(found.auto_close), trial.study_id,
                         bool(found.monitoring_close), dict(criteria))

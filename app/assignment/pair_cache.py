@@ -7,9 +7,14 @@ with its `version` (see `app.studies.config`). So
 - `pair_views` is keyed by (database URL, pair id): a pair's view never goes stale. A miss loads
   the views of every pair of the missing pairs' pair sets at once (one query per pair set and
   process), so a process warms up after its first trial of each pair set.
+- `study_at_version` is keyed by (database URL, study id, study version): every edit of a study
+  (`app.studies.config.update_study`, state changes included) bumps its version, so a study's
+  row at one version never changes. The participant path reads the version in the round trip that
+  finds the participant and takes the rest of the study's config from here, instead of loading
+  every column of the study (and decoding its JSON) on every request.
 Entries are never refreshed; each cache is simply emptied when it outgrows its bound. Code that
-ever rewrites pairs, images or a study's comparisons without bumping the version must call
-`clear()` (in every serving process).
+ever rewrites pairs, images or a study's comparisons or config without bumping the version must
+call `clear()` (in every serving process).
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session, aliased
+from sqlalchemy.orm.session import make_transient_to_detached
 
 from app.statistics.criteria import gold_target, gold_targets
 from app.store.models import Comparison, Image, Pair, Study, Trial
@@ -66,9 +72,33 @@ def database_key(session: Session) -> str:
 
 
 def clear() -> None:
-    """Empty both caches (this process only)."""
+    """Empty the caches (this process only)."""
     _STUDY_PAIRS.clear()
     _PAIR_VIEWS.clear()
+    _STUDIES.clear()
+
+
+_STUDIES: dict[tuple[str, int, int], Study] = {}
+_STUDIES_MAX = 256
+_studies = Study.__table__
+_STUDY_ROW = select(_studies).where(_studies.c.id == bindparam("study_id"))
+
+
+def study_at_version(session: Session, study_id: int, version: int) -> Study:
+    """Study `study_id` as it is at `version` (the caller read the version in its own transaction):
+    a detached, read-only snapshot shared by every request of this process (column attributes
+    only: its relationships are not loaded, and touching one raises). A miss reads the row; if
+    the study was edited since the caller read `version`, that newer row is returned."""
+    key = (database_key(session), study_id, version)
+    study = _STUDIES.get(key)
+    if study is None:
+        row = session.connection().execute(_STUDY_ROW, {"study_id": study_id}).one()
+        study = Study(**row._mapping)
+        make_transient_to_detached(study)
+        if len(_STUDIES) >= _STUDIES_MAX:
+            _STUDIES.clear()
+        _STUDIES[(key[0], study_id, study.version)] = study
+    return study
 
 
 def study_pairs(session: Session, study: Study) -> list[tuple[int, int, bool]]:

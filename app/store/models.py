@@ -29,7 +29,8 @@ from sqlalchemy import (
     text,
     true,
 )
-from sqlalchemy.orm import DeclarativeBase, Mapped, deferred, mapped_column, relationship
+from sqlalchemy.orm import DeclarativeBase, Mapped, configure_mappers, deferred, mapped_column, relationship
+from sqlalchemy.orm.attributes import instance_state
 from sqlalchemy.types import TypeDecorator
 
 
@@ -59,6 +60,22 @@ class UTCDateTime(TypeDecorator[datetime]):
 
 class Base(DeclarativeBase):
     type_annotation_map = {datetime: UTCDateTime(), dict[str, Any]: JSON, list[Any]: JSON}
+
+
+_mappers_configured = False
+
+
+def with_values(cls: type, values: dict[str, Any]):
+    """A new (transient) `cls` holding the column `values`, put in place as the ORM's own loading
+    does: the constructor would run an attribute event per column, which on the participant path
+    costs more than the statement that wrote the row."""
+    global _mappers_configured
+    if not _mappers_configured:  # the constructor would configure them; a first object may come before any query
+        configure_mappers()
+        _mappers_configured = True
+    obj = cls._sa_class_manager.new_instance()
+    instance_state(obj).dict.update(values)
+    return obj
 
 
 STUDY_STATES = ("draft", "open", "closed", "archived")
