@@ -17,10 +17,9 @@ from sqlalchemy.orm import Session, aliased
 from app.assignment.allocation import committed
 from app.assignment.errors import FlowError
 from app.store.db import end_reads
-from app.store.models import Pair, PairTally, Participant, Rating, Study, Trial, with_values
+from app.store.models import COMPARE_COLUMNS, Pair, PairTally, Participant, Rating, Study, Trial, with_values
 from app.statistics.criteria import criterion_keys, ordered_criteria, primary_criterion
 from app.statistics.scoring import CHOICES, score_from_choice
-from app.studies.comparing import COMPARE_COLUMNS
 
 
 @dataclass

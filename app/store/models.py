@@ -311,6 +311,10 @@ class PairTally(Base):
     answered: Mapped[int] = mapped_column(Integer, default=0)
 
 
+# The Rating columns of how the participant compared (exported last; app.studies.comparing).
+COMPARE_COLUMNS = ("used_zoom", "used_flicker", "max_zoom", "compare_view_ms", "flicker_ms", "unlock_ms")
+
+
 class Rating(Base):
     """One answer to one criterion of a trial (issue 24: a trial of a study with several questions
     has one row per criterion, all written by one request in one transaction). `is_primary` marks

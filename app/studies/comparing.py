@@ -14,7 +14,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-COMPARE_COLUMNS = ("used_zoom", "used_flicker", "max_zoom", "compare_view_ms", "flicker_ms", "unlock_ms")
+from app.store.models import COMPARE_COLUMNS  # noqa: F401  (the columns live with the model)
+
 _DAY_MS = 86_400_000
 
 
