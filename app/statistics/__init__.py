@@ -34,7 +34,8 @@ No torch, no database: usable from the app, the command line and tests alike.
 
 Modules, one job each: `rows` (rows -> arrays), `estimates` (distribution, point estimates,
 independent-votes intervals), `robust` (headline intervals), `bootstrap` (crossed bootstrap),
-`significance` (tests), `offline` (export files, no database), `quality` (quality control), `exclusions` (the rules' one schema and
+`significance` (tests), `offline` (export files, no database), `quality` (quality control), `agreement` (do a
+participant's answers follow the other raters? the crowd-review check), `exclusions` (the rules' one schema and
 their application), `jsonsafe` (JSON-ready numbers), `results` (`compute_statistics`).
 """
 
