@@ -33,6 +33,7 @@ from app.assignment.allocation import (
     LOOKAHEAD,
     NO_WORK,
     NextResult,
+    attach,
     hold_for,
     next_trial,
     progress,
@@ -57,6 +58,7 @@ from app.assignment.signup import (
 
 __all__ = [
     "CROWD_ID_KEYS", "LOOKAHEAD", "MAX_EXTERNAL_IDS", "NO_WORK", "PERSON_KEYS", "AnswerResult", "FlowError",
-    "NextResult", "PairView", "clean_external_ids", "create_participant", "hold_for", "make_plan",
-    "next_trial", "pair_views", "participant_id_of", "progress", "study_at_version", "submit_answer", "trial_image_tokens", "trial_images",
+    "NextResult", "PairView", "attach", "clean_external_ids", "create_participant", "hold_for", "make_plan",
+    "next_trial", "pair_views", "participant_id_of", "progress", "study_at_version", "submit_answer",
+    "trial_image_tokens", "trial_images",
 ]

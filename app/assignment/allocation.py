@@ -177,13 +177,7 @@ _INSERT_BEST = insert(_trials).from_select(
 
 def _insert_trial(session: Session, values: dict) -> Trial:
     """INSERT a trial (all columns but the id given) and return it as a persistent, loaded object."""
-    return _attach(session, {"id": session.connection().execute(_INSERT_TRIAL, values).scalar_one(), **values})
-
-
-def _attach(session: Session, values: dict) -> Trial:
-    """The trial with these column values as a persistent object of `session`, loaded as if by a query
-    (the session's own object for it, brought up to date, if it has one)."""
-    return attach(session, Trial, values)
+    return attach(session, Trial, {"id": session.connection().execute(_INSERT_TRIAL, values).scalar_one(), **values})
 
 
 def attach(session: Session, cls: type, values: dict):
@@ -203,7 +197,7 @@ def attach(session: Session, cls: type, values: dict):
 
 def _as_object(session: Session, trial) -> Trial:
     """`trial` (a Trial, or one of `_OWN_TRIALS`' rows) as a Trial of `session`."""
-    return trial if isinstance(trial, Trial) else _attach(session, dict(trial._mapping))
+    return trial if isinstance(trial, Trial) else attach(session, Trial, dict(trial._mapping))
 
 
 def _present(session: Session, trial: Trial, now: datetime, hold: timedelta, reserve: bool = False) -> None:
@@ -370,7 +364,7 @@ class _Allocation:
         row = self.session.connection().execute(_INSERT_BEST, params).first()
         if row is None:
             return None
-        trial = _attach(self.session, {**values, "id": row[0], "pair_id": row[1], "comparison_id": row[2],
+        trial = attach(self.session, Trial, {**values, "id": row[0], "pair_id": row[1], "comparison_id": row[2],
                                        "reserved": False})
         self.trials.append(trial)
         return trial

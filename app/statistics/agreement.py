@@ -58,9 +58,12 @@ def crowd_agreement(r: Ratings, crowd: np.ndarray | None = None) -> dict[str, di
     by_person = np.zeros((max(r.participants.size, 1), k))
     np.add.at(by_person, (r.participant[crowd], cat[crowd]), 1.0)
     overall = counts.sum(axis=0)
+    real = np.flatnonzero(mask)
+    real = real[np.argsort(r.participant[real], kind="stable")]  # each participant's real ratings together
+    bounds = np.searchsorted(r.participant[real], np.arange(r.participants.size + 1))
     out: dict[str, dict[str, Any]] = {}
     for code, label in enumerate(r.participants):
-        mine = np.flatnonzero(mask & (r.participant == code))
+        mine = real[bounds[code]:bounds[code + 1]]
         others = counts[r.pair[mine]].copy()  # (trials, 5)
         own = crowd[mine]
         others[own, cat[mine][own]] -= 1.0  # leave their own rating out

@@ -21,10 +21,10 @@ from app.web.deps import SessionDep, SettingsDep
 from app.web.monitoring_stop import check_after_answer
 from app.web.routes.media import prefetch
 from app.studies.lifecycle import close_if_complete
-from app.assignment.allocation import attach
 from app.assignment import (
     CROWD_ID_KEYS,
     FlowError,
+    attach,
     create_participant,
     next_trial,
     pair_views,
