@@ -701,9 +701,10 @@ def test_a_bot_passing_gold_and_repeats_but_random_on_real_pairs_is_never_approv
     from app.store.models import Pair
 
     rules = {"fail_gold": True, "straight_lining": True, "min_consistency": 0.5, "max_side_bias": 0.9}
-    # 20 real pairs each: with 10, people who answer like the others reach the evidence about a
-    # third of the time (tests/test_agreement.py); a random answerer never does.
-    study = study_factory([_unique_pair_set(tmp_path, session, 40)], pairs_per_participant=20, gold_rate=0.2,
+    # 40 real pairs each. The bots are a third of the crowd and blur its answers, so with 20 real
+    # pairs a random answerer still reached the evidence about 1.5% of the time (one of 10 bots in
+    # one CI run); with 40, 0.3% (simulated: 2 of 600), and people 99.8%.
+    study = study_factory([_unique_pair_set(tmp_path, session, 60)], pairs_per_participant=40, gold_rate=0.2,
                           repeats=2, ratings_per_pair=100, min_response_ms=0, exclusion_rules=rules)
     slug = study.slug
     rng = random.Random(7)  # each pair shows one method visibly better, as real pairs often do
