@@ -63,10 +63,11 @@ OFFSETS = (-0.2, 0.0, 0.2)
 T_SLIGHT, T_STRONG = 0.5, 1.5
 # method: (cluster weights, df rule, interval scale); scale "report" = the report's per estimate (robust.SCALE)
 METHODS = {"OLD": ("cr1", "classic", "symmetric"), "CR2-MIN": ("cr2", "min", "symmetric"),
-           "REPORT": ("cr2", robust.DF_RULE, "report")}
+           "BM-ASIN": ("cr2", "min-working", "report", "bm"), "REPORT": ("cr2", robust.DF_RULE, "report")}
 CHOSEN = "REPORT"
 # --explore: the candidates issue 23 measured beside the report's (docs/statistics.md)
-CANDIDATES = {"MINW-SYM": ("cr2", "min-working", "symmetric"), "MINW-ASIN": ("cr2", "min-working", "asin"),
+CANDIDATES = {"HALF-T": ("cr2", "min-working", "report", "half"),
+              "MINW-SYM": ("cr2", "min-working", "symmetric"), "MINW-ASIN": ("cr2", "min-working", "asin"),
               "PSAT-ASIN": ("cr2", "participant-satterthwaite", "asin"),
               "PSAT-SYM": ("cr2", "participant-satterthwaite", "symmetric"), "CR2-SATT": ("cr2", "satterthwaite", "symmetric")}
 EXPLORE = False
@@ -196,10 +197,11 @@ def analyse(d: dict[str, np.ndarray], s: Scenario) -> dict:
             theta, p_p, p_q, p_pq, _, _ = robust._parts(aa, bb, pp, qq, ss, adjust)
             b2 = bb.sum() ** 2
             n_p, n_q = np.unique(pp).size, np.unique(qq).size
-            for method, (adj, rule, scale) in methods.items():
+            for method, (adj, rule, scale, *src) in methods.items():
                 if adj != adjust or (method == "OLD" and name != "win_rate"):
                     continue
-                v, df = robust.combine(p_p.v / b2, p_q.v / b2, p_pq.v / b2, p_p.df, p_q.df, rule,
+                source = src[0] if src else ("t" if method == CHOSEN else "bm")
+                v, df = robust.combine(p_p.v / b2, p_q.v / b2, p_pq.v / b2, p_p.df_of(source), p_q.df_of(source), rule,
                                        classic=(np.array([n_p - 1.0]), np.array([max(n_q - s.n_strata, 1.0)])),
                                        e=(p_p.e, p_q.e, p_pq.e))
                 lo, hi = _interval(theta, v[0], df[0], name, scale)
@@ -208,11 +210,13 @@ def analyse(d: dict[str, np.ndarray], s: Scenario) -> dict:
             pool = robust.prompt_pool(aa, bb, pp, qq, ss)
             for h in range(s.n_strata):
                 m = ss == h
-                kinds = [("pooled", pool, robust.DF_RULE, "report"), ("own", None, robust.DF_RULE, "report"),
-                         ("pooled-min-sym", pool, "min", "symmetric")]
-                for kind, pl, rule, scale in kinds:
+                kinds = [("pooled", pool, robust.DF_RULE, "report", robust.DF_SOURCE),
+                         ("pooled-min-sym", pool, "min", "symmetric", "bm")]
+                if EXPLORE:
+                    kinds.append(("own", None, robust.DF_RULE, "report", robust.DF_SOURCE))
+                for kind, pl, rule, scale, source in kinds:
                     est = robust.two_way(aa[m], bb[m], pp[m], qq[m], ss[m], pool=pl, df_rule=rule,
-                                         pool_stratum=str(h) if pl is not None else None)
+                                         pool_stratum=str(h) if pl is not None else None, df_source=source)
                     th = math.nan if est.theta is None else est.theta
                     lo, hi = _interval(th, est.v or math.nan, est.df or math.nan, name, scale)
                     out[(kind, h, name)] = (th, lo, hi)
@@ -221,12 +225,21 @@ def analyse(d: dict[str, np.ndarray], s: Scenario) -> dict:
         est_m = robust.two_way(*robust.ratio_parts(score)["mean_score"], part, prompt, stratum)
         out["p"] = {"win-rate t test (report)": robust.t_test(est_w, 0.5)["p_value"],
                     "mean-score t test (report)": robust.t_test(est_m, 0.0, "mean_score")["p_value"]}
+        for label, (a, b), null, name in (("win-rate t test, BM-ASIN (before)", robust.ratio_parts(score)["win_rate"], 0.5,
+                                           "win_rate"),
+                                          ("mean-score t test, BM-ASIN (before)", robust.ratio_parts(score)["mean_score"],
+                                           0.0, "mean_score")):
+            est = robust.two_way(a, b, part, prompt, stratum, df_source="bm")
+            out["p"][label] = robust.t_test(est, null, name)["p_value"]
+            if EXPLORE:
+                est = robust.two_way(a, b, part, prompt, stratum, df_source="half")
+                out["p"][label.replace("BM-ASIN (before)", "HALF-T candidate")] = robust.t_test(est, null, name)["p_value"]
         if EXPLORE:  # the rejected candidate that raises the df (participant-satterthwaite), same scale
             for label, (a, b), null, name in (("win-rate t test, PSAT-ASIN candidate", robust.ratio_parts(score)["win_rate"],
                                                0.5, "win_rate"),
                                               ("mean-score t test, PSAT-ASIN candidate",
                                                robust.ratio_parts(score)["mean_score"], 0.0, "mean_score")):
-                est = robust.two_way(a, b, part, prompt, stratum, df_rule="participant-satterthwaite")
+                est = robust.two_way(a, b, part, prompt, stratum, df_rule="participant-satterthwaite", df_source="bm")
                 out["p"][label] = robust.t_test(est, null, name)["p_value"]
         old = independent_vote_tests(score, prompt)
         out["p"].update({f"{k} (not shown)": v for k, v in old.items()})
@@ -353,7 +366,10 @@ def main() -> None:
         cells = []
         for n in ESTIMATES:
             for kind in ("pooled", "own", "pooled-min-sym"):
-                rows = r["strata"][(kind, n)]
+                rows = r["strata"].get((kind, n))
+                if rows is None:  # "own" only with --explore
+                    cells.append("-")
+                    continue
                 worst.setdefault(kind, []).extend(rows)
                 cells.append(_band(rows))
         print(f"| {s.name} | " + " | ".join(cells) + " |")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from scipy import special
 from scipy import stats as sps
 
 from app import statistics as st
@@ -12,13 +13,36 @@ from app.statistics.simulation import SimulatedStudy, simulate_rows
 from tests.test_statistics import row
 
 
-def by_hand(a, b, participant, prompt, stratum):
-    """V_P + V_Q - V_PQ with plain loops and dense matrices: CR2 weights and Bell-McCaffrey df.
+def t_df_by_brute_force(ns, ws, ds, blocks, draws=200_000, seed=5):
+    """The working-model df of one factor's t statistic, by plain simulation: u_g ~ N(0, w_g),
+    t = sum(u) / sqrt(sum d_g (u_g - h_g U_block)^2), df of the t distribution with the same 95% quantile
+    of |t| (the module integrates sum(u) out exactly and uses 512 fixed draws)."""
+    rng = np.random.default_rng(seed)
+    ns, ws, ds, blocks = (np.asarray(x) for x in (ns, ws, ds, blocks))
+    u = rng.standard_normal((draws, ns.size)) * np.sqrt(ws)
+    v = np.zeros(draws)
+    for h in set(blocks.tolist()):
+        m = blocks == h
+        hh = ns[m] / ns[m].sum()
+        r = u[:, m] - np.outer(u[:, m].sum(axis=1), hh)
+        v += (ds[m] * r * r).sum(axis=1)
+    c = np.quantile(np.abs(u.sum(axis=1)) / np.sqrt(v), 0.95)
+    return float(special.stdtridf(0.975, c))
+
+
+def crit(df):
+    """The 97.5% t quantile: what a df changes in an interval."""
+    return float(sps.t.ppf(0.975, df))
+
+
+def by_hand(a, b, participant, prompt, stratum, df_source="bm"):
+    """V_P + V_Q - V_PQ with plain loops and dense matrices: CR2 weights and the df.
 
     Per factor and block (stratum): residual totals r_g about the block's own ratio, weights n_g,
     working variances w_g = n_g + rho n_g^2 (rho by moments), h_g = n_g / N, d_g = w_g / E[r_g^2]
-    with E[r_g^2] = w_g (1 - 2 h_g) + h_g^2 sum(w); df = tr(AW)^2 / tr(AWAW) with
-    A = (I - 1h') D (I - h1') built as a dense matrix (the module uses a closed form).
+    with E[r_g^2] = w_g (1 - 2 h_g) + h_g^2 sum(w); Bell-McCaffrey df = tr(AW)^2 / tr(AWAW) with
+    A = (I - 1h') D (I - h1') built as a dense matrix (the module uses a closed form); with
+    df_source "t" each factor's df is its t statistic's, by brute-force simulation.
     """
     theta = sum(a) / sum(b)
     strata = sorted(set(stratum))
@@ -47,19 +71,27 @@ def by_hand(a, b, participant, prompt, stratum):
                 raw += sum(r[k] ** 2 for k in ks)
             rho = max((raw - sigma2 * k1) / k2, 0.0) / sigma2
         v, e, q = 0.0, 0.0, 0.0
-        for ks in groups.values():
+        all_n, all_w, all_d, all_blk = [], [], [], []
+        for h in set(blk.values()):
+            ks = [k for k in r if blk[k] == h]
             nn = np.array([n[k] for k in ks])
             rr = np.array([r[k] for k in ks])
             w = nn + rho * nn**2
             hh = nn / nn.sum()
-            d = w / (w * (1 - 2 * hh) + hh**2 * w.sum())
+            d = w / (w * (1 - 2 * hh) + hh**2 * w.sum()) if len(ks) > 1 else np.zeros(1)
+            all_n += nn.tolist(); all_w += w.tolist(); all_d += d.tolist(); all_blk += [h] * len(ks)
+            if len(ks) < 2:  # a block with one cluster: counts in sum(u), not in the variance
+                continue
             v += float((d * rr**2).sum())
             one = np.ones(len(ks))
             amat = (np.eye(len(ks)) - np.outer(one, hh)) @ np.diag(d) @ (np.eye(len(ks)) - np.outer(hh, one))
             aw = amat @ np.diag(w)
             e += np.trace(aw)
             q += np.trace(aw @ aw)
-        return v, e * e / q, e
+        df = e * e / q
+        if with_rho and df_source == "t":
+            df = t_df_by_brute_force(all_n, all_w, all_d, all_blk)
+        return v, df, e
 
     b2 = sum(b) ** 2
     v_p, df_p, e_p = part(participant, [0] * len(a), lambda h: theta, True)
@@ -95,7 +127,16 @@ def test_robust_variance_matches_a_hand_computation():
         t_hand, v_hand, df_hand = by_hand(a[keep].tolist(), b[keep].tolist(), participant[keep].tolist(),
                                           prompt[keep].tolist(), stratum[keep].tolist())
         assert theta == pytest.approx(t_hand) and v == pytest.approx(v_hand, rel=1e-9)
-        assert df == pytest.approx(df_hand, rel=1e-9) and 1 <= df
+        # Bell-McCaffrey's df exactly (closed form against dense matrices) ...
+        _, p_p, p_q, p_pq, _, _ = robust._parts(a[keep], b[keep], participant[keep], prompt[keep], stratum[keep], "cr2")
+        e = (p_p.e, p_q.e, p_pq.e)
+        _, df_bm = robust.combine(p_p.v, p_q.v, p_pq.v, p_p.df_bm, p_q.df_bm, e=e)
+        assert df_bm[0] == pytest.approx(df_hand, rel=1e-9)
+        # ... and the report's, each factor's t statistic's df, against a brute-force simulation
+        # (200,000 draws against the module's exact integral over 512 fixed draws).
+        _, _, df_t_hand = by_hand(a[keep].tolist(), b[keep].tolist(), participant[keep].tolist(),
+                                  prompt[keep].tolist(), stratum[keep].tolist(), df_source="t")
+        assert crit(df) == pytest.approx(crit(df_t_hand), rel=0.015) and 1 <= df
     out = robust.robust_intervals(scores, participant, prompt, stratum)
     win = out["win_rate"]
     assert (win["ci_low"], win["ci_high"]) == tuple(pytest.approx(x) for x in asin_interval(win["estimate"], win["se"],
@@ -122,7 +163,30 @@ def test_heavy_raters_get_fewer_degrees_of_freedom_and_a_larger_weight():
     balanced = np.repeat(np.arange(40), 20)
     _, parts = robust.variance_parts(*robust.ratio_parts(scores[: balanced.size])["mean_score"], balanced,
                                      prompt[: balanced.size], np.zeros(balanced.size))
-    assert parts[0][1] == pytest.approx(39)
+    assert parts[0][1] == pytest.approx(39, rel=0.03)  # equal clusters: t(G - 1) exactly, up to the draws
+
+
+@pytest.mark.parametrize("counts", [np.maximum(np.round(60 / np.arange(1, 13)), 3),  # 12 Zipf raters
+                                    np.r_[np.full(5, 105.0), np.full(35, 10.0)],  # 5 of 40 give 60%
+                                    np.full(6, 20.0)])
+@pytest.mark.parametrize("rho", [0.0, 0.3])
+def test_each_factors_df_is_its_t_statistics_under_the_working_model(counts, rho):
+    """Issue 23: with unequal clusters the estimate and the variance move together (a rater who gives a
+    third of the votes moves both), so |t| has lighter tails than t(Bell-McCaffrey df): 12 Zipf raters
+    had df 2.4 and covered 0.98-0.99. The df is the working-model t statistic's, checked against a
+    brute-force simulation of that t; equal clusters keep G - 1."""
+    counts = np.asarray(counts, dtype=float)
+    g = counts.size
+    part = robust.cluster_part(np.zeros(g), counts, np.zeros(g, dtype=int), None, 1, rho, t_df=True)
+    w = counts + rho * counts**2
+    h = counts / counts.sum()
+    d = w / (w * (1 - 2 * h) + h * h * w.sum())
+    brute = t_df_by_brute_force(counts, w, d, np.zeros(g, dtype=int))
+    assert crit(part.df[0]) == pytest.approx(crit(brute), rel=0.01)  # the interval's width within 1%
+    if np.ptp(counts) == 0:
+        assert part.df[0] == pytest.approx(g - 1, rel=0.03) and part.df_bm[0] == pytest.approx(g - 1)
+    elif rho > 0:  # unequal clusters with participant effects: more df than Bell-McCaffrey's
+        assert part.df[0] > 1.3 * part.df_bm[0]
 
 
 def test_strata_are_fixed_prompts_vary_only_within_them():

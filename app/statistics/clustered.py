@@ -14,7 +14,7 @@ decisive votes) and tie rate are the ones asked for.
 
 Estimator: the report's (`app.statistics.robust`, one statistics core): the win rate (wins /
 decisive votes) with the two-way cluster-robust variance V_P + V_Q - V_PQ (CR2 weights,
-Bell-McCaffrey df, prompts within strata). `clustered_win_rate` evaluates it for many simulated
+the df of each part's t statistic under the working model, prompts within strata). `clustered_win_rate` evaluates it for many simulated
 studies and many looks at once (cumulative sums, `robust.cluster_part` over all studies at once,
 no per-study Python loop); tests check it equals `report_interval` study by study.
 """
@@ -218,7 +218,7 @@ def clustered_win_rate(participant: np.ndarray, prompt: np.ndarray, score: np.nd
             st_ids = np.broadcast_to(study_ids[:, None], ds.shape)[present]
             block = (st_ids * n_h + (0 if k == 0 else blk[present])) if k else st_ids
             rho = working_rho(r, nn, block, st_ids, s, sigma2) if k < 2 else 0.0
-            parts.append(cluster_part(r, nn, block, st_ids, s, rho))
+            parts.append(cluster_part(r, nn, block, st_ids, s, rho, t_df=k < 2))
         b2 = d_tot**2
         with np.errstate(invalid="ignore", divide="ignore"):
             v, df = combine(parts[0].v / b2, parts[1].v / b2, parts[2].v / b2, parts[0].df, parts[1].df, DF_RULE,

@@ -2,7 +2,7 @@
 
 Group-sequential design with Lan-DeMets O'Brien-Fleming alpha spending on the report's own win
 rate estimator (`app.statistics.robust` through `app.statistics.clustered`: the same CR2 variance,
-Bell-McCaffrey df, strata and duplicate handling): a look after every `look_every` preference
+df, strata and duplicate handling): a look after every `look_every` preference
 ratings of a comparison, up to the planned total (pairs x ratings per pair); at look k with
 information fraction t_k = n_k / N (capped at 1) the statistic t_k = (w_k - 0.5) / SE_k is
 compared with the boundary b_k (on the normal scale) carried to the t scale of the look's df,

@@ -46,7 +46,7 @@ from app.statistics.robust import cluster_part, combine, working_rho
 
 METHOD = ("Bradley-Terry (logit) model of the decisive votes over all comparisons, one joint maximum-likelihood fit "
           "(statsmodels GLM, binomial), reference arm = 0; two-way cluster-robust (participants x prompts within "
-          "strata) CR2 variance of every contrast by linearisation, Bell-McCaffrey df, t intervals; Holm "
+          "strata) CR2 variance of every contrast by linearisation, working-model t df, t intervals; Holm "
           "over the comparisons; rank intervals from Holm-adjusted pairwise tests "
           "(app.statistics.ranking)")
 
@@ -142,7 +142,7 @@ def two_way_contrasts(psi: np.ndarray, u: np.ndarray, participant: np.ndarray, p
         block = (np.arange(n_c)[:, None] * n_blocks + blk[None, :])[keep]
         rr, mm = r[keep], m[keep]
         rho = working_rho(rr, mm, block, study, n_c, sigma2) if with_rho else 0.0
-        return cluster_part(rr, mm, block, study, n_c, rho)
+        return cluster_part(rr, mm, block, study, n_c, rho, t_df=with_rho)
 
     part_p = factor(p, psi, np.zeros_like(p), 1, True)
     part_q = factor(q, psi_strat, s, n_s, True)

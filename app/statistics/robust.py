@@ -25,15 +25,19 @@ random-effects working model it has this closed form). In balanced designs d_g =
 familiar factor; a participant who gives 12% of the votes gets a larger one, which is what the old
 G / (G - 1) missed (its variance was 6-12% small with few effective clusters).
 
-Degrees of freedom: per factor, the Bell-McCaffrey / Satterthwaite approximation
-df = tr(AW)^2 / tr((AW)^2) of the same quadratic form under the same working model (closed form,
-O(clusters)); it equals G - 1 for G equal clusters and falls towards the effective number of
-clusters when a few participants carry most of the votes. The df of the interval is
-min(df_P, df_Q, df_W) ("min-working"): the factor with fewer effective clusters limits how well V
-is known, and df_W = E^2 / (E_P^2 / df_P + E_Q^2 / df_Q), the Satterthwaite df of the sum from
-the parts' working expectations E (E = E_P + E_Q - E_PQ, at least max(E_P, E_Q); not the noisy
-estimates, so it cannot collapse when they nearly cancel), lowers it where the prompt part's
-noise adds variance to V (no random effects: min(df_P, df_Q) = 14 covered 0.928-0.937).
+Degrees of freedom: per factor, the df of that factor's t statistic under the same working model
+(`working_t_df`): the t distribution whose 97.5% quantile is that of |sum(u)| / sqrt(CR2 sum) when
+the cluster totals u are independent normals with the working variances. It equals G - 1 for G
+equal clusters. With unequal clusters the estimate and the variance move together (a rater who
+gives a third of the votes moves both), so the statistic has lighter tails than the
+Bell-McCaffrey / Satterthwaite df tr(AW)^2 / tr((AW)^2) (`Part.df_bm`, which treats the variance as
+independent of the estimate) assumes: 12 Zipf raters had df 2.4 and covered 0.98-0.99, and now
+about 5. The df of the interval is min(df_P, df_Q, df_W) ("min-working"): the factor with fewer
+effective clusters limits how well V is known, and df_W = E^2 / (E_P^2 / df_P + E_Q^2 / df_Q),
+the Satterthwaite df of the sum from the parts' working expectations E (E = E_P + E_Q - E_PQ, at
+least max(E_P, E_Q); not the noisy estimates, so it cannot collapse when they nearly cancel),
+lowers it where the prompt part's noise adds variance to V (no random effects: min(df_P, df_Q) =
+14 covered 0.928-0.937).
 
 The interval is the t interval on the arcsine-square-root scale of the estimate's range (rates:
 theta; mean score: (m + 2) / 4), mapped back (`bounds`): near the middle of the range it is
@@ -55,22 +59,27 @@ interval of zero width would claim certainty the data do not have.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
+from scipy import special
 from scipy import stats as sps
 
 ESTIMATES = ("win_rate", "tie_half_rate", "mean_score")
 ADJUSTMENTS = ("cr2", "cr1")
 DF_RULES = ("min-working", "participant-satterthwaite", "min", "satterthwaite", "prompt-satterthwaite", "classic")
-ADJUST, DF_RULE = "cr2", "min-working"  # chosen by benchmarks/calibration.py (docs/statistics.md)
+# each factor's df: its t statistic's under the working model ("t"), Bell-McCaffrey's ("bm", before), or the
+# candidate halfway between their t quantiles ("half"; benchmarks/calibration.py --explore)
+DF_SOURCES = ("t", "bm", "half")
+ADJUST, DF_RULE, DF_SOURCE = "cr2", "min-working", "t"  # chosen by benchmarks/calibration.py (docs/statistics.md)
 METHOD = ("two-way cluster-robust variance V_P + V_Q - V_PQ (participants, prompts within strata, participant x "
           "prompt cells), bias-reduced CR2 cluster weights under a random-effects working model, t interval on the "
-          "arcsine-square-root scale with df = min(Bell-McCaffrey df of the participant part, of the prompt part, "
-          "Satterthwaite df of their sum under the working model); per-stratum intervals pool the prompt variance "
-          "across strata (app.statistics.robust)")
+          "arcsine-square-root scale with df = min(df of the participant part's t statistic under the working "
+          "model, of the prompt part's, Satterthwaite df of their sum); per-stratum intervals pool the prompt "
+          "variance across strata (app.statistics.robust)")
 
 
 def ratio_parts(scores: np.ndarray) -> dict[str, tuple[np.ndarray, np.ndarray]]:
@@ -104,11 +113,36 @@ class Part:
     g: np.ndarray
     e_block: np.ndarray
     rho: np.ndarray
+    # (n, w, d, block, study, n_studies) for the t statistic's df, computed on first use (`df_t`)
+    t_inputs: tuple | None = field(default=None, repr=False, compare=False)
+
+    @functools.cached_property
+    def df_t(self) -> np.ndarray | None:
+        """The working-model df of the factor's t statistic (`working_t_df`), or None if not asked for."""
+        return None if self.t_inputs is None else working_t_df(*self.t_inputs)
+
+    @property
+    def df_bm(self) -> np.ndarray:
+        """Bell-McCaffrey / Satterthwaite df tr(AW)^2 / tr((AW)^2) of the variance alone."""
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(self.q > 0, self.e**2 / np.where(self.q > 0, self.q, 1.0), np.nan)
 
     @property
     def df(self) -> np.ndarray:
-        with np.errstate(invalid="ignore", divide="ignore"):
-            return np.where(self.q > 0, self.e**2 / np.where(self.q > 0, self.q, 1.0), np.nan)
+        """The factor's df: the t statistic's (`df_t`) where computed, else Bell-McCaffrey's."""
+        bm = self.df_bm
+        if self.df_t is None:
+            return bm
+        return np.where(np.isfinite(bm), self.df_t, np.nan)
+
+    def df_of(self, source: str) -> np.ndarray:
+        if source not in DF_SOURCES:
+            raise ValueError(f"df source must be one of {DF_SOURCES}")
+        if source == "half":  # candidate: halfway between the two t quantiles
+            with np.errstate(invalid="ignore"):
+                c = (sps.t.ppf(0.975, self.df_bm) + sps.t.ppf(0.975, self.df)) / 2
+                return np.where(np.isfinite(c), special.stdtridf(0.975, np.where(np.isfinite(c), c, 2.0)), np.nan)
+        return self.df if source == "t" else self.df_bm
 
 
 def working_rho(r: np.ndarray, n: np.ndarray, block: np.ndarray, study: np.ndarray, n_studies: int,
@@ -137,8 +171,135 @@ def working_rho(r: np.ndarray, n: np.ndarray, block: np.ndarray, study: np.ndarr
     return np.nan_to_num(rho)
 
 
+T_DRAWS, T_SEED = 2048, 20260423
+_NORMALS: dict[str, np.ndarray] = {}
+
+
+def _normals(rows: int) -> np.ndarray:
+    """(rows, T_DRAWS) fixed normal draws, one row per cluster; the first k rows are the same whatever
+    `rows` is. The first T_DRAWS - 1 rows are made exactly centred, of unit mean square and
+    mutually orthogonal (Gram-Schmidt by QR, row by row, so the prefix property holds): the draws'
+    second moments are then exact, which removes much of the noise of a df from 2,048 draws."""
+    z = _NORMALS.get("z")
+    if z is None or z.shape[0] < rows:
+        size = max(rows, 512, 0 if z is None else 2 * z.shape[0])
+        z = np.random.default_rng(T_SEED).standard_normal((size, T_DRAWS))
+        k = min(size, T_DRAWS - 1)
+        q, r = np.linalg.qr(np.column_stack([np.ones(T_DRAWS), z[:k].T]))
+        q = q * np.sign(np.diag(r))
+        z[:k] = q[:, 1:].T * math.sqrt(T_DRAWS)
+        _NORMALS["z"] = z
+    return z[:rows]
+
+
+def _segment_sum(x: np.ndarray, starts: np.ndarray) -> np.ndarray:
+    return np.add.reduceat(x, starts, axis=0) if x.shape[0] else np.zeros((0,) + x.shape[1:])
+
+
+def _tail(c: np.ndarray, a: np.ndarray, lin: np.ndarray, quad: np.ndarray, sd: np.ndarray) -> np.ndarray:
+    """P(|t| > c) per study, averaged over the draws (`working_t_df`): with x = sum(u) ~ N(0, sd^2),
+    |t| > c is (1 - c^2 a) x^2 - 2 c^2 lin x - c^2 quad > 0, a quadratic inequality in x."""
+    c2 = (c * c)[:, None]
+    big_a = 1.0 - c2 * a[:, None]
+    lc = c2 * lin
+    disc = lc * lc + big_a * c2 * quad
+    root = np.sqrt(np.maximum(disc, 0.0))
+    safe_a = np.where(np.abs(big_a) > 1e-12, big_a, 1e-12)
+    z1, z2 = (lc - root) / safe_a, (lc + root) / safe_a
+    zl, zh = np.minimum(z1, z2) / sd, np.maximum(z1, z2) / sd
+    outside = special.ndtr(zl) + special.ndtr(-zh)  # 1 - c^2 a > 0: |t| > c outside the roots
+    # 1 - c^2 a < 0: between them (1 - outside), where the roots are real
+    return np.where(big_a > 0, outside, np.where(disc > 0, 1.0 - outside, 0.0)).mean(axis=1)
+
+
+def working_t_df(n: np.ndarray, w: np.ndarray, d: np.ndarray, block: np.ndarray, study: np.ndarray, n_studies: int,
+                 confidence: float = 0.95, chunk_rows: int = 4096) -> np.ndarray:
+    """The df of one factor's t statistic under its working model, per study (closed form + fixed draws).
+
+    Cluster totals u_g ~ N(0, w_g) independent (the working model); the statistic is
+    t = sum(u) / sqrt(sum_g d_g r_g^2), r the totals centred within their block (the residual
+    totals `cluster_part` sums). Bell-McCaffrey's df treats the variance as independent of the
+    numerator; it is not when clusters are unequal: a participant who gives a third of the votes
+    moves the estimate and the variance together, so |t| has lighter tails than t(df_BM) (12 Zipf
+    raters: df_BM 2.4, coverage 0.98-0.99). Here u = (w / S) sum(u) + u_perp with u_perp independent
+    of sum(u) ~ N(0, S), S = sum(w); given u_perp, |t| > c is a quadratic inequality in sum(u),
+    whose probability is exact (normal CDF at its roots). Averaged over T_DRAWS fixed draws of
+    u_perp (common random numbers; clusters take draws in the order study, block, n descending,
+    so the result does not depend on the clusters' order), P(|t| > c) = 1 - confidence is solved
+    for c and the df is the t distribution's with that quantile (inf when c is at or below the
+    normal's). Equal clusters give df = G - 1 (t exactly), up to the draws' noise.
+    """
+    n, w, d = (np.asarray(x, dtype=float) for x in (n, w, d))
+    block, study = np.asarray(block, dtype=np.int64), np.asarray(study, dtype=np.int64)
+    out = np.full(n_studies, np.nan)
+    if n.size == 0:
+        return out
+    order = np.lexsort((-n, block, study))
+    n, w, d, block, study = n[order], w[order], d[order], block[order], study[order]
+    s_start = np.flatnonzero(np.r_[True, study[1:] != study[:-1]])
+    s_end = np.r_[s_start[1:], study.size]
+    alpha = 1.0 - confidence
+    i = 0
+    while i < s_start.size:  # chunks of whole studies, about chunk_rows clusters each
+        j = i + 1
+        while j < s_start.size and s_end[j] - s_start[i] <= chunk_rows:
+            j += 1
+        lo_row, hi_row = s_start[i], s_end[j - 1]
+        sl = slice(lo_row, hi_row)
+        nn, ww, dd, bb, ss = n[sl], w[sl], d[sl], block[sl], study[sl]
+        st = s_start[i:j] - lo_row
+        rank = np.arange(nn.size) - np.repeat(st, np.diff(np.r_[st, nn.size]))
+        z = _normals(int(rank.max()) + 1)[rank] * np.sqrt(ww)[:, None]  # u, (rows, draws)
+        sid = np.repeat(np.arange(st.size), np.diff(np.r_[st, nn.size]))
+        b_start = np.flatnonzero(np.r_[True, (bb[1:] != bb[:-1]) | (ss[1:] != ss[:-1])])
+        bid = np.repeat(np.arange(b_start.size), np.diff(np.r_[b_start, nn.size]))
+        S = _segment_sum(ww, st)
+        total = _segment_sum(z, st)
+        u_perp = z - (ww / S[sid])[:, None] * total[sid]
+        n_b, w_b = _segment_sum(nn, b_start), _segment_sum(ww, b_start)
+        h = nn / n_b[bid]
+        r_perp = u_perp - h[:, None] * _segment_sum(u_perp, b_start)[bid]
+        beta = ww / S[sid] - h * w_b[bid] / S[sid]
+        a = _segment_sum(dd * beta * beta, st)  # (studies,)
+        lin = _segment_sum((dd * beta)[:, None] * r_perp, st)  # (studies, draws)
+        quad = _segment_sum(dd[:, None] * r_perp * r_perp, st)
+        sd = np.sqrt(S)[:, None]
+
+        # P(|t| > c) decreases in c: 4 bisection steps on log c within [0.5, 200], then regula falsi
+        # (Illinois) on log P - log alpha, which is smooth and nearly linear in log c there.
+        lo, hi = np.full(st.size, math.log(0.5)), np.full(st.size, math.log(200.0))
+        for _ in range(4):
+            mid = (lo + hi) / 2
+            above = _tail(np.exp(mid), a, lin, quad, sd) > alpha
+            lo, hi = np.where(above, mid, lo), np.where(above, hi, mid)
+        log_alpha = math.log(alpha)
+        f_lo = np.log(np.maximum(_tail(np.exp(lo), a, lin, quad, sd), 1e-300)) - log_alpha
+        f_hi = np.log(np.maximum(_tail(np.exp(hi), a, lin, quad, sd), 1e-300)) - log_alpha
+        side = np.zeros(st.size)
+        for _ in range(7):
+            with np.errstate(invalid="ignore", divide="ignore"):
+                x = hi - f_hi * (hi - lo) / (f_hi - f_lo)
+            x = np.where(np.isfinite(x) & (x > lo) & (x < hi), x, (lo + hi) / 2)
+            fx = np.log(np.maximum(_tail(np.exp(x), a, lin, quad, sd), 1e-300)) - log_alpha
+            up = fx > 0  # the root is above x
+            f_hi = np.where(up & (side == 1), f_hi / 2, f_hi)  # Illinois: halve the stale end
+            f_lo = np.where(~up & (side == -1), f_lo / 2, f_lo)
+            lo, f_lo = np.where(up, x, lo), np.where(up, fx, f_lo)
+            hi, f_hi = np.where(up, hi, x), np.where(up, f_hi, fx)
+            side = np.where(up, 1, -1)
+        c = np.exp(np.where(np.abs(f_lo) < np.abs(f_hi), lo, hi))
+        normal = special.ndtri(1 - alpha / 2)
+        with np.errstate(invalid="ignore", over="ignore"):
+            df = np.where(c > normal * (1 + 1e-9), special.stdtridf(1 - alpha / 2, np.maximum(c, normal)), np.inf)
+        ok = (_segment_sum(dd, st) > 0) & np.isfinite(S) & (S > 0)
+        out[np.unique(ss)] = np.where(ok, df, np.nan)
+        i = j
+    return out
+
+
 def cluster_part(r: np.ndarray, n: np.ndarray, block: np.ndarray, study: np.ndarray | None = None,
-                 n_studies: int = 1, rho: np.ndarray | float = 0.0, adjust: str = ADJUST) -> Part:
+                 n_studies: int = 1, rho: np.ndarray | float = 0.0, adjust: str = ADJUST,
+                 t_df: bool = False) -> Part:
     """Variance part of one clustering factor, for one or many studies at once.
 
     r: each cluster's residual total (sum of a_i - theta b_i, theta of its block); n: its weight
@@ -146,6 +307,8 @@ def cluster_part(r: np.ndarray, n: np.ndarray, block: np.ndarray, study: np.ndar
     across studies; study: the study of each cluster (default all 0); rho: working ratio per
     study. Blocks with one cluster contribute nothing (their spread cannot be estimated).
     adjust "cr2": d_g = w_g / E_w[r_g^2] (bias-reduced); "cr1": d_g = G_b / (G_b - 1).
+    t_df: also the working-model df of the factor's t statistic (`working_t_df`), which `Part.df`
+    then gives (the report's, for participants and prompts).
     """
     r, n = np.asarray(r, dtype=float), np.asarray(n, dtype=float)
     block = np.asarray(block, dtype=np.int64)
@@ -177,7 +340,8 @@ def cluster_part(r: np.ndarray, n: np.ndarray, block: np.ndarray, study: np.ndar
     q = np.bincount(study_of_block, np.where(g_b >= 2, diag + cross, 0.0), n_studies)
     e = np.bincount(study_of_block, e_block, n_studies)
     g = np.bincount(study, ok.astype(float), n_studies)
-    return Part(v=v, e=e, q=q, g=g, e_block=e_block, rho=rho_s.copy())
+    t_inputs = (n, w, d, block, study, n_studies) if t_df else None
+    return Part(v=v, e=e, q=q, g=g, e_block=e_block, rho=rho_s.copy(), t_inputs=t_inputs)
 
 
 def working_df(e_p: np.ndarray, e_q: np.ndarray, e_pq: np.ndarray, df_p: np.ndarray, df_q: np.ndarray
@@ -273,7 +437,7 @@ def _parts(a: np.ndarray, b: np.ndarray, participant: np.ndarray, prompt: np.nda
         r, n, blk = r[keep], n[keep], blk[keep]
         st = np.zeros(r.size, dtype=np.int64)
         rho = working_rho(r, n, blk, st, 1, sigma2) if with_rho else 0.0
-        return cluster_part(r, n, blk, st, 1, rho, adjust)
+        return cluster_part(r, n, blk, st, 1, rho, adjust, t_df=with_rho and adjust == "cr2")
 
     part_p = factor(p, e_glob, np.zeros_like(p), True)
     part_q = factor(q, e_strat, s, True)
@@ -333,7 +497,7 @@ class Estimate:
 
 def two_way(a: np.ndarray, b: np.ndarray, participant: np.ndarray, prompt: np.ndarray, stratum: np.ndarray, *,
             adjust: str = ADJUST, df_rule: str = DF_RULE, pool: PromptPool | None = None,
-            pool_stratum: str | None = None) -> Estimate:
+            pool_stratum: str | None = None, df_source: str = DF_SOURCE) -> Estimate:
     """theta, V and df of theta = sum(a) / sum(b) over the votes with b != 0, or the reason there is no interval.
 
     pool / pool_stratum: for a per-stratum group, the prompt part comes from the pooled prompt
@@ -352,13 +516,13 @@ def two_way(a: np.ndarray, b: np.ndarray, participant: np.ndarray, prompt: np.nd
         return Estimate(theta, None, None, f"fewer than 2 {who}s with votes: the spread between {who}s cannot be "
                         "estimated, so no interval is given", n_p, n_q)
     b2 = float(b.sum()) ** 2
-    v_p, df_p = pp.v / b2, pp.df
+    v_p, df_p = pp.v / b2, pp.df_of(df_source)
     if pool is not None and pool_stratum is not None:
         vq, dfq = pool.part(pool_stratum)
         v_q, df_q = np.array([vq / b2]), np.array([dfq])
         e_q = np.array([pool.e_own.get(pool_stratum, math.nan)])
     else:
-        v_q, df_q, e_q = pq.v / b2, pq.df, pq.e
+        v_q, df_q, e_q = pq.v / b2, pq.df_of(df_source), pq.e
     if not np.isfinite(df_q[0]) or df_q[0] <= 0:
         return Estimate(theta, None, None, "no stratum has 2 prompts with votes: the spread between prompts cannot be "
                         "estimated, so no interval is given", n_p, n_q)
