@@ -22,7 +22,8 @@ Conventions
 - Win rate = treatment wins / decisive votes (ties dropped); tie-as-half rate = (wins + ties/2)
   / all votes; mean score in points on the -2..+2 scale.
 - Intervals: two-way cluster-robust (participants, and prompts within their stratum) with
-  bias-reduced CR2 cluster weights and each part's t statistic's degrees of freedom under the working model; see `robust` (the one
+  bias-reduced CR2 cluster weights and each part's t statistic's degrees of freedom under the
+  working model; see `robust` (the one
   statistics core, shared with monitoring and planning) and docs/statistics.md for the
   simulation that chose it. Votes of one person, or on one prompt, are correlated, so intervals
   that treat votes as independent are too narrow. An estimate without an interval says why
