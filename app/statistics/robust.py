@@ -119,7 +119,7 @@ class Part:
     @functools.cached_property
     def df_t(self) -> np.ndarray | None:
         """The working-model df of the factor's t statistic (`working_t_df`), or None if not asked for."""
-        return None if self.t_inputs is None else working_t_df(*self.t_inputs)
+        return None if self.t_inputs is None else working_t_df(*self.t_inputs, start_df=self.df_bm)
 
     @property
     def df_bm(self) -> np.ndarray:
@@ -172,6 +172,7 @@ def working_rho(r: np.ndarray, n: np.ndarray, block: np.ndarray, study: np.ndarr
 
 
 T_DRAWS, T_SEED = 2048, 20260423
+_SQRT_HALF = math.sqrt(0.5)
 _NORMALS: dict[str, np.ndarray] = {}
 
 
@@ -192,28 +193,84 @@ def _normals(rows: int) -> np.ndarray:
     return z[:rows]
 
 
-def _segment_sum(x: np.ndarray, starts: np.ndarray) -> np.ndarray:
-    return np.add.reduceat(x, starts, axis=0) if x.shape[0] else np.zeros((0,) + x.shape[1:])
+def _tail(c: np.ndarray, a: np.ndarray, lin: np.ndarray, quad: np.ndarray, sd: np.ndarray, rows: int = 32
+          ) -> tuple[np.ndarray, np.ndarray]:
+    """P(|t| > c) per study, averaged over the draws (`working_t_df`), and its derivative in log c.
 
-
-def _tail(c: np.ndarray, a: np.ndarray, lin: np.ndarray, quad: np.ndarray, sd: np.ndarray) -> np.ndarray:
-    """P(|t| > c) per study, averaged over the draws (`working_t_df`): with x = sum(u) ~ N(0, sd^2),
-    |t| > c is (1 - c^2 a) x^2 - 2 c^2 lin x - c^2 quad > 0, a quadratic inequality in x."""
-    c2 = (c * c)[:, None]
-    big_a = 1.0 - c2 * a[:, None]
-    lc = c2 * lin
-    disc = lc * lc + big_a * c2 * quad
-    root = np.sqrt(np.maximum(disc, 0.0))
+    With x = sum(u) ~ N(0, sd^2), |t| > c is A x^2 - 2 c^2 lin x - c^2 quad > 0 (A = 1 - c^2 a), a
+    quadratic inequality in x whose roots over sd are z = m -+ r (m = c^2 lin / (A sd),
+    r^2 = m^2 + c^2 quad / (A sd^2)): |t| > c outside them when A > 0, between them when A < 0. A
+    root x moves with log c at -+x^2 / sqrt(disc), so in both cases
+    dP / dlog c = -(phi(z1) z1^2 + phi(z2) z2^2) / (r |A|). Works `rows` studies at a time, in place,
+    so the arrays stay in cache (the solver calls it thousands of times in planning)."""
+    c2 = c * c
+    big_a = 1.0 - c2 * a
     safe_a = np.where(np.abs(big_a) > 1e-12, big_a, 1e-12)
-    z1, z2 = (lc - root) / safe_a, (lc + root) / safe_a
-    zl, zh = np.minimum(z1, z2) / sd, np.maximum(z1, z2) / sd
-    outside = special.ndtr(zl) + special.ndtr(-zh)  # 1 - c^2 a > 0: |t| > c outside the roots
-    # 1 - c^2 a < 0: between them (1 - outside), where the roots are real
-    return np.where(big_a > 0, outside, np.where(disc > 0, 1.0 - outside, 0.0)).mean(axis=1)
+    k_m = (c2 / (safe_a * sd[:, 0]))[:, None]
+    k_r = (c2 / (safe_a * sd[:, 0] ** 2))[:, None]
+    between = big_a <= 0
+    p, dp = np.empty(c.size), np.empty(c.size)
+    draws = lin.shape[1]
+    for s in range(0, c.size, rows):
+        e = slice(s, s + rows)
+        m = lin[e] * k_m[e]
+        r = quad[e] * k_r[e]
+        r += m * m
+        real = r > 0
+        np.sqrt(np.maximum(r, 0.0, out=r), out=r)
+        z1, z2 = m - r, m + r
+        tails = special.erfc(z1 * -_SQRT_HALF)  # 2 Phi(z1) + 2 Phi(-z2)
+        tails += special.erfc(z2 * _SQRT_HALF)
+        total = tails.sum(axis=1) / 2
+        if between[e].any():
+            total = np.where(between[e], np.where(real, 1.0 - tails / 2, 0.0).sum(axis=1), total)
+        p[e] = total / draws
+        np.multiply(z1, z1, out=z1)
+        np.multiply(z2, z2, out=z2)
+        dens = np.exp(-0.5 * z1)
+        dens *= z1
+        dens += np.exp(-0.5 * z2, out=z1) * z2
+        with np.errstate(divide="ignore", invalid="ignore"):
+            dens /= r
+        dens[~real | (r <= 0)] = 0.0
+        dp[e] = -dens.sum(axis=1) / (draws * np.abs(safe_a[e]) * math.sqrt(2 * math.pi))
+    return p, dp
+
+
+LOG_C_RANGE = (math.log(0.5), math.log(200.0))
+
+
+def _solve_log_c(tail, start: np.ndarray, log_alpha: float, steps: int = 12, tol: float = 1e-7,
+                 step_tol: float = 1e-4) -> np.ndarray:
+    """Root x = log c of f = log P(|t| > c) - log alpha per study, P and dP/dx from tail(x, idx)
+    (idx: the studies evaluated; P decreases in c). Safeguarded Newton from `start` (the t quantile
+    of a nearby df: usually 2 evaluations): a step leaving the bracket known so far (at first
+    LOG_C_RANGE) bisects it instead. Stops at |f| <= tol (P within 1e-7 of alpha, relatively) or
+    after a Newton step under step_tol, whose result is then within about step_tol^2 of the root
+    (Newton converges quadratically); a root beyond LOG_C_RANGE is taken at its edge."""
+    lo_lim, hi_lim = LOG_C_RANGE
+    x = np.clip(start, lo_lim, hi_lim)
+    lo, hi = np.full(x.size, lo_lim), np.full(x.size, hi_lim)
+    idx = np.arange(x.size)
+    for _ in range(steps):
+        p, dp = tail(x[idx], idx)
+        f = np.log(np.maximum(p, 1e-300)) - log_alpha
+        up = f > 0  # the root is above x
+        lo[idx], hi[idx] = np.where(up, x[idx], lo[idx]), np.where(up, hi[idx], x[idx])
+        with np.errstate(divide="ignore", invalid="ignore"):
+            new = x[idx] - f * p / dp
+        inside = np.isfinite(new) & (new > lo[idx]) & (new < hi[idx])
+        done = (np.abs(f) <= tol) | (inside & (np.abs(new - x[idx]) < step_tol)) | (hi[idx] - lo[idx] <= 1e-12)
+        x[idx] = np.where(np.abs(f) <= tol, x[idx], np.where(inside, new, (lo[idx] + hi[idx]) / 2))
+        idx = idx[~done]
+        if not idx.size:
+            break
+    return x
 
 
 def working_t_df(n: np.ndarray, w: np.ndarray, d: np.ndarray, block: np.ndarray, study: np.ndarray, n_studies: int,
-                 confidence: float = 0.95, chunk_rows: int = 4096) -> np.ndarray:
+                 confidence: float = 0.95, start_df: np.ndarray | None = None,
+                 chunk_cells: int = 1 << 22) -> np.ndarray:
     """The df of one factor's t statistic under its working model, per study (closed form + fixed draws).
 
     Cluster totals u_g ~ N(0, w_g) independent (the working model); the statistic is
@@ -226,8 +283,12 @@ def working_t_df(n: np.ndarray, w: np.ndarray, d: np.ndarray, block: np.ndarray,
     whose probability is exact (normal CDF at its roots). Averaged over T_DRAWS fixed draws of
     u_perp (common random numbers; clusters take draws in the order study, block, n descending,
     so the result does not depend on the clusters' order), P(|t| > c) = 1 - confidence is solved
-    for c and the df is the t distribution's with that quantile (inf when c is at or below the
-    normal's). Equal clusters give df = G - 1 (t exactly), up to the draws' noise.
+    for c (`_solve_log_c`, from the t quantile of `start_df`, default G - 1) and the df is the t
+    distribution's with that quantile (inf when c is at or below the normal's). Equal clusters give
+    df = G - 1 (t exactly), up to the draws' noise.
+
+    Cost: the draw sums are dense matrix products (studies x sums, clusters) @ (clusters, draws), so
+    thousands of simulated studies take a fraction of a second.
     """
     n, w, d = (np.asarray(x, dtype=float) for x in (n, w, d))
     block, study = np.asarray(block, dtype=np.int64), np.asarray(study, dtype=np.int64)
@@ -236,64 +297,81 @@ def working_t_df(n: np.ndarray, w: np.ndarray, d: np.ndarray, block: np.ndarray,
         return out
     order = np.lexsort((-n, block, study))
     n, w, d, block, study = n[order], w[order], d[order], block[order], study[order]
-    s_start = np.flatnonzero(np.r_[True, study[1:] != study[:-1]])
-    s_end = np.r_[s_start[1:], study.size]
+    new_study = np.r_[True, study[1:] != study[:-1]]
+    new_block = new_study | np.r_[True, block[1:] != block[:-1]]
+    s_start = np.flatnonzero(new_study)
+    sid = np.cumsum(new_study) - 1  # dense study index per row
+    rank = np.arange(n.size) - s_start[sid]  # row of the draws each cluster takes
+    bid = np.cumsum(new_block) - 1
+    b_local = bid - bid[s_start][sid]  # block index within its study
+    # per-study and per-block sums of the working model's weights
+    S = np.bincount(sid, w)
+    n_b, w_b = np.bincount(bid, n), np.bincount(bid, w)
+    h = n / n_b[bid]
+    beta = w / S[sid] - h * w_b[bid] / S[sid]
+    a = np.bincount(sid, d * beta * beta)
+    blocks_of = np.bincount(sid, new_block)  # blocks per study
+    g_of = np.diff(np.r_[s_start, n.size])
+    ok = (np.bincount(sid, d) > 0) & np.isfinite(S) & (S > 0)
+    studies = study[s_start]
+    # lin and quad from sums linear in the draws (one matrix product): with U_b the block totals of u,
+    # T = sum u, L = sum d beta r = sum d beta u - sum_b K_b U_b, R2 = sum d r^2 = sum d u^2 +
+    # sum_b (H_b U_b^2 - 2 U_b V_b), V_b = sum_b d h u; then r_perp = r - beta T gives
+    # lin = L - a T and quad = R2 - 2 T L + a T^2.
+    H_b, K_b = np.bincount(bid, d * h * h), np.bincount(bid, d * beta * h)
+    sw = np.sqrt(w)
     alpha = 1.0 - confidence
+    normal = special.ndtri(1 - alpha / 2)
+    if start_df is None:
+        start = np.full(s_start.size, sps.t.ppf(1 - alpha / 2, np.maximum(g_of - 1, 1)))
+    else:
+        sd_ = np.asarray(start_df, dtype=float)[studies]
+        start = np.where(np.isfinite(sd_) & (sd_ > 0), sps.t.ppf(1 - alpha / 2, np.where(sd_ > 0, sd_, 1.0)),
+                         normal)
+    c_out = np.empty(s_start.size)
     i = 0
-    while i < s_start.size:  # chunks of whole studies, about chunk_rows clusters each
-        j = i + 1
-        while j < s_start.size and s_end[j] - s_start[i] <= chunk_rows:
-            j += 1
-        lo_row, hi_row = s_start[i], s_end[j - 1]
-        sl = slice(lo_row, hi_row)
-        nn, ww, dd, bb, ss = n[sl], w[sl], d[sl], block[sl], study[sl]
-        st = s_start[i:j] - lo_row
-        rank = np.arange(nn.size) - np.repeat(st, np.diff(np.r_[st, nn.size]))
-        z = _normals(int(rank.max()) + 1)[rank] * np.sqrt(ww)[:, None]  # u, (rows, draws)
-        sid = np.repeat(np.arange(st.size), np.diff(np.r_[st, nn.size]))
-        b_start = np.flatnonzero(np.r_[True, (bb[1:] != bb[:-1]) | (ss[1:] != ss[:-1])])
-        bid = np.repeat(np.arange(b_start.size), np.diff(np.r_[b_start, nn.size]))
-        S = _segment_sum(ww, st)
-        total = _segment_sum(z, st)
-        u_perp = z - (ww / S[sid])[:, None] * total[sid]
-        n_b, w_b = _segment_sum(nn, b_start), _segment_sum(ww, b_start)
-        h = nn / n_b[bid]
-        r_perp = u_perp - h[:, None] * _segment_sum(u_perp, b_start)[bid]
-        beta = ww / S[sid] - h * w_b[bid] / S[sid]
-        a = _segment_sum(dd * beta * beta, st)  # (studies,)
-        lin = _segment_sum((dd * beta)[:, None] * r_perp, st)  # (studies, draws)
-        quad = _segment_sum(dd[:, None] * r_perp * r_perp, st)
-        sd = np.sqrt(S)[:, None]
-
-        # P(|t| > c) decreases in c: 4 bisection steps on log c within [0.5, 200], then regula falsi
-        # (Illinois) on log P - log alpha, which is smooth and nearly linear in log c there.
-        lo, hi = np.full(st.size, math.log(0.5)), np.full(st.size, math.log(200.0))
-        for _ in range(4):
-            mid = (lo + hi) / 2
-            above = _tail(np.exp(mid), a, lin, quad, sd) > alpha
-            lo, hi = np.where(above, mid, lo), np.where(above, hi, mid)
+    while i < s_start.size:  # chunks of studies with a bounded number of sums x draws
+        nb_max, j = 0, i
+        while j < s_start.size:
+            nb_max_j = max(nb_max, int(blocks_of[j]))
+            if j > i and (j + 1 - i) * (3 + 2 * nb_max_j) * T_DRAWS > chunk_cells:
+                break
+            nb_max, j = nb_max_j, j + 1
+        rows = slice(s_start[i], s_start[j] if j < s_start.size else n.size)
+        k_sid, k_rank, k_bl = sid[rows] - i, rank[rows], b_local[rows]
+        g_max = int(k_rank.max()) + 1
+        z = _normals(g_max)
+        coef = np.zeros((j - i, 2 + 2 * nb_max, g_max))
+        coef[k_sid, 0, k_rank] = sw[rows]  # T
+        coef[k_sid, 1, k_rank] = (d * beta * sw)[rows]  # sum d beta u
+        coef[k_sid, 2 + k_bl, k_rank] = sw[rows]  # U_b
+        coef[k_sid, 2 + nb_max + k_bl, k_rank] = (d * h * sw)[rows]  # V_b
+        sums = (coef.reshape(-1, g_max) @ z).reshape(j - i, 2 + 2 * nb_max, T_DRAWS)
+        sq = np.zeros((j - i, g_max))
+        sq[k_sid, k_rank] = (d * w)[rows]
+        r2 = sq @ (z * z)  # sum d u^2
+        hb, kb = np.zeros((j - i, nb_max)), np.zeros((j - i, nb_max))
+        b_rows = bid[rows][new_block[rows]]
+        b_sid = k_sid[new_block[rows]]
+        hb[b_sid, k_bl[new_block[rows]]] = H_b[b_rows]
+        kb[b_sid, k_bl[new_block[rows]]] = K_b[b_rows]
+        t_tot, du, ub, vb = sums[:, 0], sums[:, 1], sums[:, 2:2 + nb_max], sums[:, 2 + nb_max:]
+        big_l = du - np.einsum("sb,sbk->sk", kb, ub)
+        r2 += np.einsum("sb,sbk->sk", hb, ub * ub) - 2 * np.einsum("sbk,sbk->sk", ub, vb)
+        ak = a[i:j, None]
+        lin = big_l - ak * t_tot
+        quad = np.maximum(r2 - 2 * t_tot * big_l + ak * t_tot * t_tot, 0.0)
+        sd = np.sqrt(S[i:j])[:, None]
         log_alpha = math.log(alpha)
-        f_lo = np.log(np.maximum(_tail(np.exp(lo), a, lin, quad, sd), 1e-300)) - log_alpha
-        f_hi = np.log(np.maximum(_tail(np.exp(hi), a, lin, quad, sd), 1e-300)) - log_alpha
-        side = np.zeros(st.size)
-        for _ in range(7):
-            with np.errstate(invalid="ignore", divide="ignore"):
-                x = hi - f_hi * (hi - lo) / (f_hi - f_lo)
-            x = np.where(np.isfinite(x) & (x > lo) & (x < hi), x, (lo + hi) / 2)
-            fx = np.log(np.maximum(_tail(np.exp(x), a, lin, quad, sd), 1e-300)) - log_alpha
-            up = fx > 0  # the root is above x
-            f_hi = np.where(up & (side == 1), f_hi / 2, f_hi)  # Illinois: halve the stale end
-            f_lo = np.where(~up & (side == -1), f_lo / 2, f_lo)
-            lo, f_lo = np.where(up, x, lo), np.where(up, fx, f_lo)
-            hi, f_hi = np.where(up, hi, x), np.where(up, f_hi, fx)
-            side = np.where(up, 1, -1)
-        c = np.exp(np.where(np.abs(f_lo) < np.abs(f_hi), lo, hi))
-        normal = special.ndtri(1 - alpha / 2)
-        with np.errstate(invalid="ignore", over="ignore"):
-            df = np.where(c > normal * (1 + 1e-9), special.stdtridf(1 - alpha / 2, np.maximum(c, normal)), np.inf)
-        ok = (_segment_sum(dd, st) > 0) & np.isfinite(S) & (S > 0)
-        out[np.unique(ss)] = np.where(ok, df, np.nan)
+
+        def tail(x, idx, lin=lin, quad=quad, sd=sd, ak=ak[:, 0]):
+            return _tail(np.exp(x), ak[idx], lin[idx], quad[idx], sd[idx])
+
+        c_out[i:j] = np.exp(_solve_log_c(tail, np.log(start[i:j]), log_alpha))
         i = j
+    with np.errstate(invalid="ignore", over="ignore"):
+        df = np.where(c_out > normal * (1 + 1e-9), special.stdtridf(1 - alpha / 2, np.maximum(c_out, normal)), np.inf)
+    out[studies] = np.where(ok, df, np.nan)
     return out
 
 
