@@ -189,6 +189,51 @@ def test_each_factors_df_is_its_t_statistics_under_the_working_model(counts, rho
         assert part.df[0] > 1.3 * part.df_bm[0]
 
 
+def _design(rng, studies):
+    """Random studies for `working_t_df`: Zipf or uniform counts, 1-3 blocks each, rho 0-0.5."""
+    cols = []
+    for s in range(studies):
+        g = int(rng.integers(2, 40))
+        n = (np.minimum(rng.zipf(1.6, g), 200) if s % 2 else rng.integers(1, 30, g)).astype(float)
+        rho = rng.uniform(0, 0.5)
+        cols.append((n, n + rho * n * n, np.full(g, s), 10 * s + rng.integers(0, int(rng.integers(1, 4)), g)))
+    n, w, study, block = (np.concatenate(c) for c in zip(*cols))
+    part = robust.cluster_part(np.zeros(n.size), n, block, study, studies, t_df=True)
+    return n, w, part.t_inputs[2], block, study.astype(int), part.df_bm
+
+
+def test_t_df_of_many_studies_at_once_is_each_studys_own():
+    """Planning and monitoring solve thousands of studies in one call (chunks of studies, one matrix
+    product each): the df must not depend on the chunking, the row order or the solver's start."""
+    rng = np.random.default_rng(7)
+    n, w, d, block, study, df_bm = _design(rng, 60)
+    together = robust.working_t_df(n, w, d, block, study, 60, start_df=df_bm, chunk_cells=40_000)
+    alone = np.array([robust.working_t_df(n[study == s], w[study == s], d[study == s], block[study == s],
+                                          np.zeros(int(np.sum(study == s)), dtype=int), 1)[0] for s in range(60)])
+    shuffled = rng.permutation(n.size)
+    mixed = robust.working_t_df(n[shuffled], w[shuffled], d[shuffled], block[shuffled], study[shuffled], 60,
+                                start_df=np.full(60, 500.0))
+    ok = np.isfinite(alone)
+    assert ok.sum() > 50 and np.array_equal(np.isfinite(together), ok)
+    for other in (together, mixed):  # t quantiles within 1e-4: only the solver's path differs
+        assert np.allclose(sps.t.ppf(0.975, other[ok]), sps.t.ppf(0.975, alone[ok]), rtol=1e-4)
+
+
+@pytest.mark.parametrize("c", [1.5, 2.5, 40.0])  # 40: 1 - c^2 a < 0 for a dominant cluster (|t| > c between the roots)
+def test_tail_derivative_is_the_slope_of_the_tail(c):
+    """The solver's Newton steps use dP/dlog c in closed form; it must match a finite difference."""
+    rng = np.random.default_rng(3)
+    a = np.array([0.0001, 0.02, 0.3])
+    lin, quad, sd = rng.standard_normal((3, 2048)), rng.uniform(0.5, 3, (3, 2048)), np.full((3, 1), 2.0)
+    cs = np.full(3, c)
+    p, dp = robust._tail(cs, a, lin, quad, sd)
+    eps = 1e-6
+    up, _ = robust._tail(cs * np.exp(eps), a, lin, quad, sd)
+    down, _ = robust._tail(cs * np.exp(-eps), a, lin, quad, sd)
+    assert np.all((p >= 0) & (p <= 1)) and np.all(dp <= 0)
+    assert np.allclose(dp, (up - down) / (2 * eps), rtol=1e-4, atol=1e-9)
+
+
 def test_strata_are_fixed_prompts_vary_only_within_them():
     """Issue 9.4: two strata with different but internally constant prompt means add no prompt variance."""
     participant = np.repeat(np.arange(10), 4)

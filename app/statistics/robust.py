@@ -246,8 +246,9 @@ def _solve_log_c(tail, start: np.ndarray, log_alpha: float, steps: int = 12, tol
     (idx: the studies evaluated; P decreases in c). Safeguarded Newton from `start` (the t quantile
     of a nearby df: usually 2 evaluations): a step leaving the bracket known so far (at first
     LOG_C_RANGE) bisects it instead. Stops at |f| <= tol (P within 1e-7 of alpha, relatively) or
-    after a Newton step under step_tol, whose result is then within about step_tol^2 of the root
-    (Newton converges quadratically); a root beyond LOG_C_RANGE is taken at its edge."""
+    after a Newton step under step_tol, whose result is then within about 3e-5 of the root's c,
+    relatively (tests: quantiles agree within 1e-4 whatever the start; the draws' own noise is
+    about 1e-2); a root beyond LOG_C_RANGE is taken at its edge."""
     lo_lim, hi_lim = LOG_C_RANGE
     x = np.clip(start, lo_lim, hi_lim)
     lo, hi = np.full(x.size, lo_lim), np.full(x.size, hi_lim)
