@@ -27,6 +27,9 @@ import math
 import re
 from typing import Any
 
+# Holm-adjusted p-values (None stays None and does not count): the one implementation, app.statistics.ranking
+from app.statistics.ranking import holm
+
 ALPHA = 0.05
 DEFAULT_MARGIN = 0.05
 RULE = (
@@ -89,16 +92,6 @@ def _given(group: dict[str, Any], key: str) -> float | None:
         if isinstance(v, (int, float)) and not math.isnan(v):
             return float(v)
     return None
-
-
-def holm(ps: list[float | None]) -> list[float | None]:
-    """Holm-adjusted p-values (None stays None and does not count)."""
-    idx = sorted((i for i, p in enumerate(ps) if p is not None), key=lambda i: ps[i])
-    m, out, running = len(idx), list(ps), 0.0
-    for rank, i in enumerate(idx):
-        running = max(running, min(1.0, (m - rank) * ps[i]))
-        out[i] = running
-    return out
 
 
 def _wording(w: float | None, lo: float | None, hi: float | None, p: float | None, d: float,
