@@ -41,9 +41,9 @@ from app.statistics import robust
 def two_way_v(a: np.ndarray, b: np.ndarray, participant, prompt, stratum) -> tuple[float, float]:
     """(theta, V): the report's two-way CR2 variance V_P + V_Q - V_PQ (no df needed for a bootstrap-t)."""
     theta, p_p, p_q, p_pq, _, _ = robust._parts(a, b, participant, prompt, stratum, robust.ADJUST)
-    v = p_p.v + p_q.v - p_pq.v
-    v = np.where(v > 0, v, np.maximum(p_p.v, p_q.v)) / b.sum() ** 2
-    return theta, float(v[0])
+    # robust.combine's V (its df is not used: Bell-McCaffrey's is passed, so the t df is never computed)
+    v, _ = robust.combine(p_p.v, p_q.v, p_pq.v, p_p.df_bm, p_q.df_bm, "min")
+    return theta, float(v[0]) / b.sum() ** 2
 
 
 def wild_p_value(a, b, participant, prompt, stratum, theta0: float, draws: int, rng: np.random.Generator) -> float:

@@ -15,9 +15,9 @@ decisive votes) and tie rate are the ones asked for.
 Estimator: the report's (`app.statistics.robust`, one statistics core): the win rate (wins /
 decisive votes) with the two-way cluster-robust variance V_P + V_Q - V_PQ (CR2 weights,
 the df of each part's t statistic under the working model, prompts within strata).
-`clustered_win_rate` evaluates it for many simulated
-studies and many looks at once (cumulative sums, `robust.cluster_part` over all studies at once,
-no per-study Python loop); tests check it equals `report_interval` study by study.
+`clustered_win_rate` evaluates it for many simulated studies and many looks at once (cumulative
+sums, `robust.cluster_part` over all studies at once, no per-study Python loop); tests check it
+equals `report_interval` study by study.
 """
 
 from __future__ import annotations

@@ -316,12 +316,13 @@ def working_t_df(n: np.ndarray, w: np.ndarray, d: np.ndarray, block: np.ndarray,
     ok = (np.bincount(sid, d) > 0) & np.isfinite(S) & (S > 0)
     studies = study[s_start]
     # lin and quad from sums linear in the draws (one matrix product): with U_b the block totals of u,
-    # T = sum u, L = sum d beta r = sum d beta u - sum_b K_b U_b, R2 = sum d r^2 = sum d u^2 +
+    # T = sum_b U_b, L = sum d beta r = sum d beta u - sum_b K_b U_b, R2 = sum d r^2 = sum d u^2 +
     # sum_b (H_b U_b^2 - 2 U_b V_b), V_b = sum_b d h u; then r_perp = r - beta T gives
     # lin = L - a T and quad = R2 - 2 T L + a T^2.
     H_b, K_b = np.bincount(bid, d * h * h), np.bincount(bid, d * beta * h)
     sw = np.sqrt(w)
     alpha = 1.0 - confidence
+    log_alpha = math.log(alpha)
     normal = special.ndtri(1 - alpha / 2)
     if start_df is None:
         start = np.full(s_start.size, sps.t.ppf(1 - alpha / 2, np.maximum(g_of - 1, 1)))
@@ -335,19 +336,18 @@ def working_t_df(n: np.ndarray, w: np.ndarray, d: np.ndarray, block: np.ndarray,
         nb_max, j = 0, i
         while j < s_start.size:
             nb_max_j = max(nb_max, int(blocks_of[j]))
-            if j > i and (j + 1 - i) * (3 + 2 * nb_max_j) * T_DRAWS > chunk_cells:
+            if j > i and (j + 1 - i) * (2 + 2 * nb_max_j) * T_DRAWS > chunk_cells:
                 break
             nb_max, j = nb_max_j, j + 1
         rows = slice(s_start[i], s_start[j] if j < s_start.size else n.size)
         k_sid, k_rank, k_bl = sid[rows] - i, rank[rows], b_local[rows]
         g_max = int(k_rank.max()) + 1
         z = _normals(g_max)
-        coef = np.zeros((j - i, 2 + 2 * nb_max, g_max))
-        coef[k_sid, 0, k_rank] = sw[rows]  # T
-        coef[k_sid, 1, k_rank] = (d * beta * sw)[rows]  # sum d beta u
-        coef[k_sid, 2 + k_bl, k_rank] = sw[rows]  # U_b
-        coef[k_sid, 2 + nb_max + k_bl, k_rank] = (d * h * sw)[rows]  # V_b
-        sums = (coef.reshape(-1, g_max) @ z).reshape(j - i, 2 + 2 * nb_max, T_DRAWS)
+        coef = np.zeros((j - i, 1 + 2 * nb_max, g_max))
+        coef[k_sid, 0, k_rank] = (d * beta * sw)[rows]  # sum d beta u
+        coef[k_sid, 1 + k_bl, k_rank] = sw[rows]  # U_b
+        coef[k_sid, 1 + nb_max + k_bl, k_rank] = (d * h * sw)[rows]  # V_b
+        sums = (coef.reshape(-1, g_max) @ z).reshape(j - i, 1 + 2 * nb_max, T_DRAWS)
         sq = np.zeros((j - i, g_max))
         sq[k_sid, k_rank] = (d * w)[rows]
         r2 = sq @ (z * z)  # sum d u^2
@@ -356,14 +356,14 @@ def working_t_df(n: np.ndarray, w: np.ndarray, d: np.ndarray, block: np.ndarray,
         b_sid = k_sid[new_block[rows]]
         hb[b_sid, k_bl[new_block[rows]]] = H_b[b_rows]
         kb[b_sid, k_bl[new_block[rows]]] = K_b[b_rows]
-        t_tot, du, ub, vb = sums[:, 0], sums[:, 1], sums[:, 2:2 + nb_max], sums[:, 2 + nb_max:]
+        du, ub, vb = sums[:, 0], sums[:, 1:1 + nb_max], sums[:, 1 + nb_max:]
+        t_tot = ub.sum(axis=1)
         big_l = du - np.einsum("sb,sbk->sk", kb, ub)
         r2 += np.einsum("sb,sbk->sk", hb, ub * ub) - 2 * np.einsum("sbk,sbk->sk", ub, vb)
         ak = a[i:j, None]
         lin = big_l - ak * t_tot
         quad = np.maximum(r2 - 2 * t_tot * big_l + ak * t_tot * t_tot, 0.0)
         sd = np.sqrt(S[i:j])[:, None]
-        log_alpha = math.log(alpha)
 
         def tail(x, idx, lin=lin, quad=quad, sd=sd, ak=ak[:, 0]):
             return _tail(np.exp(x), ak[idx], lin[idx], quad[idx], sd[idx])
