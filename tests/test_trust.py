@@ -701,10 +701,11 @@ def test_a_bot_passing_gold_and_repeats_but_random_on_real_pairs_is_never_approv
     from app.store.models import Pair
 
     rules = {"fail_gold": True, "straight_lining": True, "min_consistency": 0.5, "max_side_bias": 0.9}
-    # 40 real pairs each. The bots are a third of the crowd and blur its answers, so with 20 real
+    # 60 real pairs each. The bots are a third of the crowd and blur its answers, so with 20 real
     # pairs a random answerer still reached the evidence about 1.5% of the time (one of 10 bots in
-    # one CI run); with 40, 0.3% (simulated: 2 of 600), and people 99.8%.
-    study = study_factory([_unique_pair_set(tmp_path, session, 60)], pairs_per_participant=40, gold_rate=0.2,
+    # one CI run); with 40, 0.38% (one of 10 bots in a later CI run: 20 bots a run, a 7% flake);
+    # with 60, 0.07%, people 100% (`benchmarks/agreement_bots.py`, 10,000 bots each).
+    study = study_factory([_unique_pair_set(tmp_path, session, 60)], pairs_per_participant=60, gold_rate=0.2,
                           repeats=2, ratings_per_pair=100, min_response_ms=0, exclusion_rules=rules)
     slug = study.slug
     rng = random.Random(7)  # each pair shows one method visibly better, as real pairs often do
