@@ -466,6 +466,43 @@ def test_hoarders_cannot_fill_a_study_real_participants_fill_it(client, session,
     assert real_answers == 12 - held and finished_with_code >= 2
 
 
+def test_a_newcomers_practice_never_takes_the_last_open_pair(client, session, study_factory):
+    # A practice pair is never compared again by that participant. Five of six pairs are full;
+    # every newcomer must practise on a full pair and get the open one as their main trial, or the
+    # study's last slot goes only to a newcomer whose practice happened to fall elsewhere (1 in 6).
+    from app.store.models import Trial
+
+    study = study_factory(n_pairs=6, pairs_per_participant=1, ratings_per_pair=1, practice_trials=1)
+    slug, study_id = study.slug, study.id
+    session.rollback()
+    for _ in range(5):
+        assert _answer_all(client, join(client, slug))["done"] is True
+    answered = set(session.scalars(select(Trial.pair_id).where(
+        Trial.study_id == study_id, Trial.kind == "main", Trial.state == "answered")).all())
+    session.rollback()
+    assert len(answered) == 5
+    newcomers = [join(client, slug) for _ in range(12)]
+    for token in newcomers:
+        assert next_(client, token).json()["practice"] is True
+    rows = session.execute(select(Trial.kind, Trial.pair_id).join(Participant).where(
+        Participant.token.in_(newcomers))).all()
+    session.rollback()
+    assert sorted(k for k, _ in rows) == ["main"] * 12 + ["practice"] * 12
+    assert all(p in answered for k, p in rows if k == "practice")
+    assert all(p not in answered for k, p in rows if k == "main")
+    # With more open pairs than main trials to come, practice is drawn from every pair as before.
+    wide = study_factory(n_pairs=6, pairs_per_participant=1, ratings_per_pair=1, practice_trials=1)
+    slug = wide.slug
+    session.rollback()
+    tokens = [join(client, slug) for _ in range(30)]
+    for token in tokens:
+        next_(client, token)
+    practised = set(session.scalars(select(Trial.pair_id).join(Participant).where(
+        Participant.token.in_(tokens), Trial.kind == "practice")).all())
+    session.rollback()
+    assert len(practised) >= 5
+
+
 def _fill_under(client, session, study_factory, **config):
     """A takes pair 1 and preloads pair 2; B answers pairs 2 and 3 meanwhile: the study is full
     before A could answer their second and third trial."""

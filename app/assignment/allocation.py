@@ -369,6 +369,18 @@ class _Allocation:
         self.trials.append(trial)
         return trial
 
+    def _spare(self, usable: list[tuple[int, int]], plan: dict) -> list[tuple[int, int]]:
+        """The pairs of `usable` a practice trial may take without costing this participant a main
+        trial: a pair used for practice is never compared again, so near the end of a study it
+        must not be one of the last pairs still under target, or the study could never fill (the
+        last open slot would only go to a newcomer whose practice happened to be elsewhere). With
+        more open pairs than main trials to come, any pair will do (one query, a few rows)."""
+        wanted = plan["kinds"].count("main")
+        open_pairs = {p for p, _c in self.main_candidates(limit=wanted + 1)}
+        if len(open_pairs) > wanted:
+            return usable
+        return [pc for pc in usable if pc[0] not in open_pairs] or usable
+
     def allocate(self, position: int, reserve: bool = True) -> Trial | None:
         """A trial for plan slot `position`, or None when the slot cannot be filled (skip it).
         `reserve`: the trial is the one to be shown now, so it reserves its pair when the
@@ -402,7 +414,7 @@ class _Allocation:
             shown = {t.pair_id for t in self.trials}
             usable = [(p, c) for p, c, gold in study_pairs(self.session, self.study)
                       if (gold or kind == "practice") and p not in shown]
-            pool = usable
+            pool = self._spare(usable, plan) if kind == "practice" else usable
             if pool:
                 pair_id, comparison_id = rng.choice(pool)
                 trial = _new_trial(self.study, self.participant, position, kind, pair_id, comparison_id,
