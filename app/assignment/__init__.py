@@ -11,6 +11,9 @@ Rules (evaluation protocol, section 3):
 - Main trials take the least-rated pairs first; a pair never gets more main ratings (answered or
   held) than `ratings_per_pair`, and a participant never sees the same pair twice except in a
   planned repeat, which shows an earlier pair again with the sides swapped.
+- A practice trial takes a pair its participant will not compare later; near the end of a study
+  (no more open pairs than the participant's main trials) it avoids the pairs still under target,
+  so the last open slots can go to any newcomer.
 - A trial is held for `hold_minutes`; an expired hold no longer counts and its slot is reissued.
 - A participant holds at most two trials: the current one and the next (so the page can preload
   its images). Answers must come in order.
