@@ -1,35 +1,46 @@
-"""Probe: the win-rate test's level with a wild cluster bootstrap-t beside the report's t df test.
+"""Probe: the win-rate test's level three ways: the report's t df test, a wild cluster bootstrap-t
+and a restricted (null-imposed) t statistic.
 
     PYTHONPATH=. python3 benchmarks/wild_bootstrap_probe.py [--scenario NAME] [--reps 1500] [--draws 199]
-                                                           [--seed 301] [--at-truth]
+                                                           [--seed 301] [--at-truth] [--set FIELD=VALUE ...]
 
 Issue 23's last miss: with heavy raters (5 of 40 give 60% of the votes) the report's win-rate t
-test rejects about 0.052 of null studies (docs/statistics.md). This probe simulates studies of one
-scenario of `benchmarks/calibration.py` and tests win rate = 0.5 (or, with --at-truth, the
-scenario's true value: one minus the coverage an inverted test would have) two ways on the same
-studies:
+test rejects about 0.054 of null studies (docs/statistics.md). This probe simulates studies of one
+scenario of `benchmarks/calibration.py` (fields changed with `--set`, e.g. `--set sd_prompt=0`)
+and tests win rate = 0.5 (or, with --at-truth, the scenario's true value: one minus the coverage
+an inverted test would have) on the same studies with:
 
 - the report's test (`robust.two_way` + `robust.t_test`: CR2 two-way variance, the t statistic's df,
   arcsine scale);
-- a wild cluster bootstrap-t: the null imposed (residuals a - theta0 of decisive votes), Rademacher
-  weights per participant, the report's two-way V recomputed in every draw, p = (1 + #{|t*| >= |t|})
-  / (draws + 1).
+- a wild cluster bootstrap-t (skipped with `--draws 0`): the null imposed (residuals a - theta0 of
+  decisive votes), Rademacher weights per participant, the report's two-way V recomputed in every
+  draw, p = (1 + #{|t*| >= |t|}) / (draws + 1);
+- a restricted t: the participant part of V from residual totals about theta0 instead of the
+  estimate (no CR2 factor: under the null their expectation is the working variance), the prompt
+  parts as the report's; its 95% point from the working model (normal participant totals with
+  variances n + rho n^2, the prompt part normal with a chi-square(df_Q) estimate), 4,000 draws;
+- the report's test with a sign-flip participant df: the participant part's df from Rademacher
+  signs on the participant residual totals about theta0 (4,000 draws) instead of normal totals.
 
-It is a probe for choosing the next method, not part of the report: the bootstrap has no interval
-here (that needs test inversion or a bootstrap df) and costs `draws` variance computations per
-study. Measured (docs/statistics.md): heavy raters 0.035 / 0.044 against the t df's 0.055 / 0.059
-(seeds 301 / 302, 1,500 studies); Zipf logit at the truth 0.040 against 0.057 (seed 303, 1,000).
+It also prints the report's mean V over the variance of the estimates across studies. It is a
+probe for choosing the next method, not part of the report: no candidate has an interval here
+(test inversion would give one) and the bootstrap costs `draws` variance computations per study.
+Measured (docs/statistics.md): heavy raters 0.035 / 0.044 with the bootstrap against the t df's
+0.055 / 0.059 (seeds 301 / 302, 1,500 studies); Zipf logit at the truth 0.040 against 0.057
+(seed 303, 1,000).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
+from scipy import special, stats
 from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -60,6 +71,66 @@ def wild_p_value(a, b, participant, prompt, stratum, theta0: float, draws: int, 
     return float((1 + np.sum(np.abs(t_star) >= abs(t))) / (draws + 1))
 
 
+RESTRICTED_DRAWS = 4000
+_RESTRICTED = np.random.default_rng(20261203)
+_Z = _RESTRICTED.standard_normal((RESTRICTED_DRAWS, 1))
+_U = _RESTRICTED.random(RESTRICTED_DRAWS)
+
+
+def restricted_reject(a, b, participant, prompt, stratum, theta0: float, zs: np.ndarray) -> bool:
+    """The restricted t test of theta = theta0 at 0.05 (see the module docstring). `zs`: standard
+    normal draws, (RESTRICTED_DRAWS, clusters) at least."""
+    theta, p_p, p_q, p_pq, _, _ = robust._parts(a, b, participant, prompt, stratum, robust.ADJUST)
+    total = b.sum()
+    codes, g = robust._dense(participant)
+    r0 = np.bincount(codes, a - theta0 * b, g)
+    n = np.bincount(codes, b, g)
+    ss = float(r0 @ r0)
+    k = float(p_q.v[0] - p_pq.v[0])
+    if ss + k <= 0:  # as the report: the larger part alone
+        k = max(float(p_q.v[0]) - ss, 0.0)
+    t0 = (theta - theta0) * total / math.sqrt(ss + k)
+    w = n + p_p.rho[0] * n * n
+    u = zs[:, :g] * np.sqrt(w)
+    kp = max(k, 0.0)
+    df_q = float(p_q.df[0]) if np.isfinite(p_q.df[0]) and p_q.df[0] > 0 else 1e6
+    chi = stats.chi2.ppf(_U, df_q) / df_q
+    t_star = (u.sum(1) + math.sqrt(kp) * _Z[:, 0]) / np.sqrt((u * u).sum(1) + kp * chi)
+    return abs(t0) > np.quantile(np.abs(t_star), 0.95)
+
+
+def wild_df_reject(a, b, participant, prompt, stratum, theta0: float, signs: np.ndarray) -> bool:
+    """The report's test with the participant part's df from sign flips instead of normal totals:
+    the t df whose 97.5% point is the 95% point of |sum u| / sqrt(CR2 V_P(u)) for u_g = +-|r_g|
+    (r_g: participant residual totals about theta0), the rest as the report (df rule, scale)."""
+    theta, p_p, p_q, p_pq, _, _ = robust._parts(a, b, participant, prompt, stratum, robust.ADJUST)
+    codes, g = robust._dense(participant)
+    n = np.bincount(codes, b, g)
+    r0 = np.bincount(codes, a - theta0 * b, g)
+    h = n / n.sum()
+    w = n + p_p.rho[0] * n * n
+    d = w / (w * (1 - 2 * h) + w.sum() * h * h)
+    u = signs[:, :g] * np.abs(r0)
+    total = u.sum(1)
+    centred = u - h * total[:, None]
+    c = np.quantile(np.abs(total) / np.sqrt((d * centred * centred).sum(1)), 0.95)
+    df_p = np.array([special.stdtridf(0.975, c) if c > 1.96 else 1e6])
+    v, df = robust.combine(p_p.v, p_q.v, p_pq.v, df_p, p_q.df, robust.DF_RULE, e=(p_p.e, p_q.e, p_pq.e))
+    lo, hi = robust.bounds(theta, math.sqrt(v[0]) / b.sum(), df[0], "win_rate")
+    return not lo <= theta0 <= hi
+
+
+def _override(s, pairs: list[str]):
+    """`s` with FIELD=VALUE changes (numbers parsed as the field's type)."""
+    changes = {}
+    for item in pairs:
+        key, _, value = item.partition("=")
+        if key not in s.__dataclass_fields__:
+            raise SystemExit(f"--set: no scenario field {key!r}")
+        changes[key] = type(getattr(s, key))(value)
+    return dataclasses.replace(s, **changes)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--scenario", default="heavy raters latent P=40 null", help="a scenario name of calibration.grid()")
@@ -67,28 +138,44 @@ def main() -> None:
     ap.add_argument("--draws", type=int, default=199)
     ap.add_argument("--seed", type=int, default=301)
     ap.add_argument("--at-truth", action="store_true", help="test the scenario's true win rate instead of 0.5")
+    ap.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                    help="change a scenario field, e.g. sd_prompt=0 (repeatable)")
     args = ap.parse_args()
     names = {s.name: s for s in calibration.grid()}
     if args.scenario not in names:
         ap.error(f"unknown scenario {args.scenario!r}; one of: {', '.join(names)}")
-    s = names[args.scenario]
+    s = _override(names[args.scenario], args.set)
     theta0 = calibration.truth(s)[0]["win_rate"] if args.at_truth else 0.5
     rng = np.random.default_rng(args.seed)
     started = time.time()
-    reject_t, reject_wild = [], []
+    zs = np.random.default_rng(args.seed + 1).standard_normal((RESTRICTED_DRAWS, s.n_participants))
+    signs = np.where(np.random.default_rng(args.seed + 2).random((RESTRICTED_DRAWS, s.n_participants)) < 0.5, -1.0, 1.0)
+    reject_t, reject_wild, reject_r, reject_wdf, thetas, vs = [], [], [], [], [], []
     for _ in tqdm(range(args.reps), desc=s.name, unit="study"):
         d = calibration.simulate(s, rng)
         a, b = robust.ratio_parts(d["score"])["win_rate"]
         keep = b != 0
         cols = (a[keep], b[keep], d["participant"][keep], d["prompt"][keep], d["stratum"][keep])
-        p_t = robust.t_test(robust.two_way(*cols), theta0)["p_value"]
-        reject_t.append(p_t is not None and p_t < 0.05)
-        reject_wild.append(wild_p_value(*cols, theta0, args.draws, rng) < 0.05)
+        est = robust.two_way(*cols)
+        p_t = robust.t_test(est, theta0)["p_value"]
+        reject_t.append(p_t is not None and p_t <= 0.05)
+        thetas.append(est.theta)
+        vs.append(est.v)
+        reject_r.append(restricted_reject(*cols, theta0, zs))
+        reject_wdf.append(wild_df_reject(*cols, theta0, signs))
+        if args.draws:
+            reject_wild.append(wild_p_value(*cols, theta0, args.draws, rng) < 0.05)
     se = math.sqrt(0.05 * 0.95 / args.reps)
-    print(f"{s.name}: {args.reps} studies, theta0 {theta0:.4f}, {args.draws} draws, seed {args.seed}")
-    print(f"  report's t df test rejects   {np.mean(reject_t):.4f}")
-    print(f"  wild cluster bootstrap-t     {np.mean(reject_wild):.4f}   (MC SE near 0.05: {se:.4f}; "
-          f"{time.time() - started:.0f} s)")
+    changed = f" ({', '.join(args.set)})" if args.set else ""
+    print(f"{s.name}{changed}: {args.reps} studies, theta0 {theta0:.4f}, {args.draws} draws, seed {args.seed}")
+    print(f"  report's t df test rejects   {np.mean(reject_t):.4f}   (MC SE near 0.05: {se:.4f})")
+    if args.draws:
+        print(f"  wild cluster bootstrap-t     {np.mean(reject_wild):.4f}")
+    print(f"  restricted t                 {np.mean(reject_r):.4f}")
+    print(f"  sign-flip participant df     {np.mean(reject_wdf):.4f}")
+    ok = np.isfinite(np.array(vs, dtype=float))
+    print(f"  report's mean V / Var(theta) {np.mean(np.array(vs, float)[ok]) / np.var(np.array(thetas, float)[ok], ddof=1):.3f}"
+          f"   ({time.time() - started:.0f} s)")
 
 
 if __name__ == "__main__":
