@@ -77,46 +77,59 @@ _Z = _RESTRICTED.standard_normal((RESTRICTED_DRAWS, 1))
 _U = _RESTRICTED.random(RESTRICTED_DRAWS)
 
 
-def restricted_reject(a, b, participant, prompt, stratum, theta0: float, zs: np.ndarray) -> bool:
+@dataclasses.dataclass(frozen=True)
+class AtNull:
+    """The report's parts of one study and its participants' residual totals about theta0, computed
+    once for both candidates. n, w, d: each participant's decisive votes, working variance and CR2
+    weight, as the report's participant part has them (`Part.t_inputs`)."""
+
+    theta: float
+    p_p: robust.Part
+    p_q: robust.Part
+    p_pq: robust.Part
+    total: float
+    r0: np.ndarray
+    n: np.ndarray
+    w: np.ndarray
+    d: np.ndarray
+
+
+def at_null(a, b, participant, prompt, stratum, theta0: float) -> AtNull:
+    theta, p_p, p_q, p_pq, _, _ = robust._parts(a, b, participant, prompt, stratum, robust.ADJUST)
+    codes, g = robust._dense(participant)  # the participant part's cluster order
+    n, w, d = p_p.t_inputs[:3]
+    return AtNull(theta, p_p, p_q, p_pq, float(b.sum()), np.bincount(codes, a - theta0 * b, g), n, w, d)
+
+
+def restricted_reject(x: AtNull, theta0: float, zs: np.ndarray) -> bool:
     """The restricted t test of theta = theta0 at 0.05 (see the module docstring). `zs`: standard
     normal draws, (RESTRICTED_DRAWS, clusters) at least."""
-    theta, p_p, p_q, p_pq, _, _ = robust._parts(a, b, participant, prompt, stratum, robust.ADJUST)
-    total = b.sum()
-    codes, g = robust._dense(participant)
-    r0 = np.bincount(codes, a - theta0 * b, g)
-    n = np.bincount(codes, b, g)
-    ss = float(r0 @ r0)
-    k = float(p_q.v[0] - p_pq.v[0])
+    ss = float(x.r0 @ x.r0)
+    k = float(x.p_q.v[0] - x.p_pq.v[0])
     if ss + k <= 0:  # as the report: the larger part alone
-        k = max(float(p_q.v[0]) - ss, 0.0)
-    t0 = (theta - theta0) * total / math.sqrt(ss + k)
-    w = n + p_p.rho[0] * n * n
-    u = zs[:, :g] * np.sqrt(w)
+        k = max(float(x.p_q.v[0]) - ss, 0.0)
+    t0 = (x.theta - theta0) * x.total / math.sqrt(ss + k)
+    u = zs[:, :x.r0.size] * np.sqrt(x.w)
     kp = max(k, 0.0)
-    df_q = float(p_q.df[0]) if np.isfinite(p_q.df[0]) and p_q.df[0] > 0 else 1e6
+    df_q = float(x.p_q.df[0]) if np.isfinite(x.p_q.df[0]) and x.p_q.df[0] > 0 else 1e6
     chi = stats.chi2.ppf(_U, df_q) / df_q
     t_star = (u.sum(1) + math.sqrt(kp) * _Z[:, 0]) / np.sqrt((u * u).sum(1) + kp * chi)
     return abs(t0) > np.quantile(np.abs(t_star), 0.95)
 
 
-def wild_df_reject(a, b, participant, prompt, stratum, theta0: float, signs: np.ndarray) -> bool:
+def wild_df_reject(x: AtNull, theta0: float, signs: np.ndarray) -> bool:
     """The report's test with the participant part's df from sign flips instead of normal totals:
     the t df whose 97.5% point is the 95% point of |sum u| / sqrt(CR2 V_P(u)) for u_g = +-|r_g|
     (r_g: participant residual totals about theta0), the rest as the report (df rule, scale)."""
-    theta, p_p, p_q, p_pq, _, _ = robust._parts(a, b, participant, prompt, stratum, robust.ADJUST)
-    codes, g = robust._dense(participant)
-    n = np.bincount(codes, b, g)
-    r0 = np.bincount(codes, a - theta0 * b, g)
-    h = n / n.sum()
-    w = n + p_p.rho[0] * n * n
-    d = w / (w * (1 - 2 * h) + w.sum() * h * h)
-    u = signs[:, :g] * np.abs(r0)
+    h = x.n / x.n.sum()
+    u = signs[:, :x.r0.size] * np.abs(x.r0)
     total = u.sum(1)
     centred = u - h * total[:, None]
-    c = np.quantile(np.abs(total) / np.sqrt((d * centred * centred).sum(1)), 0.95)
+    c = np.quantile(np.abs(total) / np.sqrt((x.d * centred * centred).sum(1)), 0.95)
     df_p = np.array([special.stdtridf(0.975, c) if c > 1.96 else 1e6])
+    p_p, p_q, p_pq = x.p_p, x.p_q, x.p_pq
     v, df = robust.combine(p_p.v, p_q.v, p_pq.v, df_p, p_q.df, robust.DF_RULE, e=(p_p.e, p_q.e, p_pq.e))
-    lo, hi = robust.bounds(theta, math.sqrt(v[0]) / b.sum(), df[0], "win_rate")
+    lo, hi = robust.bounds(x.theta, math.sqrt(v[0]) / x.total, df[0], "win_rate")
     return not lo <= theta0 <= hi
 
 
@@ -161,8 +174,9 @@ def main() -> None:
         reject_t.append(p_t is not None and p_t <= 0.05)
         thetas.append(est.theta)
         vs.append(est.v)
-        reject_r.append(restricted_reject(*cols, theta0, zs))
-        reject_wdf.append(wild_df_reject(*cols, theta0, signs))
+        x = at_null(*cols, theta0)
+        reject_r.append(restricted_reject(x, theta0, zs))
+        reject_wdf.append(wild_df_reject(x, theta0, signs))
         if args.draws:
             reject_wild.append(wild_p_value(*cols, theta0, args.draws, rng) < 0.05)
     se = math.sqrt(0.05 * 0.95 / args.reps)

@@ -24,9 +24,10 @@ Conventions
 - Intervals: two-way cluster-robust (participants, and prompts within their stratum) with
   bias-reduced CR2 cluster weights and each part's t statistic's degrees of freedom under the
   working model; see `robust` (the one statistics core, shared with monitoring and planning)
-  and docs/statistics.md for the simulation that chose it. Votes of one person, or on one prompt, are correlated, so intervals
-  that treat votes as independent are too narrow. An estimate without an interval says why
-  (`reason`). A crossed (pigeonhole) bootstrap is reported as a conservative cross-check.
+  and docs/statistics.md for the simulation that chose it. Votes of one person, or on one
+  prompt, are correlated, so intervals that treat votes as independent are too narrow. An
+  estimate without an interval says why (`reason`). A crossed (pigeonhole) bootstrap is reported
+  as a conservative cross-check.
 - Tests shown: cluster-robust t tests with the interval's SE and df, Holm-adjusted across
   comparisons (`p_holm`); tests that assume independent votes are withdrawn (p_value None).
 
