@@ -18,7 +18,7 @@ from app.statistics.ranking import holm as holm_list
 from app.statistics.rows import Ratings, StatisticsInputError, preference_mask, ratings_from_rows
 from app.statistics.robust import ESTIMATES, PromptPool, estimates_and_tests, prompt_pool, ratio_parts
 from app.statistics.robust import METHOD as ROBUST_METHOD
-from app.statistics.significance import significance_tests
+from app.statistics.significance import Clusters, significance_tests
 
 HOLM = ("Holm (step-down; the same numbers as statsmodels' multipletests, method='holm') over the comparisons' "
         "win-rate tests (cluster-robust t tests of win rate = 0.5)")
@@ -72,7 +72,11 @@ def _group_summary(r: Ratings, mask: np.ndarray, boot: dict[str, np.ndarray], co
                      "ci_bootstrap": {"low": lo, "high": hi, "note": BOOTSTRAP_NOTE},
                      "ci_independent_votes": {"low": indep[name][0], "high": indep[name][1],
                                               "note": INDEPENDENCE_NOTE}}
-    out["tests"] = significance_tests(scores, r.prompt[mask], tested["win_rate"][0], tested["mean_score"][0])
+    pooled = {name: pool.part(pool_stratum)[0] for name, pool in (pools or {}).items()
+              if pool is not None and pool_stratum is not None}
+    clusters = Clusters(r.participant[mask], r.prompt[mask], r.stratum[mask], pooled)
+    out["tests"] = significance_tests(scores, r.prompt[mask], tested["win_rate"][0], tested["mean_score"][0],
+                                      clusters, alpha=1 - confidence)
     return out
 
 

@@ -1,8 +1,10 @@
-"""Significance tests: cluster-robust t tests (shown), and the independent-votes tests (withdrawn).
+"""Significance tests: cluster-robust tests (shown), and the independent-votes tests (withdrawn).
 
 The report shows only tests that hold their level when votes cluster by participant and prompt:
-the t tests of win rate = 0.5 and mean score = 0 with the headline interval's own two-way
-cluster-robust SE and degrees of freedom (`app.statistics.robust.t_test`). The sign test and the
+win rate = 0.5 and mean score = 0, the headline interval's two-way cluster-robust t statistic
+(`app.statistics.robust.t_test`) referred to its wild cluster bootstrap distribution under the
+null (`app.statistics.wild`; t(df) rejected 0.0535 of null studies with heavy raters, so its
+p-value is not shown; `interval_excludes_null` gives the interval's verdict). The sign test and the
 Wilcoxon signed-rank test on votes, and the Wilcoxon and t tests on prompt means, assume
 independent votes (or independent prompts): with heavy raters they rejected 41-43% (votes) and
 16-18% (prompt means) of null studies at 0.05 (issue 23; `benchmarks/calibration.py`). Their keys
@@ -12,30 +14,60 @@ they would give under `p_value_assuming_independence`.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 from scipy import stats as sps
 
+from app.statistics import wild
 from app.statistics.estimates import INDEPENDENCE_NOTE
 from app.statistics.jsonsafe import _num
-from app.statistics.robust import Estimate, t_test
+from app.statistics.robust import Estimate, ratio_parts, t_test
 
 WITHDRAWN = ("withdrawn: assumes independent votes; with a few heavy raters it rejects far more than 5% of studies "
              "with no true preference (docs/statistics.md), so it is not evidence")
-CLUSTER_TEST = ("two-sided t test with the headline interval's two-way cluster-robust SE (CR2) and degrees "
-                "of freedom, on the interval's arcsine-square-root scale (app.statistics.robust)")
+CLUSTER_TEST = ("two-sided test of the headline interval's t statistic (two-way cluster-robust SE, CR2, on the "
+                "interval's arcsine-square-root scale, app.statistics.robust), p_value from its " + wild.METHOD)
 
 
-def cluster_tests(win: Estimate, mean: Estimate) -> dict[str, Any]:
-    """The cluster-valid tests the report shows: win rate = 0.5 and mean score = 0."""
+@dataclass(frozen=True)
+class Clusters:
+    """A group's votes, aligned with its scores: who gave each, on which prompt, in which stratum;
+    for a per-stratum group, per estimate the prompt part pooled across strata
+    (`robust.PromptPool.part`, unscaled), which the bootstrap holds at its estimate."""
+
+    participant: np.ndarray
+    prompt: np.ndarray
+    stratum: np.ndarray
+    pooled_vq: Mapping[str, float] = field(default_factory=dict)
+
+
+def cluster_tests(win: Estimate, mean: Estimate, scores: np.ndarray, clusters: Clusters,
+                  alpha: float = 0.05) -> dict[str, Any]:
+    """The cluster-valid tests the report shows: win rate = 0.5 and mean score = 0.
+
+    `interval_excludes_null`: the interval's (confidence 1 - alpha) verdict; `agrees_with_interval`:
+    whether the test (p < alpha) reaches the same one. Near the line they can differ, and then the
+    p-value is the test: t(df), the interval's own reference, over-rejects with heavy raters.
+    """
     out = {}
+    parts = ratio_parts(scores)
     for key, est, null in (("win_rate", win, 0.5), ("mean_score", mean, 0.0)):
         t = t_test(est, null, key)
-        out[key] = {"null": null, "estimate": _num(est.theta) if est.theta is not None else None, **t,
+        a, b = parts[key]
+        p = wild.p_value(a, b, clusters.participant, clusters.prompt, clusters.stratum, est, null, key,
+                         pooled_vq=clusters.pooled_vq.get(key))
+        out[key] = {"null": null, "estimate": _num(est.theta) if est.theta is not None else None,
+                    "statistic": t["statistic"], "df": t["df"], "p_value": p, "bootstrap_draws": wild.DRAWS,
                     "test": CLUSTER_TEST, "shown_as_evidence": True}
-        if t["p_value"] is None:
+        if p is None:
             out[key]["reason"] = est.reason
+        else:
+            excludes = bool(t["p_value"] < alpha)
+            out[key]["interval_excludes_null"] = excludes
+            out[key]["agrees_with_interval"] = bool((p < alpha) == excludes)
     return out
 
 
@@ -54,14 +86,17 @@ def _withdraw(d: dict[str, Any]) -> dict[str, Any]:
 
 
 def significance_tests(scores: np.ndarray, prompt: np.ndarray, win: Estimate | None = None,
-                       mean: Estimate | None = None) -> dict[str, Any]:
-    """Tests of one group: `win_rate` and `mean_score` (cluster-robust t tests, given the group's
-    estimates `win` and `mean` from `app.statistics.robust.two_way`), and the withdrawn
+                       mean: Estimate | None = None, clusters: Clusters | None = None,
+                       alpha: float = 0.05) -> dict[str, Any]:
+    """Tests of one group: `win_rate` and `mean_score` (cluster-robust, given the group's estimates
+    `win` and `mean` from `app.statistics.robust.two_way` and its `clusters`), and the withdrawn
     independent-votes tests `sign_test`, `wilcoxon` and `prompt_level` (p_value None)."""
     scores = np.asarray(scores, dtype=float)
     out: dict[str, Any] = {}
     if win is not None and mean is not None:
-        out.update(cluster_tests(win, mean))
+        if clusters is None:
+            raise ValueError("the cluster-robust tests need the votes' clusters")
+        out.update(cluster_tests(win, mean, scores, clusters, alpha))
     old = _independence_tests(scores, prompt)
     out["sign_test"] = _withdraw(old["sign_test"])
     out["wilcoxon"] = _withdraw(old["wilcoxon"])
