@@ -35,9 +35,10 @@ true-spread width (2 x 1.96 x the SD of the estimate across the simulated studie
 intervals (the report's: prompt variance pooled across strata, scaled by each stratum's vote
 variance; each stratum's own prompt variance; pooled with df = min and a symmetric interval) with
 their coverage and width ratio. Null scenarios (true win rate 0.5, mean score 0) also give the
-share of studies each test rejects at 0.05: the cluster-robust t tests the report shows, and the
-tests the report no longer shows (sign test and Wilcoxon on votes, Wilcoxon and t test on prompt
-means).
+share of studies each test rejects at 0.05: the tests the report shows (its t statistic against
+the wild cluster bootstrap, `app.statistics.wild`, through `significance.cluster_tests`), the same
+statistic against t(df) (the interval's verdict, not shown as a p-value), and the tests the report
+no longer shows (sign test and Wilcoxon on votes, Wilcoxon and t test on prompt means).
 """
 
 from __future__ import annotations
@@ -56,7 +57,7 @@ from scipy import stats as sps
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from app.statistics import robust  # noqa: E402
-from app.statistics.significance import independent_vote_tests  # noqa: E402
+from app.statistics.significance import Clusters, cluster_tests, independent_vote_tests  # noqa: E402
 
 ESTIMATES = robust.ESTIMATES
 OFFSETS = (-0.2, 0.0, 0.2)
@@ -223,8 +224,11 @@ def analyse(d: dict[str, np.ndarray], s: Scenario) -> dict:
     if s.null:
         est_w = robust.two_way(*robust.ratio_parts(score)["win_rate"], part, prompt, stratum)
         est_m = robust.two_way(*robust.ratio_parts(score)["mean_score"], part, prompt, stratum)
-        out["p"] = {"win-rate t test (report)": robust.t_test(est_w, 0.5)["p_value"],
-                    "mean-score t test (report)": robust.t_test(est_m, 0.0, "mean_score")["p_value"]}
+        shown = cluster_tests(est_w, est_m, score, Clusters(part, prompt, stratum))
+        out["p"] = {"win-rate test (report: wild bootstrap)": shown["win_rate"]["p_value"],
+                    "mean-score test (report: wild bootstrap)": shown["mean_score"]["p_value"],
+                    "win-rate t(df) test (the interval's; not shown)": robust.t_test(est_w, 0.5)["p_value"],
+                    "mean-score t(df) test (the interval's; not shown)": robust.t_test(est_m, 0.0, "mean_score")["p_value"]}
         for label, (a, b), null, name in (("win-rate t test, BM-ASIN (before)", robust.ratio_parts(score)["win_rate"], 0.5,
                                            "win_rate"),
                                           ("mean-score t test, BM-ASIN (before)", robust.ratio_parts(score)["mean_score"],

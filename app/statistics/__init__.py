@@ -28,16 +28,18 @@ Conventions
   prompt, are correlated, so intervals that treat votes as independent are too narrow. An
   estimate without an interval says why (`reason`). A crossed (pigeonhole) bootstrap is reported
   as a conservative cross-check.
-- Tests shown: cluster-robust t tests with the interval's SE and df, Holm-adjusted across
-  comparisons (`p_holm`); tests that assume independent votes are withdrawn (p_value None).
+- Tests shown: the interval's cluster-robust t statistic referred to its wild cluster bootstrap
+  under the null (`wild`), Holm-adjusted across comparisons (`p_holm`); tests that assume
+  independent votes are withdrawn (p_value None).
 
 No torch, no database: usable from the app, the command line and tests alike.
 
 Modules, one job each: `rows` (rows -> arrays), `estimates` (distribution, point estimates,
 independent-votes intervals), `robust` (headline intervals), `bootstrap` (crossed bootstrap),
-`significance` (tests), `offline` (export files, no database), `quality` (quality control), `agreement` (do a
-participant's answers follow the other raters? the crowd-review check), `exclusions` (the rules' one schema and
-their application), `jsonsafe` (JSON-ready numbers), `results` (`compute_statistics`).
+`significance` (tests), `wild` (the shown tests' bootstrap p-values), `offline` (export files, no
+database), `quality` (quality control), `agreement` (do a participant's answers follow the other
+raters? the crowd-review check), `exclusions` (the rules' one schema and their application),
+`jsonsafe` (JSON-ready numbers), `results` (`compute_statistics`).
 """
 
 from app.statistics.scoring import CHOICES, SCORE_NAMES, SCORES

@@ -21,7 +21,7 @@ from app.statistics.robust import METHOD as ROBUST_METHOD
 from app.statistics.significance import Clusters, significance_tests
 
 HOLM = ("Holm (step-down; the same numbers as statsmodels' multipletests, method='holm') over the comparisons' "
-        "win-rate tests (cluster-robust t tests of win rate = 0.5)")
+        "win-rate tests (the cluster-robust t statistic of win rate = 0.5 against its wild cluster bootstrap)")
 
 BOOTSTRAP_NOTE = ("crossed bootstrap percentile interval: conservative (counts the vote-level noise about three "
                   "times), shown as a cross-check")

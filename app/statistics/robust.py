@@ -42,8 +42,10 @@ lowers it where the prompt part's noise adds variance to V (no random effects: m
 The interval is the t interval on the arcsine-square-root scale of the estimate's range (rates:
 theta; mean score: (m + 2) / 4), mapped back (`bounds`): near the middle of the range it is
 theta +- t(df) sqrt(V); towards an end it reaches further towards the middle, where the symmetric
-interval missed (5 participants: coverage 0.92). The shown t tests use the same scale, so a test
-rejects exactly when the interval excludes the null. Chosen by `benchmarks/calibration.py`
+interval missed (5 participants: coverage 0.92). `t_test` uses the same scale, so its t(df) test
+rejects exactly when the interval excludes the null; the report shows the same statistic referred
+to its wild cluster bootstrap instead (`app.statistics.wild`: t(df) rejected 0.0535 of null
+studies with heavy raters). Chosen by `benchmarks/calibration.py`
 against CR1 with df = min(P - 1, Q - strata) (before issue 23), CR2 with df = min(df_P, df_Q) and
 a symmetric interval (before this change) and other candidates; see docs/statistics.md.
 
