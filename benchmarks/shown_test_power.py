@@ -1,6 +1,6 @@
 """Power of the report's shown test at the size the planner recommends.
 
-    PYTHONPATH=. python3 benchmarks/shown_test_power.py [--sims 1000] [--seed 11] [--win-rate 0.6] [--power 0.8]
+    python3 benchmarks/shown_test_power.py [--sims 1000] [--seed 11] [--win-rate 0.6] [--power 0.8]
 
 The planner (`app.statistics.planning.plan`) sizes a study so that the report's interval lies above
 0.5 with the target power (its power curve and its realised-power check count studies whose
@@ -10,21 +10,25 @@ two verdicts can differ near the line. This benchmark plans a study, simulates `
 studies of the recommended size (the planner's own simulator, another seed), and prints the share
 that the interval calls (what the plan promises) beside the share the shown test calls (p < alpha,
 estimate above 0.5), with Monte Carlo standard errors and the share of studies where they
-disagree. `--heavy` gives 5 participants 60% of the votes in the fresh studies.
+disagree.
 """
 
 from __future__ import annotations
 
 import argparse
 import math
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
-from app.statistics import robust, wild
-from app.statistics.clustered import Effects, heavy_rater_counts, simulate_batch
-from app.statistics.planning import PlanRequest, plan
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from app.statistics import robust, wild  # noqa: E402
+from app.statistics.clustered import Effects, simulate_batch  # noqa: E402
+from app.statistics.planning import PlanRequest, plan  # noqa: E402
 
 
 def main() -> None:
@@ -33,14 +37,12 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=11)
     ap.add_argument("--win-rate", type=float, default=0.6)
     ap.add_argument("--power", type=float, default=0.8)
-    ap.add_argument("--heavy", action="store_true", help="5 participants give 60%% of the fresh studies' votes")
     args = ap.parse_args()
     started = time.time()
     req = PlanRequest(effects=Effects(win_rate=args.win_rate), power=args.power)
     n = plan(req)["participants"]
     m = req.design.ratings_per_participant
-    counts = heavy_rater_counts(n, m) if args.heavy else None
-    batch = simulate_batch(req.design, req.effects, n, args.sims, np.random.default_rng([args.seed, n]), counts)
+    batch = simulate_batch(req.design, req.effects, n, args.sims, np.random.default_rng([args.seed, n]))
     by_interval, by_test = [], []
     for i in tqdm(range(args.sims), desc=f"{n} participants", unit="study"):
         a, b = robust.ratio_parts(batch["score"][i])["win_rate"]
@@ -54,7 +56,7 @@ def main() -> None:
     x, y = np.array(by_interval), np.array(by_test)
     se = math.sqrt(args.power * (1 - args.power) / args.sims)
     print(f"plan: win rate {args.win_rate}, target power {args.power}: {n} participants x {m} ratings"
-          f"{' (fresh studies: 5 heavy raters give 60%)' if args.heavy else ''}; {args.sims} fresh studies, "
+          f"; {args.sims} fresh studies, "
           f"seed {args.seed}, {time.time() - started:.0f} s")
     print(f"  interval above 0.5 (what the plan counts)   {x.mean():.3f}   (MC SE {se:.3f})")
     print(f"  shown test: wild bootstrap p < {req.alpha}      {y.mean():.3f}")

@@ -1,20 +1,20 @@
-"""Probe: the win-rate test's level three ways: the report's t df test, a wild cluster bootstrap-t
-and a restricted (null-imposed) t statistic.
+"""Probe: the win-rate test's level four ways: t(df), the wild cluster bootstrap-t the report shows,
+a restricted (null-imposed) t statistic and a sign-flip participant df.
 
-    PYTHONPATH=. python3 benchmarks/wild_bootstrap_probe.py [--scenario NAME] [--reps 1500] [--draws 199]
+    PYTHONPATH=. python3 benchmarks/wild_bootstrap_probe.py [--scenario NAME] [--reps 1500] [--draws 999]
                                                            [--seed 301] [--at-truth] [--set FIELD=VALUE ...]
 
-Issue 23's last miss: with heavy raters (5 of 40 give 60% of the votes) the report's win-rate t
-test rejects about 0.054 of null studies (docs/statistics.md). This probe simulates studies of one
+Issue 23's last miss: with heavy raters (5 of 40 give 60% of the votes) the t(df) win-rate test
+rejected about 0.054 of null studies (docs/statistics.md). This probe simulates studies of one
 scenario of `benchmarks/calibration.py` (fields changed with `--set`, e.g. `--set sd_prompt=0`)
 and tests win rate = 0.5 (or, with --at-truth, the scenario's true value: one minus the coverage
 an inverted test would have) on the same studies with:
 
 - the report's test (`robust.two_way` + `robust.t_test`: CR2 two-way variance, the t statistic's df,
   arcsine scale);
-- a wild cluster bootstrap-t (skipped with `--draws 0`): the null imposed (residuals a - theta0 of
-  decisive votes), Rademacher weights per participant, the report's two-way V recomputed in every
-  draw, p = (1 + #{|t*| >= |t|}) / (draws + 1);
+- the wild cluster bootstrap-t the report now shows (`app.statistics.wild.p_value`, skipped with
+  `--draws 0`): the null imposed, one weight per participant, the report's two-way V recomputed
+  in every draw, p = (1 + #{|t*| >= |t|}) / (draws + 1);
 - a restricted t: the participant part of V from residual totals about theta0 instead of the
   estimate (no CR2 factor: under the null their expectation is the working variance), the prompt
   parts as the report's; its 95% point from the working model (normal participant totals with
@@ -22,12 +22,10 @@ an inverted test would have) on the same studies with:
 - the report's test with a sign-flip participant df: the participant part's df from Rademacher
   signs on the participant residual totals about theta0 (4,000 draws) instead of normal totals.
 
-It also prints the report's mean V over the variance of the estimates across studies. It is a
-probe for choosing the next method, not part of the report: no candidate has an interval here
-(test inversion would give one) and the bootstrap costs `draws` variance computations per study.
-Measured (docs/statistics.md): heavy raters 0.035 / 0.044 with the bootstrap against the t df's
-0.055 / 0.059 (seeds 301 / 302, 1,500 studies); Zipf logit at the truth 0.040 against 0.057
-(seed 303, 1,000).
+It also prints the report's mean V over the variance of the estimates across studies. It was the
+probe that chose the shown test's method (docs/statistics.md): heavy raters 0.035 / 0.044 with a
+first loop version of the bootstrap (Rademacher, 199 draws) against the t df's 0.055 / 0.059
+(seeds 301 / 302, 1,500 studies); Zipf logit at the truth 0.040 against 0.057 (seed 303, 1,000).
 """
 
 from __future__ import annotations
@@ -46,30 +44,7 @@ from tqdm import tqdm
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import calibration  # the scenarios and their simulator
 
-from app.statistics import robust
-
-
-def two_way_v(a: np.ndarray, b: np.ndarray, participant, prompt, stratum) -> tuple[float, float]:
-    """(theta, V): the report's two-way CR2 variance V_P + V_Q - V_PQ (no df needed for a bootstrap-t)."""
-    theta, p_p, p_q, p_pq, _, _ = robust._parts(a, b, participant, prompt, stratum, robust.ADJUST)
-    # robust.combine's V (its df is not used: Bell-McCaffrey's is passed, so the t df is never computed)
-    v, _ = robust.combine(p_p.v, p_q.v, p_pq.v, p_p.df_bm, p_q.df_bm, "min")
-    return theta, float(v[0]) / b.sum() ** 2
-
-
-def wild_p_value(a, b, participant, prompt, stratum, theta0: float, draws: int, rng: np.random.Generator) -> float:
-    """Two-sided wild cluster bootstrap-t p-value of theta = theta0 (decisive votes: b = 1)."""
-    theta, v = two_way_v(a, b, participant, prompt, stratum)
-    t = (theta - theta0) / math.sqrt(v)
-    codes, g = robust._dense(participant)
-    e0 = a - theta0 * b
-    t_star = np.empty(draws)
-    for k in range(draws):
-        w = rng.choice([-1.0, 1.0], g)
-        th, vs = two_way_v(theta0 * b + w[codes] * e0, b, participant, prompt, stratum)
-        t_star[k] = (th - theta0) / math.sqrt(vs) if vs > 0 else 0.0
-    return float((1 + np.sum(np.abs(t_star) >= abs(t))) / (draws + 1))
-
+from app.statistics import robust, wild
 
 RESTRICTED_DRAWS = 4000
 _RESTRICTED = np.random.default_rng(20261203)
@@ -148,7 +123,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--scenario", default="heavy raters latent P=40 null", help="a scenario name of calibration.grid()")
     ap.add_argument("--reps", type=int, default=1500)
-    ap.add_argument("--draws", type=int, default=199)
+    ap.add_argument("--draws", type=int, default=wild.DRAWS)
     ap.add_argument("--seed", type=int, default=301)
     ap.add_argument("--at-truth", action="store_true", help="test the scenario's true win rate instead of 0.5")
     ap.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
@@ -178,13 +153,14 @@ def main() -> None:
         reject_r.append(restricted_reject(x, theta0, zs))
         reject_wdf.append(wild_df_reject(x, theta0, signs))
         if args.draws:
-            reject_wild.append(wild_p_value(*cols, theta0, args.draws, rng) < 0.05)
+            p_w = wild.p_value(*cols, est, theta0, "win_rate", draws=args.draws)
+            reject_wild.append(p_w is not None and p_w <= 0.05)
     se = math.sqrt(0.05 * 0.95 / args.reps)
     changed = f" ({', '.join(args.set)})" if args.set else ""
     print(f"{s.name}{changed}: {args.reps} studies, theta0 {theta0:.4f}, {args.draws} draws, seed {args.seed}")
     print(f"  report's t df test rejects   {np.mean(reject_t):.4f}   (MC SE near 0.05: {se:.4f})")
     if args.draws:
-        print(f"  wild cluster bootstrap-t     {np.mean(reject_wild):.4f}")
+        print(f"  wild cluster bootstrap-t     {np.mean(reject_wild):.4f}   (the report's shown test)")
     print(f"  restricted t                 {np.mean(reject_r):.4f}")
     print(f"  sign-flip participant df     {np.mean(reject_wdf):.4f}")
     ok = np.isfinite(np.array(vs, dtype=float))

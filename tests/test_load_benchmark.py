@@ -57,7 +57,7 @@ def test_compare_in_rounds_checks_both_servers_and_reports_each_round(tmp_path):
 
 
 @pytest.mark.parametrize("script", ["load.py", "faults.py", "bench_statistics.py", "bench_diversity.py",
-                                    "calibration.py", "monitoring.py", "bench_sfg.py", "wild_bootstrap_probe.py",
+                                    "calibration.py", "monitoring.py", "bench_sfg.py", "wild_bootstrap_probe.py", "shown_test_power.py",
                                     "agreement_bots.py"])
 def test_benchmark_scripts_start(script):
     """Every benchmark script imports and parses its options (a moved helper broke faults.py once)."""
