@@ -21,15 +21,17 @@ from typing import Any
 import numpy as np
 from scipy import stats as sps
 
-from app.statistics import wild
 from app.statistics.estimates import INDEPENDENCE_NOTE
 from app.statistics.jsonsafe import _num
 from app.statistics.robust import Estimate, ratio_parts, t_test
+from app.statistics.wild import DRAWS as BOOTSTRAP_DRAWS
+from app.statistics.wild import METHOD as BOOTSTRAP_METHOD
+from app.statistics.wild import p_value as bootstrap_p_value
 
 WITHDRAWN = ("withdrawn: assumes independent votes; with a few heavy raters it rejects far more than 5% of studies "
              "with no true preference (docs/statistics.md), so it is not evidence")
 CLUSTER_TEST = ("two-sided test of the headline interval's t statistic (two-way cluster-robust SE, CR2, on the "
-                "interval's arcsine-square-root scale, app.statistics.robust), p_value from its " + wild.METHOD)
+                "interval's arcsine-square-root scale, app.statistics.robust), p_value from its " + BOOTSTRAP_METHOD)
 
 
 @dataclass(frozen=True)
@@ -57,10 +59,10 @@ def cluster_tests(win: Estimate, mean: Estimate, scores: np.ndarray, clusters: C
     for key, est, null in (("win_rate", win, 0.5), ("mean_score", mean, 0.0)):
         t = t_test(est, null, key)
         a, b = parts[key]
-        p = wild.p_value(a, b, clusters.participant, clusters.prompt, clusters.stratum, est, null, key,
+        p = bootstrap_p_value(a, b, clusters.participant, clusters.prompt, clusters.stratum, est, null, key,
                          pooled_vq=clusters.pooled_vq.get(key))
         out[key] = {"null": null, "estimate": _num(est.theta) if est.theta is not None else None,
-                    "statistic": t["statistic"], "df": t["df"], "p_value": p, "bootstrap_draws": wild.DRAWS,
+                    "statistic": t["statistic"], "df": t["df"], "p_value": p, "bootstrap_draws": BOOTSTRAP_DRAWS,
                     "test": CLUSTER_TEST, "shown_as_evidence": True}
         if p is None:
             out[key]["reason"] = est.reason

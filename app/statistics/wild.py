@@ -1,6 +1,6 @@
 """The shown tests' p-values: a wild cluster bootstrap of the report's own t statistic, the null imposed.
 
-The report's t statistic (`robust.two_way` + `robust.t_test`: the two-way CR2 variance, the
+The report's t statistic (`robust.two_way` + `t_test`: the two-way CR2 variance, the
 arcsine scale) is referred to its distribution under the null rather than to t(df): with a few
 raters carrying most of the votes the t(df) reference rejected 0.0535 of null studies (issue 23,
 docs/statistics.md). The null-imposed ("restricted") wild cluster bootstrap-t (WCR; Cameron,
@@ -22,7 +22,7 @@ same 3,000 null studies Rademacher rejected 0.044 and Webb 0.048 (t(df): 0.056).
 (a reviewer re-running `sfgeval analyze` gets the report's numbers).
 
 Every draw is linear in the weights: per (participant, prompt) cell the sums of e and b are all
-the draws need, so all draws are evaluated at once as "studies" of `robust.cluster_part` (no
+the draws need, so all draws are evaluated at once as "studies" of `cluster_part` (no
 Python loop over draws). The interval stays the t interval (`robust.bounds`), calibrated in every
 scenario of `benchmarks/calibration.py`; the two can disagree near the 0.05 line, and the report
 says so (`agrees_with_interval`).
@@ -35,7 +35,15 @@ import math
 
 import numpy as np
 
-from app.statistics import robust
+from app.statistics.robust import (
+    SCALE,
+    Estimate,
+    _dense,
+    _to_unit,
+    cluster_part,
+    t_test,
+    working_rho,
+)
 
 DRAWS = 999
 SEED = 20261203
@@ -61,12 +69,12 @@ def weights(clusters: int, draws: int = DRAWS, seed: int = SEED) -> np.ndarray:
 
 
 def _statistic(theta: np.ndarray, v: np.ndarray, null: float, name: str) -> np.ndarray:
-    """The t statistic of `robust.t_test` (arcsine scale; the symmetric one if the scale is), for arrays."""
+    """The t statistic of `t_test` (arcsine scale; the symmetric one if the scale is), for arrays."""
     with np.errstate(invalid="ignore", divide="ignore"):
-        if robust.SCALE[name] == "symmetric":
+        if SCALE[name] == "symmetric":
             return (theta - null) / np.sqrt(v)
-        u, span = robust._to_unit(theta, name)
-        u0, _ = robust._to_unit(null, name)
+        u, span = _to_unit(theta, name)
+        u0, _ = _to_unit(null, name)
         u = np.clip(u, 0.0, 1.0)
         se_g = np.sqrt(v) / span / (2 * np.sqrt(np.maximum(u * (1 - u), 1e-300)))
         return (np.arcsin(np.sqrt(u)) - np.arcsin(np.sqrt(float(u0)))) / se_g
@@ -80,12 +88,12 @@ def bootstrap_t(a: np.ndarray, b: np.ndarray, participant: np.ndarray, prompt: n
     pooled across strata from all the votes, held at its estimate in every draw.
     """
     a, b = np.asarray(a, float), np.asarray(b, float)
-    p, g = robust._dense(participant)
-    q, n_q = robust._dense(prompt)
+    p, g = _dense(participant)
+    q, n_q = _dense(prompt)
     _, s = np.unique(np.asarray(stratum), return_inverse=True)
     s = s.reshape(-1)
     n_s = int(s.max()) + 1
-    cell, n_c = robust._dense(p * n_q + q)
+    cell, n_c = _dense(p * n_q + q)
     cell_p = np.zeros(n_c, dtype=np.int64)
     cell_q = np.zeros(n_c, dtype=np.int64)
     cell_p[cell], cell_q[cell] = p, q
@@ -120,8 +128,8 @@ def bootstrap_t(a: np.ndarray, b: np.ndarray, participant: np.ndarray, prompt: n
         blk = (study[:, None] * blocks + block[None, :]).reshape(-1)
         nn = np.tile(n, draws)
         rr = r.reshape(-1)
-        rho = robust.working_rho(rr, nn, blk, st, draws, sigma2) if with_rho else 0.0
-        return robust.cluster_part(rr, nn, blk, st, draws, rho).v
+        rho = working_rho(rr, nn, blk, st, draws, sigma2) if with_rho else 0.0
+        return cluster_part(rr, nn, blk, st, draws, rho).v
 
     v_p = part(r_p, n_p, np.zeros(g, dtype=np.int64), 1, True)
     v_q = np.full(draws, pooled_vq) if pooled_vq is not None else part(r_q, n_q_b, prompt_s, n_s, True)
@@ -135,11 +143,11 @@ def bootstrap_t(a: np.ndarray, b: np.ndarray, participant: np.ndarray, prompt: n
 
 
 def p_value(a: np.ndarray, b: np.ndarray, participant: np.ndarray, prompt: np.ndarray, stratum: np.ndarray,
-            est: robust.Estimate, null: float, name: str, draws: int = DRAWS,
+            est: Estimate, null: float, name: str, draws: int = DRAWS,
             pooled_vq: float | None = None) -> float | None:
     """Two-sided WCR p-value of theta = null for the estimate `est` of these votes (None without a
     t statistic: no interval, see `est.reason`)."""
-    t = robust.t_test(est, null, name)["statistic"]
+    t = t_test(est, null, name)["statistic"]
     if t is None:
         return None
     a, b = np.asarray(a, float), np.asarray(b, float)
