@@ -35,10 +35,10 @@ true-spread width (2 x 1.96 x the SD of the estimate across the simulated studie
 intervals (the report's: prompt variance pooled across strata, scaled by each stratum's vote
 variance; each stratum's own prompt variance; pooled with df = min and a symmetric interval) with
 their coverage and width ratio. Null scenarios (true win rate 0.5, mean score 0) also give the
-share of studies each test rejects at 0.05: the tests the report shows (its t statistic against
-the wild cluster bootstrap, `app.statistics.wild`, through `significance.cluster_tests`), the same
-statistic against t(df) (the interval's verdict, not shown as a p-value), and the tests the report
-no longer shows (sign test and Wilcoxon on votes, Wilcoxon and t test on prompt means).
+share of studies each test rejects at 0.05: the tests the report shows (`significance.cluster_tests`:
+the larger of the t(df) and wild cluster bootstrap p-values of the interval's t statistic), each of
+those two references alone, and the tests the report no longer shows (sign test and Wilcoxon on
+votes, Wilcoxon and t test on prompt means).
 """
 
 from __future__ import annotations
@@ -225,10 +225,12 @@ def analyse(d: dict[str, np.ndarray], s: Scenario) -> dict:
         est_w = robust.two_way(*robust.ratio_parts(score)["win_rate"], part, prompt, stratum)
         est_m = robust.two_way(*robust.ratio_parts(score)["mean_score"], part, prompt, stratum)
         shown = cluster_tests(est_w, est_m, score, Clusters(part, prompt, stratum))
-        out["p"] = {"win-rate test (report: wild bootstrap)": shown["win_rate"]["p_value"],
-                    "mean-score test (report: wild bootstrap)": shown["mean_score"]["p_value"],
-                    "win-rate t(df) test (the interval's; not shown)": robust.t_test(est_w, 0.5)["p_value"],
-                    "mean-score t(df) test (the interval's; not shown)": robust.t_test(est_m, 0.0, "mean_score")["p_value"]}
+        out["p"] = {"win-rate test (report)": shown["win_rate"]["p_value"],
+                    "mean-score test (report)": shown["mean_score"]["p_value"]}
+        for name in ("win_rate", "mean_score"):
+            short = "win-rate" if name == "win_rate" else "mean-score"
+            out["p"][f"{short} t(df) alone (not shown)"] = shown[name]["p_value_parts"]["t_df"]
+            out["p"][f"{short} wild bootstrap alone (not shown)"] = shown[name]["p_value_parts"]["wild_bootstrap"]
         for label, (a, b), null, name in (("win-rate t test, BM-ASIN (before)", robust.ratio_parts(score)["win_rate"], 0.5,
                                            "win_rate"),
                                           ("mean-score t test, BM-ASIN (before)", robust.ratio_parts(score)["mean_score"],

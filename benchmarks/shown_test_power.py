@@ -26,9 +26,9 @@ from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from app.statistics import robust, wild  # noqa: E402
-from app.statistics.clustered import Effects, simulate_batch  # noqa: E402
-from app.statistics.planning import PlanRequest, plan  # noqa: E402
+from app.statistics import robust, wild
+from app.statistics.clustered import Effects, simulate_batch
+from app.statistics.planning import PlanRequest, plan
 
 
 def main() -> None:

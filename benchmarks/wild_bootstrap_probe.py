@@ -1,5 +1,5 @@
-"""Probe: the win-rate test's level four ways: t(df), the wild cluster bootstrap-t the report shows,
-a restricted (null-imposed) t statistic and a sign-flip participant df.
+"""Probe: the win-rate test's level five ways: t(df), the wild cluster bootstrap-t, the larger of
+the two (the report's shown test), a restricted (null-imposed) t statistic and a sign-flip df.
 
     PYTHONPATH=. python3 benchmarks/wild_bootstrap_probe.py [--scenario NAME] [--reps 1500] [--draws 999]
                                                            [--seed 301] [--at-truth] [--set FIELD=VALUE ...]
@@ -12,9 +12,10 @@ an inverted test would have) on the same studies with:
 
 - the report's test (`robust.two_way` + `robust.t_test`: CR2 two-way variance, the t statistic's df,
   arcsine scale);
-- the wild cluster bootstrap-t the report now shows (`app.statistics.wild.p_value`, skipped with
-  `--draws 0`): the null imposed, one weight per participant, the report's two-way V recomputed
-  in every draw, p = (1 + #{|t*| >= |t|}) / (draws + 1);
+- the wild cluster bootstrap-t (`app.statistics.wild.p_value`, skipped with `--draws 0`): the
+  null imposed, one weight per participant, the report's two-way V recomputed in every draw,
+  p = (1 + #{|t*| >= |t|}) / (draws + 1), and the larger of its p-value and t(df)'s, which is the
+  test the report shows (`significance.cluster_tests`);
 - a restricted t: the participant part of V from residual totals about theta0 instead of the
   estimate (no CR2 factor: under the null their expectation is the working variance), the prompt
   parts as the report's; its 95% point from the working model (normal participant totals with
@@ -138,7 +139,7 @@ def main() -> None:
     started = time.time()
     zs = np.random.default_rng(args.seed + 1).standard_normal((RESTRICTED_DRAWS, s.n_participants))
     signs = np.where(np.random.default_rng(args.seed + 2).random((RESTRICTED_DRAWS, s.n_participants)) < 0.5, -1.0, 1.0)
-    reject_t, reject_wild, reject_r, reject_wdf, thetas, vs = [], [], [], [], [], []
+    reject_t, reject_wild, reject_max, reject_r, reject_wdf, thetas, vs = [], [], [], [], [], [], []
     for _ in tqdm(range(args.reps), desc=s.name, unit="study"):
         d = calibration.simulate(s, rng)
         a, b = robust.ratio_parts(d["score"])["win_rate"]
@@ -155,12 +156,14 @@ def main() -> None:
         if args.draws:
             p_w = wild.p_value(*cols, est, theta0, "win_rate", draws=args.draws)
             reject_wild.append(p_w is not None and p_w <= 0.05)
+            reject_max.append(p_w is not None and p_t is not None and max(p_w, p_t) <= 0.05)
     se = math.sqrt(0.05 * 0.95 / args.reps)
     changed = f" ({', '.join(args.set)})" if args.set else ""
     print(f"{s.name}{changed}: {args.reps} studies, theta0 {theta0:.4f}, {args.draws} draws, seed {args.seed}")
-    print(f"  report's t df test rejects   {np.mean(reject_t):.4f}   (MC SE near 0.05: {se:.4f})")
+    print(f"  t df test rejects            {np.mean(reject_t):.4f}   (MC SE near 0.05: {se:.4f})")
     if args.draws:
-        print(f"  wild cluster bootstrap-t     {np.mean(reject_wild):.4f}   (the report's shown test)")
+        print(f"  wild cluster bootstrap-t     {np.mean(reject_wild):.4f}")
+        print(f"  the larger of the two        {np.mean(reject_max):.4f}   (the report's shown test)")
     print(f"  restricted t                 {np.mean(reject_r):.4f}")
     print(f"  sign-flip participant df     {np.mean(reject_wdf):.4f}")
     ok = np.isfinite(np.array(vs, dtype=float))

@@ -110,11 +110,16 @@ def test_shown_tests_use_the_headline_intervals_t_statistic():
         t = (np.arcsin(np.sqrt(u)) - np.arcsin(np.sqrt(u0))) / (est["se"] / span / (2 * np.sqrt(u * (1 - u))))
         assert test["statistic"] == pytest.approx(t) and test["df"] == pytest.approx(est["df"])
         assert test["shown_as_evidence"] is True
-        # the p-value refers t to its wild cluster bootstrap distribution (tests/test_wild.py checks
-        # it draw by draw); the interval's own verdict, t(df), is given beside it, not as a p-value
-        assert 1 / 1000 <= test["p_value"] <= 1 and test["bootstrap_draws"] == 999 and "p_value_t" not in test
+        # the p-value is the larger of t(df)'s and the wild cluster bootstrap's (tests/test_wild.py checks
+        # the bootstrap draw by draw): significant only when the interval excludes the null and the bootstrap agrees
+        parts = test["p_value_parts"]
+        assert parts["t_df"] == pytest.approx(2 * sps.t.sf(abs(t), est["df"]))
+        assert 1 / 1000 <= parts["wild_bootstrap"] <= 1 and test["bootstrap_draws"] == 999
+        assert test["p_value"] == max(parts["t_df"], parts["wild_bootstrap"])
         assert test["interval_excludes_null"] == (not est["ci_low"] <= null <= est["ci_high"])
         assert test["agrees_with_interval"] == ((test["p_value"] < 0.05) == test["interval_excludes_null"])
+        if test["p_value"] < 0.05:
+            assert test["interval_excludes_null"]
 
 
 def test_holm_adjusted_p_values_next_to_raw_ones_and_a_primary_comparison():

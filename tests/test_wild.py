@@ -122,9 +122,30 @@ def test_report_p_values_are_the_bootstrap_ones_overall_and_per_stratum():
     pref = st.preference_mask(r)
     a, b = robust.ratio_parts(r.score[pref])["win_rate"]
     est = robust.two_way(a, b, r.participant[pref], r.prompt[pref], r.stratum[pref])
-    assert res["overall"]["tests"]["win_rate"]["p_value"] == wild.p_value(
-        a, b, r.participant[pref], r.prompt[pref], r.stratum[pref], est, 0.5, "win_rate")
+    boot = wild.p_value(a, b, r.participant[pref], r.prompt[pref], r.stratum[pref], est, 0.5, "win_rate")
+    shown = res["overall"]["tests"]["win_rate"]
+    assert shown["p_value_parts"]["wild_bootstrap"] == boot
+    assert shown["p_value"] == max(boot, robust.t_test(est, 0.5)["p_value"])
     for group in res["per_stratum"].values():
         test = group["tests"]["win_rate"]
-        assert test["p_value"] is None or 0 < test["p_value"] <= 1
+        assert test["p_value"] is None or test["p_value"] == max(test["p_value_parts"]["t_df"],
+                                                                 test["p_value_parts"]["wild_bootstrap"])
         assert "wild cluster bootstrap" in test["test"]
+
+
+def test_the_shown_test_is_significant_only_when_the_interval_and_the_bootstrap_both_are():
+    """Over many small studies with an effect near the line: p < 0.05 exactly when both references
+    reject, and never while the interval holds the null."""
+    seen = {"both": 0, "interval only": 0}
+    for seed in range(40):
+        rows = simulate_rows(SimulatedStudy(n_participants=8, n_prompts=9, trials_per_participant=9, effect=0.35),
+                             seed=seed)
+        test = st.compute_statistics(rows, draws=20)["results"]["all"]["overall"]["tests"]["win_rate"]
+        if test["p_value"] is None:
+            continue
+        t_rej, b_rej = test["p_value_parts"]["t_df"] < 0.05, test["p_value_parts"]["wild_bootstrap"] < 0.05
+        assert (test["p_value"] < 0.05) == (t_rej and b_rej)
+        assert test["interval_excludes_null"] == t_rej
+        seen["both"] += t_rej and b_rej
+        seen["interval only"] += t_rej and not b_rej
+    assert seen["both"] > 0
