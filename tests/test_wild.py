@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from app import statistics as st
-from app.statistics import robust, wild
+from app.statistics import robust, significance, wild
 from app.statistics.significance import Clusters, cluster_tests
 from app.statistics.simulation import SimulatedStudy, simulate_rows
 
@@ -149,3 +149,22 @@ def test_the_shown_test_is_significant_only_when_the_interval_and_the_bootstrap_
         seen["both"] += t_rej and b_rej
         seen["interval only"] += t_rej and not b_rej
     assert seen["both"] > 0
+
+
+def test_with_many_effective_clusters_the_test_is_t_df_and_the_bootstrap_is_not_run(monkeypatch):
+    """df >= 50: t(df) holds there (balanced designs with 120-200 participants cover 0.941-0.957), so the
+    999 bootstrap variance computations are skipped; below, they run."""
+    calls = []
+    real = significance.bootstrap_p_value
+    monkeypatch.setattr(significance, "bootstrap_p_value", lambda *a, **k: calls.append(1) or real(*a, **k))
+    rows = simulate_rows(SimulatedStudy(n_participants=150, n_prompts=90, trials_per_participant=12, effect=0.1),
+                         seed=3)
+    test = st.compute_statistics(rows, draws=20)["results"]["all"]["overall"]["tests"]["win_rate"]
+    assert test["df"] >= significance.BOOTSTRAP_BELOW_DF
+    assert test["p_value_parts"]["wild_bootstrap"] is None and test["bootstrap_draws"] == 0
+    assert test["p_value"] == test["p_value_parts"]["t_df"] and "not run" in test["p_value_parts"]["note"]
+    few = simulate_rows(SimulatedStudy(n_participants=12, n_prompts=12, trials_per_participant=10, effect=0.1), seed=3)
+    calls.clear()
+    test = st.compute_statistics(few, draws=20)["results"]["all"]["overall"]["tests"]["win_rate"]
+    assert test["df"] < significance.BOOTSTRAP_BELOW_DF and test["p_value_parts"]["wild_bootstrap"] is not None
+    assert calls

@@ -28,9 +28,9 @@ Conventions
   prompt, are correlated, so intervals that treat votes as independent are too narrow. An
   estimate without an interval says why (`reason`). A crossed (pigeonhole) bootstrap is reported
   as a conservative cross-check.
-- Tests shown: the interval's cluster-robust t statistic referred to its wild cluster bootstrap
-  under the null (`wild`), Holm-adjusted across comparisons (`p_holm`); tests that assume
-  independent votes are withdrawn (p_value None).
+- Tests shown: the interval's cluster-robust t statistic, p-value the larger of t(df)'s and its
+  wild cluster bootstrap's under the null (`wild`), Holm-adjusted across comparisons (`p_holm`);
+  tests that assume independent votes are withdrawn (p_value None).
 
 No torch, no database: usable from the app, the command line and tests alike.
 

@@ -43,9 +43,9 @@ The interval is the t interval on the arcsine-square-root scale of the estimate'
 theta; mean score: (m + 2) / 4), mapped back (`bounds`): near the middle of the range it is
 theta +- t(df) sqrt(V); towards an end it reaches further towards the middle, where the symmetric
 interval missed (5 participants: coverage 0.92). `t_test` uses the same scale, so its t(df) test
-rejects exactly when the interval excludes the null; the report shows the same statistic referred
-to its wild cluster bootstrap instead (`app.statistics.wild`: t(df) rejected 0.0535 of null
-studies with heavy raters). Chosen by `benchmarks/calibration.py`
+rejects exactly when the interval excludes the null; the report's p-value is the larger of that
+one and the same statistic's wild cluster bootstrap p-value (`app.statistics.significance`: t(df)
+rejected 0.0535 of null studies with heavy raters). Chosen by `benchmarks/calibration.py`
 against CR1 with df = min(P - 1, Q - strata) (before issue 23), CR2 with df = min(df_P, df_Q) and
 a symmetric interval (before this change) and other candidates; see docs/statistics.md.
 
@@ -156,21 +156,45 @@ def working_rho(r: np.ndarray, n: np.ndarray, block: np.ndarray, study: np.ndarr
     (sum n^2)^2 / N_b^2 over blocks with >= 2 clusters); tau2 is solved from it, floored at 0.
     """
     nb = int(block.max()) + 1 if block.size else 1
+    ok, k1_b, k2_b = _rho_moments(n, block, nb)
+    study_of_block = np.zeros(nb, dtype=np.int64)
+    study_of_block[block] = study
+    k1 = np.bincount(study_of_block, k1_b, n_studies)
+    k2 = np.bincount(study_of_block, k2_b, n_studies)
+    raw = np.bincount(study, np.where(ok[block], r * r, 0.0), n_studies)
+    return _rho_from(raw, k1, k2, sigma2)
+
+
+def _rho_moments(n: np.ndarray, block: np.ndarray, nb: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per block: whether it has >= 2 clusters, and its terms of K1 and K2 (`working_rho`)."""
     g_b = np.bincount(block, minlength=nb)
     n_b = np.bincount(block, n, nb)
     s2 = np.bincount(block, n * n, nb)
     s3 = np.bincount(block, n**3, nb)
     ok = g_b >= 2
     safe = np.where(ok, n_b, 1.0)
-    study_of_block = np.zeros(nb, dtype=np.int64)
-    study_of_block[block] = study
-    k1 = np.bincount(study_of_block, np.where(ok, n_b - s2 / safe, 0.0), n_studies)
-    k2 = np.bincount(study_of_block, np.where(ok, s2 - 2 * s3 / safe + s2 * s2 / safe**2, 0.0), n_studies)
-    raw = np.bincount(study, np.where(ok[block], r * r, 0.0), n_studies)
+    return ok, np.where(ok, n_b - s2 / safe, 0.0), np.where(ok, s2 - 2 * s3 / safe + s2 * s2 / safe**2, 0.0)
+
+
+def _rho_from(raw: np.ndarray, k1: np.ndarray, k2: np.ndarray, sigma2: np.ndarray) -> np.ndarray:
     with np.errstate(invalid="ignore", divide="ignore"):
         tau2 = np.maximum((raw - sigma2 * k1) / np.where(k2 > 0, k2, np.inf), 0.0)
         rho = np.where(sigma2 > 0, tau2 / np.where(sigma2 > 0, sigma2, 1.0), 0.0)
     return np.nan_to_num(rho)
+
+
+def cr2_sum_of_rows(r: np.ndarray, n: np.ndarray, block: np.ndarray, sigma2: np.ndarray) -> np.ndarray:
+    """sum_g d_g r_g^2 of many residual vectors over the same clusters (rows of r, e.g. bootstrap
+    draws), each row with its own working ratio rho (`working_rho`, from that row's residuals and
+    its sigma2) and CR2 weights (`cluster_weights`): `cluster_part(...).v` with one study per row,
+    without repeating the clusters' sizes and blocks in every row."""
+    n = np.asarray(n, dtype=float)
+    block = np.asarray(block, dtype=np.int64)
+    nb = int(block.max()) + 1 if block.size else 1
+    ok, k1_b, k2_b = _rho_moments(n, block, nb)
+    rho = _rho_from((r * r) @ ok[block].astype(float), k1_b.sum(), k2_b.sum(), np.asarray(sigma2, dtype=float))
+    d = cluster_weights(n, block, rho[:, None])[0]
+    return (d * r * r).sum(axis=1)
 
 
 T_DRAWS, T_SEED = 2048, 20260423
@@ -378,6 +402,31 @@ def working_t_df(n: np.ndarray, w: np.ndarray, d: np.ndarray, block: np.ndarray,
     return out
 
 
+def cluster_weights(n: np.ndarray, block: np.ndarray, rho: np.ndarray | float = 0.0, adjust: str = ADJUST
+                    ) -> tuple[np.ndarray, tuple]:
+    """Each cluster's weight d_g in sum_g d_g r_g^2 (see `cluster_part`; rho per cluster, one for
+    all, or a column of one per row), and the working-model pieces `cluster_part` reuses. They
+    depend on the clusters' sizes and rho only, not on the residuals."""
+    n = np.asarray(n, dtype=float)
+    block = np.asarray(block, dtype=np.int64)
+    nb = int(block.max()) + 1 if block.size else 1
+    g_b = np.bincount(block, minlength=nb)
+    ok = g_b[block] >= 2
+    n_b = np.bincount(block, n, nb)
+    h = n / np.where(n_b[block] > 0, n_b[block], 1.0)
+    w = n + np.asarray(rho, dtype=float) * n * n  # (rows, clusters) when rho is a column: one row per draw
+    s_b = np.bincount(block, w, nb) if w.ndim == 1 else w @ np.eye(nb)[block]
+    s = s_b[..., block]
+    base = w * (1 - 2 * h) + s * h * h  # E[r_g^2] / sigma2 under the working model
+    if adjust == "cr2":
+        d = np.where(ok, w / np.where(ok & (base > 0), base, 1.0), 0.0)
+    elif adjust == "cr1":
+        d = np.where(ok, g_b[block] / np.maximum(g_b[block] - 1, 1), 0.0)
+    else:
+        raise ValueError(f"adjust must be one of {ADJUSTMENTS}")
+    return d, (n, w, h, s, base, s_b, g_b, ok, nb)
+
+
 def cluster_part(r: np.ndarray, n: np.ndarray, block: np.ndarray, study: np.ndarray | None = None,
                  n_studies: int = 1, rho: np.ndarray | float = 0.0, adjust: str = ADJUST,
                  t_df: bool = False) -> Part:
@@ -391,25 +440,11 @@ def cluster_part(r: np.ndarray, n: np.ndarray, block: np.ndarray, study: np.ndar
     t_df: also the working-model df of the factor's t statistic (`working_t_df`), which `Part.df`
     then gives (the report's, for participants and prompts).
     """
-    r, n = np.asarray(r, dtype=float), np.asarray(n, dtype=float)
-    block = np.asarray(block, dtype=np.int64)
+    r = np.asarray(r, dtype=float)
     study = np.zeros(r.size, dtype=np.int64) if study is None else np.asarray(study, dtype=np.int64)
-    nb = int(block.max()) + 1 if block.size else 1
-    g_b = np.bincount(block, minlength=nb)
-    ok = g_b[block] >= 2
-    n_b = np.bincount(block, n, nb)
-    h = n / np.where(n_b[block] > 0, n_b[block], 1.0)
     rho_s = np.broadcast_to(np.asarray(rho, dtype=float), (n_studies,))
-    w = n + rho_s[study] * n * n
-    s_b = np.bincount(block, w, nb)
-    s = s_b[block]
-    base = w * (1 - 2 * h) + s * h * h  # E[r_g^2] / sigma2 under the working model
-    if adjust == "cr2":
-        d = np.where(ok, w / np.where(ok & (base > 0), base, 1.0), 0.0)
-    elif adjust == "cr1":
-        d = np.where(ok, g_b[block] / np.maximum(g_b[block] - 1, 1), 0.0)
-    else:
-        raise ValueError(f"adjust must be one of {ADJUSTMENTS}")
+    d, (n, w, h, s, base, s_b, g_b, ok, nb) = cluster_weights(n, block, rho_s[study], adjust)
+    block = np.asarray(block, dtype=np.int64)
     v = np.bincount(study, d * r * r, n_studies)
     e_block = np.bincount(block, d * base, nb)
     # tr((AW)^2) with A = (I - 1h') D (I - h1') per block: diagonal part + the rank-3 part (closed form).
