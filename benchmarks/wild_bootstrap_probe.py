@@ -23,7 +23,9 @@ an inverted test would have) on the same studies with:
 - the report's test with a sign-flip participant df: the participant part's df from Rademacher
   signs on the participant residual totals about theta0 (4,000 draws) instead of normal totals.
 
-It also prints the report's mean V over the variance of the estimates across studies. It was the
+It also prints the report's mean V over the variance of the estimates across studies, and with
+`--ranking` the level of the ranking's joint-fit (Bradley-Terry) contrast of the two arms, the
+p-value a K-arm study's `p_holm` is built from. It was the
 probe that chose the shown test's method (docs/statistics.md): heavy raters 0.035 / 0.044 with a
 first loop version of the bootstrap (Rademacher, 199 draws) against the t df's 0.055 / 0.059
 (seeds 301 / 302, 1,500 studies); Zipf logit at the truth 0.040 against 0.057 (seed 303, 1,000).
@@ -46,6 +48,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import calibration  # the scenarios and their simulator
 
 from app.statistics import robust, wild
+from app.statistics.ranking import pair_contrast, rank_arms
 
 RESTRICTED_DRAWS = 4000
 _RESTRICTED = np.random.default_rng(20261203)
@@ -129,6 +132,8 @@ def main() -> None:
     ap.add_argument("--at-truth", action="store_true", help="test the scenario's true win rate instead of 0.5")
     ap.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                     help="change a scenario field, e.g. sd_prompt=0 (repeatable)")
+    ap.add_argument("--ranking", action="store_true",
+                    help="also the level of the ranking's joint-fit contrast (two arms; null scenarios)")
     args = ap.parse_args()
     names = {s.name: s for s in calibration.grid()}
     if args.scenario not in names:
@@ -139,7 +144,7 @@ def main() -> None:
     started = time.time()
     zs = np.random.default_rng(args.seed + 1).standard_normal((RESTRICTED_DRAWS, s.n_participants))
     signs = np.where(np.random.default_rng(args.seed + 2).random((RESTRICTED_DRAWS, s.n_participants)) < 0.5, -1.0, 1.0)
-    reject_t, reject_wild, reject_max, reject_r, reject_wdf, thetas, vs = [], [], [], [], [], [], []
+    reject_t, reject_wild, reject_max, reject_r, reject_wdf, reject_bt, thetas, vs = [], [], [], [], [], [], [], []
     for _ in tqdm(range(args.reps), desc=s.name, unit="study"):
         d = calibration.simulate(s, rng)
         a, b = robust.ratio_parts(d["score"])["win_rate"]
@@ -150,6 +155,11 @@ def main() -> None:
         reject_t.append(p_t is not None and p_t <= 0.05)
         thetas.append(est.theta)
         vs.append(est.v)
+        if args.ranking and not args.at_truth:  # the joint fit's contrast of the two arms (beta = 0 at the null)
+            n = d["score"].size
+            rk = rank_arms(["T"] * n, ["B"] * n, d["score"], d["participant"], d["prompt"], d["stratum"])
+            p_bt = pair_contrast(rk, "T", "B").p_value
+            reject_bt.append(p_bt is not None and p_bt <= 0.05)
         x = at_null(*cols, theta0)
         reject_r.append(restricted_reject(x, theta0, zs))
         reject_wdf.append(wild_df_reject(x, theta0, signs))
@@ -164,6 +174,8 @@ def main() -> None:
     if args.draws:
         print(f"  wild cluster bootstrap-t     {np.mean(reject_wild):.4f}")
         print(f"  the larger of the two        {np.mean(reject_max):.4f}   (the report's shown test)")
+    if reject_bt:
+        print(f"  ranking: joint-fit contrast  {np.mean(reject_bt):.4f}   (Bradley-Terry, two arms; its p_value)")
     print(f"  restricted t                 {np.mean(reject_r):.4f}")
     print(f"  sign-flip participant df     {np.mean(reject_wdf):.4f}")
     ok = np.isfinite(np.array(vs, dtype=float))

@@ -167,7 +167,8 @@ def check_paper_folder(out: Path, flow: dict) -> None:
     are well formed when no TeX engine is installed), CSV twins, figures as PDF and PNG."""
     methods = (out / "methods.md").read_text(encoding="utf-8")
     assert "SFG" in methods and "CFG" in methods and f"leaving {flow['analysed']} participants" in methods
-    assert "@cameron2011robust" in methods
+    assert "@cameron2011robust" in methods and "wild cluster bootstrap" in methods and "@mackinnon2017wild" in methods
+    assert "min(participants - 1" not in methods  # the method before issue 23
     bib = (out / "references.bib").read_text(encoding="utf-8")
     tex = (out / "methods.tex").read_text(encoding="utf-8")
     for key in re.findall(r"\\cite\{([^}]+)\}", tex):

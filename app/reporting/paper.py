@@ -30,6 +30,21 @@ BIBTEX = r"""@article{cameron2011robust,
   journal = {Journal of Business \& Economic Statistics},
   volume = {29}, number = {2}, pages = {238--249}, year = {2011}
 }
+@article{bell2002bias,
+  author = {Bell, Robert M. and McCaffrey, Daniel F.},
+  title = {Bias Reduction in Standard Errors for Linear Regression with Multi-Stage Samples},
+  journal = {Survey Methodology}, volume = {28}, number = {2}, pages = {169--181}, year = {2002}
+}
+@article{pustejovsky2018small,
+  author = {Pustejovsky, James E. and Tipton, Elizabeth},
+  title = {Small-Sample Methods for Cluster-Robust Variance Estimation and Hypothesis Testing in Fixed Effects Models},
+  journal = {Journal of Business \& Economic Statistics}, volume = {36}, number = {4}, pages = {672--683}, year = {2018}
+}
+@article{mackinnon2017wild,
+  author = {MacKinnon, James G. and Webb, Matthew D.},
+  title = {Wild Bootstrap Inference for Wildly Different Cluster Sizes},
+  journal = {Journal of Applied Econometrics}, volume = {32}, number = {2}, pages = {233--254}, year = {2017}
+}
 @article{holm1979simple,
   author = {Holm, Sture},
   title = {A Simple Sequentially Rejective Multiple Test Procedure},
@@ -215,10 +230,14 @@ def methods_text(stats: dict[str, Any], datasheet: dict[str, Any] | None = None)
     out.append(("Gold and repeated trials served quality control only. We report the win rate of "
                 f"{treat} among decisive (non-tie) votes with 95% confidence intervals from a two-way "
                 "cluster-robust variance over participants and prompts (prompts within their stratum), "
-                "with t quantiles on min(participants - 1, prompts - strata) degrees of freedom.",
-                "cameron2011robust"))
-    out.append(("p-values are from the matching clustered t-test of a 50% win rate and are Holm-adjusted "
-                "over the study's comparisons.", "holm1979simple"))
+                "with bias-reduced (CR2) cluster weights and, for each factor, the degrees of freedom of its "
+                "t statistic under a random-effects working model, on the arcsine-square-root scale.",
+                "cameron2011robust,bell2002bias,pustejovsky2018small"))
+    out.append(("Tests of a 50% win rate use the same t statistic; where the interval has fewer than 50 degrees "
+                "of freedom the p-value is the larger of the t reference's and that of a wild cluster bootstrap "
+                "with the null imposed (one weight per participant, 999 draws), so a result counts only when "
+                "both agree. p-values are Holm-adjusted over the study's comparisons.",
+                "mackinnon2017wild,holm1979simple"))
     if stats.get("monitoring"):
         out.append(("Sequential monitoring used Lan-DeMets O'Brien-Fleming spending with repeated confidence "
                     "intervals (two-sided alpha 0.05).", "lan1983discrete,jennison2000group"))
