@@ -168,3 +168,16 @@ def test_with_many_effective_clusters_the_test_is_t_df_and_the_bootstrap_is_not_
     test = st.compute_statistics(few, draws=20)["results"]["all"]["overall"]["tests"]["win_rate"]
     assert test["df"] < significance.BOOTSTRAP_BELOW_DF and test["p_value_parts"]["wild_bootstrap"] is not None
     assert calls
+
+
+def test_the_report_marks_a_test_that_the_bootstrap_does_not_confirm():
+    from app.reporting.report import render_report
+
+    rows = simulate_rows(SimulatedStudy(n_participants=12, n_prompts=12, trials_per_participant=10, effect=0.3), seed=5)
+    stats = st.compute_statistics(rows, draws=20)
+    assert "†</span>" not in render_report(stats).split('<table class="tests">')[1]
+    for res in stats["results"].values():
+        res["overall"]["tests"]["win_rate"]["agrees_with_interval"] = False
+    html = render_report(stats)
+    assert 'title="the 95% interval reaches the other verdict">†</span>' in html
+    assert "wild cluster bootstrap" in html
