@@ -8,7 +8,7 @@ misses where the other holds (docs/statistics.md, "Tests"):
 - t(df), the interval's own: it rejected 0.0535 of null studies with heavy raters (5 of 40 give
   60% of the votes), where the few big raters agreeing makes V small exactly when the estimate is
   far out;
-- the wild cluster bootstrap over participants (`app.statistics.wild`): 0.044-0.048 there, but
+- the wild cluster bootstrap over participants (`app.statistics.wild`): 0.042-0.048 there, but
   0.051-0.068 at the true value with 3 prompts per stratum, where the prompts limit what is known
   and t(df) rejects 0.027-0.035.
 

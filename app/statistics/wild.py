@@ -18,7 +18,8 @@ Weights: Rademacher signs (+-1) with 12 participants or more; below that Webb's 
 distribution (+-sqrt(1/2), +-1, +-sqrt(3/2), each 1/6), since 5 participants have only 32 sign
 patterns and the test could never reject at 0.05 (MacKinnon & Webb 2017 draw the line at about
 12). Signs reproduce what t(df) misses with heavy raters, the few big raters agreeing: on the
-same 3,000 null studies Rademacher rejected 0.044 and Webb 0.048 (t(df): 0.056). Draws are fixed
+same 3,000 null studies Rademacher rejected 0.042 (`benchmarks/wild_bootstrap_probe.py --seed 501`)
+and Webb's weights 0.048 in a prototype run (t(df): 0.056). Draws are fixed
 (a seeded generator per number of participants), so the same votes always give the same p-value
 (a reviewer re-running `sfgeval analyze` gets the report's numbers).
 
