@@ -41,9 +41,10 @@ from app.statistics.wild import p_value as bootstrap_p_value
 WITHDRAWN = ("withdrawn: assumes independent votes; with a few heavy raters it rejects far more than 5% of studies "
              "with no true preference (docs/statistics.md), so it is not evidence")
 CLUSTER_TEST = ("two-sided test of the headline interval's t statistic (two-way cluster-robust SE, CR2, on the "
-                "interval's arcsine-square-root scale, app.statistics.robust); p_value = the larger of t(df)'s and that "
-                "of a " + BOOTSTRAP_METHOD + ": significant only when the interval excludes the null and the bootstrap "
-                "agrees (each reference alone over-rejects in some designs; docs/statistics.md)")
+                "interval's arcsine-square-root scale, app.statistics.robust); p_value = the larger of t(df)'s "
+                "and that of a " + BOOTSTRAP_METHOD + ": significant only when the interval excludes the null and "
+                "the bootstrap agrees (each reference alone over-rejects in some designs; docs/statistics.md); "
+                "with df >= 50 t(df) alone")
 
 
 # The bootstrap guards against what t(df) misses when a few clusters carry most of the information

@@ -17,18 +17,20 @@ Gelbach & Miller 2008; MacKinnon & Webb 2017; Roodman et al. 2019, Stata's `boot
 Weights: Rademacher signs (+-1) with 12 participants or more; below that Webb's six-point
 distribution (+-sqrt(1/2), +-1, +-sqrt(3/2), each 1/6), since 5 participants have only 32 sign
 patterns and the test could never reject at 0.05 (MacKinnon & Webb 2017 draw the line at about
-12). Signs reproduce what t(df) misses with heavy raters, the few big raters agreeing: on the
-same 3,000 null studies Rademacher rejected 0.042 (`benchmarks/wild_bootstrap_probe.py --seed 501`)
-and Webb's weights 0.048 in a prototype run (t(df): 0.056). Draws are fixed
-(a seeded generator per number of participants), so the same votes always give the same p-value
-(a reviewer re-running `sfgeval analyze` gets the report's numbers).
+12). Signs reproduce what t(df) misses with heavy raters, the few big raters agreeing: on the same
+3,000 null studies Rademacher rejected 0.042 (`benchmarks/wild_bootstrap_probe.py --seed 501`)
+and Webb's weights 0.048 in a prototype run (t(df): 0.056). Draws are fixed (a seeded generator
+per number of participants), so the same votes always give the same p-value (a reviewer
+re-running `sfgeval analyze` gets the report's numbers).
 
 Every draw is linear in the weights: per (participant, prompt) cell the sums of e and b are all
 the draws need, so all draws are evaluated at once (no Python loop over draws): the participant
 and prompt parts as rows of `robust.cr2_sum_of_rows`, the cells' part (no rho, the same weights
-in every draw) from per-participant and per-stratum sums. Flipping participants only, it cannot reproduce the prompt part's own
-noise: with 3 prompts per stratum it rejected 0.051-0.068 at the true value where t(df) rejects
-0.027-0.035, hence the larger of the two.
+in every draw) from per-participant and per-stratum sums.
+
+Flipping participants only, it cannot reproduce the prompt part's own noise: with 3 prompts per
+stratum it rejected 0.051-0.068 at the true value where t(df) rejects 0.027-0.035, hence the
+larger of the two.
 """
 
 from __future__ import annotations
@@ -54,9 +56,8 @@ SEED = 20261203
 WEBB_BELOW = 12  # participants: Webb's six-point weights below, Rademacher signs from here on
 WEBB = np.array([-math.sqrt(1.5), -1.0, -math.sqrt(0.5), math.sqrt(0.5), 1.0, math.sqrt(1.5)])
 METHOD = ("wild cluster bootstrap-t, the null imposed (one weight per participant: Rademacher signs, Webb's six "
-          f"points below {WEBB_BELOW} participants; "
-          f"{DRAWS} draws, fixed seed): the report's two-way CR2 t statistic on the arcsine scale recomputed "
-          "on every draw (app.statistics.wild)")
+          f"points below {WEBB_BELOW} participants; {DRAWS} draws, fixed seed): the report's two-way CR2 t "
+          "statistic on the arcsine scale recomputed on every draw (app.statistics.wild)")
 
 
 @functools.lru_cache(maxsize=64)
