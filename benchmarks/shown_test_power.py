@@ -5,7 +5,7 @@
 The planner (`app.statistics.planning.plan`) sizes a study so that the report's interval lies above
 0.5 with the target power (its power curve and its realised-power check count studies whose
 t(df) interval, on the arcsine scale, excludes 0.5 upwards). The p-value the report shows
-(`significance.cluster_tests`) is the larger of that t(df) test's and the same statistic's wild
+(`significance.shown_test`) is the larger of that t(df) test's and the same statistic's wild
 cluster bootstrap's when the interval's df is below 50, so the two verdicts can differ near the
 line. This benchmark plans a study, simulates `--sims` fresh
 studies of the recommended size (the planner's own simulator, another seed), and prints the share
@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from app.statistics import robust
 from app.statistics.clustered import Effects, simulate_batch
 from app.statistics.planning import PlanRequest, plan
-from app.statistics.significance import BOOTSTRAP_BELOW_DF, Clusters, cluster_tests
+from app.statistics.significance import BOOTSTRAP_BELOW_DF, Clusters, shown_test
 
 
 def main() -> None:
@@ -53,8 +53,7 @@ def main() -> None:
         t = robust.t_test(est, 0.5)
         above = est.theta is not None and est.theta > 0.5
         by_interval.append(above and t["p_value"] is not None and t["p_value"] < req.alpha)
-        clusters = Clusters(*cols)
-        p = cluster_tests(est, est, batch["score"][i], clusters, req.alpha)["win_rate"]["p_value"]
+        p = shown_test(est, 0.5, "win_rate", a, b, Clusters(*cols), req.alpha)["p_value"]
         by_test.append(above and p is not None and p < req.alpha)
         dfs.append(est.df if est.df is not None else np.nan)
     x, y = np.array(by_interval), np.array(by_test)

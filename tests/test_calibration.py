@@ -22,7 +22,8 @@ import numpy as np
 import pytest
 
 from app import statistics as st
-from app.statistics import robust, wild
+from app.statistics import robust
+from app.statistics.significance import Clusters, shown_test
 from app.statistics.simulation import SimulatedStudy, simulate_arrays, simulate_rows
 
 N_SIMULATIONS = 400
@@ -139,7 +140,7 @@ def _unbalanced_coverage(name: str, reps: int, adjust: str = robust.ADJUST, df_r
                          scale: str | None = None, df_source: str = robust.DF_SOURCE, shown: bool = False
                          ) -> tuple[float, float]:
     """(win-rate coverage, rejection rate of win rate = 0.5) of `reps` studies of a benchmark scenario:
-    of the interval's t(df) test, or with `shown` of the report's shown test (max of it and the wild bootstrap's)."""
+    of the interval's t(df) test, or with `shown` of the report's shown test (`significance.shown_test`)."""
     bm = _benchmark()
     s = next(x for x in bm.grid() if x.name == name)
     true, _ = bm.truth(s)
@@ -155,9 +156,11 @@ def _unbalanced_coverage(name: str, reps: int, adjust: str = robust.ADJUST, df_r
         else:  # the report's interval (scale None: robust.SCALE), or the given scale
             lo, hi = robust.bounds(est.theta, np.sqrt(est.v), est.df, "win_rate", 0.95, scale)
             hits.append(bool(lo <= true["win_rate"] <= hi))
-        p = robust.t_test(est, 0.5)["p_value"]
-        if shown and p is not None:  # the report's: the larger of t(df)'s and the wild bootstrap's
-            p = max(p, wild.p_value(a, b, d["participant"], d["prompt"], d["stratum"], est, 0.5, "win_rate"))
+        if shown:  # the report's test (the larger of t(df)'s and the wild bootstrap's p)
+            clusters = Clusters(d["participant"], d["prompt"], d["stratum"])
+            p = shown_test(est, 0.5, "win_rate", a, b, clusters)["p_value"]
+        else:
+            p = robust.t_test(est, 0.5)["p_value"]
         rejects.append((p or 1.0) <= 0.05)
     return float(np.mean(hits)), float(np.mean(rejects))
 

@@ -69,38 +69,42 @@ class Clusters:
     pooled_vq: Mapping[str, float] = field(default_factory=dict)
 
 
-def cluster_tests(win: Estimate, mean: Estimate, scores: np.ndarray, clusters: Clusters,
-                  alpha: float = 0.05) -> dict[str, Any]:
-    """The cluster-valid tests the report shows: win rate = 0.5 and mean score = 0.
+def shown_test(est: Estimate, null: float, key: str, a: np.ndarray, b: np.ndarray, clusters: Clusters,
+               alpha: float = 0.05, draws: int = BOOTSTRAP_DRAWS) -> dict[str, Any]:
+    """The test the report shows of one estimate (`key`: its name, `est`: `robust.two_way` of the
+    votes (a, b) of `clusters`) = `null`.
 
     p_value = max(t(df) p, wild bootstrap p) (see the module docstring), or t(df)'s alone when the
     interval's df is at least BOOTSTRAP_BELOW_DF; `p_value_parts` gives both, which alone are not
-    the test. `interval_excludes_null`: the interval's (confidence 1 - alpha)
-    verdict; `agrees_with_interval`: whether the test (p < alpha) reaches the same one (it can only
-    differ one way: the interval excludes the null and the bootstrap does not agree).
+    the test. `interval_excludes_null`: the interval's (confidence 1 - alpha) verdict;
+    `agrees_with_interval`: whether the test (p < alpha) reaches the same one (it can only differ
+    one way: the interval excludes the null and the bootstrap does not agree).
     """
-    out = {}
-    parts = ratio_parts(scores)
-    for key, est, null in (("win_rate", win, 0.5), ("mean_score", mean, 0.0)):
-        t = t_test(est, null, key)
-        a, b = parts[key]
-        many = t["df"] is not None and t["df"] >= BOOTSTRAP_BELOW_DF
-        p_boot = None if many else bootstrap_p_value(a, b, clusters.participant, clusters.prompt, clusters.stratum,
-                                                     est, null, key, pooled_vq=clusters.pooled_vq.get(key))
-        p = t["p_value"] if many else (None if p_boot is None or t["p_value"] is None else max(p_boot, t["p_value"]))
-        parts_note = (NOT_NEEDED if many else
-                      "the test is their maximum; either alone over-rejects in some designs")
-        out[key] = {"null": null, "estimate": _num(est.theta) if est.theta is not None else None,
-                    "statistic": t["statistic"], "df": t["df"], "p_value": p,
-                    "p_value_parts": {"t_df": t["p_value"], "wild_bootstrap": p_boot, "note": parts_note},
-                    "bootstrap_draws": 0 if many else BOOTSTRAP_DRAWS, "test": CLUSTER_TEST, "shown_as_evidence": True}
-        if p is None:
-            out[key]["reason"] = est.reason
-        else:
-            excludes = bool(t["p_value"] < alpha)
-            out[key]["interval_excludes_null"] = excludes
-            out[key]["agrees_with_interval"] = bool((p < alpha) == excludes)
+    t = t_test(est, null, key)
+    many = t["df"] is not None and t["df"] >= BOOTSTRAP_BELOW_DF
+    p_boot = None if many else bootstrap_p_value(a, b, clusters.participant, clusters.prompt, clusters.stratum,
+                                                 est, null, key, draws=draws, pooled_vq=clusters.pooled_vq.get(key))
+    p = t["p_value"] if many else (None if p_boot is None or t["p_value"] is None else max(p_boot, t["p_value"]))
+    parts_note = NOT_NEEDED if many else "the test is their maximum; either alone over-rejects in some designs"
+    out = {"null": null, "estimate": _num(est.theta) if est.theta is not None else None,
+           "statistic": t["statistic"], "df": t["df"], "p_value": p,
+           "p_value_parts": {"t_df": t["p_value"], "wild_bootstrap": p_boot, "note": parts_note},
+           "bootstrap_draws": 0 if many else draws, "test": CLUSTER_TEST, "shown_as_evidence": True}
+    if p is None:
+        out["reason"] = est.reason
+    else:
+        excludes = bool(t["p_value"] < alpha)
+        out["interval_excludes_null"] = excludes
+        out["agrees_with_interval"] = bool((p < alpha) == excludes)
     return out
+
+
+def cluster_tests(win: Estimate, mean: Estimate, scores: np.ndarray, clusters: Clusters,
+                  alpha: float = 0.05) -> dict[str, Any]:
+    """The cluster-valid tests the report shows (`shown_test`): win rate = 0.5 and mean score = 0."""
+    parts = ratio_parts(scores)
+    return {key: shown_test(est, null, key, *parts[key], clusters, alpha)
+            for key, est, null in (("win_rate", win, 0.5), ("mean_score", mean, 0.0))}
 
 
 def independent_vote_tests(scores: np.ndarray, prompt: np.ndarray) -> dict[str, float | None]:
