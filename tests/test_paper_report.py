@@ -59,6 +59,20 @@ def test_verdict_wording_rule():
     assert verdicts(_stats({"a": g, "b": _group(0.7, 0.65, 0.75)}))["cards"][0]["kind"] == "unclear"
 
 
+def test_verdict_uses_the_statistics_shown_test():
+    """The cards take the p-value the statistics show (`tests.win_rate.p_holm`: the larger of t(df)'s and
+    the wild bootstrap's, Holm-adjusted), not one recomputed from the interval."""
+    from app.statistics import compute_statistics
+    from app.statistics.simulation import SimulatedStudy, simulate_rows
+
+    rows = simulate_rows(SimulatedStudy(n_participants=12, n_prompts=12, trials_per_participant=10, effect=0.3), seed=5)
+    stats = compute_statistics(rows, draws=50)
+    test = stats["results"]["after_exclusions"]["per_comparison"]["cfg-vs-sfg"]["tests"]["win_rate"]
+    v = verdicts(stats)
+    assert f"p = {test['p_holm']:.3f};" in v["cards"][0]["sentence"], (v["cards"][0]["sentence"], test["p_holm"])
+    assert v["cards"][0]["p_kind"] == "p_holm from the statistics"
+
+
 def test_holm():
     assert holm([0.01, 0.04, None, 0.03]) == [0.03, 0.06, None, 0.06]
 

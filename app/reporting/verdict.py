@@ -85,9 +85,11 @@ def clustered_p(win_rate: dict[str, Any]) -> float | None:
 
 
 def _given(group: dict[str, Any], key: str) -> float | None:
-    """A p-value the statistics provide under `key`, wherever they put it."""
-    for holder in (group, group.get("win_rate") or {}, group.get("tests") or {},
-                   (group.get("tests") or {}).get("clustered") or {}):
+    """A p-value the statistics provide under `key`, wherever they put it (`compute_statistics`: the
+    shown win-rate test, `tests.win_rate`)."""
+    tests = group.get("tests") or {}
+    for holder in (group, group.get("win_rate") or {}, tests, tests.get("win_rate") or {},
+                   tests.get("clustered") or {}):
         v = holder.get(key) if isinstance(holder, dict) else None
         if isinstance(v, (int, float)) and not math.isnan(v):
             return float(v)
